@@ -1,0 +1,604 @@
+//! The actors: thin shells that carry messages, time and I/O to the pure state machines.
+//!
+//! - [`ShardActor`] owns one [`ShardState`]; it serves reads and applies commits in LSN order,
+//!   catching up from the log when it missed one (after a restart).
+//! - [`CoordinatorActor`] queues operations and drives one [`Round`] at a time: reads from every
+//!   shard, decides, appends the commit to the log, waits for durability, applies, answers.
+//! - [`SupervisorActor`] owns both; a shard or coordinator that panics is logged and restarted,
+//!   and the request in flight gets an error instead of an answer.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+
+use crate::engine::{Clock, EngineConfig, EngineError};
+use crate::record::Commit;
+use crate::round::{Operation, Outcome, Sequencer, Step};
+use crate::routing::shard_of;
+use crate::shard::{ReadReply, ReadRequest, ShardState};
+use crate::types::{Account, AccountFilter, Transfer};
+use crate::wal::{Wal, WalError};
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+pub(crate) enum ShardMsg {
+    /// `as_of`: the LSN the coordinator has committed; the shard catches up to it first.
+    Read {
+        as_of: u64,
+        request: ReadRequest,
+        reply: oneshot::Sender<ReadReply>,
+    },
+    Apply(Arc<Commit>),
+    LookupAccounts {
+        as_of: u64,
+        ids: Vec<u128>,
+        reply: oneshot::Sender<Vec<Account>>,
+    },
+    LookupTransfers {
+        as_of: u64,
+        ids: Vec<u128>,
+        reply: oneshot::Sender<Vec<Transfer>>,
+    },
+    AccountTransferIds {
+        as_of: u64,
+        filter: AccountFilter,
+        reply: oneshot::Sender<Vec<u128>>,
+    },
+    /// Fault injection: the handler panics.
+    Panic,
+}
+
+pub(crate) struct ShardActor;
+
+pub(crate) struct ShardArgs {
+    pub index: usize,
+    pub shard_count: usize,
+    pub wal: Arc<dyn Wal>,
+}
+
+pub(crate) struct ShardActorState {
+    shard: ShardState,
+    wal: Arc<dyn Wal>,
+}
+
+impl ShardActorState {
+    /// Applies the commits after the last applied one, up to `lsn`, from the log.
+    async fn catch_up(&mut self, lsn: u64) -> Result<(), WalError> {
+        let from = self.shard.applied_lsn() + 1;
+        if lsn < from {
+            return Ok(());
+        }
+        for commit in self.wal.read(from, lsn).await? {
+            self.shard.apply(&commit);
+        }
+        Ok(())
+    }
+}
+
+impl Actor for ShardActor {
+    type Msg = ShardMsg;
+    type State = ShardActorState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        args: ShardArgs,
+    ) -> Result<ShardActorState, ActorProcessingErr> {
+        let mut state = ShardActorState {
+            shard: ShardState::new(args.index, args.shard_count),
+            wal: args.wal,
+        };
+        let last = state.wal.last_lsn();
+        state.catch_up(last).await?;
+        tracing::debug!(shard = args.index, lsn = last, "shard recovered from the log");
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        message: ShardMsg,
+        state: &mut ShardActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A dropped reply means the caller gave up; the shard carries on.
+        match message {
+            ShardMsg::Read {
+                as_of,
+                request,
+                reply,
+            } => {
+                state.catch_up(as_of).await?;
+                let _ = reply.send(state.shard.read(&request));
+            }
+            ShardMsg::Apply(commit) => {
+                if commit.lsn > state.shard.applied_lsn() {
+                    state.catch_up(commit.lsn - 1).await?;
+                    state.shard.apply(&commit);
+                }
+            }
+            ShardMsg::LookupAccounts { as_of, ids, reply } => {
+                state.catch_up(as_of).await?;
+                let _ = reply.send(state.shard.lookup_accounts(&ids));
+            }
+            ShardMsg::LookupTransfers { as_of, ids, reply } => {
+                state.catch_up(as_of).await?;
+                let _ = reply.send(state.shard.lookup_transfers(&ids));
+            }
+            ShardMsg::AccountTransferIds {
+                as_of,
+                filter,
+                reply,
+            } => {
+                state.catch_up(as_of).await?;
+                let _ = reply.send(state.shard.account_transfer_ids(&filter));
+            }
+            ShardMsg::Panic => panic!("shard {}: injected panic", state.shard.index()),
+        }
+        Ok(())
+    }
+}
+
+pub(crate) enum CoordinatorMsg {
+    Submit {
+        operation: Operation,
+        reply: Option<Reply<Outcome>>,
+    },
+    RunRound,
+    LookupAccounts {
+        ids: Vec<u128>,
+        reply: Reply<Vec<Account>>,
+    },
+    LookupTransfers {
+        ids: Vec<u128>,
+        reply: Reply<Vec<Transfer>>,
+    },
+    AccountTransfers {
+        filter: AccountFilter,
+        reply: Reply<Vec<Transfer>>,
+    },
+    ShardRestarted {
+        index: usize,
+        shard: ActorRef<ShardMsg>,
+    },
+    Tick,
+    /// Fault injection: forwarded to one shard.
+    PanicShard(usize),
+}
+
+pub(crate) struct CoordinatorActor;
+
+pub(crate) struct CoordinatorArgs {
+    pub shards: Vec<ActorRef<ShardMsg>>,
+    pub wal: Arc<dyn Wal>,
+    pub clock: Arc<dyn Clock>,
+    pub config: EngineConfig,
+}
+
+pub(crate) struct CoordinatorState {
+    shards: Vec<ActorRef<ShardMsg>>,
+    wal: Arc<dyn Wal>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    sequencer: Sequencer,
+    committed_lsn: u64,
+    queue: VecDeque<(Operation, Option<Reply<Outcome>>)>,
+    round_scheduled: bool,
+}
+
+impl Actor for CoordinatorActor {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorState;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        args: CoordinatorArgs,
+    ) -> Result<CoordinatorState, ActorProcessingErr> {
+        let committed_lsn = args.wal.last_lsn();
+        let timestamp_last = if committed_lsn == 0 {
+            0
+        } else {
+            let last = args.wal.read(committed_lsn, committed_lsn).await?;
+            last[0].timestamp_max
+        };
+        myself.send_interval(args.config.expiry_interval, || CoordinatorMsg::Tick);
+        Ok(CoordinatorState {
+            shards: args.shards,
+            wal: args.wal,
+            clock: args.clock,
+            config: args.config,
+            sequencer: Sequencer::resume_after(timestamp_last),
+            committed_lsn,
+            queue: VecDeque::new(),
+            round_scheduled: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        message: CoordinatorMsg,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CoordinatorMsg::Submit { operation, reply } => {
+                state.queue.push_back((operation, reply));
+                schedule_round(&myself, state);
+            }
+            CoordinatorMsg::Tick => {
+                let expiry_queued = state
+                    .queue
+                    .iter()
+                    .any(|(operation, _)| *operation == Operation::Expire);
+                if !expiry_queued {
+                    state.queue.push_back((Operation::Expire, None));
+                    schedule_round(&myself, state);
+                }
+            }
+            CoordinatorMsg::RunRound => {
+                state.round_scheduled = false;
+                let operations = take_round(&mut state.queue, state.config.round_events_max);
+                run_round(state, operations).await;
+                if !state.queue.is_empty() {
+                    schedule_round(&myself, state);
+                }
+            }
+            CoordinatorMsg::LookupAccounts { ids, reply } => {
+                let pending = scatter(state, &ids, |as_of, ids, reply| {
+                    ShardMsg::LookupAccounts { as_of, ids, reply }
+                });
+                tokio::spawn(async move {
+                    let _ = reply.send(gather(pending, &ids, |a: &Account| a.id).await);
+                });
+            }
+            CoordinatorMsg::LookupTransfers { ids, reply } => {
+                let pending = scatter(state, &ids, |as_of, ids, reply| {
+                    ShardMsg::LookupTransfers { as_of, ids, reply }
+                });
+                tokio::spawn(async move {
+                    let _ = reply.send(gather(pending, &ids, |t: &Transfer| t.id).await);
+                });
+            }
+            CoordinatorMsg::AccountTransfers { filter, reply } => {
+                let index = shard_of(filter.account_id, state.shards.len());
+                let (sender, receiver) = oneshot::channel();
+                let sent = state.shards[index].send_message(ShardMsg::AccountTransferIds {
+                    as_of: state.committed_lsn,
+                    filter,
+                    reply: sender,
+                });
+                let shards = state.shards.clone();
+                let as_of = state.committed_lsn;
+                tokio::spawn(async move {
+                    let result = async {
+                        sent.map_err(|_| shard_unavailable(index))?;
+                        let ids = receiver.await.map_err(|_| shard_unavailable(index))?;
+                        // Transfers never change once created, so reading them after later
+                        // commits returns the same records.
+                        let pending = scatter_to(&shards, as_of, &ids, |as_of, ids, reply| {
+                            ShardMsg::LookupTransfers { as_of, ids, reply }
+                        });
+                        gather(pending, &ids, |t: &Transfer| t.id).await
+                    };
+                    let _ = reply.send(result.await);
+                });
+            }
+            CoordinatorMsg::ShardRestarted { index, shard } => {
+                state.shards[index] = shard;
+            }
+            CoordinatorMsg::PanicShard(index) => {
+                let _ = state.shards[index].send_message(ShardMsg::Panic);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn schedule_round(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState) {
+    if !state.round_scheduled {
+        // Behind every message already queued: they join this round.
+        state.round_scheduled = myself.send_message(CoordinatorMsg::RunRound).is_ok();
+    }
+}
+
+/// Takes whole operations from the queue while the round stays within `events_max` events
+/// (always at least one operation).
+fn take_round(
+    queue: &mut VecDeque<(Operation, Option<Reply<Outcome>>)>,
+    events_max: usize,
+) -> Vec<(Operation, Option<Reply<Outcome>>)> {
+    let mut taken = Vec::new();
+    let mut events = 0;
+    while let Some((operation, _)) = queue.front() {
+        let count = operation.event_count();
+        if !taken.is_empty() && events + count > events_max {
+            break;
+        }
+        events += count;
+        taken.push(queue.pop_front().expect("front exists"));
+    }
+    taken
+}
+
+async fn run_round(
+    state: &mut CoordinatorState,
+    operations: Vec<(Operation, Option<Reply<Outcome>>)>,
+) {
+    let (operations, replies): (Vec<_>, Vec<_>) = operations.into_iter().unzip();
+    let mut round = state
+        .sequencer
+        .begin(operations, state.clock.now_ns(), state.shards.len());
+    let mut requests = round.first_reads();
+    let decision = loop {
+        let replies_read = match read_all(&state.shards, state.committed_lsn, requests).await {
+            Ok(replies_read) => replies_read,
+            Err(error) => return fail_all(replies, &error),
+        };
+        match round.on_reads(replies_read) {
+            Step::Read(next) => requests = next,
+            Step::Decided(decision) => break decision,
+        }
+    };
+    if !decision.records.is_empty() {
+        let appended = state
+            .wal
+            .append(decision.timestamp_max, decision.records)
+            .await;
+        match appended {
+            Ok(Ok(commit)) => {
+                assert_eq!(commit.lsn, state.committed_lsn + 1, "the log skipped an LSN");
+                state.committed_lsn = commit.lsn;
+                for shard in &state.shards {
+                    // A shard that is down catches up from the log when it is back.
+                    let _ = shard.send_message(ShardMsg::Apply(commit.clone()));
+                }
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "the log stopped before answering".to_string(),
+                };
+                tracing::error!(%error, "commit failed; the round is answered as unavailable");
+                // Whether or not it became durable, the shards catch up to what the log holds.
+                state.committed_lsn = state.wal.last_lsn();
+                return fail_all(replies, &EngineError::Unavailable(error));
+            }
+        }
+    }
+    for (reply, outcome) in replies.into_iter().zip(decision.outcomes) {
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+}
+
+fn fail_all(replies: Vec<Option<Reply<Outcome>>>, error: &EngineError) {
+    for reply in replies.into_iter().flatten() {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
+
+fn shard_unavailable(index: usize) -> EngineError {
+    EngineError::Unavailable(format!("shard {index} is restarting"))
+}
+
+async fn read_all(
+    shards: &[ActorRef<ShardMsg>],
+    as_of: u64,
+    requests: Vec<ReadRequest>,
+) -> Result<Vec<ReadReply>, EngineError> {
+    let mut receivers = Vec::with_capacity(shards.len());
+    for (index, (shard, request)) in shards.iter().zip(requests).enumerate() {
+        let (reply, receiver) = oneshot::channel();
+        shard
+            .send_message(ShardMsg::Read {
+                as_of,
+                request,
+                reply,
+            })
+            .map_err(|_| shard_unavailable(index))?;
+        receivers.push(receiver);
+    }
+    let mut replies = Vec::with_capacity(receivers.len());
+    for (index, receiver) in receivers.into_iter().enumerate() {
+        replies.push(receiver.await.map_err(|_| shard_unavailable(index))?);
+    }
+    Ok(replies)
+}
+
+type Scattered<T> = Vec<(usize, Result<oneshot::Receiver<Vec<T>>, EngineError>)>;
+
+fn scatter<T>(
+    state: &CoordinatorState,
+    ids: &[u128],
+    message: impl Fn(u64, Vec<u128>, oneshot::Sender<Vec<T>>) -> ShardMsg,
+) -> Scattered<T> {
+    scatter_to(&state.shards, state.committed_lsn, ids, message)
+}
+
+/// Sends each shard the ids it owns, now, so that every shard answers as of the same commit.
+fn scatter_to<T>(
+    shards: &[ActorRef<ShardMsg>],
+    as_of: u64,
+    ids: &[u128],
+    message: impl Fn(u64, Vec<u128>, oneshot::Sender<Vec<T>>) -> ShardMsg,
+) -> Scattered<T> {
+    let mut by_shard = vec![Vec::new(); shards.len()];
+    for &id in ids {
+        by_shard[shard_of(id, shards.len())].push(id);
+    }
+    let mut pending = Vec::new();
+    for (index, ids) in by_shard.into_iter().enumerate() {
+        if ids.is_empty() {
+            continue;
+        }
+        let (sender, receiver) = oneshot::channel();
+        let sent = shards[index]
+            .send_message(message(as_of, ids, sender))
+            .map(|()| receiver)
+            .map_err(|_| shard_unavailable(index));
+        pending.push((index, sent));
+    }
+    pending
+}
+
+/// Collects scattered answers into the order of `ids` (ids not found are left out).
+async fn gather<T: Copy>(
+    pending: Scattered<T>,
+    ids: &[u128],
+    id_of: impl Fn(&T) -> u128,
+) -> Result<Vec<T>, EngineError> {
+    let mut found = ahash::AHashMap::new();
+    for (index, receiver) in pending {
+        let items = receiver?.await.map_err(|_| shard_unavailable(index))?;
+        for item in items {
+            found.insert(id_of(&item), item);
+        }
+    }
+    Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
+}
+
+pub(crate) enum SupervisorMsg {
+    /// Fault injection: make shard `index` panic.
+    PanicShard(usize),
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct SupervisorActor;
+
+pub(crate) struct SupervisorArgs {
+    pub config: EngineConfig,
+    pub wal: Arc<dyn Wal>,
+    pub clock: Arc<dyn Clock>,
+    /// Where the engine handle finds the coordinator; replaced when it restarts.
+    pub coordinator_slot: Arc<RwLock<Option<ActorRef<CoordinatorMsg>>>>,
+}
+
+pub(crate) struct SupervisorState {
+    args: SupervisorArgs,
+    shards: Vec<ActorRef<ShardMsg>>,
+    coordinator: ActorRef<CoordinatorMsg>,
+    stopping: bool,
+}
+
+impl SupervisorActor {
+    async fn spawn_shard(
+        myself: &ActorRef<SupervisorMsg>,
+        args: &SupervisorArgs,
+        index: usize,
+    ) -> Result<ActorRef<ShardMsg>, ActorProcessingErr> {
+        let shard_args = ShardArgs {
+            index,
+            shard_count: args.config.shard_count,
+            wal: args.wal.clone(),
+        };
+        let (shard, _) =
+            Actor::spawn_linked(None, ShardActor, shard_args, myself.get_cell()).await?;
+        Ok(shard)
+    }
+
+    async fn spawn_coordinator(
+        myself: &ActorRef<SupervisorMsg>,
+        args: &SupervisorArgs,
+        shards: Vec<ActorRef<ShardMsg>>,
+    ) -> Result<ActorRef<CoordinatorMsg>, ActorProcessingErr> {
+        let coordinator_args = CoordinatorArgs {
+            shards,
+            wal: args.wal.clone(),
+            clock: args.clock.clone(),
+            config: args.config.clone(),
+        };
+        let (coordinator, _) =
+            Actor::spawn_linked(None, CoordinatorActor, coordinator_args, myself.get_cell())
+                .await?;
+        *args.coordinator_slot.write().expect("coordinator slot") = Some(coordinator.clone());
+        Ok(coordinator)
+    }
+}
+
+impl Actor for SupervisorActor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut shards = Vec::with_capacity(args.config.shard_count);
+        for index in 0..args.config.shard_count {
+            shards.push(Self::spawn_shard(&myself, &args, index).await?);
+        }
+        let coordinator = Self::spawn_coordinator(&myself, &args, shards.clone()).await?;
+        Ok(SupervisorState {
+            args,
+            shards,
+            coordinator,
+            stopping: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::PanicShard(index) => {
+                let _ = state
+                    .coordinator
+                    .send_message(CoordinatorMsg::PanicShard(index));
+            }
+            SupervisorMsg::Shutdown(done) => {
+                state.stopping = true;
+                *state.args.coordinator_slot.write().expect("coordinator slot") = None;
+                let timeout = Some(Duration::from_secs(5));
+                let _ = state.coordinator.stop_and_wait(None, timeout).await;
+                for shard in &state.shards {
+                    let _ = shard.stop_and_wait(None, timeout).await;
+                }
+                let _ = done.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        if state.stopping {
+            return Ok(());
+        }
+        let id = cell.get_id();
+        if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
+            tracing::error!(shard = index, %reason, "shard failed; restarting it from the log");
+            let shard = Self::spawn_shard(&myself, &state.args, index).await?;
+            state.shards[index] = shard.clone();
+            let _ = state
+                .coordinator
+                .send_message(CoordinatorMsg::ShardRestarted { index, shard });
+        } else if state.coordinator.get_id() == id {
+            tracing::error!(%reason, "coordinator failed; restarting it");
+            state.coordinator =
+                Self::spawn_coordinator(&myself, &state.args, state.shards.clone()).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,261 @@
+//! [`Engine`]: the one door to the ledger. A cloneable async handle that every caller (the
+//! gateway, the load generator, tests) uses; it checks limits, bounds admission and forwards
+//! to the coordinator actor.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::actors::{CoordinatorMsg, Reply, SupervisorActor, SupervisorArgs, SupervisorMsg};
+use crate::results::{CreateAccountResult, CreateTransferResult};
+use crate::round::{Operation, Outcome};
+use crate::types::{Account, AccountFilter, Transfer, BATCH_EVENTS_MAX};
+use crate::wal::Wal;
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    #[error("a batch holds {len} events; the limit is {max}")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error("limit must be between 1 and {max}")]
+    InvalidLimit { max: usize },
+    #[error("the engine is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the engine is shut down")]
+    ShutDown,
+    #[error("the engine failed to start: {0}")]
+    Start(String),
+}
+
+/// The time source: wall-clock nanoseconds. The engine reads it once per round.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ns(&self) -> u64;
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> u64 {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock is after 1970");
+        u64::try_from(since_epoch.as_nanos()).expect("the clock is before 2554")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How many shards own the accounts. Fixed for the life of the data.
+    pub shard_count: usize,
+    /// Requests admitted at once; further callers wait (backpressure, not unbounded queues).
+    pub max_in_flight: usize,
+    /// At most this many events are decided together in one round (one log commit).
+    pub round_events_max: usize,
+    /// How often the engine looks for pending transfers whose timeout passed.
+    pub expiry_interval: Duration,
+}
+
+impl EngineConfig {
+    pub const SHARD_COUNT_MAX: usize = 256;
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            shard_count: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_in_flight: 4096,
+            round_events_max: 4 * BATCH_EVENTS_MAX,
+            expiry_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    coordinator: Arc<RwLock<Option<ActorRef<CoordinatorMsg>>>>,
+    supervisor: ActorRef<SupervisorMsg>,
+    admission: Semaphore,
+    shard_count: usize,
+}
+
+impl Engine {
+    /// Starts the shards (each rebuilt from `wal`), the coordinator and their supervisor.
+    pub async fn start(config: EngineConfig, wal: Arc<dyn Wal>) -> Result<Engine, EngineError> {
+        Self::start_with_clock(config, wal, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(
+        config: EngineConfig,
+        wal: Arc<dyn Wal>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, EngineError> {
+        if !(1..=EngineConfig::SHARD_COUNT_MAX).contains(&config.shard_count) {
+            return Err(EngineError::Start(format!(
+                "shard_count must be between 1 and {}",
+                EngineConfig::SHARD_COUNT_MAX
+            )));
+        }
+        if config.max_in_flight == 0 || config.round_events_max < BATCH_EVENTS_MAX {
+            return Err(EngineError::Start(format!(
+                "max_in_flight must be positive and round_events_max at least {BATCH_EVENTS_MAX}"
+            )));
+        }
+        let coordinator = Arc::new(RwLock::new(None));
+        let args = SupervisorArgs {
+            config: config.clone(),
+            wal,
+            clock,
+            coordinator_slot: coordinator.clone(),
+        };
+        let (supervisor, _) = Actor::spawn(None, SupervisorActor, args)
+            .await
+            .map_err(|error| EngineError::Start(error.to_string()))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                coordinator,
+                supervisor,
+                admission: Semaphore::new(config.max_in_flight),
+                shard_count: config.shard_count,
+            }),
+        })
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inner.shard_count
+    }
+
+    /// Creates accounts; one result per event, in order.
+    pub async fn create_accounts(
+        &self,
+        accounts: Vec<Account>,
+    ) -> Result<Vec<CreateAccountResult>, EngineError> {
+        check_batch(accounts.len())?;
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.submit(Operation::CreateAccounts(accounts)).await? {
+            Outcome::Accounts(results) => Ok(results),
+            other => unreachable!("accounts answered with {other:?}"),
+        }
+    }
+
+    /// Creates transfers; one result per event, in order.
+    pub async fn create_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> Result<Vec<CreateTransferResult>, EngineError> {
+        check_batch(transfers.len())?;
+        if transfers.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.submit(Operation::CreateTransfers(transfers)).await? {
+            Outcome::Transfers(results) => Ok(results),
+            other => unreachable!("transfers answered with {other:?}"),
+        }
+    }
+
+    /// The accounts found among `ids`, in the order of `ids`.
+    pub async fn lookup_accounts(&self, ids: Vec<u128>) -> Result<Vec<Account>, EngineError> {
+        check_batch(ids.len())?;
+        self.ask(|reply| CoordinatorMsg::LookupAccounts { ids, reply })
+            .await
+    }
+
+    /// The transfers found among `ids`, in the order of `ids`.
+    pub async fn lookup_transfers(&self, ids: Vec<u128>) -> Result<Vec<Transfer>, EngineError> {
+        check_batch(ids.len())?;
+        self.ask(|reply| CoordinatorMsg::LookupTransfers { ids, reply })
+            .await
+    }
+
+    /// The transfers of one account that match `filter`, ordered by timestamp.
+    pub async fn get_account_transfers(
+        &self,
+        filter: AccountFilter,
+    ) -> Result<Vec<Transfer>, EngineError> {
+        if filter.limit == 0 || filter.limit as usize > BATCH_EVENTS_MAX {
+            return Err(EngineError::InvalidLimit {
+                max: BATCH_EVENTS_MAX,
+            });
+        }
+        if filter.account_id == 0 || filter.account_id == u128::MAX {
+            return Ok(Vec::new());
+        }
+        self.ask(|reply| CoordinatorMsg::AccountTransfers { filter, reply })
+            .await
+    }
+
+    /// Fault injection for tests and the simulator: shard `index` panics while handling its
+    /// next message, as a bug would make it; the supervisor restarts it from the log.
+    pub fn inject_shard_panic(&self, index: usize) {
+        assert!(index < self.inner.shard_count);
+        let _ = self
+            .inner
+            .supervisor
+            .send_message(SupervisorMsg::PanicShard(index));
+    }
+
+    /// Stops every actor. Requests after this fail with [`EngineError::ShutDown`].
+    pub async fn shutdown(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self
+            .inner
+            .supervisor
+            .send_message(SupervisorMsg::Shutdown(done))
+            .is_ok()
+        {
+            let _ = stopped.await;
+        }
+        self.inner.supervisor.stop(None);
+    }
+
+    async fn submit(&self, operation: Operation) -> Result<Outcome, EngineError> {
+        self.ask(|reply| CoordinatorMsg::Submit {
+            operation,
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    async fn ask<T>(
+        &self,
+        message: impl FnOnce(Reply<T>) -> CoordinatorMsg,
+    ) -> Result<T, EngineError> {
+        let _permit = self
+            .inner
+            .admission
+            .acquire()
+            .await
+            .map_err(|_| EngineError::ShutDown)?;
+        let coordinator = self
+            .inner
+            .coordinator
+            .read()
+            .expect("coordinator slot")
+            .clone()
+            .ok_or(EngineError::ShutDown)?;
+        let (reply, answer) = oneshot::channel();
+        coordinator
+            .send_message(message(reply))
+            .map_err(|_| EngineError::Unavailable("the coordinator is restarting".into()))?;
+        answer.await.map_err(|_| {
+            EngineError::Unavailable("the request was lost in a failure; retry it".into())
+        })?
+    }
+}
+
+fn check_batch(len: usize) -> Result<(), EngineError> {
+    if len > BATCH_EVENTS_MAX {
+        return Err(EngineError::BatchTooLarge {
+            len,
+            max: BATCH_EVENTS_MAX,
+        });
+    }
+    Ok(())
+}

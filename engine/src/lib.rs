@@ -1,0 +1,33 @@
+//! Kizo's engine: accounts split across shards, a double-entry ledger decided by a pure state
+//! machine, and the `ractor` actors that carry it.
+//!
+//! Map of the crate (see `docs/architecture.md` for the whole story):
+//! - [`types`], [`results`]: accounts, transfers and the result codes of the API.
+//! - [`ledger`]: the decision logic ([`ledger::Decider`]) over a [`ledger::View`]. Pure.
+//! - [`shard`]: one shard's state; answers reads, applies commits. Pure.
+//! - [`round`]: the cross-shard commit protocol (read, decide, log, apply). Pure.
+//! - [`record`], [`wal`]: the write-ahead-log records and the log boundary.
+//! - [`routing`]: the stable hash that assigns ids to shards.
+//! - [`local`]: the pure parts stepped synchronously, for tests and the simulator.
+//! - `actors`, [`engine`]: the actors and the [`Engine`] handle. The only async code.
+
+mod actors;
+pub mod engine;
+pub mod ledger;
+pub mod local;
+pub mod record;
+pub mod results;
+pub mod round;
+pub mod routing;
+pub mod shard;
+pub mod types;
+pub mod wal;
+
+pub use engine::{Clock, Engine, EngineConfig, EngineError, SystemClock};
+pub use record::{Commit, Record};
+pub use results::{CreateAccountResult, CreateTransferResult};
+pub use types::{
+    Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags, AMOUNT_MAX,
+    BATCH_EVENTS_MAX,
+};
+pub use wal::{MemoryWal, Wal, WalError};

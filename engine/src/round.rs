@@ -1,0 +1,246 @@
+//! The cross-shard commit protocol, sans-IO.
+//!
+//! A round takes the operations that queued up while the previous round ran and carries them
+//! through four steps: **read** (each shard returns the accounts and transfers it owns that the
+//! round touches), **decide** (the [`Decider`] runs every event in order over that view),
+//! **log** (the round's records become one commit in the write-ahead log) and **apply** (every
+//! shard applies the commit to the part of the state it owns). Rounds run one at a time, so a
+//! round's view cannot be invalidated by another round, and every shard sees commits in LSN
+//! order. The actor that drives a round only carries these values between shards and the log.
+
+use ahash::AHashSet;
+
+use crate::ledger::{Decider, View};
+use crate::record::Record;
+use crate::results::{CreateAccountResult, CreateTransferResult};
+use crate::routing::shard_of;
+use crate::shard::{ReadReply, ReadRequest};
+use crate::types::{Account, Transfer, TransferFlags};
+
+/// One caller's request, decided as a unit (linked chains never span two operations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    CreateAccounts(Vec<Account>),
+    CreateTransfers(Vec<Transfer>),
+    /// Release pending transfers whose timeout passed; sent by the clock, not by callers.
+    Expire,
+}
+
+impl Operation {
+    /// How many timestamps the operation consumes.
+    pub fn event_count(&self) -> usize {
+        match self {
+            Operation::CreateAccounts(events) => events.len(),
+            Operation::CreateTransfers(events) => events.len(),
+            Operation::Expire => 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Accounts(Vec<CreateAccountResult>),
+    Transfers(Vec<CreateTransferResult>),
+    Expired,
+}
+
+/// Assigns timestamps: unique and strictly increasing across the engine, never behind the
+/// clock, never reused after a restart (it resumes from the largest timestamp in the log).
+#[derive(Clone, Debug, Default)]
+pub struct Sequencer {
+    timestamp_last: u64,
+}
+
+impl Sequencer {
+    pub fn resume_after(timestamp_last: u64) -> Self {
+        Self { timestamp_last }
+    }
+
+    pub fn timestamp_last(&self) -> u64 {
+        self.timestamp_last
+    }
+
+    /// Starts a round over `operations` at clock time `now_ns`.
+    pub fn begin(&mut self, operations: Vec<Operation>, now_ns: u64, shard_count: usize) -> Round {
+        let mut timestamps_first = Vec::with_capacity(operations.len());
+        for operation in &operations {
+            let first = now_ns.max(self.timestamp_last + 1);
+            timestamps_first.push(first);
+            self.timestamp_last = first + operation.event_count() as u64 - 1;
+        }
+        Round {
+            operations,
+            timestamps_first,
+            timestamp_max: self.timestamp_last,
+            shard_count,
+            view: View::default(),
+            followed_up: false,
+        }
+    }
+}
+
+/// What the driver of a round must do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Send `requests[i]` to shard `i` and hand every reply to [`Round::on_reads`].
+    Read(Vec<ReadRequest>),
+    /// Log `records` as one commit (unless empty), then apply it on every shard, then answer.
+    Decided(Decision),
+}
+
+#[derive(Debug)]
+pub struct Decision {
+    pub records: Vec<Record>,
+    pub timestamp_max: u64,
+    /// One per operation, in order.
+    pub outcomes: Vec<Outcome>,
+}
+
+#[derive(Debug)]
+pub struct Round {
+    operations: Vec<Operation>,
+    timestamps_first: Vec<u64>,
+    timestamp_max: u64,
+    shard_count: usize,
+    view: View,
+    followed_up: bool,
+}
+
+impl Round {
+    pub fn operations(&self) -> &[Operation] {
+        &self.operations
+    }
+
+    /// The first reads: every id the operations name, and the pending transfers that expire by
+    /// the round's last operation. Every shard is asked, since any may hold expiring transfers.
+    pub fn first_reads(&self) -> Vec<ReadRequest> {
+        let mut keys = KeysByShard::new(self.shard_count);
+        for operation in &self.operations {
+            match operation {
+                Operation::CreateAccounts(events) => {
+                    for e in events {
+                        keys.account(e.id);
+                    }
+                }
+                Operation::CreateTransfers(events) => {
+                    for e in events {
+                        keys.transfer(e.id);
+                        keys.account(e.debit_account_id);
+                        keys.account(e.credit_account_id);
+                        if e.is_post_or_void() {
+                            keys.transfer(e.pending_id);
+                        }
+                    }
+                }
+                Operation::Expire => {}
+            }
+        }
+        let expiring_up_to = *self.timestamps_first.last().expect("a round is never empty");
+        keys.into_requests(expiring_up_to)
+    }
+
+    /// Merges the replies of a read step; returns the next step.
+    pub fn on_reads(&mut self, replies: Vec<ReadReply>) -> Step {
+        assert_eq!(replies.len(), self.shard_count);
+        let mut expiring = Vec::new();
+        for reply in replies {
+            for account in reply.accounts {
+                self.view.insert_account(account);
+            }
+            for (transfer, status) in reply.transfers {
+                self.view.insert_transfer(transfer, status);
+            }
+            for (id, result) in reply.failed {
+                self.view.insert_failed(id, result);
+            }
+            expiring.extend(reply.expiring);
+        }
+        if !self.followed_up {
+            self.followed_up = true;
+            self.view.set_expiring(expiring);
+            // A post or void may leave its accounts zero (inherit), and an expiring transfer
+            // names accounts no event named: read the accounts of every pending transfer found.
+            let mut keys = KeysByShard::new(self.shard_count);
+            let pending_found = self
+                .view
+                .transfers
+                .values()
+                .filter(|t| t.flags.contains(TransferFlags::PENDING));
+            for pending in pending_found {
+                for id in [pending.debit_account_id, pending.credit_account_id] {
+                    if self.view.account(id).is_none() {
+                        keys.account(id);
+                    }
+                }
+            }
+            if !keys.is_empty() {
+                return Step::Read(keys.into_requests(0));
+            }
+        }
+        Step::Decided(self.decide())
+    }
+
+    fn decide(&mut self) -> Decision {
+        let mut decider = Decider::new(&mut self.view);
+        let mut outcomes = Vec::with_capacity(self.operations.len());
+        for (operation, &first) in self.operations.iter().zip(&self.timestamps_first) {
+            decider.expire(first);
+            outcomes.push(match operation {
+                Operation::CreateAccounts(events) => {
+                    Outcome::Accounts(decider.create_accounts(events, first))
+                }
+                Operation::CreateTransfers(events) => {
+                    Outcome::Transfers(decider.create_transfers(events, first))
+                }
+                Operation::Expire => Outcome::Expired,
+            });
+        }
+        Decision {
+            records: decider.into_records(),
+            timestamp_max: self.timestamp_max,
+            outcomes,
+        }
+    }
+}
+
+/// Ids to read, split by owning shard and deduplicated (hot accounts recur across a batch).
+struct KeysByShard {
+    requests: Vec<ReadRequest>,
+    seen_accounts: AHashSet<u128>,
+    seen_transfers: AHashSet<u128>,
+}
+
+impl KeysByShard {
+    fn new(shard_count: usize) -> Self {
+        Self {
+            requests: vec![ReadRequest::default(); shard_count],
+            seen_accounts: AHashSet::new(),
+            seen_transfers: AHashSet::new(),
+        }
+    }
+
+    fn account(&mut self, id: u128) {
+        if id != 0 && id != u128::MAX && self.seen_accounts.insert(id) {
+            let shard = shard_of(id, self.requests.len());
+            self.requests[shard].accounts.push(id);
+        }
+    }
+
+    fn transfer(&mut self, id: u128) {
+        if id != 0 && id != u128::MAX && self.seen_transfers.insert(id) {
+            let shard = shard_of(id, self.requests.len());
+            self.requests[shard].transfers.push(id);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.seen_accounts.is_empty() && self.seen_transfers.is_empty()
+    }
+
+    fn into_requests(mut self, expiring_up_to: u64) -> Vec<ReadRequest> {
+        for request in &mut self.requests {
+            request.expiring_up_to = expiring_up_to;
+        }
+        self.requests
+    }
+}

@@ -1,0 +1,340 @@
+//! One shard's state: the accounts it owns, the transfers whose ids it owns (with the status of
+//! pending ones and the ids that failed), and each local account's history. It answers reads
+//! and applies commits; it decides nothing, and knows nothing about actors, tokio or storage.
+
+use std::collections::BTreeSet;
+
+use ahash::AHashMap;
+
+use crate::record::{Commit, Record};
+use crate::results::CreateTransferResult;
+use crate::routing::shard_of;
+use crate::types::{Account, AccountFilter, PendingStatus, Transfer, TransferFlags};
+
+/// What a round needs from one shard: only ids this shard owns.
+#[derive(Clone, Debug, Default)]
+pub struct ReadRequest {
+    pub accounts: Vec<u128>,
+    /// Transfer ids: events' own ids (to find retries) and the pending transfers they name.
+    pub transfers: Vec<u128>,
+    /// Also return the pending transfers that expire at or before this time (ns); 0 for none.
+    pub expiring_up_to: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReadReply {
+    pub accounts: Vec<Account>,
+    pub transfers: Vec<(Transfer, Option<PendingStatus>)>,
+    pub failed: Vec<(u128, CreateTransferResult)>,
+    pub expiring: Vec<Transfer>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct HistoryEntry {
+    timestamp: u64,
+    transfer_id: u128,
+    is_debit: bool,
+}
+
+#[derive(Debug)]
+pub struct ShardState {
+    index: usize,
+    shard_count: usize,
+    accounts: AHashMap<u128, Account>,
+    transfers: AHashMap<u128, Transfer>,
+    pending: AHashMap<u128, PendingStatus>,
+    failed: AHashMap<u128, CreateTransferResult>,
+    /// Pending transfers with a timeout that are still pending: (expires_at, timestamp, id).
+    expiry: BTreeSet<(u64, u64, u128)>,
+    /// Per local account, its transfers in timestamp order.
+    history: AHashMap<u128, Vec<HistoryEntry>>,
+    applied_lsn: u64,
+    timestamp_max: u64,
+}
+
+impl ShardState {
+    pub fn new(index: usize, shard_count: usize) -> Self {
+        assert!(index < shard_count);
+        Self {
+            index,
+            shard_count,
+            accounts: AHashMap::new(),
+            transfers: AHashMap::new(),
+            pending: AHashMap::new(),
+            failed: AHashMap::new(),
+            expiry: BTreeSet::new(),
+            history: AHashMap::new(),
+            applied_lsn: 0,
+            timestamp_max: 0,
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The last commit applied; commits apply in LSN order without gaps.
+    pub fn applied_lsn(&self) -> u64 {
+        self.applied_lsn
+    }
+
+    /// The largest timestamp among the accounts and transfers this shard holds.
+    pub fn timestamp_max(&self) -> u64 {
+        self.timestamp_max
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn transfer_count(&self) -> usize {
+        self.transfers.len()
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    #[inline]
+    fn owns(&self, id: u128) -> bool {
+        shard_of(id, self.shard_count) == self.index
+    }
+
+    pub fn read(&self, request: &ReadRequest) -> ReadReply {
+        let mut reply = ReadReply::default();
+        for id in &request.accounts {
+            debug_assert!(self.owns(*id));
+            if let Some(account) = self.accounts.get(id) {
+                reply.accounts.push(*account);
+            }
+        }
+        for id in &request.transfers {
+            debug_assert!(self.owns(*id));
+            if let Some(transfer) = self.transfers.get(id) {
+                reply
+                    .transfers
+                    .push((*transfer, self.pending.get(id).copied()));
+            } else if let Some(result) = self.failed.get(id) {
+                reply.failed.push((*id, *result));
+            }
+        }
+        if request.expiring_up_to != 0 {
+            for &(expires_at, _, id) in &self.expiry {
+                if expires_at > request.expiring_up_to {
+                    break;
+                }
+                reply.expiring.push(self.transfers[&id]);
+            }
+        }
+        reply
+    }
+
+    /// Applies the parts of a commit this shard owns.
+    pub fn apply(&mut self, commit: &Commit) {
+        assert_eq!(
+            commit.lsn,
+            self.applied_lsn + 1,
+            "shard {}: commits apply in order without gaps",
+            self.index
+        );
+        for record in &commit.records {
+            self.apply_record(record);
+        }
+        self.applied_lsn = commit.lsn;
+        self.timestamp_max = self.timestamp_max.max(commit.timestamp_max);
+    }
+
+    fn apply_record(&mut self, record: &Record) {
+        match *record {
+            Record::AccountCreated(account) => {
+                if self.owns(account.id) {
+                    let old = self.accounts.insert(account.id, account);
+                    assert!(old.is_none(), "account {} created twice", account.id);
+                }
+            }
+            Record::TransferCreated(transfer) => {
+                let pending = transfer.flags.contains(TransferFlags::PENDING);
+                self.insert_transfer(&transfer);
+                if self.owns(transfer.id) && pending {
+                    self.pending.insert(transfer.id, PendingStatus::Pending);
+                    if let Some(expires_at) = transfer.expires_at() {
+                        self.expiry
+                            .insert((expires_at, transfer.timestamp, transfer.id));
+                    }
+                }
+                self.change_balances(&transfer, |a, amount| {
+                    if pending {
+                        a.debits_pending = add(a.debits_pending, amount);
+                    } else {
+                        a.debits_posted = add(a.debits_posted, amount);
+                    }
+                }, |a, amount| {
+                    if pending {
+                        a.credits_pending = add(a.credits_pending, amount);
+                    } else {
+                        a.credits_posted = add(a.credits_posted, amount);
+                    }
+                });
+            }
+            Record::PendingPosted {
+                transfer,
+                pending_amount,
+            }
+            | Record::PendingVoided {
+                transfer,
+                pending_amount,
+            } => {
+                let post = matches!(record, Record::PendingPosted { .. });
+                self.insert_transfer(&transfer);
+                let status = if post {
+                    PendingStatus::Posted
+                } else {
+                    PendingStatus::Voided
+                };
+                self.resolve_pending(transfer.pending_id, status);
+                self.change_balances(&transfer, |a, amount| {
+                    a.debits_pending = sub(a.debits_pending, pending_amount);
+                    if post {
+                        a.debits_posted = add(a.debits_posted, amount);
+                    }
+                }, |a, amount| {
+                    a.credits_pending = sub(a.credits_pending, pending_amount);
+                    if post {
+                        a.credits_posted = add(a.credits_posted, amount);
+                    }
+                });
+            }
+            Record::PendingExpired {
+                pending_id,
+                debit_account_id,
+                credit_account_id,
+                amount,
+            } => {
+                self.resolve_pending(pending_id, PendingStatus::Expired);
+                if let Some(a) = self.local_account(debit_account_id) {
+                    a.debits_pending = sub(a.debits_pending, amount);
+                }
+                if let Some(a) = self.local_account(credit_account_id) {
+                    a.credits_pending = sub(a.credits_pending, amount);
+                }
+            }
+            Record::TransferFailed { id, result } => {
+                if self.owns(id) {
+                    assert!(!self.transfers.contains_key(&id));
+                    self.failed.insert(id, result);
+                }
+            }
+        }
+    }
+
+    fn insert_transfer(&mut self, transfer: &Transfer) {
+        if self.owns(transfer.id) {
+            let old = self.transfers.insert(transfer.id, *transfer);
+            assert!(old.is_none(), "transfer {} created twice", transfer.id);
+        }
+        for (account_id, is_debit) in [
+            (transfer.debit_account_id, true),
+            (transfer.credit_account_id, false),
+        ] {
+            if self.owns(account_id) {
+                let history = self.history.entry(account_id).or_default();
+                debug_assert!(history.last().is_none_or(|h| h.timestamp < transfer.timestamp));
+                history.push(HistoryEntry {
+                    timestamp: transfer.timestamp,
+                    transfer_id: transfer.id,
+                    is_debit,
+                });
+            }
+        }
+    }
+
+    fn resolve_pending(&mut self, pending_id: u128, status: PendingStatus) {
+        if !self.owns(pending_id) {
+            return;
+        }
+        let old = self.pending.insert(pending_id, status);
+        assert_eq!(
+            old,
+            Some(PendingStatus::Pending),
+            "pending transfer {pending_id} resolved twice"
+        );
+        let pending = self.transfers[&pending_id];
+        if let Some(expires_at) = pending.expires_at() {
+            let removed = self
+                .expiry
+                .remove(&(expires_at, pending.timestamp, pending_id));
+            assert!(removed);
+        }
+    }
+
+    fn change_balances(
+        &mut self,
+        transfer: &Transfer,
+        debit: impl FnOnce(&mut Account, u128),
+        credit: impl FnOnce(&mut Account, u128),
+    ) {
+        if let Some(a) = self.local_account(transfer.debit_account_id) {
+            debit(a, transfer.amount);
+        }
+        if let Some(a) = self.local_account(transfer.credit_account_id) {
+            credit(a, transfer.amount);
+        }
+    }
+
+    fn local_account(&mut self, id: u128) -> Option<&mut Account> {
+        if !self.owns(id) {
+            return None;
+        }
+        let account = self.accounts.get_mut(&id);
+        assert!(account.is_some(), "a commit touches unknown account {id}");
+        account
+    }
+
+    pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
+        ids.iter()
+            .filter_map(|id| self.accounts.get(id).copied())
+            .collect()
+    }
+
+    pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
+        ids.iter()
+            .filter_map(|id| self.transfers.get(id).copied())
+            .collect()
+    }
+
+    /// Ids of the transfers of a local account that match the filter, in the filter's order.
+    pub fn account_transfer_ids(&self, filter: &AccountFilter) -> Vec<u128> {
+        debug_assert!(self.owns(filter.account_id));
+        let Some(history) = self.history.get(&filter.account_id) else {
+            return Vec::new();
+        };
+        let min = filter.timestamp_min;
+        let max = if filter.timestamp_max == 0 {
+            u64::MAX
+        } else {
+            filter.timestamp_max
+        };
+        let start = history.partition_point(|h| h.timestamp < min);
+        let end = history.partition_point(|h| h.timestamp <= max);
+        let in_range = &history[start..end.max(start)];
+        let wanted = |h: &&HistoryEntry| (h.is_debit && filter.debits) || (!h.is_debit && filter.credits);
+        let limit = filter.limit as usize;
+        if filter.reversed {
+            in_range.iter().rev().filter(wanted).take(limit).map(|h| h.transfer_id).collect()
+        } else {
+            in_range.iter().filter(wanted).take(limit).map(|h| h.transfer_id).collect()
+        }
+    }
+}
+
+fn add(balance: u128, amount: u128) -> u128 {
+    balance
+        .checked_add(amount)
+        .expect("a decided commit never overflows a balance")
+}
+
+fn sub(balance: u128, amount: u128) -> u128 {
+    balance
+        .checked_sub(amount)
+        .expect("a decided commit never releases more than is pending")
+}
