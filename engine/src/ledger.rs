@@ -25,6 +25,12 @@ pub struct View {
 }
 
 impl View {
+    /// Room for `accounts` more accounts and `transfers` more transfers without rehashing.
+    pub fn reserve(&mut self, accounts: usize, transfers: usize) {
+        self.accounts.reserve(accounts);
+        self.transfers.reserve(transfers);
+    }
+
     pub fn insert_account(&mut self, account: Account) {
         self.accounts.insert(account.id, account);
     }

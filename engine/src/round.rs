@@ -143,6 +143,10 @@ impl Round {
     pub fn on_reads(&mut self, replies: Vec<ReadReply>) -> Step {
         assert_eq!(replies.len(), self.shard_count);
         let mut expiring = Vec::new();
+        let new_events: usize = self.operations.iter().map(Operation::event_count).sum();
+        let accounts: usize = replies.iter().map(|r| r.accounts.len()).sum();
+        let transfers: usize = replies.iter().map(|r| r.transfers.len()).sum();
+        self.view.reserve(accounts, transfers + new_events);
         for reply in replies {
             for account in reply.accounts {
                 self.view.insert_account(account);

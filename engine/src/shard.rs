@@ -41,7 +41,7 @@ pub struct ShardState {
     index: usize,
     shard_count: usize,
     accounts: AHashMap<u128, Account>,
-    transfers: AHashMap<u128, Transfer>,
+    transfers: TransferStore,
     pending: AHashMap<u128, PendingStatus>,
     failed: AHashMap<u128, CreateTransferResult>,
     /// Pending transfers with a timeout that are still pending: (expires_at, timestamp, id).
@@ -59,7 +59,7 @@ impl ShardState {
             index,
             shard_count,
             accounts: AHashMap::new(),
-            transfers: AHashMap::new(),
+            transfers: TransferStore::default(),
             pending: AHashMap::new(),
             failed: AHashMap::new(),
             expiry: BTreeSet::new(),
@@ -110,7 +110,7 @@ impl ShardState {
         }
         for id in &request.transfers {
             debug_assert!(self.owns(*id));
-            if let Some(transfer) = self.transfers.get(id) {
+            if let Some(transfer) = self.transfers.get(*id) {
                 reply
                     .transfers
                     .push((*transfer, self.pending.get(id).copied()));
@@ -123,7 +123,7 @@ impl ShardState {
                 if expires_at > request.expiring_up_to {
                     break;
                 }
-                reply.expiring.push(self.transfers[&id]);
+                reply.expiring.push(*self.transfers.get(id).expect("an expiring transfer exists"));
             }
         }
         reply
@@ -220,7 +220,7 @@ impl ShardState {
             }
             Record::TransferFailed { id, result } => {
                 if self.owns(id) {
-                    assert!(!self.transfers.contains_key(&id));
+                    assert!(self.transfers.get(id).is_none());
                     self.failed.insert(id, result);
                 }
             }
@@ -229,8 +229,7 @@ impl ShardState {
 
     fn insert_transfer(&mut self, transfer: &Transfer) {
         if self.owns(transfer.id) {
-            let old = self.transfers.insert(transfer.id, *transfer);
-            assert!(old.is_none(), "transfer {} created twice", transfer.id);
+            self.transfers.insert(*transfer);
         }
         for (account_id, is_debit) in [
             (transfer.debit_account_id, true),
@@ -258,7 +257,10 @@ impl ShardState {
             Some(PendingStatus::Pending),
             "pending transfer {pending_id} resolved twice"
         );
-        let pending = self.transfers[&pending_id];
+        let pending = *self
+            .transfers
+            .get(pending_id)
+            .expect("a pending transfer exists");
         if let Some(expires_at) = pending.expires_at() {
             let removed = self
                 .expiry
@@ -298,7 +300,7 @@ impl ShardState {
 
     pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
         ids.iter()
-            .filter_map(|id| self.transfers.get(id).copied())
+            .filter_map(|id| self.transfers.get(*id).copied())
             .collect()
     }
 
@@ -324,6 +326,33 @@ impl ShardState {
         } else {
             in_range.iter().filter(wanted).take(limit).map(|h| h.transfer_id).collect()
         }
+    }
+}
+
+/// Transfers in the order they were created, found by id through a compact index (so that
+/// growing the index moves 32-byte entries, not whole transfers).
+#[derive(Debug, Default)]
+struct TransferStore {
+    transfers: Vec<Transfer>,
+    index: AHashMap<u128, u64>,
+}
+
+impl TransferStore {
+    fn len(&self) -> usize {
+        self.transfers.len()
+    }
+
+    fn get(&self, id: u128) -> Option<&Transfer> {
+        self.index
+            .get(&id)
+            .map(|&position| &self.transfers[position as usize])
+    }
+
+    fn insert(&mut self, transfer: Transfer) {
+        let position = self.transfers.len() as u64;
+        let old = self.index.insert(transfer.id, position);
+        assert!(old.is_none(), "transfer {} created twice", transfer.id);
+        self.transfers.push(transfer);
     }
 }
 
