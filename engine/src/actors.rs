@@ -15,6 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::engine::{Clock, EngineConfig, EngineError};
+use crate::ledger::View;
 use crate::record::Commit;
 use crate::round::{Operation, Outcome, Sequencer, Step};
 use crate::routing::shard_of;
@@ -187,6 +188,7 @@ pub(crate) struct CoordinatorState {
     committed_lsn: u64,
     queue: VecDeque<(Operation, Option<Reply<Outcome>>)>,
     round_scheduled: bool,
+    in_flight: Option<InFlight>,
 }
 
 impl Actor for CoordinatorActor {
@@ -216,6 +218,7 @@ impl Actor for CoordinatorActor {
             committed_lsn,
             queue: VecDeque::new(),
             round_scheduled: false,
+            in_flight: None,
         })
     }
 
@@ -244,7 +247,7 @@ impl Actor for CoordinatorActor {
                 state.round_scheduled = false;
                 let operations = take_round(&mut state.queue, state.config.round_events_max);
                 run_round(state, operations).await;
-                if !state.queue.is_empty() {
+                if !state.queue.is_empty() || state.in_flight.is_some() {
                     schedule_round(&myself, state);
                 }
             }
@@ -325,52 +328,115 @@ fn take_round(
     taken
 }
 
+/// A round that is decided and logged but not yet answered: its commit may still be on its way
+/// to durability, and its view stands in for the commit until the shards have applied it.
+pub(crate) struct InFlight {
+    durable: oneshot::Receiver<Result<Arc<Commit>, WalError>>,
+    view: View,
+    replies: Vec<Option<Reply<Outcome>>>,
+    outcomes: Vec<Outcome>,
+}
+
+/// Runs one round, overlapped with the previous one: the first reads go out before the
+/// previous commit is applied, so the shards apply it while this round decides.
 async fn run_round(
     state: &mut CoordinatorState,
     operations: Vec<(Operation, Option<Reply<Outcome>>)>,
 ) {
+    if operations.is_empty() {
+        finish_in_flight(state).await;
+        return;
+    }
     let (operations, replies): (Vec<_>, Vec<_>) = operations.into_iter().unzip();
     let mut round = state
         .sequencer
         .begin(operations, state.clock.now_ns(), state.shards.len());
-    let mut requests = round.first_reads();
+    let first_reads = send_reads(&state.shards, state.committed_lsn, round.first_reads());
+    let (unapplied, stale) = match finish_in_flight(state).await {
+        Finished::Committed(view) => (Some(view), false),
+        Finished::Nothing => (None, false),
+        Finished::Failed { log_advanced } => (None, log_advanced),
+    };
+    if stale {
+        // The failed commit is in the log after all, and the first reads were answered
+        // without it: deciding on them could contradict it.
+        let error = EngineError::Unavailable("the log's outcome was unknown; retry".into());
+        return fail_all(replies, &error);
+    }
+    let replies_read = match receive_reads(first_reads).await {
+        Ok(replies_read) => replies_read,
+        Err(error) => return fail_all(replies, &error),
+    };
+    let mut step = round.on_reads(replies_read, unapplied.as_ref());
     let decision = loop {
-        let replies_read = match read_all(&state.shards, state.committed_lsn, requests).await {
-            Ok(replies_read) => replies_read,
-            Err(error) => return fail_all(replies, &error),
-        };
-        match round.on_reads(replies_read) {
-            Step::Read(next) => requests = next,
+        match step {
+            Step::Read(requests) => {
+                let sent = send_reads(&state.shards, state.committed_lsn, requests);
+                match receive_reads(sent).await {
+                    Ok(replies_read) => step = round.on_reads(replies_read, None),
+                    Err(error) => return fail_all(replies, &error),
+                }
+            }
             Step::Decided(decision) => break decision,
         }
     };
-    if !decision.records.is_empty() {
-        let appended = state
-            .wal
-            .append(decision.timestamp_max, decision.records)
-            .await;
-        match appended {
-            Ok(Ok(commit)) => {
-                assert_eq!(commit.lsn, state.committed_lsn + 1, "the log skipped an LSN");
-                state.committed_lsn = commit.lsn;
-                for shard in &state.shards {
-                    // A shard that is down catches up from the log when it is back.
-                    let _ = shard.send_message(ShardMsg::Apply(commit.clone()));
-                }
+    if decision.records.is_empty() {
+        return answer(replies, decision.outcomes);
+    }
+    let durable = state
+        .wal
+        .append(decision.timestamp_max, decision.records);
+    state.in_flight = Some(InFlight {
+        durable,
+        view: round.into_view(),
+        replies,
+        outcomes: decision.outcomes,
+    });
+}
+
+pub(crate) enum Finished {
+    Nothing,
+    /// The commit stands; its view (the shards may not have applied the commit yet).
+    Committed(View),
+    /// The commit failed; `log_advanced` if the log holds it all the same (unknown outcome).
+    Failed { log_advanced: bool },
+}
+
+/// Waits for the round in flight to be durable, hands its commit to the shards and answers its
+/// callers.
+async fn finish_in_flight(state: &mut CoordinatorState) -> Finished {
+    let Some(in_flight) = state.in_flight.take() else {
+        return Finished::Nothing;
+    };
+    match in_flight.durable.await {
+        Ok(Ok(commit)) => {
+            assert_eq!(commit.lsn, state.committed_lsn + 1, "the log skipped an LSN");
+            state.committed_lsn = commit.lsn;
+            for shard in &state.shards {
+                // A shard that is down catches up from the log when it is back.
+                let _ = shard.send_message(ShardMsg::Apply(commit.clone()));
             }
-            failed => {
-                let error = match failed {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => "the log stopped before answering".to_string(),
-                };
-                tracing::error!(%error, "commit failed; the round is answered as unavailable");
-                // Whether or not it became durable, the shards catch up to what the log holds.
-                state.committed_lsn = state.wal.last_lsn();
-                return fail_all(replies, &EngineError::Unavailable(error));
-            }
+            answer(in_flight.replies, in_flight.outcomes);
+            Finished::Committed(in_flight.view)
+        }
+        failed => {
+            let error = match failed {
+                Ok(Err(error)) => error.to_string(),
+                _ => "the log stopped before answering".to_string(),
+            };
+            tracing::error!(%error, "commit failed; its round is answered as unavailable");
+            // Whether or not it became durable, the shards catch up to what the log holds.
+            let last_lsn = state.wal.last_lsn();
+            let log_advanced = last_lsn > state.committed_lsn;
+            state.committed_lsn = last_lsn;
+            fail_all(in_flight.replies, &EngineError::Unavailable(error));
+            Finished::Failed { log_advanced }
         }
     }
-    for (reply, outcome) in replies.into_iter().zip(decision.outcomes) {
+}
+
+fn answer(replies: Vec<Option<Reply<Outcome>>>, outcomes: Vec<Outcome>) {
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
         if let Some(reply) = reply {
             let _ = reply.send(Ok(outcome));
         }
@@ -387,26 +453,32 @@ fn shard_unavailable(index: usize) -> EngineError {
     EngineError::Unavailable(format!("shard {index} is restarting"))
 }
 
-async fn read_all(
-    shards: &[ActorRef<ShardMsg>],
-    as_of: u64,
-    requests: Vec<ReadRequest>,
-) -> Result<Vec<ReadReply>, EngineError> {
-    let mut receivers = Vec::with_capacity(shards.len());
-    for (index, (shard, request)) in shards.iter().zip(requests).enumerate() {
-        let (reply, receiver) = oneshot::channel();
-        shard
-            .send_message(ShardMsg::Read {
-                as_of,
-                request,
-                reply,
-            })
-            .map_err(|_| shard_unavailable(index))?;
-        receivers.push(receiver);
-    }
-    let mut replies = Vec::with_capacity(receivers.len());
-    for (index, receiver) in receivers.into_iter().enumerate() {
-        replies.push(receiver.await.map_err(|_| shard_unavailable(index))?);
+type SentReads = Vec<(usize, Result<oneshot::Receiver<ReadReply>, EngineError>)>;
+
+fn send_reads(shards: &[ActorRef<ShardMsg>], as_of: u64, requests: Vec<ReadRequest>) -> SentReads {
+    shards
+        .iter()
+        .zip(requests)
+        .enumerate()
+        .map(|(index, (shard, request))| {
+            let (reply, receiver) = oneshot::channel();
+            let sent = shard
+                .send_message(ShardMsg::Read {
+                    as_of,
+                    request,
+                    reply,
+                })
+                .map(|()| receiver)
+                .map_err(|_| shard_unavailable(index));
+            (index, sent)
+        })
+        .collect()
+}
+
+async fn receive_reads(sent: SentReads) -> Result<Vec<ReadReply>, EngineError> {
+    let mut replies = Vec::with_capacity(sent.len());
+    for (index, receiver) in sent {
+        replies.push(receiver?.await.map_err(|_| shard_unavailable(index))?);
     }
     Ok(replies)
 }

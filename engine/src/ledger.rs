@@ -62,6 +62,40 @@ impl View {
     pub fn account(&self, id: u128) -> Option<&Account> {
         self.accounts.get(&id)
     }
+
+    /// Pending transfers this view holds as still pending that expire by `up_to`.
+    pub(crate) fn pending_expiring_by(&self, up_to: u64) -> impl Iterator<Item = &Transfer> {
+        self.transfers.values().filter(move |t| {
+            self.pending.get(&t.id) == Some(&PendingStatus::Pending)
+                && t.expires_at().is_some_and(|at| at <= up_to)
+        })
+    }
+
+    /// Replaces what this view read for the given ids by `newer`'s values, where it has them:
+    /// `newer` is the final view of a round whose commit the shards had not applied yet.
+    pub(crate) fn overlay(
+        &mut self,
+        newer: &View,
+        account_ids: impl Iterator<Item = u128>,
+        transfer_ids: impl Iterator<Item = u128>,
+    ) {
+        for id in account_ids {
+            if let Some(account) = newer.accounts.get(&id) {
+                self.accounts.insert(id, *account);
+            }
+        }
+        for id in transfer_ids {
+            if let Some(transfer) = newer.transfers.get(&id) {
+                self.transfers.insert(id, *transfer);
+                if let Some(status) = newer.pending.get(&id) {
+                    self.pending.insert(id, *status);
+                }
+            }
+            if let Some(result) = newer.failed.get(&id) {
+                self.failed.insert(id, *result);
+            }
+        }
+    }
 }
 
 /// One step back, to roll a failed linked chain out of the view.

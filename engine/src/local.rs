@@ -3,17 +3,21 @@
 //! a list of commits. Unit tests, property tests and the simulator use it to exercise exactly the
 //! production logic without a runtime.
 
+use crate::ledger::View;
 use crate::record::Commit;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::round::{Operation, Outcome, Sequencer, Step};
 use crate::routing::shard_of;
-use crate::shard::ShardState;
+use crate::shard::{ReadReply, ReadRequest, ShardState};
 use crate::types::{Account, AccountFilter, Transfer};
 
 pub struct LocalEngine {
     shards: Vec<ShardState>,
     sequencer: Sequencer,
     commits: Vec<Commit>,
+    overlap: bool,
+    /// With `overlap`: the last commit, not applied yet, and the view it was decided on.
+    unapplied: Option<(Commit, View)>,
 }
 
 impl LocalEngine {
@@ -24,6 +28,27 @@ impl LocalEngine {
                 .collect(),
             sequencer: Sequencer::default(),
             commits: Vec::new(),
+            overlap: false,
+            unapplied: None,
+        }
+    }
+
+    /// Rounds overlap as in the actors: a round's commit is applied to the shards only after
+    /// the next round's first reads, and that round lays the previous view over them.
+    /// Call [`LocalEngine::settle`] before looking at the state.
+    pub fn overlapping(shard_count: usize) -> Self {
+        Self {
+            overlap: true,
+            ..Self::new(shard_count)
+        }
+    }
+
+    /// Applies the commit still in flight, if any.
+    pub fn settle(&mut self) {
+        if let Some((commit, _)) = self.unapplied.take() {
+            for shard in &mut self.shards {
+                shard.apply(&commit);
+            }
         }
     }
 
@@ -54,16 +79,18 @@ impl LocalEngine {
         let mut round = self
             .sequencer
             .begin(operations, now_ns, self.shards.len());
-        let mut requests = round.first_reads();
+        let requests = round.first_reads();
+        let replies = self.read(&requests);
+        let unapplied = self.unapplied.take().map(|(commit, view)| {
+            for shard in &mut self.shards {
+                shard.apply(&commit);
+            }
+            view
+        });
+        let mut step = round.on_reads(replies, unapplied.as_ref());
         let decision = loop {
-            let replies = self
-                .shards
-                .iter()
-                .zip(&requests)
-                .map(|(shard, request)| shard.read(request))
-                .collect();
-            match round.on_reads(replies) {
-                Step::Read(next) => requests = next,
+            match step {
+                Step::Read(requests) => step = round.on_reads(self.read(&requests), None),
                 Step::Decided(decision) => break decision,
             }
         };
@@ -73,12 +100,24 @@ impl LocalEngine {
                 timestamp_max: decision.timestamp_max,
                 records: decision.records,
             };
-            for shard in &mut self.shards {
-                shard.apply(&commit);
+            self.commits.push(commit.clone());
+            if self.overlap {
+                self.unapplied = Some((commit, round.into_view()));
+            } else {
+                for shard in &mut self.shards {
+                    shard.apply(&commit);
+                }
             }
-            self.commits.push(commit);
         }
         decision.outcomes
+    }
+
+    fn read(&self, requests: &[ReadRequest]) -> Vec<ReadReply> {
+        self.shards
+            .iter()
+            .zip(requests)
+            .map(|(shard, request)| shard.read(request))
+            .collect()
     }
 
     pub fn create_accounts(&mut self, events: &[Account], now_ns: u64) -> Vec<CreateAccountResult> {
@@ -128,6 +167,7 @@ impl LocalEngine {
 
     /// Every account, from every shard, ordered by id.
     pub fn all_accounts(&self) -> Vec<Account> {
+        assert!(self.unapplied.is_none(), "settle() before looking at the state");
         let mut accounts: Vec<Account> = self
             .shards
             .iter()
@@ -138,6 +178,7 @@ impl LocalEngine {
     }
 
     fn shard(&self, id: u128) -> &ShardState {
+        assert!(self.unapplied.is_none(), "settle() before looking at the state");
         &self.shards[shard_of(id, self.shards.len())]
     }
 }

@@ -74,6 +74,8 @@ impl Sequencer {
             timestamp_max: self.timestamp_last,
             shard_count,
             view: View::default(),
+            read_accounts: AHashSet::new(),
+            read_transfers: AHashSet::new(),
             followed_up: false,
         }
     }
@@ -103,6 +105,9 @@ pub struct Round {
     timestamp_max: u64,
     shard_count: usize,
     view: View,
+    /// Every id the first reads asked for, to lay an unapplied round's view over the replies.
+    read_accounts: AHashSet<u128>,
+    read_transfers: AHashSet<u128>,
     followed_up: bool,
 }
 
@@ -113,7 +118,7 @@ impl Round {
 
     /// The first reads: every id the operations name, and the pending transfers that expire by
     /// the round's last operation. Every shard is asked, since any may hold expiring transfers.
-    pub fn first_reads(&self) -> Vec<ReadRequest> {
+    pub fn first_reads(&mut self) -> Vec<ReadRequest> {
         let mut keys = KeysByShard::new(self.shard_count);
         for operation in &self.operations {
             match operation {
@@ -135,12 +140,27 @@ impl Round {
                 Operation::Expire => {}
             }
         }
-        let expiring_up_to = *self.timestamps_first.last().expect("a round is never empty");
-        keys.into_requests(expiring_up_to)
+        self.read_accounts = std::mem::take(&mut keys.seen_accounts);
+        self.read_transfers = std::mem::take(&mut keys.seen_transfers);
+        keys.into_requests(self.expiring_up_to())
+    }
+
+    fn expiring_up_to(&self) -> u64 {
+        *self.timestamps_first.last().expect("a round is never empty")
+    }
+
+    /// The view the round decided on, once decided: the overlay for the next round.
+    pub fn into_view(self) -> View {
+        self.view
     }
 
     /// Merges the replies of a read step; returns the next step.
-    pub fn on_reads(&mut self, replies: Vec<ReadReply>) -> Step {
+    ///
+    /// `unapplied` is the final view of the previous round when the shards answered the first
+    /// reads before applying its commit (rounds overlap: one decides while the shards apply
+    /// the other). Its values replace the stale ones, so the result is exactly as if the
+    /// commit had been applied first.
+    pub fn on_reads(&mut self, replies: Vec<ReadReply>, unapplied: Option<&View>) -> Step {
         assert_eq!(replies.len(), self.shard_count);
         let mut expiring = Vec::new();
         let new_events: usize = self.operations.iter().map(Operation::event_count).sum();
@@ -161,7 +181,20 @@ impl Round {
         }
         if !self.followed_up {
             self.followed_up = true;
+            if let Some(newer) = unapplied {
+                self.view.overlay(
+                    newer,
+                    self.read_accounts.iter().copied(),
+                    self.read_transfers.iter().copied(),
+                );
+                expiring.extend(newer.pending_expiring_by(self.expiring_up_to()).copied());
+            }
             self.view.set_expiring(expiring);
+            if let Some(newer) = unapplied {
+                let expiring_ids = self.view.expiring.iter().map(|t| t.id).collect::<Vec<_>>();
+                self.view
+                    .overlay(newer, std::iter::empty(), expiring_ids.into_iter());
+            }
             // A post or void may leave its accounts zero (inherit), and an expiring transfer
             // names accounts no event named: read the accounts of every pending transfer found.
             let mut keys = KeysByShard::new(self.shard_count);
@@ -238,7 +271,9 @@ impl KeysByShard {
     }
 
     fn is_empty(&self) -> bool {
-        self.seen_accounts.is_empty() && self.seen_transfers.is_empty()
+        self.requests
+            .iter()
+            .all(|r| r.accounts.is_empty() && r.transfers.is_empty())
     }
 
     fn into_requests(mut self, expiring_up_to: u64) -> Vec<ReadRequest> {

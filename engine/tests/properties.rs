@@ -152,7 +152,10 @@ fn transfer_results(outcome: &Outcome) -> Option<&[CreateTransferResult]> {
 }
 
 fn setup(shards: usize, now: u64) -> LocalEngine {
-    let mut engine = LocalEngine::new(shards);
+    fund(LocalEngine::new(shards), now)
+}
+
+fn fund(mut engine: LocalEngine, now: u64) -> LocalEngine {
     let results = engine.create_accounts(&accounts(), now);
     assert!(results.iter().all(|r| *r == CreateAccountResult::Created));
     // Fund every account from account 2 (no limits) on its ledger.
@@ -169,6 +172,7 @@ fn setup(shards: usize, now: u64) -> LocalEngine {
         })
         .collect();
     engine.create_transfers(&funding, now);
+    engine.settle();
     engine
 }
 
@@ -227,5 +231,29 @@ proptest! {
         prop_assert_eq!(single.all_accounts(), sharded.all_accounts());
         let recovered = LocalEngine::recover(2, sharded.commits());
         prop_assert_eq!(recovered.all_accounts(), sharded.all_accounts());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Overlapped rounds (the next one decides before the shards apply the last commit, over
+    /// the last round's view) decide exactly as rounds run one after the other.
+    #[test]
+    fn overlapping_rounds_decide_as_sequential_ones(rounds in prop::collection::vec(round(), 1..25)) {
+        let mut now = 1_000 * SECOND;
+        let mut sequential = setup(3, now);
+        let mut overlapping = fund(LocalEngine::overlapping(3), now);
+        let mut ids = Ids::default();
+        for (elapsed, mut operations) in rounds {
+            ids.resolve(&mut operations);
+            now += elapsed;
+            let a = sequential.execute(operations.clone(), now);
+            let b = overlapping.execute(operations, now);
+            prop_assert_eq!(a, b);
+        }
+        overlapping.settle();
+        check_invariants(&overlapping);
+        prop_assert_eq!(sequential.all_accounts(), overlapping.all_accounts());
     }
 }
