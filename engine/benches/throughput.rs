@@ -69,7 +69,10 @@ impl Picker {
 
     fn pick(&self, rng: &mut Rng) -> u128 {
         let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
-        let rank = self.cdf.partition_point(|&c| c < u).min(ACCOUNTS as usize - 1);
+        let rank = self
+            .cdf
+            .partition_point(|&c| c < u)
+            .min(ACCOUNTS as usize - 1);
         // Spread hot ranks over the id space (and so over shards).
         ((rank as u128 * 7_919) % ACCOUNTS) + 1
     }
@@ -108,7 +111,9 @@ async fn setup(shards: usize) -> Engine {
         max_in_flight: 16_384,
         ..EngineConfig::default()
     };
-    let engine = Engine::start(config, MemoryWal::new()).await.expect("start");
+    let engine = Engine::start(config, MemoryWal::new())
+        .await
+        .expect("start");
     let mut accounts: Vec<Account> = (1..=ACCOUNTS)
         .map(|id| Account {
             id,
@@ -125,7 +130,10 @@ async fn setup(shards: usize) -> Engine {
         ..Account::default()
     });
     for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
-        engine.create_accounts(chunk.to_vec()).await.expect("accounts");
+        engine
+            .create_accounts(chunk.to_vec())
+            .await
+            .expect("accounts");
     }
     let funding: Vec<Transfer> = (1..=ACCOUNTS)
         .map(|id| Transfer {
@@ -139,7 +147,10 @@ async fn setup(shards: usize) -> Engine {
         })
         .collect();
     for chunk in funding.chunks(BATCH_EVENTS_MAX) {
-        engine.create_transfers(chunk.to_vec()).await.expect("funding");
+        engine
+            .create_transfers(chunk.to_vec())
+            .await
+            .expect("funding");
     }
     engine
 }
@@ -239,6 +250,49 @@ fn report(name: &str, mix: Mix, figures: &Figures) {
     );
 }
 
+/// The same rounds without actors or runtime: one thread reads, decides and applies.
+fn pure(mix: Mix, count: usize, shards: usize) -> Figures {
+    use kizo_engine::local::LocalEngine;
+    use kizo_engine::round::Operation;
+    let mut engine = LocalEngine::new(shards);
+    let now = 1_000_000_000_000;
+    let accounts: Vec<Account> = (1..=ACCOUNTS)
+        .map(|id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        })
+        .collect();
+    for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
+        engine.create_accounts(chunk, now);
+    }
+    let transfers = workload(mix, count, shards, 42, 1);
+    let cross_shard = cross_share(&transfers, shards);
+    let start = Instant::now();
+    let mut created = 0;
+    for round in transfers.chunks(2 * BATCH_EVENTS_MAX) {
+        let operations = round
+            .chunks(BATCH_EVENTS_MAX)
+            .map(|batch| Operation::CreateTransfers(batch.to_vec()))
+            .collect();
+        for outcome in engine.execute(operations, now) {
+            if let kizo_engine::round::Outcome::Transfers(results) = outcome {
+                created += results
+                    .iter()
+                    .filter(|r| **r == CreateTransferResult::Created)
+                    .count();
+            }
+        }
+    }
+    Figures {
+        transfers: count,
+        created,
+        seconds: start.elapsed().as_secs_f64(),
+        cross_shard,
+    }
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -258,6 +312,15 @@ fn main() {
         .build()
         .expect("runtime");
     println!("kizo-engine throughput: {shards} shards, {threads} worker threads, {ACCOUNTS} accounts, in-memory log");
+    if arg("--pure", 0) > 0 {
+        for mix in [Mix::Uniform, Mix::Zipf] {
+            report(
+                "pure rounds, one thread",
+                mix,
+                &pure(mix, batched_count, shards),
+            );
+        }
+    }
     runtime.block_on(async {
         let mut next_id = 1u128;
         for mix in [Mix::Uniform, Mix::Zipf] {

@@ -95,7 +95,11 @@ impl Actor for ShardActor {
         };
         let last = state.wal.last_lsn();
         state.catch_up(last).await?;
-        tracing::debug!(shard = args.index, lsn = last, "shard recovered from the log");
+        tracing::debug!(
+            shard = args.index,
+            lsn = last,
+            "shard recovered from the log"
+        );
         Ok(state)
     }
 
@@ -252,16 +256,20 @@ impl Actor for CoordinatorActor {
                 }
             }
             CoordinatorMsg::LookupAccounts { ids, reply } => {
-                let pending = scatter(state, &ids, |as_of, ids, reply| {
-                    ShardMsg::LookupAccounts { as_of, ids, reply }
+                let pending = scatter(state, &ids, |as_of, ids, reply| ShardMsg::LookupAccounts {
+                    as_of,
+                    ids,
+                    reply,
                 });
                 tokio::spawn(async move {
                     let _ = reply.send(gather(pending, &ids, |a: &Account| a.id).await);
                 });
             }
             CoordinatorMsg::LookupTransfers { ids, reply } => {
-                let pending = scatter(state, &ids, |as_of, ids, reply| {
-                    ShardMsg::LookupTransfers { as_of, ids, reply }
+                let pending = scatter(state, &ids, |as_of, ids, reply| ShardMsg::LookupTransfers {
+                    as_of,
+                    ids,
+                    reply,
                 });
                 tokio::spawn(async move {
                     let _ = reply.send(gather(pending, &ids, |t: &Transfer| t.id).await);
@@ -353,7 +361,7 @@ async fn run_round(
         .begin(operations, state.clock.now_ns(), state.shards.len());
     let first_reads = send_reads(&state.shards, state.committed_lsn, round.first_reads());
     let (unapplied, stale) = match finish_in_flight(state).await {
-        Finished::Committed(view) => (Some(view), false),
+        Finished::Committed(view) => (Some(*view), false),
         Finished::Nothing => (None, false),
         Finished::Failed { log_advanced } => (None, log_advanced),
     };
@@ -383,9 +391,7 @@ async fn run_round(
     if decision.records.is_empty() {
         return answer(replies, decision.outcomes);
     }
-    let durable = state
-        .wal
-        .append(decision.timestamp_max, decision.records);
+    let durable = state.wal.append(decision.timestamp_max, decision.records);
     state.in_flight = Some(InFlight {
         durable,
         view: round.into_view(),
@@ -397,9 +403,11 @@ async fn run_round(
 pub(crate) enum Finished {
     Nothing,
     /// The commit stands; its view (the shards may not have applied the commit yet).
-    Committed(View),
+    Committed(Box<View>),
     /// The commit failed; `log_advanced` if the log holds it all the same (unknown outcome).
-    Failed { log_advanced: bool },
+    Failed {
+        log_advanced: bool,
+    },
 }
 
 /// Waits for the round in flight to be durable, hands its commit to the shards and answers its
@@ -410,14 +418,18 @@ async fn finish_in_flight(state: &mut CoordinatorState) -> Finished {
     };
     match in_flight.durable.await {
         Ok(Ok(commit)) => {
-            assert_eq!(commit.lsn, state.committed_lsn + 1, "the log skipped an LSN");
+            assert_eq!(
+                commit.lsn,
+                state.committed_lsn + 1,
+                "the log skipped an LSN"
+            );
             state.committed_lsn = commit.lsn;
             for shard in &state.shards {
                 // A shard that is down catches up from the log when it is back.
                 let _ = shard.send_message(ShardMsg::Apply(commit.clone()));
             }
             answer(in_flight.replies, in_flight.outcomes);
-            Finished::Committed(in_flight.view)
+            Finished::Committed(Box::new(in_flight.view))
         }
         failed => {
             let error = match failed {
@@ -630,7 +642,11 @@ impl Actor for SupervisorActor {
             }
             SupervisorMsg::Shutdown(done) => {
                 state.stopping = true;
-                *state.args.coordinator_slot.write().expect("coordinator slot") = None;
+                *state
+                    .args
+                    .coordinator_slot
+                    .write()
+                    .expect("coordinator slot") = None;
                 let timeout = Some(Duration::from_secs(5));
                 let _ = state.coordinator.stop_and_wait(None, timeout).await;
                 for shard in &state.shards {

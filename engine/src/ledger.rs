@@ -36,7 +36,10 @@ impl View {
     }
 
     pub fn insert_transfer(&mut self, transfer: Transfer, pending: Option<PendingStatus>) {
-        debug_assert_eq!(pending.is_some(), transfer.flags.contains(TransferFlags::PENDING));
+        debug_assert_eq!(
+            pending.is_some(),
+            transfer.flags.contains(TransferFlags::PENDING)
+        );
         if let Some(status) = pending {
             self.pending.insert(transfer.id, status);
         }
@@ -110,14 +113,18 @@ pub struct Decider<'v> {
     view: &'v mut View,
     records: Vec<Record>,
     undo: Vec<Undo>,
+    /// Whether the event being decided is in a linked chain (and so may have to be undone).
+    in_chain: bool,
 }
 
 impl<'v> Decider<'v> {
-    pub fn new(view: &'v mut View) -> Self {
+    /// `events`: how many events will be decided, to size the records up front.
+    pub fn new(view: &'v mut View, events: usize) -> Self {
         Self {
             view,
-            records: Vec::new(),
+            records: Vec::with_capacity(events),
             undo: Vec::new(),
+            in_chain: false,
         }
     }
 
@@ -127,9 +134,14 @@ impl<'v> Decider<'v> {
 
     /// Releases every pending transfer of the view whose timeout is at or before `now`.
     pub fn expire(&mut self, now: u64) {
-        debug_assert!(self.undo.is_empty(), "expiry never happens inside a linked chain");
+        debug_assert!(
+            self.undo.is_empty(),
+            "expiry never happens inside a linked chain"
+        );
         while let Some(pending) = self.view.expiring.get(self.view.expiring_done).copied() {
-            let expires_at = pending.expires_at().expect("only transfers with a timeout expire");
+            let expires_at = pending
+                .expires_at()
+                .expect("only transfers with a timeout expire");
             if expires_at > now {
                 break;
             }
@@ -151,7 +163,6 @@ impl<'v> Decider<'v> {
                 amount: pending.amount,
             });
         }
-        self.undo.clear();
     }
 
     /// Decides a batch of accounts; event `i` gets timestamp `timestamp_first + i`.
@@ -224,6 +235,7 @@ impl<'v> Decider<'v> {
             if chain.is_none() && linked[i] {
                 chain = Some((i, self.records.len()));
             }
+            self.in_chain = chain.is_some();
             let outcome = if chain_failed {
                 Err(linked_failed)
             } else if linked[i] && i + 1 == linked.len() {
@@ -254,6 +266,7 @@ impl<'v> Decider<'v> {
             }
         }
         debug_assert!(self.undo.is_empty());
+        self.in_chain = false;
         results
     }
 
@@ -286,19 +299,25 @@ impl<'v> Decider<'v> {
             .accounts
             .get_mut(&id)
             .expect("a decided change touches only accounts in the view");
-        self.undo.push(Undo::Account(id, Some(*account)));
+        if self.in_chain {
+            self.undo.push(Undo::Account(id, Some(*account)));
+        }
         change(account);
     }
 
     fn set_pending(&mut self, id: u128, status: PendingStatus) {
         let old = self.view.pending.insert(id, status);
-        self.undo.push(Undo::Pending(id, old));
+        if self.in_chain {
+            self.undo.push(Undo::Pending(id, old));
+        }
     }
 
     fn insert_transfer(&mut self, transfer: Transfer) {
         let old = self.view.transfers.insert(transfer.id, transfer);
         debug_assert!(old.is_none());
-        self.undo.push(Undo::Transfer(transfer.id));
+        if self.in_chain {
+            self.undo.push(Undo::Transfer(transfer.id));
+        }
     }
 
     fn create_account(
@@ -312,8 +331,10 @@ impl<'v> Decider<'v> {
         check(e.id != 0, R::IdMustNotBeZero)?;
         check(e.id != u128::MAX, R::IdMustNotBeIntMax)?;
         check(
-            !(e.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-                && e.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)),
+            !(e.flags
+                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+                && e.flags
+                    .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)),
             R::FlagsAreMutuallyExclusive,
         )?;
         check(e.debits_pending == 0, R::DebitsPendingMustBeZero)?;
@@ -342,7 +363,9 @@ impl<'v> Decider<'v> {
         }
         let account = Account { timestamp, ..*e };
         self.view.accounts.insert(account.id, account);
-        self.undo.push(Undo::Account(account.id, None));
+        if self.in_chain {
+            self.undo.push(Undo::Account(account.id, None));
+        }
         self.records.push(Record::AccountCreated(account));
         Ok(R::Created)
     }
@@ -371,16 +394,14 @@ impl<'v> Decider<'v> {
         timestamp: u64,
     ) -> Result<CreateTransferResult, CreateTransferResult> {
         use CreateTransferResult as R;
-        let dr = *self
+        // One lookup for both accounts; validation made sure they differ.
+        let [debit, credit] = self
             .view
             .accounts
-            .get(&e.debit_account_id)
-            .ok_or(R::DebitAccountNotFound)?;
-        let cr = *self
-            .view
-            .accounts
-            .get(&e.credit_account_id)
-            .ok_or(R::CreditAccountNotFound)?;
+            .get_disjoint_mut([&e.debit_account_id, &e.credit_account_id]);
+        let debit = debit.ok_or(R::DebitAccountNotFound)?;
+        let credit = credit.ok_or(R::CreditAccountNotFound)?;
+        let (dr, cr) = (*debit, *credit);
         check(dr.ledger == cr.ledger, R::AccountsMustHaveTheSameLedger)?;
         check(
             e.ledger == dr.ledger,
@@ -444,12 +465,14 @@ impl<'v> Decider<'v> {
             )?;
         }
         check(
-            !(dr.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            !(dr.flags
+                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
                 && debits_after > dr.credits_posted),
             R::ExceedsCredits,
         )?;
         check(
-            !(cr.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            !(cr.flags
+                .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
                 && credits_after > cr.debits_posted),
             R::ExceedsDebits,
         )?;
@@ -465,20 +488,17 @@ impl<'v> Decider<'v> {
             timestamp,
             ..*e
         };
-        self.update_account(dr.id, |a| {
-            if pending {
-                a.debits_pending += amount;
-            } else {
-                a.debits_posted += amount;
-            }
-        });
-        self.update_account(cr.id, |a| {
-            if pending {
-                a.credits_pending += amount;
-            } else {
-                a.credits_posted += amount;
-            }
-        });
+        if self.in_chain {
+            self.undo.push(Undo::Account(dr.id, Some(dr)));
+            self.undo.push(Undo::Account(cr.id, Some(cr)));
+        }
+        if pending {
+            debit.debits_pending += amount;
+            credit.credits_pending += amount;
+        } else {
+            debit.debits_posted += amount;
+            credit.credits_posted += amount;
+        }
         self.insert_transfer(transfer);
         if pending {
             self.set_pending(transfer.id, PendingStatus::Pending);
@@ -535,7 +555,10 @@ impl<'v> Decider<'v> {
             p.amount
         };
         let status = self.view.pending.get(&p.id).copied();
-        debug_assert!(status.is_some(), "a pending transfer in the view has a status");
+        debug_assert!(
+            status.is_some(),
+            "a pending transfer in the view has a status"
+        );
         check(
             status != Some(PendingStatus::Posted),
             R::PendingTransferAlreadyPosted,

@@ -145,26 +145,41 @@ fn cases() -> Vec<(R, Vec<Transfer>)> {
             R::FlagsAreMutuallyExclusive,
             with(&|e| e.flags = F::PENDING | F::POST_PENDING_TRANSFER),
         ),
-        (R::DebitAccountIdMustNotBeZero, with(&|e| e.debit_account_id = 0)),
+        (
+            R::DebitAccountIdMustNotBeZero,
+            with(&|e| e.debit_account_id = 0),
+        ),
         (
             R::DebitAccountIdMustNotBeIntMax,
             with(&|e| e.debit_account_id = u128::MAX),
         ),
-        (R::CreditAccountIdMustNotBeZero, with(&|e| e.credit_account_id = 0)),
+        (
+            R::CreditAccountIdMustNotBeZero,
+            with(&|e| e.credit_account_id = 0),
+        ),
         (
             R::CreditAccountIdMustNotBeIntMax,
             with(&|e| e.credit_account_id = u128::MAX),
         ),
-        (R::AccountsMustBeDifferent, with(&|e| e.credit_account_id = 1)),
+        (
+            R::AccountsMustBeDifferent,
+            with(&|e| e.credit_account_id = 1),
+        ),
         (R::PendingIdMustBeZero, with(&|e| e.pending_id = 100)),
         (R::PendingIdMustNotBeZero, vec![post(0, 1)]),
         (R::PendingIdMustNotBeIntMax, vec![post(u128::MAX, 1)]),
         (R::PendingIdMustBeDifferent, vec![post(200, 1)]),
-        (R::TimeoutReservedForPendingTransfer, with(&|e| e.timeout = 1)),
+        (
+            R::TimeoutReservedForPendingTransfer,
+            with(&|e| e.timeout = 1),
+        ),
         (R::AmountMustNotBeZero, with(&|e| e.amount = 0)),
         (R::LedgerMustNotBeZero, with(&|e| e.ledger = 0)),
         (R::CodeMustNotBeZero, with(&|e| e.code = 0)),
-        (R::ExistsWithDifferentFlags, retry(&|e| e.flags = F::PENDING)),
+        (
+            R::ExistsWithDifferentFlags,
+            retry(&|e| e.flags = F::PENDING),
+        ),
         (
             R::ExistsWithDifferentPendingId,
             vec![Transfer {
@@ -179,18 +194,36 @@ fn cases() -> Vec<(R, Vec<Transfer>)> {
                 ..pending(100, 1, 2, 50, 0)
             }],
         ),
-        (R::ExistsWithDifferentDebitAccountId, retry(&|e| e.debit_account_id = 7)),
-        (R::ExistsWithDifferentCreditAccountId, retry(&|e| e.credit_account_id = 7)),
+        (
+            R::ExistsWithDifferentDebitAccountId,
+            retry(&|e| e.debit_account_id = 7),
+        ),
+        (
+            R::ExistsWithDifferentCreditAccountId,
+            retry(&|e| e.credit_account_id = 7),
+        ),
         (R::ExistsWithDifferentAmount, retry(&|e| e.amount = 11)),
-        (R::ExistsWithDifferentUserData128, retry(&|e| e.user_data_128 = 1)),
-        (R::ExistsWithDifferentUserData64, retry(&|e| e.user_data_64 = 1)),
-        (R::ExistsWithDifferentUserData32, retry(&|e| e.user_data_32 = 1)),
+        (
+            R::ExistsWithDifferentUserData128,
+            retry(&|e| e.user_data_128 = 1),
+        ),
+        (
+            R::ExistsWithDifferentUserData64,
+            retry(&|e| e.user_data_64 = 1),
+        ),
+        (
+            R::ExistsWithDifferentUserData32,
+            retry(&|e| e.user_data_32 = 1),
+        ),
         (R::ExistsWithDifferentLedger, retry(&|e| e.ledger = 2)),
         (R::ExistsWithDifferentCode, retry(&|e| e.code = 2)),
         (R::Exists, retry(&|_| {})),
         (R::IdAlreadyFailed, vec![transfer(109, 3, 1, 1_000)]),
         (R::DebitAccountNotFound, with(&|e| e.debit_account_id = 404)),
-        (R::CreditAccountNotFound, with(&|e| e.credit_account_id = 404)),
+        (
+            R::CreditAccountNotFound,
+            with(&|e| e.credit_account_id = 404),
+        ),
         (R::PendingTransferNotFound, vec![post(404, 1)]),
         (R::PendingTransferNotPending, vec![post(106, 1)]),
         (
@@ -226,10 +259,22 @@ fn cases() -> Vec<(R, Vec<Transfer>)> {
         (R::PendingTransferAlreadyPosted, vec![void(102, 0)]),
         (R::PendingTransferAlreadyVoided, vec![post(104, 1)]),
         (R::PendingTransferExpired, vec![post(101, 1)]),
-        (R::AccountsMustHaveTheSameLedger, with(&|e| e.credit_account_id = 5)),
-        (R::TransferMustHaveTheSameLedgerAsAccounts, with(&|e| e.ledger = 2)),
-        (R::DebitAccountAlreadyClosed, with(&|e| e.debit_account_id = 6)),
-        (R::CreditAccountAlreadyClosed, with(&|e| e.credit_account_id = 6)),
+        (
+            R::AccountsMustHaveTheSameLedger,
+            with(&|e| e.credit_account_id = 5),
+        ),
+        (
+            R::TransferMustHaveTheSameLedgerAsAccounts,
+            with(&|e| e.ledger = 2),
+        ),
+        (
+            R::DebitAccountAlreadyClosed,
+            with(&|e| e.debit_account_id = 6),
+        ),
+        (
+            R::CreditAccountAlreadyClosed,
+            with(&|e| e.credit_account_id = 6),
+        ),
         (R::OverflowsDebitsPending, vec![pending(200, 8, 12, 20, 0)]),
         (R::OverflowsCreditsPending, vec![pending(200, 12, 9, 20, 0)]),
         (R::OverflowsDebitsPosted, vec![transfer(200, 10, 12, 20)]),
@@ -284,8 +329,14 @@ fn exists_precedes_state_checks_and_not_found_goes_debit_first() {
     assert_eq!(one(&[transfer(99, 1, 3, 100)]), R::Exists);
     assert_eq!(one(&[transfer(200, 404, 405, 1)]), R::DebitAccountNotFound);
     // Ledger mismatch precedes closed, closed precedes exceeds.
-    assert_eq!(one(&[transfer(200, 6, 5, 1)]), R::AccountsMustHaveTheSameLedger);
-    assert_eq!(one(&[transfer(200, 3, 6, 1_000)]), R::CreditAccountAlreadyClosed);
+    assert_eq!(
+        one(&[transfer(200, 6, 5, 1)]),
+        R::AccountsMustHaveTheSameLedger
+    );
+    assert_eq!(
+        one(&[transfer(200, 3, 6, 1_000)]),
+        R::CreditAccountAlreadyClosed
+    );
     // exceeds_credits (debit side) precedes exceeds_debits (credit side).
     assert_eq!(one(&[transfer(200, 3, 4, 1_000)]), R::ExceedsCredits);
 }
@@ -346,7 +397,11 @@ fn a_linked_chain_is_all_or_nothing_across_shards() {
         .filter(|(b, a)| b != a)
         .map(|(b, _)| b.id)
         .collect();
-    assert_eq!(changed, vec![1, 2], "only the unlinked transfer 303 applied");
+    assert_eq!(
+        changed,
+        vec![1, 2],
+        "only the unlinked transfer 303 applied"
+    );
     assert!(engine.transfer(300).is_none() && engine.transfer(301).is_none());
     // The chain's failure was transient: 302 is remembered, 300 and 301 are free to reuse.
     assert_eq!(
@@ -388,17 +443,20 @@ fn two_phase_post_partial_releases_the_rest() {
     let mut engine = fixture();
     engine.expire(LATER);
     let before = engine.account(1).unwrap();
-    let results = engine.create_transfers(
-        &[resolve(300, 100, F::POST_PENDING_TRANSFER, 20)],
-        LATER,
-    );
+    let results =
+        engine.create_transfers(&[resolve(300, 100, F::POST_PENDING_TRANSFER, 20)], LATER);
     assert_eq!(results, vec![R::Created]);
     let after = engine.account(1).unwrap();
     assert_eq!(after.debits_pending, before.debits_pending - 50);
     assert_eq!(after.debits_posted, before.debits_posted + 20);
     let post = engine.transfer(300).unwrap();
     assert_eq!(
-        (post.debit_account_id, post.credit_account_id, post.amount, post.ledger),
+        (
+            post.debit_account_id,
+            post.credit_account_id,
+            post.amount,
+            post.ledger
+        ),
         (1, 2, 20, 1)
     );
     // A retry with inherited (zero) fields is `exists`; a second resolution is refused.
@@ -480,7 +538,9 @@ fn timestamps_are_unique_and_increasing_even_when_the_clock_stalls() {
     let mut engine = fixture();
     engine.create_transfers(&[transfer(300, 1, 2, 1), transfer(301, 1, 2, 1)], T0);
     engine.create_transfers(&[transfer(302, 1, 2, 1)], T0);
-    let ts: Vec<u64> = (300..=302).map(|id| engine.transfer(id).unwrap().timestamp).collect();
+    let ts: Vec<u64> = (300..=302)
+        .map(|id| engine.transfer(id).unwrap().timestamp)
+        .collect();
     assert!(ts[0] < ts[1] && ts[1] < ts[2], "{ts:?}");
     assert!(ts[0] > engine.transfer(109 - 1).unwrap().timestamp);
 }
@@ -510,7 +570,10 @@ fn every_account_result_has_a_case_that_produces_it() {
                 base,
             ],
         ),
-        (A::LinkedEventChainOpen, with(&|e| e.flags = AccountFlags::LINKED)),
+        (
+            A::LinkedEventChainOpen,
+            with(&|e| e.flags = AccountFlags::LINKED),
+        ),
         (A::TimestampMustBeZero, with(&|e| e.timestamp = 1)),
         (A::ReservedFlag, with(&|e| e.flags = AccountFlags(1 << 9))),
         (A::IdMustNotBeZero, with(&|e| e.id = 0)),
@@ -524,7 +587,10 @@ fn every_account_result_has_a_case_that_produces_it() {
         ),
         (A::DebitsPendingMustBeZero, with(&|e| e.debits_pending = 1)),
         (A::DebitsPostedMustBeZero, with(&|e| e.debits_posted = 1)),
-        (A::CreditsPendingMustBeZero, with(&|e| e.credits_pending = 1)),
+        (
+            A::CreditsPendingMustBeZero,
+            with(&|e| e.credits_pending = 1),
+        ),
         (A::CreditsPostedMustBeZero, with(&|e| e.credits_posted = 1)),
         (A::LedgerMustNotBeZero, with(&|e| e.ledger = 0)),
         (A::CodeMustNotBeZero, with(&|e| e.code = 0)),
@@ -532,9 +598,18 @@ fn every_account_result_has_a_case_that_produces_it() {
             A::ExistsWithDifferentFlags,
             retry(&|e| e.flags = AccountFlags::CLOSED),
         ),
-        (A::ExistsWithDifferentUserData128, retry(&|e| e.user_data_128 = 1)),
-        (A::ExistsWithDifferentUserData64, retry(&|e| e.user_data_64 = 1)),
-        (A::ExistsWithDifferentUserData32, retry(&|e| e.user_data_32 = 1)),
+        (
+            A::ExistsWithDifferentUserData128,
+            retry(&|e| e.user_data_128 = 1),
+        ),
+        (
+            A::ExistsWithDifferentUserData64,
+            retry(&|e| e.user_data_64 = 1),
+        ),
+        (
+            A::ExistsWithDifferentUserData32,
+            retry(&|e| e.user_data_32 = 1),
+        ),
         (A::ExistsWithDifferentLedger, retry(&|e| e.ledger = 2)),
         (A::ExistsWithDifferentCode, retry(&|e| e.code = 2)),
         (A::Exists, retry(&|_| {})),
@@ -578,7 +653,10 @@ fn history_filters_sides_ranges_and_order() {
         limit: 2,
         ..AccountFilter::all(1, 2)
     });
-    assert_eq!(newest_two.iter().map(|t| t.id).collect::<Vec<_>>(), vec![106, 105]);
+    assert_eq!(
+        newest_two.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![106, 105]
+    );
     let credits = engine.account_transfers(&AccountFilter {
         debits: false,
         ..AccountFilter::all(3, 100)
@@ -589,7 +667,10 @@ fn history_filters_sides_ranges_and_order() {
         timestamp_max: all[3].timestamp,
         ..AccountFilter::all(1, 100)
     });
-    assert_eq!(ranged.iter().map(|t| t.id).collect::<Vec<_>>(), vec![101, 102]);
+    assert_eq!(
+        ranged.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![101, 102]
+    );
 }
 
 #[test]

@@ -76,9 +76,7 @@ impl LocalEngine {
 
     /// Runs one round over `operations` at time `now_ns`; one outcome per operation.
     pub fn execute(&mut self, operations: Vec<Operation>, now_ns: u64) -> Vec<Outcome> {
-        let mut round = self
-            .sequencer
-            .begin(operations, now_ns, self.shards.len());
+        let mut round = self.sequencer.begin(operations, now_ns, self.shards.len());
         let requests = round.first_reads();
         let replies = self.read(&requests);
         let unapplied = self.unapplied.take().map(|(commit, view)| {
@@ -167,7 +165,10 @@ impl LocalEngine {
 
     /// Every account, from every shard, ordered by id.
     pub fn all_accounts(&self) -> Vec<Account> {
-        assert!(self.unapplied.is_none(), "settle() before looking at the state");
+        assert!(
+            self.unapplied.is_none(),
+            "settle() before looking at the state"
+        );
         let mut accounts: Vec<Account> = self
             .shards
             .iter()
@@ -178,7 +179,10 @@ impl LocalEngine {
     }
 
     fn shard(&self, id: u128) -> &ShardState {
-        assert!(self.unapplied.is_none(), "settle() before looking at the state");
+        assert!(
+            self.unapplied.is_none(),
+            "settle() before looking at the state"
+        );
         &self.shards[shard_of(id, self.shards.len())]
     }
 }

@@ -13,9 +13,15 @@ pub enum Record {
     TransferCreated(Transfer),
     /// A post of a pending transfer: `transfer.amount` becomes posted, the whole `pending_amount`
     /// leaves the pending balances. `transfer` has the accounts, ledger and code filled in.
-    PendingPosted { transfer: Transfer, pending_amount: u128 },
+    PendingPosted {
+        transfer: Transfer,
+        pending_amount: u128,
+    },
     /// A void of a pending transfer: the whole `pending_amount` leaves the pending balances.
-    PendingVoided { transfer: Transfer, pending_amount: u128 },
+    PendingVoided {
+        transfer: Transfer,
+        pending_amount: u128,
+    },
     /// A pending transfer's timeout passed: its amount leaves the pending balances.
     PendingExpired {
         pending_id: u128,
@@ -24,7 +30,10 @@ pub enum Record {
         amount: u128,
     },
     /// An id failed for a transient reason; a retry gets `id_already_failed`.
-    TransferFailed { id: u128, result: CreateTransferResult },
+    TransferFailed {
+        id: u128,
+        result: CreateTransferResult,
+    },
 }
 
 /// One durable unit of the log: the records of one round, all or nothing.

@@ -75,7 +75,7 @@ impl Sequencer {
             shard_count,
             view: View::default(),
             read_accounts: AHashSet::new(),
-            read_transfers: AHashSet::new(),
+            read_transfers: Vec::new(),
             followed_up: false,
         }
     }
@@ -107,7 +107,7 @@ pub struct Round {
     view: View,
     /// Every id the first reads asked for, to lay an unapplied round's view over the replies.
     read_accounts: AHashSet<u128>,
-    read_transfers: AHashSet<u128>,
+    read_transfers: Vec<u128>,
     followed_up: bool,
 }
 
@@ -146,7 +146,10 @@ impl Round {
     }
 
     fn expiring_up_to(&self) -> u64 {
-        *self.timestamps_first.last().expect("a round is never empty")
+        *self
+            .timestamps_first
+            .last()
+            .expect("a round is never empty")
     }
 
     /// The view the round decided on, once decided: the overlay for the next round.
@@ -218,7 +221,8 @@ impl Round {
     }
 
     fn decide(&mut self) -> Decision {
-        let mut decider = Decider::new(&mut self.view);
+        let events = self.operations.iter().map(Operation::event_count).sum();
+        let mut decider = Decider::new(&mut self.view, events);
         let mut outcomes = Vec::with_capacity(self.operations.len());
         for (operation, &first) in self.operations.iter().zip(&self.timestamps_first) {
             decider.expire(first);
@@ -244,7 +248,8 @@ impl Round {
 struct KeysByShard {
     requests: Vec<ReadRequest>,
     seen_accounts: AHashSet<u128>,
-    seen_transfers: AHashSet<u128>,
+    /// Not deduplicated: transfer ids rarely repeat, and a repeat only costs a second lookup.
+    seen_transfers: Vec<u128>,
 }
 
 impl KeysByShard {
@@ -252,7 +257,7 @@ impl KeysByShard {
         Self {
             requests: vec![ReadRequest::default(); shard_count],
             seen_accounts: AHashSet::new(),
-            seen_transfers: AHashSet::new(),
+            seen_transfers: Vec::new(),
         }
     }
 
@@ -264,7 +269,8 @@ impl KeysByShard {
     }
 
     fn transfer(&mut self, id: u128) {
-        if id != 0 && id != u128::MAX && self.seen_transfers.insert(id) {
+        if id != 0 && id != u128::MAX {
+            self.seen_transfers.push(id);
             let shard = shard_of(id, self.requests.len());
             self.requests[shard].transfers.push(id);
         }

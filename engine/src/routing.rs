@@ -27,7 +27,13 @@ mod tests {
     #[test]
     fn the_mapping_is_stable() {
         // These values are the contract: if this test fails, existing data would move shards.
-        let known = [(1u128, 4usize), (2, 4), (3, 4), (u128::MAX - 1, 4), (1 << 64, 4)];
+        let known = [
+            (1u128, 4usize),
+            (2, 4),
+            (3, 4),
+            (u128::MAX - 1, 4),
+            (1 << 64, 4),
+        ];
         let got: Vec<usize> = known.iter().map(|&(id, n)| shard_of(id, n)).collect();
         assert_eq!(got, vec![1, 2, 0, 1, 1]);
         assert_eq!(shard_of(12345, 1), 0);

@@ -36,18 +36,23 @@ struct HistoryEntry {
     is_debit: bool,
 }
 
+/// An account with its transfers in timestamp order, so one lookup serves both.
+#[derive(Debug)]
+struct LocalAccount {
+    account: Account,
+    history: Vec<HistoryEntry>,
+}
+
 #[derive(Debug)]
 pub struct ShardState {
     index: usize,
     shard_count: usize,
-    accounts: AHashMap<u128, Account>,
+    accounts: AHashMap<u128, LocalAccount>,
     transfers: TransferStore,
     pending: AHashMap<u128, PendingStatus>,
     failed: AHashMap<u128, CreateTransferResult>,
     /// Pending transfers with a timeout that are still pending: (expires_at, timestamp, id).
     expiry: BTreeSet<(u64, u64, u128)>,
-    /// Per local account, its transfers in timestamp order.
-    history: AHashMap<u128, Vec<HistoryEntry>>,
     applied_lsn: u64,
     timestamp_max: u64,
 }
@@ -63,7 +68,6 @@ impl ShardState {
             pending: AHashMap::new(),
             failed: AHashMap::new(),
             expiry: BTreeSet::new(),
-            history: AHashMap::new(),
             applied_lsn: 0,
             timestamp_max: 0,
         }
@@ -92,7 +96,7 @@ impl ShardState {
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
-        self.accounts.values()
+        self.accounts.values().map(|local| &local.account)
     }
 
     #[inline]
@@ -104,8 +108,8 @@ impl ShardState {
         let mut reply = ReadReply::default();
         for id in &request.accounts {
             debug_assert!(self.owns(*id));
-            if let Some(account) = self.accounts.get(id) {
-                reply.accounts.push(*account);
+            if let Some(local) = self.accounts.get(id) {
+                reply.accounts.push(local.account);
             }
         }
         for id in &request.transfers {
@@ -123,7 +127,9 @@ impl ShardState {
                 if expires_at > request.expiring_up_to {
                     break;
                 }
-                reply.expiring.push(*self.transfers.get(id).expect("an expiring transfer exists"));
+                reply
+                    .expiring
+                    .push(*self.transfers.get(id).expect("an expiring transfer exists"));
             }
         }
         reply
@@ -148,13 +154,17 @@ impl ShardState {
         match *record {
             Record::AccountCreated(account) => {
                 if self.owns(account.id) {
-                    let old = self.accounts.insert(account.id, account);
+                    let local = LocalAccount {
+                        account,
+                        history: Vec::new(),
+                    };
+                    let old = self.accounts.insert(account.id, local);
                     assert!(old.is_none(), "account {} created twice", account.id);
                 }
             }
             Record::TransferCreated(transfer) => {
                 let pending = transfer.flags.contains(TransferFlags::PENDING);
-                self.insert_transfer(&transfer);
+                self.store_transfer(&transfer);
                 if self.owns(transfer.id) && pending {
                     self.pending.insert(transfer.id, PendingStatus::Pending);
                     if let Some(expires_at) = transfer.expires_at() {
@@ -162,19 +172,23 @@ impl ShardState {
                             .insert((expires_at, transfer.timestamp, transfer.id));
                     }
                 }
-                self.change_balances(&transfer, |a, amount| {
-                    if pending {
-                        a.debits_pending = add(a.debits_pending, amount);
-                    } else {
-                        a.debits_posted = add(a.debits_posted, amount);
-                    }
-                }, |a, amount| {
-                    if pending {
-                        a.credits_pending = add(a.credits_pending, amount);
-                    } else {
-                        a.credits_posted = add(a.credits_posted, amount);
-                    }
-                });
+                self.post(
+                    &transfer,
+                    |a, amount| {
+                        if pending {
+                            a.debits_pending = add(a.debits_pending, amount);
+                        } else {
+                            a.debits_posted = add(a.debits_posted, amount);
+                        }
+                    },
+                    |a, amount| {
+                        if pending {
+                            a.credits_pending = add(a.credits_pending, amount);
+                        } else {
+                            a.credits_posted = add(a.credits_posted, amount);
+                        }
+                    },
+                );
             }
             Record::PendingPosted {
                 transfer,
@@ -185,24 +199,28 @@ impl ShardState {
                 pending_amount,
             } => {
                 let post = matches!(record, Record::PendingPosted { .. });
-                self.insert_transfer(&transfer);
+                self.store_transfer(&transfer);
                 let status = if post {
                     PendingStatus::Posted
                 } else {
                     PendingStatus::Voided
                 };
                 self.resolve_pending(transfer.pending_id, status);
-                self.change_balances(&transfer, |a, amount| {
-                    a.debits_pending = sub(a.debits_pending, pending_amount);
-                    if post {
-                        a.debits_posted = add(a.debits_posted, amount);
-                    }
-                }, |a, amount| {
-                    a.credits_pending = sub(a.credits_pending, pending_amount);
-                    if post {
-                        a.credits_posted = add(a.credits_posted, amount);
-                    }
-                });
+                self.post(
+                    &transfer,
+                    |a, amount| {
+                        a.debits_pending = sub(a.debits_pending, pending_amount);
+                        if post {
+                            a.debits_posted = add(a.debits_posted, amount);
+                        }
+                    },
+                    |a, amount| {
+                        a.credits_pending = sub(a.credits_pending, pending_amount);
+                        if post {
+                            a.credits_posted = add(a.credits_posted, amount);
+                        }
+                    },
+                );
             }
             Record::PendingExpired {
                 pending_id,
@@ -211,11 +229,11 @@ impl ShardState {
                 amount,
             } => {
                 self.resolve_pending(pending_id, PendingStatus::Expired);
-                if let Some(a) = self.local_account(debit_account_id) {
-                    a.debits_pending = sub(a.debits_pending, amount);
+                if let Some(local) = self.local_account(debit_account_id) {
+                    local.account.debits_pending = sub(local.account.debits_pending, amount);
                 }
-                if let Some(a) = self.local_account(credit_account_id) {
-                    a.credits_pending = sub(a.credits_pending, amount);
+                if let Some(local) = self.local_account(credit_account_id) {
+                    local.account.credits_pending = sub(local.account.credits_pending, amount);
                 }
             }
             Record::TransferFailed { id, result } => {
@@ -227,23 +245,9 @@ impl ShardState {
         }
     }
 
-    fn insert_transfer(&mut self, transfer: &Transfer) {
+    fn store_transfer(&mut self, transfer: &Transfer) {
         if self.owns(transfer.id) {
             self.transfers.insert(*transfer);
-        }
-        for (account_id, is_debit) in [
-            (transfer.debit_account_id, true),
-            (transfer.credit_account_id, false),
-        ] {
-            if self.owns(account_id) {
-                let history = self.history.entry(account_id).or_default();
-                debug_assert!(history.last().is_none_or(|h| h.timestamp < transfer.timestamp));
-                history.push(HistoryEntry {
-                    timestamp: transfer.timestamp,
-                    transfer_id: transfer.id,
-                    is_debit,
-                });
-            }
         }
     }
 
@@ -269,32 +273,35 @@ impl ShardState {
         }
     }
 
-    fn change_balances(
+    /// Changes the balances of the transfer's local accounts and adds it to their history.
+    fn post(
         &mut self,
         transfer: &Transfer,
         debit: impl FnOnce(&mut Account, u128),
         credit: impl FnOnce(&mut Account, u128),
     ) {
-        if let Some(a) = self.local_account(transfer.debit_account_id) {
-            debit(a, transfer.amount);
+        if let Some(local) = self.local_account(transfer.debit_account_id) {
+            debit(&mut local.account, transfer.amount);
+            local.record(transfer, true);
         }
-        if let Some(a) = self.local_account(transfer.credit_account_id) {
-            credit(a, transfer.amount);
+        if let Some(local) = self.local_account(transfer.credit_account_id) {
+            credit(&mut local.account, transfer.amount);
+            local.record(transfer, false);
         }
     }
 
-    fn local_account(&mut self, id: u128) -> Option<&mut Account> {
+    fn local_account(&mut self, id: u128) -> Option<&mut LocalAccount> {
         if !self.owns(id) {
             return None;
         }
-        let account = self.accounts.get_mut(&id);
-        assert!(account.is_some(), "a commit touches unknown account {id}");
-        account
+        let local = self.accounts.get_mut(&id);
+        assert!(local.is_some(), "a commit touches unknown account {id}");
+        local
     }
 
     pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
         ids.iter()
-            .filter_map(|id| self.accounts.get(id).copied())
+            .filter_map(|id| self.accounts.get(id).map(|local| local.account))
             .collect()
     }
 
@@ -307,7 +314,7 @@ impl ShardState {
     /// Ids of the transfers of a local account that match the filter, in the filter's order.
     pub fn account_transfer_ids(&self, filter: &AccountFilter) -> Vec<u128> {
         debug_assert!(self.owns(filter.account_id));
-        let Some(history) = self.history.get(&filter.account_id) else {
+        let Some(LocalAccount { history, .. }) = self.accounts.get(&filter.account_id) else {
             return Vec::new();
         };
         let min = filter.timestamp_min;
@@ -319,40 +326,76 @@ impl ShardState {
         let start = history.partition_point(|h| h.timestamp < min);
         let end = history.partition_point(|h| h.timestamp <= max);
         let in_range = &history[start..end.max(start)];
-        let wanted = |h: &&HistoryEntry| (h.is_debit && filter.debits) || (!h.is_debit && filter.credits);
+        let wanted =
+            |h: &&HistoryEntry| (h.is_debit && filter.debits) || (!h.is_debit && filter.credits);
         let limit = filter.limit as usize;
         if filter.reversed {
-            in_range.iter().rev().filter(wanted).take(limit).map(|h| h.transfer_id).collect()
+            in_range
+                .iter()
+                .rev()
+                .filter(wanted)
+                .take(limit)
+                .map(|h| h.transfer_id)
+                .collect()
         } else {
-            in_range.iter().filter(wanted).take(limit).map(|h| h.transfer_id).collect()
+            in_range
+                .iter()
+                .filter(wanted)
+                .take(limit)
+                .map(|h| h.transfer_id)
+                .collect()
         }
     }
 }
 
-/// Transfers in the order they were created, found by id through a compact index (so that
-/// growing the index moves 32-byte entries, not whole transfers).
+impl LocalAccount {
+    fn record(&mut self, transfer: &Transfer, is_debit: bool) {
+        debug_assert!(self
+            .history
+            .last()
+            .is_none_or(|h| h.timestamp < transfer.timestamp));
+        self.history.push(HistoryEntry {
+            timestamp: transfer.timestamp,
+            transfer_id: transfer.id,
+            is_debit,
+        });
+    }
+}
+
+/// Transfers in the order they were created, in fixed-size chunks (growing never copies a
+/// transfer), found by id through a compact index (growing it moves 32-byte entries).
 #[derive(Debug, Default)]
 struct TransferStore {
-    transfers: Vec<Transfer>,
+    chunks: Vec<Vec<Transfer>>,
     index: AHashMap<u128, u64>,
+    len: usize,
 }
 
 impl TransferStore {
+    const CHUNK: usize = 1 << 16;
+
     fn len(&self) -> usize {
-        self.transfers.len()
+        self.len
     }
 
     fn get(&self, id: u128) -> Option<&Transfer> {
-        self.index
-            .get(&id)
-            .map(|&position| &self.transfers[position as usize])
+        self.index.get(&id).map(|&position| {
+            let position = position as usize;
+            &self.chunks[position / Self::CHUNK][position % Self::CHUNK]
+        })
     }
 
     fn insert(&mut self, transfer: Transfer) {
-        let position = self.transfers.len() as u64;
-        let old = self.index.insert(transfer.id, position);
+        let old = self.index.insert(transfer.id, self.len as u64);
         assert!(old.is_none(), "transfer {} created twice", transfer.id);
-        self.transfers.push(transfer);
+        if self.len.is_multiple_of(Self::CHUNK) {
+            self.chunks.push(Vec::with_capacity(Self::CHUNK));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room")
+            .push(transfer);
+        self.len += 1;
     }
 }
 

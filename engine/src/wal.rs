@@ -71,7 +71,9 @@ impl Wal for MemoryWal {
     ) -> oneshot::Receiver<Result<Arc<Commit>, WalError>> {
         let (sender, receiver) = oneshot::channel();
         let result = if self.failing.load(Ordering::SeqCst) {
-            Err(WalError::Unavailable("memory log switched to failing".into()))
+            Err(WalError::Unavailable(
+                "memory log switched to failing".into(),
+            ))
         } else {
             let mut commits = self.commits.lock().expect("wal lock");
             let commit = Arc::new(Commit {

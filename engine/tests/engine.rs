@@ -74,8 +74,13 @@ fn conserved(accounts: &[Account]) {
     let credits: u128 = accounts.iter().map(|a| a.credits_pending).sum();
     assert_eq!(debits, credits, "pending debits equal pending credits");
     for a in accounts {
-        if a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
-            assert!(a.debits_pending + a.debits_posted <= a.credits_posted, "{a:?}");
+        if a.flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        {
+            assert!(
+                a.debits_pending + a.debits_posted <= a.credits_posted,
+                "{a:?}"
+            );
         }
     }
 }
@@ -96,14 +101,25 @@ async fn transfers_lookups_and_history_across_shards() {
         .unwrap();
     assert_eq!(
         results,
-        vec![R::Created, R::Created, R::AccountsMustBeDifferent, R::Exists]
+        vec![
+            R::Created,
+            R::Created,
+            R::AccountsMustBeDifferent,
+            R::Exists
+        ]
     );
     let accounts = engine.lookup_accounts(vec![102, 100, 999]).await.unwrap();
-    assert_eq!(accounts.iter().map(|a| a.id).collect::<Vec<_>>(), vec![102, 100]);
+    assert_eq!(
+        accounts.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![102, 100]
+    );
     assert_eq!(accounts[0].credits_posted, 2_300);
     assert_eq!(accounts[1].debits_posted, 300);
     let transfers = engine.lookup_transfers(vec![2, 3, 1]).await.unwrap();
-    assert_eq!(transfers.iter().map(|t| t.id).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(
+        transfers.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
     assert!(transfers[1].timestamp < transfers[0].timestamp);
     let history = engine
         .get_account_transfers(AccountFilter {
@@ -118,7 +134,9 @@ async fn transfers_lookups_and_history_across_shards() {
     );
     engine.shutdown().await;
     assert_eq!(
-        engine.create_transfers(vec![transfer(9, 100, 101, 1)]).await,
+        engine
+            .create_transfers(vec![transfer(9, 100, 101, 1)])
+            .await,
         Err(EngineError::ShutDown)
     );
 }
@@ -135,9 +153,7 @@ async fn limits_are_refused_before_any_work() {
         })
     );
     assert!(matches!(
-        engine
-            .get_account_transfers(AccountFilter::all(1, 0))
-            .await,
+        engine.get_account_transfers(AccountFilter::all(1, 0)).await,
         Err(EngineError::InvalidLimit { .. })
     ));
     assert_eq!(engine.create_transfers(Vec::new()).await, Ok(Vec::new()));
@@ -150,7 +166,9 @@ async fn a_restart_rebuilds_every_shard_from_the_log() {
     let wal = MemoryWal::new();
     let engine = Engine::start(config(3), wal.clone()).await.unwrap();
     funded(&engine, 10, 500).await;
-    let batch = (0..200).map(|i| transfer(i + 1, 100 + i % 10, 100 + (i + 3) % 10, 7)).collect();
+    let batch = (0..200)
+        .map(|i| transfer(i + 1, 100 + i % 10, 100 + (i + 3) % 10, 7))
+        .collect();
     engine.create_transfers(batch).await.unwrap();
     let ids: Vec<u128> = std::iter::once(BANK).chain(100..110).collect();
     let before = engine.lookup_accounts(ids.clone()).await.unwrap();
@@ -160,12 +178,18 @@ async fn a_restart_rebuilds_every_shard_from_the_log() {
     let restarted = Engine::start(config(3), wal.clone()).await.unwrap();
     assert_eq!(restarted.lookup_accounts(ids).await.unwrap(), before);
     // The clock resumes after the log: a new transfer is stamped after every old one.
-    restarted.create_transfers(vec![transfer(5_000, 100, 101, 1)]).await.unwrap();
+    restarted
+        .create_transfers(vec![transfer(5_000, 100, 101, 1)])
+        .await
+        .unwrap();
     let new_ts = restarted.lookup_transfers(vec![5_000]).await.unwrap()[0].timestamp;
     assert!(new_ts > last_ts);
     // A retry after the restart is still recognised.
     assert_eq!(
-        restarted.create_transfers(vec![transfer(1, 100, 103, 7)]).await.unwrap(),
+        restarted
+            .create_transfers(vec![transfer(1, 100, 103, 7)])
+            .await
+            .unwrap(),
         vec![R::Exists]
     );
     restarted.shutdown().await;
@@ -178,13 +202,24 @@ async fn a_failing_log_changes_nothing_and_the_engine_serves_again() {
     funded(&engine, 2, 100).await;
     let before = engine.lookup_accounts(vec![100, 101]).await.unwrap();
     wal.set_failing(true);
-    let failed = engine.create_transfers(vec![transfer(7, 100, 101, 60)]).await;
-    assert!(matches!(failed, Err(EngineError::Unavailable(_))), "{failed:?}");
-    assert_eq!(engine.lookup_accounts(vec![100, 101]).await.unwrap(), before);
+    let failed = engine
+        .create_transfers(vec![transfer(7, 100, 101, 60)])
+        .await;
+    assert!(
+        matches!(failed, Err(EngineError::Unavailable(_))),
+        "{failed:?}"
+    );
+    assert_eq!(
+        engine.lookup_accounts(vec![100, 101]).await.unwrap(),
+        before
+    );
     assert!(engine.lookup_transfers(vec![7]).await.unwrap().is_empty());
     wal.set_failing(false);
     assert_eq!(
-        engine.create_transfers(vec![transfer(7, 100, 101, 60)]).await.unwrap(),
+        engine
+            .create_transfers(vec![transfer(7, 100, 101, 60)])
+            .await
+            .unwrap(),
         vec![R::Created]
     );
     engine.shutdown().await;
@@ -195,7 +230,10 @@ async fn a_panicking_shard_is_restarted_from_the_log() {
     let wal = MemoryWal::new();
     let engine = Engine::start(config(2), wal.clone()).await.unwrap();
     funded(&engine, 4, 100).await;
-    let before = engine.lookup_accounts(vec![100, 101, 102, 103]).await.unwrap();
+    let before = engine
+        .lookup_accounts(vec![100, 101, 102, 103])
+        .await
+        .unwrap();
     for shard in 0..2 {
         engine.inject_shard_panic(shard);
         // Requests in flight during the restart may fail with `unavailable`; none is half
@@ -217,7 +255,10 @@ async fn a_panicking_shard_is_restarted_from_the_log() {
     }
     let mut created = false;
     for attempt in 0..200 {
-        match engine.create_transfers(vec![transfer(5, 100, 101, 10)]).await {
+        match engine
+            .create_transfers(vec![transfer(5, 100, 101, 10)])
+            .await
+        {
             Ok(results) => {
                 assert!(matches!(results[0], R::Created | R::Exists), "{attempt}");
                 created = true;
@@ -247,10 +288,16 @@ async fn pending_transfers_expire_on_the_engine_clock() {
         timeout: 30,
         ..transfer(1, 100, 101, 80)
     };
-    assert_eq!(engine.create_transfers(vec![hold]).await.unwrap(), vec![R::Created]);
+    assert_eq!(
+        engine.create_transfers(vec![hold]).await.unwrap(),
+        vec![R::Created]
+    );
     // Held funds cannot be spent twice.
     assert_eq!(
-        engine.create_transfers(vec![transfer(2, 100, 101, 30)]).await.unwrap(),
+        engine
+            .create_transfers(vec![transfer(2, 100, 101, 30)])
+            .await
+            .unwrap(),
         vec![R::ExceedsCredits]
     );
     clock.0.fetch_add(31_000_000_000, Ordering::SeqCst);
@@ -272,11 +319,17 @@ async fn pending_transfers_expire_on_the_engine_clock() {
         ..Transfer::default()
     };
     assert_eq!(
-        engine.create_transfers(vec![post, transfer(2, 100, 101, 30)]).await.unwrap(),
+        engine
+            .create_transfers(vec![post, transfer(2, 100, 101, 30)])
+            .await
+            .unwrap(),
         vec![R::PendingTransferExpired, R::IdAlreadyFailed]
     );
     assert_eq!(
-        engine.create_transfers(vec![transfer(4, 100, 101, 30)]).await.unwrap(),
+        engine
+            .create_transfers(vec![transfer(4, 100, 101, 30)])
+            .await
+            .unwrap(),
         vec![R::Created]
     );
     engine.shutdown().await;
@@ -358,7 +411,11 @@ async fn racing_transfers_between_hot_accounts_conserve_money() {
     for chunk in created.chunks(BATCH_EVENTS_MAX) {
         transfers.extend(engine.lookup_transfers(chunk.to_vec()).await.unwrap());
     }
-    assert_eq!(transfers.len(), created.len(), "every acknowledged transfer exists");
+    assert_eq!(
+        transfers.len(),
+        created.len(),
+        "every acknowledged transfer exists"
+    );
     let by_id: std::collections::HashMap<u128, Transfer> =
         transfers.iter().map(|t| (t.id, *t)).collect();
     for t in &transfers {

@@ -64,23 +64,29 @@ fn transfer() -> impl Strategy<Value = Transfer> {
         prop_oneof![3 => Just(0u32), 1 => 1..4u32],
         prop_oneof![12 => Just(1u32), 1 => Just(2u32)],
     )
-        .prop_map(|(id, debit, credit, amount, flags, pending_back, timeout, ledger)| {
-            let resolves = flags.contains(TransferFlags::POST_PENDING_TRANSFER)
-                || flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
-            let ledger = if debit > 9 { ledger + 1 } else { ledger };
-            Transfer {
-                id,
-                debit_account_id: if resolves { 0 } else { debit },
-                credit_account_id: if resolves { 0 } else { credit },
-                amount: if resolves && amount == 1 { 0 } else { amount },
-                pending_id: if resolves { pending_back } else { 0 },
-                timeout: if flags.contains(TransferFlags::PENDING) { timeout } else { 0 },
-                ledger: if resolves { 0 } else { ledger.min(2) },
-                code: if resolves { 0 } else { 1 },
-                flags,
-                ..Transfer::default()
-            }
-        })
+        .prop_map(
+            |(id, debit, credit, amount, flags, pending_back, timeout, ledger)| {
+                let resolves = flags.contains(TransferFlags::POST_PENDING_TRANSFER)
+                    || flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
+                let ledger = if debit > 9 { ledger + 1 } else { ledger };
+                Transfer {
+                    id,
+                    debit_account_id: if resolves { 0 } else { debit },
+                    credit_account_id: if resolves { 0 } else { credit },
+                    amount: if resolves && amount == 1 { 0 } else { amount },
+                    pending_id: if resolves { pending_back } else { 0 },
+                    timeout: if flags.contains(TransferFlags::PENDING) {
+                        timeout
+                    } else {
+                        0
+                    },
+                    ledger: if resolves { 0 } else { ledger.min(2) },
+                    code: if resolves { 0 } else { 1 },
+                    flags,
+                    ..Transfer::default()
+                }
+            },
+        )
 }
 
 #[derive(Default)]
@@ -131,16 +137,32 @@ fn check_invariants(engine: &LocalEngine) {
         ]) {
             *total = total.wrapping_add(balance);
         }
-        if a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
-            assert!(a.debits_pending + a.debits_posted <= a.credits_posted, "{a:?}");
+        if a.flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        {
+            assert!(
+                a.debits_pending + a.debits_posted <= a.credits_posted,
+                "{a:?}"
+            );
         }
-        if a.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
-            assert!(a.credits_pending + a.credits_posted <= a.debits_posted, "{a:?}");
+        if a.flags
+            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+        {
+            assert!(
+                a.credits_pending + a.credits_posted <= a.debits_posted,
+                "{a:?}"
+            );
         }
     }
     for (ledger, [dp, dpo, cp, cpo]) in sums {
-        assert_eq!(dp, cp, "ledger {ledger}: pending debits equal pending credits");
-        assert_eq!(dpo, cpo, "ledger {ledger}: posted debits equal posted credits");
+        assert_eq!(
+            dp, cp,
+            "ledger {ledger}: pending debits equal pending credits"
+        );
+        assert_eq!(
+            dpo, cpo,
+            "ledger {ledger}: posted debits equal posted credits"
+        );
     }
 }
 
