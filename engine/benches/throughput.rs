@@ -108,7 +108,7 @@ fn workload(mix: Mix, count: usize, shards: usize, seed: u64, first_id: u128) ->
 async fn setup(shards: usize) -> Engine {
     let config = EngineConfig {
         shard_count: shards,
-        max_in_flight: 16_384,
+        round_events_max: arg("--round-events", EngineConfig::default().round_events_max),
         ..EngineConfig::default()
     };
     let engine = Engine::start(config, MemoryWal::new())
@@ -327,7 +327,7 @@ fn main() {
             let engine = setup(shards).await;
             let transfers = workload(mix, batched_count, shards, 42, next_id);
             next_id += batched_count as u128;
-            let figures = batched(&engine, transfers, 4).await;
+            let figures = batched(&engine, transfers, arg("--clients", 4)).await;
             report("batches of 8189", mix, &figures);
 
             let transfers = workload(mix, single_count, shards, 7, next_id);

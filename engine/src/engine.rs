@@ -49,8 +49,9 @@ impl Clock for SystemClock {
 pub struct EngineConfig {
     /// How many shards own the accounts. Fixed for the life of the data.
     pub shard_count: usize,
-    /// Requests admitted at once; further callers wait (backpressure, not unbounded queues).
-    pub max_in_flight: usize,
+    /// Events (or looked-up ids) admitted at once, across all callers; further callers wait
+    /// (backpressure instead of unbounded mailboxes). At least one full batch.
+    pub max_in_flight_events: usize,
     /// At most this many events are decided together in one round (one log commit).
     pub round_events_max: usize,
     /// How often the engine looks for pending transfers whose timeout passed.
@@ -65,7 +66,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             shard_count: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            max_in_flight: 4096,
+            max_in_flight_events: 16 * BATCH_EVENTS_MAX,
             round_events_max: 4 * BATCH_EVENTS_MAX,
             expiry_interval: Duration::from_millis(250),
         }
@@ -101,9 +102,12 @@ impl Engine {
                 EngineConfig::SHARD_COUNT_MAX
             )));
         }
-        if config.max_in_flight == 0 || config.round_events_max < BATCH_EVENTS_MAX {
+        if config.max_in_flight_events < BATCH_EVENTS_MAX
+            || config.max_in_flight_events > Semaphore::MAX_PERMITS
+            || config.round_events_max < BATCH_EVENTS_MAX
+        {
             return Err(EngineError::Start(format!(
-                "max_in_flight must be positive and round_events_max at least {BATCH_EVENTS_MAX}"
+                "max_in_flight_events and round_events_max must be at least {BATCH_EVENTS_MAX}"
             )));
         }
         let coordinator = Arc::new(RwLock::new(None));
@@ -120,7 +124,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 coordinator,
                 supervisor,
-                admission: Semaphore::new(config.max_in_flight),
+                admission: Semaphore::new(config.max_in_flight_events),
                 shard_count: config.shard_count,
             }),
         })
@@ -163,15 +167,21 @@ impl Engine {
     /// The accounts found among `ids`, in the order of `ids`.
     pub async fn lookup_accounts(&self, ids: Vec<u128>) -> Result<Vec<Account>, EngineError> {
         check_batch(ids.len())?;
-        self.ask(|reply| CoordinatorMsg::LookupAccounts { ids, reply })
-            .await
+        self.ask(ids.len(), |reply| CoordinatorMsg::LookupAccounts {
+            ids,
+            reply,
+        })
+        .await
     }
 
     /// The transfers found among `ids`, in the order of `ids`.
     pub async fn lookup_transfers(&self, ids: Vec<u128>) -> Result<Vec<Transfer>, EngineError> {
         check_batch(ids.len())?;
-        self.ask(|reply| CoordinatorMsg::LookupTransfers { ids, reply })
-            .await
+        self.ask(ids.len(), |reply| CoordinatorMsg::LookupTransfers {
+            ids,
+            reply,
+        })
+        .await
     }
 
     /// The transfers of one account that match `filter`, ordered by timestamp.
@@ -187,8 +197,12 @@ impl Engine {
         if filter.account_id == 0 || filter.account_id == u128::MAX {
             return Ok(Vec::new());
         }
-        self.ask(|reply| CoordinatorMsg::AccountTransfers { filter, reply })
-            .await
+        let weight = filter.limit as usize;
+        self.ask(weight, |reply| CoordinatorMsg::AccountTransfers {
+            filter,
+            reply,
+        })
+        .await
     }
 
     /// Fault injection for tests and the simulator: shard `index` panics while handling its
@@ -216,21 +230,25 @@ impl Engine {
     }
 
     async fn submit(&self, operation: Operation) -> Result<Outcome, EngineError> {
-        self.ask(|reply| CoordinatorMsg::Submit {
+        let weight = operation.event_count();
+        self.ask(weight, |reply| CoordinatorMsg::Submit {
             operation,
             reply: Some(reply),
         })
         .await
     }
 
+    /// Sends a request once `weight` events fit in the admission budget; waits for the answer.
     async fn ask<T>(
         &self,
+        weight: usize,
         message: impl FnOnce(Reply<T>) -> CoordinatorMsg,
     ) -> Result<T, EngineError> {
+        debug_assert!(weight <= BATCH_EVENTS_MAX);
         let _permit = self
             .inner
             .admission
-            .acquire()
+            .acquire_many(weight.max(1) as u32)
             .await
             .map_err(|_| EngineError::ShutDown)?;
         let coordinator = self

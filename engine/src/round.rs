@@ -8,8 +8,6 @@
 //! round's view cannot be invalidated by another round, and every shard sees commits in LSN
 //! order. The actor that drives a round only carries these values between shards and the log.
 
-use ahash::AHashSet;
-
 use crate::ledger::{Decider, View};
 use crate::record::Record;
 use crate::results::{CreateAccountResult, CreateTransferResult};
@@ -74,7 +72,6 @@ impl Sequencer {
             timestamp_max: self.timestamp_last,
             shard_count,
             view: View::default(),
-            read_accounts: AHashSet::new(),
             read_transfers: Vec::new(),
             followed_up: false,
         }
@@ -105,8 +102,8 @@ pub struct Round {
     timestamp_max: u64,
     shard_count: usize,
     view: View,
-    /// Every id the first reads asked for, to lay an unapplied round's view over the replies.
-    read_accounts: AHashSet<u128>,
+    /// Every transfer id the first reads asked for, to lay an unapplied round's view over the
+    /// replies (for accounts, the replies name every id asked for, found or missing).
     read_transfers: Vec<u128>,
     followed_up: bool,
 }
@@ -140,7 +137,6 @@ impl Round {
                 Operation::Expire => {}
             }
         }
-        self.read_accounts = std::mem::take(&mut keys.seen_accounts);
         self.read_transfers = std::mem::take(&mut keys.seen_transfers);
         keys.into_requests(self.expiring_up_to())
     }
@@ -170,7 +166,12 @@ impl Round {
         let accounts: usize = replies.iter().map(|r| r.accounts.len()).sum();
         let transfers: usize = replies.iter().map(|r| r.transfers.len()).sum();
         self.view.reserve(accounts, transfers + new_events);
+        let mut account_ids = Vec::new();
         for reply in replies {
+            if unapplied.is_some() && !self.followed_up {
+                account_ids.extend(reply.accounts.iter().map(|a| a.id));
+                account_ids.extend(&reply.missing_accounts);
+            }
             for account in reply.accounts {
                 self.view.insert_account(account);
             }
@@ -187,7 +188,7 @@ impl Round {
             if let Some(newer) = unapplied {
                 self.view.overlay(
                     newer,
-                    self.read_accounts.iter().copied(),
+                    account_ids.into_iter(),
                     self.read_transfers.iter().copied(),
                 );
                 expiring.extend(newer.pending_expiring_by(self.expiring_up_to()).copied());
@@ -244,10 +245,9 @@ impl Round {
     }
 }
 
-/// Ids to read, split by owning shard and deduplicated (hot accounts recur across a batch).
+/// Ids to read, split by owning shard (the shards deduplicate).
 struct KeysByShard {
     requests: Vec<ReadRequest>,
-    seen_accounts: AHashSet<u128>,
     /// Not deduplicated: transfer ids rarely repeat, and a repeat only costs a second lookup.
     seen_transfers: Vec<u128>,
 }
@@ -256,13 +256,12 @@ impl KeysByShard {
     fn new(shard_count: usize) -> Self {
         Self {
             requests: vec![ReadRequest::default(); shard_count],
-            seen_accounts: AHashSet::new(),
             seen_transfers: Vec::new(),
         }
     }
 
     fn account(&mut self, id: u128) {
-        if id != 0 && id != u128::MAX && self.seen_accounts.insert(id) {
+        if id != 0 && id != u128::MAX {
             let shard = shard_of(id, self.requests.len());
             self.requests[shard].accounts.push(id);
         }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 
 use crate::record::{Commit, Record};
 use crate::results::CreateTransferResult;
@@ -23,7 +23,10 @@ pub struct ReadRequest {
 
 #[derive(Clone, Debug, Default)]
 pub struct ReadReply {
+    /// The accounts found, each once (requests may repeat an id).
     pub accounts: Vec<Account>,
+    /// The ids asked for and not found, each once.
+    pub missing_accounts: Vec<u128>,
     pub transfers: Vec<(Transfer, Option<PendingStatus>)>,
     pub failed: Vec<(u128, CreateTransferResult)>,
     pub expiring: Vec<Transfer>,
@@ -106,10 +109,16 @@ impl ShardState {
 
     pub fn read(&self, request: &ReadRequest) -> ReadReply {
         let mut reply = ReadReply::default();
-        for id in &request.accounts {
-            debug_assert!(self.owns(*id));
-            if let Some(local) = self.accounts.get(id) {
-                reply.accounts.push(local.account);
+        // Hot accounts recur across a batch: deduplicate here, on the shard's own core.
+        let mut seen = AHashSet::with_capacity(request.accounts.len());
+        for &id in &request.accounts {
+            debug_assert!(self.owns(id));
+            if !seen.insert(id) {
+                continue;
+            }
+            match self.accounts.get(&id) {
+                Some(local) => reply.accounts.push(local.account),
+                None => reply.missing_accounts.push(id),
             }
         }
         for id in &request.transfers {

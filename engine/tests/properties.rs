@@ -12,6 +12,14 @@ use kizo_engine::{
 use proptest::prelude::*;
 
 const ACCOUNTS: u128 = 12;
+
+/// Cases per property: 200 by default (CI), more with `KIZO_PROPTEST_CASES` for a long soak.
+fn cases() -> u32 {
+    std::env::var("KIZO_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
 const SECOND: u64 = 1_000_000_000;
 
 fn accounts() -> Vec<Account> {
@@ -199,7 +207,7 @@ fn fund(mut engine: LocalEngine, now: u64) -> LocalEngine {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn invariants_hold_and_retries_are_exists(rounds in prop::collection::vec(round(), 1..25)) {
@@ -257,7 +265,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// Overlapped rounds (the next one decides before the shards apply the last commit, over
     /// the last round's view) decide exactly as rounds run one after the other.
