@@ -321,6 +321,9 @@ fn main() {
             );
         }
     }
+    if arg("--actors", 1) == 0 {
+        return;
+    }
     runtime.block_on(async {
         let mut next_id = 1u128;
         for mix in [Mix::Uniform, Mix::Zipf] {

@@ -494,12 +494,9 @@ fn expiry_releases_funds_at_the_timeout() {
     engine.expire(ts + NS_PER_SECOND);
     assert_eq!(engine.account(1).unwrap().debits_pending, held - 50);
     assert_eq!(engine.account(2).unwrap().credits_pending, 100 - 50);
-    let shard = &engine.shards()[crate::routing::shard_of(101, 3)];
-    let reply = shard.read(&crate::shard::ReadRequest {
-        transfers: vec![101],
-        ..Default::default()
-    });
-    assert_eq!(reply.transfers[0].1, Some(PendingStatus::Expired));
+    assert_eq!(engine.pending_status(101), Some(PendingStatus::Expired));
+    assert_eq!(engine.pending_status(100), Some(PendingStatus::Pending));
+    assert_eq!(engine.pending_status(106), None);
 }
 
 #[test]

@@ -110,9 +110,9 @@ impl LocalEngine {
         decision.outcomes
     }
 
-    fn read(&self, requests: &[ReadRequest]) -> Vec<ReadReply> {
+    fn read(&mut self, requests: &[ReadRequest]) -> Vec<ReadReply> {
         self.shards
-            .iter()
+            .iter_mut()
             .zip(requests)
             .map(|(shard, request)| shard.read(request))
             .collect()
@@ -153,6 +153,10 @@ impl LocalEngine {
 
     pub fn transfer(&self, id: u128) -> Option<Transfer> {
         self.shard(id).lookup_transfers(&[id]).pop()
+    }
+
+    pub fn pending_status(&self, id: u128) -> Option<crate::types::PendingStatus> {
+        self.shard(id).pending_status(id)
     }
 
     pub fn account_transfers(&self, filter: &AccountFilter) -> Vec<Transfer> {

@@ -116,7 +116,8 @@ impl Round {
     /// The first reads: every id the operations name, and the pending transfers that expire by
     /// the round's last operation. Every shard is asked, since any may hold expiring transfers.
     pub fn first_reads(&mut self) -> Vec<ReadRequest> {
-        let mut keys = KeysByShard::new(self.shard_count);
+        let events = self.operations.iter().map(Operation::event_count).sum();
+        let mut keys = KeysByShard::new(self.shard_count, events);
         for operation in &self.operations {
             match operation {
                 Operation::CreateAccounts(events) => {
@@ -201,7 +202,7 @@ impl Round {
             }
             // A post or void may leave its accounts zero (inherit), and an expiring transfer
             // names accounts no event named: read the accounts of every pending transfer found.
-            let mut keys = KeysByShard::new(self.shard_count);
+            let mut keys = KeysByShard::new(self.shard_count, 0);
             let pending_found = self
                 .view
                 .transfers
@@ -253,10 +254,19 @@ struct KeysByShard {
 }
 
 impl KeysByShard {
-    fn new(shard_count: usize) -> Self {
+    /// Room for `events` events spread over the shards, with some slack for skew.
+    fn new(shard_count: usize, events: usize) -> Self {
+        let per_shard = events / shard_count + events / 8 + 1;
+        let requests = (0..shard_count)
+            .map(|_| ReadRequest {
+                accounts: Vec::with_capacity(2 * per_shard),
+                transfers: Vec::with_capacity(per_shard),
+                expiring_up_to: 0,
+            })
+            .collect();
         Self {
-            requests: vec![ReadRequest::default(); shard_count],
-            seen_transfers: Vec::new(),
+            requests,
+            seen_transfers: Vec::with_capacity(events),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 
 use crate::record::{Commit, Record};
 use crate::results::CreateTransferResult;
@@ -25,7 +25,7 @@ pub struct ReadRequest {
 pub struct ReadReply {
     /// The accounts found, each once (requests may repeat an id).
     pub accounts: Vec<Account>,
-    /// The ids asked for and not found, each once.
+    /// The ids asked for and not found.
     pub missing_accounts: Vec<u128>,
     pub transfers: Vec<(Transfer, Option<PendingStatus>)>,
     pub failed: Vec<(u128, CreateTransferResult)>,
@@ -44,6 +44,8 @@ struct HistoryEntry {
 struct LocalAccount {
     account: Account,
     history: Vec<HistoryEntry>,
+    /// The last read that returned this account (to return it once per read).
+    read_mark: u64,
 }
 
 #[derive(Debug)]
@@ -53,11 +55,12 @@ pub struct ShardState {
     accounts: AHashMap<u128, LocalAccount>,
     transfers: TransferStore,
     pending: AHashMap<u128, PendingStatus>,
-    failed: AHashMap<u128, CreateTransferResult>,
     /// Pending transfers with a timeout that are still pending: (expires_at, timestamp, id).
     expiry: BTreeSet<(u64, u64, u128)>,
     applied_lsn: u64,
     timestamp_max: u64,
+    /// Reads served so far.
+    reads: u64,
 }
 
 impl ShardState {
@@ -69,10 +72,10 @@ impl ShardState {
             accounts: AHashMap::new(),
             transfers: TransferStore::default(),
             pending: AHashMap::new(),
-            failed: AHashMap::new(),
             expiry: BTreeSet::new(),
             applied_lsn: 0,
             timestamp_max: 0,
+            reads: 0,
         }
     }
 
@@ -107,28 +110,33 @@ impl ShardState {
         shard_of(id, self.shard_count) == self.index
     }
 
-    pub fn read(&self, request: &ReadRequest) -> ReadReply {
-        let mut reply = ReadReply::default();
-        // Hot accounts recur across a batch: deduplicate here, on the shard's own core.
-        let mut seen = AHashSet::with_capacity(request.accounts.len());
+    pub fn read(&mut self, request: &ReadRequest) -> ReadReply {
+        let mut reply = ReadReply {
+            accounts: Vec::with_capacity(request.accounts.len()),
+            transfers: Vec::with_capacity(request.transfers.len().min(1024)),
+            ..ReadReply::default()
+        };
+        // Hot accounts recur across a batch: each is returned once, marked with this read.
+        self.reads += 1;
         for &id in &request.accounts {
             debug_assert!(self.owns(id));
-            if !seen.insert(id) {
-                continue;
-            }
-            match self.accounts.get(&id) {
-                Some(local) => reply.accounts.push(local.account),
+            match self.accounts.get_mut(&id) {
+                Some(local) if local.read_mark == self.reads => {}
+                Some(local) => {
+                    local.read_mark = self.reads;
+                    reply.accounts.push(local.account);
+                }
                 None => reply.missing_accounts.push(id),
             }
         }
-        for id in &request.transfers {
-            debug_assert!(self.owns(*id));
-            if let Some(transfer) = self.transfers.get(*id) {
-                reply
+        for &id in &request.transfers {
+            debug_assert!(self.owns(id));
+            match self.transfers.find(id) {
+                Some(Found::Transfer(transfer)) => reply
                     .transfers
-                    .push((*transfer, self.pending.get(id).copied()));
-            } else if let Some(result) = self.failed.get(id) {
-                reply.failed.push((*id, *result));
+                    .push((*transfer, self.pending.get(&id).copied())),
+                Some(Found::Failed(result)) => reply.failed.push((id, result)),
+                None => {}
             }
         }
         if request.expiring_up_to != 0 {
@@ -166,6 +174,7 @@ impl ShardState {
                     let local = LocalAccount {
                         account,
                         history: Vec::new(),
+                        read_mark: 0,
                     };
                     let old = self.accounts.insert(account.id, local);
                     assert!(old.is_none(), "account {} created twice", account.id);
@@ -247,8 +256,7 @@ impl ShardState {
             }
             Record::TransferFailed { id, result } => {
                 if self.owns(id) {
-                    assert!(self.transfers.get(id).is_none());
-                    self.failed.insert(id, result);
+                    self.transfers.fail(id, result);
                 }
             }
         }
@@ -306,6 +314,11 @@ impl ShardState {
         let local = self.accounts.get_mut(&id);
         assert!(local.is_some(), "a commit touches unknown account {id}");
         local
+    }
+
+    /// Where a pending transfer this shard owns stands (`None` for other transfers).
+    pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
+        self.pending.get(&id).copied()
     }
 
     pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
@@ -371,12 +384,26 @@ impl LocalAccount {
     }
 }
 
+/// What a shard knows of a transfer id.
+enum Found<'a> {
+    Transfer(&'a Transfer),
+    Failed(CreateTransferResult),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    /// Position in the chunks.
+    Transfer(u64),
+    Failed(CreateTransferResult),
+}
+
 /// Transfers in the order they were created, in fixed-size chunks (growing never copies a
-/// transfer), found by id through a compact index (growing it moves 32-byte entries).
+/// transfer), and the ids that failed, found by id through one compact index (growing it moves
+/// 32-byte entries, and one lookup answers both questions).
 #[derive(Debug, Default)]
 struct TransferStore {
     chunks: Vec<Vec<Transfer>>,
-    index: AHashMap<u128, u64>,
+    index: AHashMap<u128, Slot>,
     len: usize,
 }
 
@@ -387,16 +414,32 @@ impl TransferStore {
         self.len
     }
 
-    fn get(&self, id: u128) -> Option<&Transfer> {
-        self.index.get(&id).map(|&position| {
-            let position = position as usize;
-            &self.chunks[position / Self::CHUNK][position % Self::CHUNK]
+    fn find(&self, id: u128) -> Option<Found<'_>> {
+        self.index.get(&id).map(|slot| match *slot {
+            Slot::Transfer(position) => {
+                let position = position as usize;
+                Found::Transfer(&self.chunks[position / Self::CHUNK][position % Self::CHUNK])
+            }
+            Slot::Failed(result) => Found::Failed(result),
         })
     }
 
+    fn get(&self, id: u128) -> Option<&Transfer> {
+        match self.find(id) {
+            Some(Found::Transfer(transfer)) => Some(transfer),
+            _ => None,
+        }
+    }
+
     fn insert(&mut self, transfer: Transfer) {
-        let old = self.index.insert(transfer.id, self.len as u64);
-        assert!(old.is_none(), "transfer {} created twice", transfer.id);
+        let old = self
+            .index
+            .insert(transfer.id, Slot::Transfer(self.len as u64));
+        assert!(
+            old.is_none(),
+            "transfer {} created or failed twice",
+            transfer.id
+        );
         if self.len.is_multiple_of(Self::CHUNK) {
             self.chunks.push(Vec::with_capacity(Self::CHUNK));
         }
@@ -405,6 +448,11 @@ impl TransferStore {
             .expect("a chunk with room")
             .push(transfer);
         self.len += 1;
+    }
+
+    fn fail(&mut self, id: u128, result: CreateTransferResult) {
+        let old = self.index.insert(id, Slot::Failed(result));
+        assert!(old.is_none(), "transfer {id} created or failed twice");
     }
 }
 
