@@ -4,6 +4,7 @@
 //! are hot), 90% of them between accounts on different shards. Two ways of submitting: batches
 //! of 8189 (a few batches in flight), and one transfer per call from 64 concurrent tasks.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -170,60 +171,34 @@ fn cross_share(transfers: &[Transfer], shards: usize) -> f64 {
     cross as f64 / transfers.len() as f64
 }
 
-async fn batched(engine: &Engine, transfers: Vec<Transfer>, in_flight: usize) -> Figures {
+/// `clients` tasks take `batch` transfers at a time from a shared cursor and submit them, each
+/// waiting for its answer before the next (a closed loop).
+async fn drive(engine: &Engine, transfers: Vec<Transfer>, clients: usize, batch: usize) -> Figures {
     let cross_shard = cross_share(&transfers, engine.shard_count());
     let total = transfers.len();
-    let batches: Vec<Vec<Transfer>> = transfers
-        .chunks(BATCH_EVENTS_MAX)
-        .map(<[Transfer]>::to_vec)
-        .collect();
-    let queue = Arc::new(std::sync::Mutex::new(batches));
+    let transfers = Arc::new(transfers);
+    let cursor = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..in_flight {
-        let engine = engine.clone();
-        let queue = queue.clone();
+    for _ in 0..clients {
+        let (engine, transfers, cursor) = (engine.clone(), transfers.clone(), cursor.clone());
         tasks.push(tokio::spawn(async move {
             let mut created = 0;
             loop {
-                let batch = queue.lock().unwrap().pop();
-                let Some(batch) = batch else { break created };
-                let results = engine.create_transfers(batch).await.expect("batch");
+                let from = cursor.fetch_add(batch, Ordering::Relaxed);
+                if from >= transfers.len() {
+                    break created;
+                }
+                let to = (from + batch).min(transfers.len());
+                let results = engine
+                    .create_transfers(transfers[from..to].to_vec())
+                    .await
+                    .expect("submit");
                 created += results
                     .iter()
                     .filter(|r| **r == CreateTransferResult::Created)
                     .count();
             }
-        }));
-    }
-    let mut created = 0;
-    for task in tasks {
-        created += task.await.unwrap();
-    }
-    Figures {
-        transfers: total,
-        created,
-        seconds: start.elapsed().as_secs_f64(),
-        cross_shard,
-    }
-}
-
-async fn single(engine: &Engine, transfers: Vec<Transfer>, tasks_count: usize) -> Figures {
-    let cross_shard = cross_share(&transfers, engine.shard_count());
-    let total = transfers.len();
-    let per_task = total.div_ceil(tasks_count);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for chunk in transfers.chunks(per_task) {
-        let engine = engine.clone();
-        let chunk = chunk.to_vec();
-        tasks.push(tokio::spawn(async move {
-            let mut created = 0;
-            for transfer in chunk {
-                let results = engine.create_transfers(vec![transfer]).await.expect("call");
-                created += usize::from(results[0] == CreateTransferResult::Created);
-            }
-            created
         }));
     }
     let mut created = 0;
@@ -330,12 +305,12 @@ fn main() {
             let engine = setup(shards).await;
             let transfers = workload(mix, batched_count, shards, 42, next_id);
             next_id += batched_count as u128;
-            let figures = batched(&engine, transfers, arg("--clients", 4)).await;
+            let figures = drive(&engine, transfers, arg("--clients", 4), BATCH_EVENTS_MAX).await;
             report("batches of 8189", mix, &figures);
 
             let transfers = workload(mix, single_count, shards, 7, next_id);
             next_id += single_count as u128;
-            let figures = single(&engine, transfers, 64).await;
+            let figures = drive(&engine, transfers, 64, 1).await;
             report("one per call, 64 tasks", mix, &figures);
             engine.shutdown().await;
         }

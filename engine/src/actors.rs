@@ -193,6 +193,8 @@ pub(crate) struct CoordinatorState {
     queue: VecDeque<(Operation, Option<Reply<Outcome>>)>,
     round_scheduled: bool,
     in_flight: Option<InFlight>,
+    /// A view from an earlier round, kept for its memory.
+    spare_view: View,
 }
 
 impl Actor for CoordinatorActor {
@@ -223,6 +225,7 @@ impl Actor for CoordinatorActor {
             queue: VecDeque::new(),
             round_scheduled: false,
             in_flight: None,
+            spare_view: View::default(),
         })
     }
 
@@ -356,9 +359,12 @@ async fn run_round(
         return;
     }
     let (operations, replies): (Vec<_>, Vec<_>) = operations.into_iter().unzip();
-    let mut round = state
-        .sequencer
-        .begin(operations, state.clock.now_ns(), state.shards.len());
+    let mut round = state.sequencer.begin(
+        operations,
+        state.clock.now_ns(),
+        state.shards.len(),
+        std::mem::take(&mut state.spare_view),
+    );
     let first_reads = send_reads(&state.shards, state.committed_lsn, round.first_reads());
     let (unapplied, stale) = match finish_in_flight(state).await {
         Finished::Committed(view) => (Some(*view), false),
@@ -376,6 +382,9 @@ async fn run_round(
         Err(error) => return fail_all(replies, &error),
     };
     let mut step = round.on_reads(replies_read, unapplied.as_ref());
+    if let Some(view) = unapplied {
+        state.spare_view = view;
+    }
     let decision = loop {
         match step {
             Step::Read(requests) => {
@@ -389,6 +398,7 @@ async fn run_round(
         }
     };
     if decision.records.is_empty() {
+        state.spare_view = round.into_view();
         return answer(replies, decision.outcomes);
     }
     let durable = state.wal.append(decision.timestamp_max, decision.records);

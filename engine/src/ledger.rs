@@ -25,6 +25,16 @@ pub struct View {
 }
 
 impl View {
+    /// Empties the view and keeps its memory.
+    pub fn clear(&mut self) {
+        self.accounts.clear();
+        self.transfers.clear();
+        self.pending.clear();
+        self.failed.clear();
+        self.expiring.clear();
+        self.expiring_done = 0;
+    }
+
     /// Room for `accounts` more accounts and `transfers` more transfers without rehashing.
     pub fn reserve(&mut self, accounts: usize, transfers: usize) {
         self.accounts.reserve(accounts);

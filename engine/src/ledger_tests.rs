@@ -14,24 +14,13 @@ const BIG: u128 = u128::MAX - 10;
 
 fn account(id: u128, ledger: u32, flags: AccountFlags) -> Account {
     Account {
-        id,
-        ledger,
-        code: 1,
         flags,
-        ..Account::default()
+        ..Account::new(id, ledger, 1)
     }
 }
 
 fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: debit,
-        credit_account_id: credit,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Transfer::default()
-    }
+    Transfer::new(id, debit, credit, amount, 1, 1)
 }
 
 fn pending(id: u128, debit: u128, credit: u128, amount: u128, timeout: u32) -> Transfer {

@@ -18,6 +18,7 @@ pub struct LocalEngine {
     overlap: bool,
     /// With `overlap`: the last commit, not applied yet, and the view it was decided on.
     unapplied: Option<(Commit, View)>,
+    spare_view: View,
 }
 
 impl LocalEngine {
@@ -30,6 +31,7 @@ impl LocalEngine {
             commits: Vec::new(),
             overlap: false,
             unapplied: None,
+            spare_view: View::default(),
         }
     }
 
@@ -76,7 +78,10 @@ impl LocalEngine {
 
     /// Runs one round over `operations` at time `now_ns`; one outcome per operation.
     pub fn execute(&mut self, operations: Vec<Operation>, now_ns: u64) -> Vec<Outcome> {
-        let mut round = self.sequencer.begin(operations, now_ns, self.shards.len());
+        let view = std::mem::take(&mut self.spare_view);
+        let mut round = self
+            .sequencer
+            .begin(operations, now_ns, self.shards.len(), view);
         let requests = round.first_reads();
         let replies = self.read(&requests);
         let unapplied = self.unapplied.take().map(|(commit, view)| {
@@ -86,6 +91,9 @@ impl LocalEngine {
             view
         });
         let mut step = round.on_reads(replies, unapplied.as_ref());
+        if let Some(view) = unapplied {
+            self.spare_view = view;
+        }
         let decision = loop {
             match step {
                 Step::Read(requests) => step = round.on_reads(self.read(&requests), None),
@@ -101,12 +109,13 @@ impl LocalEngine {
             self.commits.push(commit.clone());
             if self.overlap {
                 self.unapplied = Some((commit, round.into_view()));
-            } else {
-                for shard in &mut self.shards {
-                    shard.apply(&commit);
-                }
+                return decision.outcomes;
+            }
+            for shard in &mut self.shards {
+                shard.apply(&commit);
             }
         }
+        self.spare_view = round.into_view();
         decision.outcomes
     }
 

@@ -113,7 +113,39 @@ pub struct Transfer {
     pub timestamp: u64,
 }
 
+impl Account {
+    /// A new account request: zero balances, no flags, no user data, no timestamp.
+    pub fn new(id: u128, ledger: u32, code: u16) -> Self {
+        Self {
+            id,
+            ledger,
+            code,
+            ..Self::default()
+        }
+    }
+}
+
 impl Transfer {
+    /// A single-phase transfer request: no flags, no user data, no timestamp.
+    pub fn new(
+        id: u128,
+        debit_account_id: u128,
+        credit_account_id: u128,
+        amount: u128,
+        ledger: u32,
+        code: u16,
+    ) -> Self {
+        Self {
+            id,
+            debit_account_id,
+            credit_account_id,
+            amount,
+            ledger,
+            code,
+            ..Self::default()
+        }
+    }
+
     pub fn is_post_or_void(&self) -> bool {
         self.flags.contains(TransferFlags::POST_PENDING_TRANSFER)
             || self.flags.contains(TransferFlags::VOID_PENDING_TRANSFER)

@@ -12,24 +12,13 @@ use kizo_engine::{
 
 fn account(id: u128, flags: AccountFlags) -> Account {
     Account {
-        id,
-        ledger: 1,
-        code: 1,
         flags,
-        ..Account::default()
+        ..Account::new(id, 1, 1)
     }
 }
 
 fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: debit,
-        credit_account_id: credit,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Transfer::default()
-    }
+    Transfer::new(id, debit, credit, amount, 1, 1)
 }
 
 fn config(shard_count: usize) -> EngineConfig {
