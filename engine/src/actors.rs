@@ -581,6 +581,9 @@ pub(crate) struct SupervisorState {
 }
 
 impl SupervisorActor {
+    /// Tries to restart a failed shard this many more times (50 ms, 100 ms, ... apart).
+    const RESTART_ATTEMPTS: u32 = 6;
+
     async fn spawn_shard(
         myself: &ActorRef<SupervisorMsg>,
         args: &SupervisorArgs,
@@ -687,7 +690,20 @@ impl Actor for SupervisorActor {
         let id = cell.get_id();
         if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
             tracing::error!(shard = index, %reason, "shard failed; restarting it from the log");
-            let shard = Self::spawn_shard(&myself, &state.args, index).await?;
+            let mut attempt = 0;
+            let shard = loop {
+                match Self::spawn_shard(&myself, &state.args, index).await {
+                    Ok(shard) => break shard,
+                    // Recovery reads the log, which may be briefly unreachable: back off, and
+                    // give up (stopping the engine) only when it stays so.
+                    Err(error) if attempt < Self::RESTART_ATTEMPTS => {
+                        attempt += 1;
+                        tracing::warn!(shard = index, attempt, %error, "shard restart failed");
+                        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    }
+                    Err(error) => return Err(error),
+                }
+            };
             state.shards[index] = shard.clone();
             let _ = state
                 .coordinator
