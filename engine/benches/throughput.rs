@@ -268,6 +268,20 @@ fn pure(mix: Mix, count: usize, shards: usize) -> Figures {
     }
 }
 
+/// Where the time of a run went, from the engine's counters.
+fn report_time(before: &kizo_engine::StatsSnapshot, after: &kizo_engine::StatsSnapshot) {
+    let ms = |a: u64, b: u64| (b - a) / 1_000_000;
+    println!(
+        "{:<28} {} rounds, coordinator {} ms deciding / {} ms waiting, shards {} ms reading / {} ms applying",
+        "",
+        after.rounds - before.rounds,
+        ms(before.coordinator_decide_ns, after.coordinator_decide_ns),
+        ms(before.coordinator_wait_ns, after.coordinator_wait_ns),
+        ms(before.shard_read_ns, after.shard_read_ns),
+        ms(before.shard_apply_ns, after.shard_apply_ns),
+    );
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -305,8 +319,10 @@ fn main() {
             let engine = setup(shards).await;
             let transfers = workload(mix, batched_count, shards, 42, next_id);
             next_id += batched_count as u128;
+            let before = engine.stats();
             let figures = drive(&engine, transfers, arg("--clients", 4), BATCH_EVENTS_MAX).await;
             report("batches of 8189", mix, &figures);
+            report_time(&before, &engine.stats());
 
             let transfers = workload(mix, single_count, shards, 7, next_id);
             next_id += single_count as u128;

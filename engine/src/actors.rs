@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
@@ -20,6 +20,7 @@ use crate::record::Commit;
 use crate::round::{Operation, Outcome, Sequencer, Step};
 use crate::routing::shard_of;
 use crate::shard::{ReadReply, ReadRequest, ShardState};
+use crate::stats::Stats;
 use crate::types::{Account, AccountFilter, Transfer};
 use crate::wal::{Wal, WalError};
 
@@ -58,11 +59,13 @@ pub(crate) struct ShardArgs {
     pub index: usize,
     pub shard_count: usize,
     pub wal: Arc<dyn Wal>,
+    pub stats: Arc<Stats>,
 }
 
 pub(crate) struct ShardActorState {
     shard: ShardState,
     wal: Arc<dyn Wal>,
+    stats: Arc<Stats>,
 }
 
 impl ShardActorState {
@@ -92,6 +95,7 @@ impl Actor for ShardActor {
         let mut state = ShardActorState {
             shard: ShardState::new(args.index, args.shard_count),
             wal: args.wal,
+            stats: args.stats,
         };
         let last = state.wal.last_lsn();
         state.catch_up(last).await?;
@@ -117,12 +121,20 @@ impl Actor for ShardActor {
                 reply,
             } => {
                 state.catch_up(as_of).await?;
+                let started = Instant::now();
                 let _ = reply.send(state.shard.read(&request));
+                state.stats.shard_read(started);
+                // The reply woke the coordinator into this worker's LIFO slot, which no other
+                // worker may steal: yield before the next (long) apply, so that the coordinator
+                // decides while this shard applies, instead of waiting behind it.
+                tokio::task::yield_now().await;
             }
             ShardMsg::Apply(commit) => {
                 if commit.lsn > state.shard.applied_lsn() {
                     state.catch_up(commit.lsn - 1).await?;
+                    let started = Instant::now();
                     state.shard.apply(&commit);
+                    state.stats.shard_apply(started);
                 }
             }
             ShardMsg::LookupAccounts { as_of, ids, reply } => {
@@ -181,6 +193,7 @@ pub(crate) struct CoordinatorArgs {
     pub wal: Arc<dyn Wal>,
     pub clock: Arc<dyn Clock>,
     pub config: EngineConfig,
+    pub stats: Arc<Stats>,
 }
 
 pub(crate) struct CoordinatorState {
@@ -188,6 +201,7 @@ pub(crate) struct CoordinatorState {
     wal: Arc<dyn Wal>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
+    stats: Arc<Stats>,
     sequencer: Sequencer,
     committed_lsn: u64,
     queue: VecDeque<(Operation, Option<Reply<Outcome>>)>,
@@ -220,6 +234,7 @@ impl Actor for CoordinatorActor {
             wal: args.wal,
             clock: args.clock,
             config: args.config,
+            stats: args.stats,
             sequencer: Sequencer::resume_after(timestamp_last),
             committed_lsn,
             queue: VecDeque::new(),
@@ -377,10 +392,12 @@ async fn run_round(
         let error = EngineError::Unavailable("the log's outcome was unknown; retry".into());
         return fail_all(replies, &error);
     }
+    let wait_started = Instant::now();
     let replies_read = match receive_reads(first_reads).await {
         Ok(replies_read) => replies_read,
         Err(error) => return fail_all(replies, &error),
     };
+    let decide_started = Instant::now();
     let mut step = round.on_reads(replies_read, unapplied.as_ref());
     if let Some(view) = unapplied {
         state.spare_view = view;
@@ -397,6 +414,8 @@ async fn run_round(
             Step::Decided(decision) => break decision,
         }
     };
+    let events = round.operations().iter().map(Operation::event_count).sum();
+    state.stats.round(events, wait_started, decide_started);
     if decision.records.is_empty() {
         state.spare_view = round.into_view();
         return answer(replies, decision.outcomes);
@@ -434,6 +453,7 @@ async fn finish_in_flight(state: &mut CoordinatorState) -> Finished {
                 "the log skipped an LSN"
             );
             state.committed_lsn = commit.lsn;
+            state.stats.commit(commit.records.len());
             for shard in &state.shards {
                 // A shard that is down catches up from the log when it is back.
                 let _ = shard.send_message(ShardMsg::Apply(commit.clone()));
@@ -447,6 +467,7 @@ async fn finish_in_flight(state: &mut CoordinatorState) -> Finished {
                 _ => "the log stopped before answering".to_string(),
             };
             tracing::error!(%error, "commit failed; its round is answered as unavailable");
+            state.stats.commit_failure();
             // Whether or not it became durable, the shards catch up to what the log holds.
             let last_lsn = state.wal.last_lsn();
             let log_advanced = last_lsn > state.committed_lsn;
@@ -569,6 +590,7 @@ pub(crate) struct SupervisorArgs {
     pub config: EngineConfig,
     pub wal: Arc<dyn Wal>,
     pub clock: Arc<dyn Clock>,
+    pub stats: Arc<Stats>,
     /// Where the engine handle finds the coordinator; replaced when it restarts.
     pub coordinator_slot: Arc<RwLock<Option<ActorRef<CoordinatorMsg>>>>,
 }
@@ -593,6 +615,7 @@ impl SupervisorActor {
             index,
             shard_count: args.config.shard_count,
             wal: args.wal.clone(),
+            stats: args.stats.clone(),
         };
         let (shard, _) =
             Actor::spawn_linked(None, ShardActor, shard_args, myself.get_cell()).await?;
@@ -609,6 +632,7 @@ impl SupervisorActor {
             wal: args.wal.clone(),
             clock: args.clock.clone(),
             config: args.config.clone(),
+            stats: args.stats.clone(),
         };
         let (coordinator, _) =
             Actor::spawn_linked(None, CoordinatorActor, coordinator_args, myself.get_cell())
@@ -690,6 +714,7 @@ impl Actor for SupervisorActor {
         let id = cell.get_id();
         if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
             tracing::error!(shard = index, %reason, "shard failed; restarting it from the log");
+            state.args.stats.shard_restart();
             let mut attempt = 0;
             let shard = loop {
                 match Self::spawn_shard(&myself, &state.args, index).await {

@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::actors::{CoordinatorMsg, Reply, SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::round::{Operation, Outcome};
+use crate::stats::{Stats, StatsSnapshot};
 use crate::types::{Account, AccountFilter, Transfer, BATCH_EVENTS_MAX};
 use crate::wal::Wal;
 
@@ -83,6 +84,7 @@ struct Inner {
     supervisor: ActorRef<SupervisorMsg>,
     admission: Semaphore,
     shard_count: usize,
+    stats: Arc<Stats>,
 }
 
 impl Engine {
@@ -111,10 +113,12 @@ impl Engine {
             )));
         }
         let coordinator = Arc::new(RwLock::new(None));
+        let stats = Arc::new(Stats::default());
         let args = SupervisorArgs {
             config: config.clone(),
             wal,
             clock,
+            stats: stats.clone(),
             coordinator_slot: coordinator.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, SupervisorActor, args)
@@ -126,12 +130,18 @@ impl Engine {
                 supervisor,
                 admission: Semaphore::new(config.max_in_flight_events),
                 shard_count: config.shard_count,
+                stats,
             }),
         })
     }
 
     pub fn shard_count(&self) -> usize {
         self.inner.shard_count
+    }
+
+    /// The engine's counters since it started.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
     }
 
     /// Creates accounts; one result per event, in order.

@@ -8,6 +8,7 @@
 //! - [`round`]: the cross-shard commit protocol (read, decide, log, apply). Pure.
 //! - [`record`], [`wal`]: the write-ahead-log records and the log boundary.
 //! - [`routing`]: the stable hash that assigns ids to shards.
+//! - [`stats`]: counters of the engine's work (rounds, commits, time deciding and applying).
 //! - [`local`]: the pure parts stepped synchronously, for tests and the simulator.
 //! - `actors`, [`engine`]: the actors and the [`Engine`] handle. The only async code.
 
@@ -20,12 +21,14 @@ pub mod results;
 pub mod round;
 pub mod routing;
 pub mod shard;
+pub mod stats;
 pub mod types;
 pub mod wal;
 
 pub use engine::{Clock, Engine, EngineConfig, EngineError, SystemClock};
 pub use record::{Commit, Record};
 pub use results::{CreateAccountResult, CreateTransferResult};
+pub use stats::StatsSnapshot;
 pub use types::{
     Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags, AMOUNT_MAX,
     BATCH_EVENTS_MAX,

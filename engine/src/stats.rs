@@ -1,0 +1,102 @@
+//! Counters of the engine's work, for metrics and for finding where time goes. Monotonic; the
+//! actors add to them once per round or message, never per event.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    rounds: AtomicU64,
+    events: AtomicU64,
+    commits: AtomicU64,
+    records: AtomicU64,
+    commit_failures: AtomicU64,
+    shard_restarts: AtomicU64,
+    coordinator_decide_ns: AtomicU64,
+    coordinator_wait_ns: AtomicU64,
+    shard_read_ns: AtomicU64,
+    shard_apply_ns: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Rounds decided.
+    pub rounds: u64,
+    /// Events (and expiry passes) decided.
+    pub events: u64,
+    /// Commits made durable and applied.
+    pub commits: u64,
+    /// Records in those commits.
+    pub records: u64,
+    /// Commits the log refused.
+    pub commit_failures: u64,
+    /// Shards restarted after a failure.
+    pub shard_restarts: u64,
+    /// Time the coordinator spent deciding (merging reads and running the decider).
+    pub coordinator_decide_ns: u64,
+    /// Time the coordinator spent waiting for shards' reads.
+    pub coordinator_wait_ns: u64,
+    /// Time shards spent answering reads, summed over shards.
+    pub shard_read_ns: u64,
+    /// Time shards spent applying commits, summed over shards.
+    pub shard_apply_ns: u64,
+}
+
+fn add(counter: &AtomicU64, value: u64) {
+    counter.fetch_add(value, Ordering::Relaxed);
+}
+
+fn since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Stats {
+    pub(crate) fn round(&self, events: usize, wait_started: Instant, decide_started: Instant) {
+        add(&self.rounds, 1);
+        add(&self.events, events as u64);
+        let wait = decide_started.saturating_duration_since(wait_started);
+        add(
+            &self.coordinator_wait_ns,
+            u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX),
+        );
+        add(&self.coordinator_decide_ns, since(decide_started));
+    }
+
+    pub(crate) fn commit(&self, records: usize) {
+        add(&self.commits, 1);
+        add(&self.records, records as u64);
+    }
+
+    pub(crate) fn commit_failure(&self) {
+        add(&self.commit_failures, 1);
+    }
+
+    pub(crate) fn shard_restart(&self) {
+        add(&self.shard_restarts, 1);
+    }
+
+    pub(crate) fn shard_read(&self, started: Instant) {
+        add(&self.shard_read_ns, since(started));
+    }
+
+    pub(crate) fn shard_apply(&self, started: Instant) {
+        add(&self.shard_apply_ns, since(started));
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StatsSnapshot {
+            rounds: get(&self.rounds),
+            events: get(&self.events),
+            commits: get(&self.commits),
+            records: get(&self.records),
+            commit_failures: get(&self.commit_failures),
+            shard_restarts: get(&self.shard_restarts),
+            coordinator_decide_ns: get(&self.coordinator_decide_ns),
+            coordinator_wait_ns: get(&self.coordinator_wait_ns),
+            shard_read_ns: get(&self.shard_read_ns),
+            shard_apply_ns: get(&self.shard_apply_ns),
+        }
+    }
+}
