@@ -184,6 +184,8 @@ pub(crate) enum CoordinatorMsg {
     Tick,
     /// Fault injection: forwarded to one shard.
     PanicShard(usize),
+    /// Fault injection: the coordinator's handler panics.
+    Panic,
 }
 
 pub(crate) struct CoordinatorActor;
@@ -323,6 +325,7 @@ impl Actor for CoordinatorActor {
             CoordinatorMsg::PanicShard(index) => {
                 let _ = state.shards[index].send_message(ShardMsg::Panic);
             }
+            CoordinatorMsg::Panic => panic!("coordinator: injected panic"),
         }
         Ok(())
     }
@@ -581,6 +584,8 @@ async fn gather<T: Copy>(
 pub(crate) enum SupervisorMsg {
     /// Fault injection: make shard `index` panic.
     PanicShard(usize),
+    /// Fault injection: make the coordinator panic.
+    PanicCoordinator,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -676,6 +681,9 @@ impl Actor for SupervisorActor {
                 let _ = state
                     .coordinator
                     .send_message(CoordinatorMsg::PanicShard(index));
+            }
+            SupervisorMsg::PanicCoordinator => {
+                let _ = state.coordinator.send_message(CoordinatorMsg::Panic);
             }
             SupervisorMsg::Shutdown(done) => {
                 state.stopping = true;

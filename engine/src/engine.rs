@@ -225,6 +225,15 @@ impl Engine {
             .send_message(SupervisorMsg::PanicShard(index));
     }
 
+    /// Fault injection: the coordinator panics while handling its next message; the
+    /// supervisor restarts it, resuming the clock and the LSN from the log.
+    pub fn inject_coordinator_panic(&self) {
+        let _ = self
+            .inner
+            .supervisor
+            .send_message(SupervisorMsg::PanicCoordinator);
+    }
+
     /// Stops every actor. Requests after this fail with [`EngineError::ShutDown`].
     pub async fn shutdown(&self) {
         let (done, stopped) = oneshot::channel();

@@ -260,6 +260,42 @@ async fn a_panicking_shard_is_restarted_from_the_log() {
     engine.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_coordinator_is_restarted_and_resumes_the_clock() {
+    let wal = MemoryWal::new();
+    let engine = Engine::start(config(2), wal.clone()).await.unwrap();
+    funded(&engine, 2, 100).await;
+    engine
+        .create_transfers(vec![transfer(1, 100, 101, 10)])
+        .await
+        .unwrap();
+    let first = engine.lookup_transfers(vec![1]).await.unwrap()[0];
+    engine.inject_coordinator_panic();
+    let mut results = None;
+    for _ in 0..200 {
+        match engine
+            .create_transfers(vec![transfer(2, 100, 101, 10)])
+            .await
+        {
+            Ok(answer) => {
+                results = Some(answer);
+                break;
+            }
+            Err(EngineError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(matches!(
+        results.expect("the coordinator came back")[0],
+        R::Created | R::Exists
+    ));
+    let second = engine.lookup_transfers(vec![2]).await.unwrap()[0];
+    assert!(second.timestamp > first.timestamp);
+    let wallet = engine.lookup_accounts(vec![100]).await.unwrap()[0];
+    assert_eq!(wallet.debits_posted, 20);
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn pending_transfers_expire_on_the_engine_clock() {
     let clock = Arc::new(ManualClock::default());
