@@ -227,37 +227,28 @@ async fn a_panicking_shard_is_restarted_from_the_log() {
         engine.inject_shard_panic(shard);
         // Requests in flight during the restart may fail with `unavailable`; none is half
         // applied, and the engine answers again once the shard is back.
-        let mut answered = None;
-        for _ in 0..200 {
-            match engine.lookup_accounts(vec![100, 101, 102, 103]).await {
-                Ok(accounts) => {
-                    answered = Some(accounts);
-                    break;
-                }
-                Err(EngineError::Unavailable(_)) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await
-                }
-                Err(other) => panic!("{other}"),
-            }
-        }
-        assert_eq!(answered.expect("the shard came back"), before);
+        let accounts = until_available(|| engine.lookup_accounts(vec![100, 101, 102, 103])).await;
+        assert_eq!(accounts, before);
     }
-    let mut created = false;
-    for attempt in 0..200 {
-        match engine
-            .create_transfers(vec![transfer(5, 100, 101, 10)])
-            .await
-        {
-            Ok(results) => {
-                assert!(matches!(results[0], R::Created | R::Exists), "{attempt}");
-                created = true;
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-    assert!(created);
+    let results =
+        until_available(|| engine.create_transfers(vec![transfer(5, 100, 101, 10)])).await;
+    assert!(matches!(results[0], R::Created | R::Exists));
     engine.shutdown().await;
+}
+
+/// Retries `request` while the engine answers `unavailable` (a restart in progress).
+async fn until_available<T, F>(request: impl Fn() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, EngineError>>,
+{
+    for _ in 0..400 {
+        match request().await {
+            Ok(answer) => return answer,
+            Err(EngineError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    panic!("the engine did not come back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,25 +262,11 @@ async fn a_panicking_coordinator_is_restarted_and_resumes_the_clock() {
         .unwrap();
     let first = engine.lookup_transfers(vec![1]).await.unwrap()[0];
     engine.inject_coordinator_panic();
-    let mut results = None;
-    for _ in 0..200 {
-        match engine
-            .create_transfers(vec![transfer(2, 100, 101, 10)])
-            .await
-        {
-            Ok(answer) => {
-                results = Some(answer);
-                break;
-            }
-            Err(EngineError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
-            Err(other) => panic!("{other}"),
-        }
-    }
-    assert!(matches!(
-        results.expect("the coordinator came back")[0],
-        R::Created | R::Exists
-    ));
-    let second = engine.lookup_transfers(vec![2]).await.unwrap()[0];
+    // Requests during the restart may fail with `unavailable`; none is half applied.
+    let results =
+        until_available(|| engine.create_transfers(vec![transfer(2, 100, 101, 10)])).await;
+    assert!(matches!(results[0], R::Created | R::Exists));
+    let second = until_available(|| engine.lookup_transfers(vec![2])).await[0];
     assert!(second.timestamp > first.timestamp);
     let wallet = engine.lookup_accounts(vec![100]).await.unwrap()[0];
     assert_eq!(wallet.debits_posted, 20);
