@@ -225,6 +225,13 @@ async fn a_panicking_shard_is_restarted_from_the_log() {
         .unwrap();
     for shard in 0..2 {
         engine.inject_shard_panic(shard);
+        for _ in 0..400 {
+            if engine.stats().shard_restarts == shard as u64 + 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(engine.stats().shard_restarts, shard as u64 + 1);
         // Requests in flight during the restart may fail with `unavailable`; none is half
         // applied, and the engine answers again once the shard is back.
         let accounts = until_available(|| engine.lookup_accounts(vec![100, 101, 102, 103])).await;
