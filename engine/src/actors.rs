@@ -2,7 +2,7 @@
 //!
 //! - [`ShardActor`] owns one [`ShardState`]; it serves reads and applies commits in LSN order,
 //!   catching up from the log when it missed one (after a restart).
-//! - [`CoordinatorActor`] queues operations and drives one [`Round`] at a time: reads from every
+//! - [`CoordinatorActor`] queues operations and drives one [`Round`](crate::round::Round) at a time: reads from every
 //!   shard, decides, appends the commit to the log, waits for durability, applies, answers.
 //! - [`SupervisorActor`] owns both; a shard or coordinator that panics is logged and restarted,
 //!   and the request in flight gets an error instead of an answer.

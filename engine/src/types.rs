@@ -172,6 +172,10 @@ pub enum PendingStatus {
 }
 
 /// A filter for [`crate::Engine::get_account_transfers`].
+///
+/// Timestamps are unique, so they page without gaps or repeats: for the next page oldest-first,
+/// set `timestamp_min` to the last transfer's timestamp + 1; newest-first (`reversed`), set
+/// `timestamp_max` to the last transfer's timestamp − 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccountFilter {
     pub account_id: u128,
