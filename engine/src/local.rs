@@ -1,4 +1,4 @@
-//! The whole engine as one synchronous, deterministic value: the same [`Sequencer`], [`Round`]s
+//! The whole engine as one synchronous, deterministic value: the same [`Sequencer`], [`Round`](crate::round::Round)s
 //! and [`ShardState`]s the actors drive, stepped by plain function calls, with the log kept as
 //! a list of commits. Unit tests, property tests and the simulator use it to exercise exactly the
 //! production logic without a runtime.
