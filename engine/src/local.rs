@@ -68,10 +68,6 @@ impl LocalEngine {
         engine
     }
 
-    pub fn shards(&self) -> &[ShardState] {
-        &self.shards
-    }
-
     pub fn commits(&self) -> &[Commit] {
         &self.commits
     }

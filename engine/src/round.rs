@@ -4,9 +4,11 @@
 //! through four steps: **read** (each shard returns the accounts and transfers it owns that the
 //! round touches), **decide** (the [`Decider`] runs every event in order over that view),
 //! **log** (the round's records become one commit in the write-ahead log) and **apply** (every
-//! shard applies the commit to the part of the state it owns). Rounds run one at a time, so a
-//! round's view cannot be invalidated by another round, and every shard sees commits in LSN
-//! order. The actor that drives a round only carries these values between shards and the log.
+//! shard applies the commit to the part of the state it owns). Rounds are decided one at a
+//! time, so a round's view cannot be invalidated by another round, and every shard sees commits
+//! in LSN order. A round may read before the previous commit is applied; it then lays the
+//! previous round's view over its reads ([`Round::on_reads`]). The actor that drives a round
+//! only carries these values between shards and the log.
 
 use crate::ledger::{Decider, View};
 use crate::record::Record;
@@ -73,7 +75,9 @@ impl Sequencer {
         for operation in &operations {
             let first = now_ns.max(self.timestamp_last + 1);
             timestamps_first.push(first);
-            self.timestamp_last = first + operation.event_count() as u64 - 1;
+            self.timestamp_last = first
+                .checked_add(operation.event_count() as u64 - 1)
+                .expect("timestamps run out in the year 2554");
         }
         Round {
             operations,

@@ -58,7 +58,6 @@ pub struct ShardState {
     /// Pending transfers with a timeout that are still pending: (expires_at, timestamp, id).
     expiry: BTreeSet<(u64, u64, u128)>,
     applied_lsn: u64,
-    timestamp_max: u64,
     /// Reads served so far.
     reads: u64,
 }
@@ -74,7 +73,6 @@ impl ShardState {
             pending: AHashMap::new(),
             expiry: BTreeSet::new(),
             applied_lsn: 0,
-            timestamp_max: 0,
             reads: 0,
         }
     }
@@ -86,19 +84,6 @@ impl ShardState {
     /// The last commit applied; commits apply in LSN order without gaps.
     pub fn applied_lsn(&self) -> u64 {
         self.applied_lsn
-    }
-
-    /// The largest timestamp among the accounts and transfers this shard holds.
-    pub fn timestamp_max(&self) -> u64 {
-        self.timestamp_max
-    }
-
-    pub fn account_count(&self) -> usize {
-        self.accounts.len()
-    }
-
-    pub fn transfer_count(&self) -> usize {
-        self.transfers.len()
     }
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
@@ -164,7 +149,6 @@ impl ShardState {
             self.apply_record(record);
         }
         self.applied_lsn = commit.lsn;
-        self.timestamp_max = self.timestamp_max.max(commit.timestamp_max);
     }
 
     fn apply_record(&mut self, record: &Record) {
@@ -409,10 +393,6 @@ struct TransferStore {
 
 impl TransferStore {
     const CHUNK: usize = 1 << 16;
-
-    fn len(&self) -> usize {
-        self.len
-    }
 
     fn find(&self, id: u128) -> Option<Found<'_>> {
         self.index.get(&id).map(|slot| match *slot {
