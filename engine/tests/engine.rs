@@ -459,3 +459,71 @@ async fn racing_transfers_between_hot_accounts_conserve_money() {
     }
     engine.shutdown().await;
 }
+
+/// The log fails on and off while many callers submit: every transfer acknowledged as created
+/// exists, every one answered with an error does not (this log keeps nothing of a failed
+/// append), and money is conserved, across overlapping rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_log_never_half_applies_or_loses_an_acknowledged_transfer() {
+    const WALLETS: u128 = 8;
+    let wal = MemoryWal::new();
+    let engine = Engine::start(config(3), wal.clone()).await.unwrap();
+    funded(&engine, WALLETS, 10_000).await;
+    let flapper = {
+        let wal = wal.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                wal.set_failing(i % 3 == 0);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            wal.set_failing(false);
+        })
+    };
+    let mut tasks = Vec::new();
+    for task in 0..32u128 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut created, mut refused) = (Vec::new(), Vec::new());
+            for n in 0..60u128 {
+                let id = 50_000_000 + task * 1_000 + n;
+                let from = 100 + (task + n) % WALLETS;
+                let to = 100 + (task + n + 1) % WALLETS;
+                match engine
+                    .create_transfers(vec![transfer(id, from, to, 1 + n)])
+                    .await
+                {
+                    Ok(results) if results[0] == R::Created => created.push(id),
+                    Ok(_) => {}
+                    Err(EngineError::Unavailable(_)) => refused.push(id),
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            (created, refused)
+        }));
+    }
+    let (mut created, mut refused) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (c, r) = task.await.unwrap();
+        created.extend(c);
+        refused.extend(r);
+    }
+    flapper.await.unwrap();
+    assert!(
+        !created.is_empty() && !refused.is_empty(),
+        "the log did flap"
+    );
+    let found = engine.lookup_transfers(created.clone()).await.unwrap();
+    assert_eq!(
+        found.len(),
+        created.len(),
+        "every acknowledged transfer exists"
+    );
+    let found = engine.lookup_transfers(refused.clone()).await.unwrap();
+    assert!(
+        found.is_empty(),
+        "no refused transfer was applied: {found:?}"
+    );
+    let ids: Vec<u128> = std::iter::once(BANK).chain(100..100 + WALLETS).collect();
+    conserved(&engine.lookup_accounts(ids).await.unwrap());
+    engine.shutdown().await;
+}
