@@ -4,6 +4,10 @@
 
 use std::collections::BTreeSet;
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use ahash::AHashMap;
 
 use crate::record::{Commit, Record};
@@ -381,25 +385,58 @@ enum Slot {
     Failed(CreateTransferResult),
 }
 
+/// In the fingerprint index: the id is in `by_id`, not in the chunks.
+const ELSEWHERE: u64 = u64::MAX;
+
 /// Transfers in the order they were created, in fixed-size chunks (growing never copies a
-/// transfer), and the ids that failed, found by id through one compact index (growing it moves
-/// 32-byte entries, and one lookup answers both questions).
-#[derive(Debug, Default)]
+/// transfer), found through an index of 16-byte entries keyed by a 64-bit fingerprint of the
+/// id (a keyed hash, so clients cannot aim at collisions). The index is the shard's largest
+/// random-access structure, and most lookups are of new ids: half-size entries halve the
+/// memory those lookups and inserts touch. The rare id whose fingerprint another id took, and
+/// every failed id, live in `by_id`.
+#[derive(Debug)]
 struct TransferStore {
     chunks: Vec<Vec<Transfer>>,
-    index: AHashMap<u128, Slot>,
+    index: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
+    by_id: AHashMap<u128, Slot>,
+    fingerprints: ahash::RandomState,
+    /// All ones, except in tests that force collisions.
+    fingerprint_mask: u64,
     len: usize,
+}
+
+impl Default for TransferStore {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            index: HashMap::default(),
+            by_id: AHashMap::new(),
+            fingerprints: ahash::RandomState::new(),
+            fingerprint_mask: u64::MAX,
+            len: 0,
+        }
+    }
 }
 
 impl TransferStore {
     const CHUNK: usize = 1 << 16;
 
+    fn fingerprint(&self, id: u128) -> u64 {
+        self.fingerprints.hash_one(id) & self.fingerprint_mask
+    }
+
+    fn at(&self, position: u64) -> &Transfer {
+        let position = position as usize;
+        &self.chunks[position / Self::CHUNK][position % Self::CHUNK]
+    }
+
     fn find(&self, id: u128) -> Option<Found<'_>> {
-        self.index.get(&id).map(|slot| match *slot {
-            Slot::Transfer(position) => {
-                let position = position as usize;
-                Found::Transfer(&self.chunks[position / Self::CHUNK][position % Self::CHUNK])
-            }
+        let position = *self.index.get(&self.fingerprint(id))?;
+        if position != ELSEWHERE && self.at(position).id == id {
+            return Some(Found::Transfer(self.at(position)));
+        }
+        self.by_id.get(&id).map(|slot| match *slot {
+            Slot::Transfer(position) => Found::Transfer(self.at(position)),
             Slot::Failed(result) => Found::Failed(result),
         })
     }
@@ -412,14 +449,19 @@ impl TransferStore {
     }
 
     fn insert(&mut self, transfer: Transfer) {
-        let old = self
-            .index
-            .insert(transfer.id, Slot::Transfer(self.len as u64));
-        assert!(
-            old.is_none(),
-            "transfer {} created or failed twice",
-            transfer.id
-        );
+        let position = self.len as u64;
+        let fingerprint = self.fingerprint(transfer.id);
+        // A vacant fingerprint proves the id new; only a taken one needs the full check.
+        if let Entry::Vacant(entry) = self.index.entry(fingerprint) {
+            entry.insert(position);
+        } else {
+            assert!(
+                self.find(transfer.id).is_none(),
+                "transfer {} created or failed twice",
+                transfer.id
+            );
+            self.by_id.insert(transfer.id, Slot::Transfer(position));
+        }
         if self.len.is_multiple_of(Self::CHUNK) {
             self.chunks.push(Vec::with_capacity(Self::CHUNK));
         }
@@ -431,8 +473,34 @@ impl TransferStore {
     }
 
     fn fail(&mut self, id: u128, result: CreateTransferResult) {
-        let old = self.index.insert(id, Slot::Failed(result));
-        assert!(old.is_none(), "transfer {id} created or failed twice");
+        assert!(
+            self.find(id).is_none(),
+            "transfer {id} created or failed twice"
+        );
+        let fingerprint = self.fingerprint(id);
+        self.index.entry(fingerprint).or_insert(ELSEWHERE);
+        self.by_id.insert(id, Slot::Failed(result));
+    }
+}
+
+/// The hasher of keys that are already uniform 64-bit hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; fold anything else rather than lose it.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
     }
 }
 
@@ -446,4 +514,52 @@ fn sub(balance: u128, amount: u128) -> u128 {
     balance
         .checked_sub(amount)
         .expect("a decided commit never releases more than is pending")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With 3-bit fingerprints nearly every id collides: every path of the index is taken.
+    #[test]
+    fn the_transfer_index_survives_fingerprint_collisions() {
+        let mut store = TransferStore {
+            fingerprint_mask: 0b111,
+            ..TransferStore::default()
+        };
+        for id in 1..=500u128 {
+            if id % 5 == 0 {
+                store.fail(id, CreateTransferResult::ExceedsCredits);
+            } else {
+                store.insert(Transfer::new(id, 1, 2, id, 1, 1));
+            }
+        }
+        for id in 1..=500u128 {
+            match store.find(id) {
+                Some(Found::Failed(result)) => {
+                    assert_eq!(id % 5, 0);
+                    assert_eq!(result, CreateTransferResult::ExceedsCredits);
+                }
+                Some(Found::Transfer(transfer)) => {
+                    assert_ne!(id % 5, 0);
+                    assert_eq!((transfer.id, transfer.amount), (id, id));
+                }
+                None => panic!("{id} lost"),
+            }
+        }
+        assert!(store.find(501).is_none() && store.find(0).is_none());
+        assert!(!store.by_id.is_empty(), "collisions took the slow path");
+    }
+
+    #[test]
+    #[should_panic(expected = "created or failed twice")]
+    fn a_transfer_id_is_stored_once() {
+        let mut store = TransferStore {
+            fingerprint_mask: 0b1,
+            ..TransferStore::default()
+        };
+        for id in [7u128, 8, 9, 8] {
+            store.insert(Transfer::new(id, 1, 2, 1, 1, 1));
+        }
+    }
 }
