@@ -1,8 +1,8 @@
-//! Engine throughput, in memory: `cargo bench -p kizo-engine [-- --transfers N --shards N]`.
+//! Engine throughput, in memory: `cargo bench -p kizo-engine --bench throughput [-- --transfers N --shards N --clients N --pure 1]`.
 //!
 //! 10,000 funded wallets; transfers drawn uniformly or Zipf-skewed (s = 1.0, so a few accounts
 //! are hot), 90% of them between accounts on different shards. Two ways of submitting: batches
-//! of 8189 (a few batches in flight), and one transfer per call from 64 concurrent tasks.
+//! of 8189 from 8 clients (`--clients N`), and one transfer per call from 64 concurrent tasks.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -215,7 +215,7 @@ async fn drive(engine: &Engine, transfers: Vec<Transfer>, clients: usize, batch:
 
 fn report(name: &str, mix: Mix, figures: &Figures) {
     println!(
-        "{name:<28} {:<8} {:>10} transfers {:>6.1}% cross-shard {:>7.2} s {:>12.0} transfers/s (created {})",
+        "{name:<30} {:<8} {:>10} transfers {:>6.1}% cross-shard {:>7.2} s {:>12.0} transfers/s (created {})",
         format!("{mix:?}"),
         figures.transfers,
         figures.cross_shard * 100.0,
@@ -272,7 +272,7 @@ fn pure(mix: Mix, count: usize, shards: usize) -> Figures {
 fn report_time(before: &kizo_engine::StatsSnapshot, after: &kizo_engine::StatsSnapshot) {
     let ms = |a: u64, b: u64| (b - a) / 1_000_000;
     println!(
-        "{:<28} {} rounds, coordinator {} ms deciding / {} ms waiting, shards {} ms reading / {} ms applying",
+        "{:<30} {} rounds, coordinator {} ms deciding / {} ms waiting, shards {} ms reading / {} ms applying",
         "",
         after.rounds - before.rounds,
         ms(before.coordinator_decide_ns, after.coordinator_decide_ns),
@@ -320,8 +320,13 @@ fn main() {
             let transfers = workload(mix, batched_count, shards, 42, next_id);
             next_id += batched_count as u128;
             let before = engine.stats();
-            let figures = drive(&engine, transfers, arg("--clients", 4), BATCH_EVENTS_MAX).await;
-            report("batches of 8189", mix, &figures);
+            let clients = arg("--clients", 8);
+            let figures = drive(&engine, transfers, clients, BATCH_EVENTS_MAX).await;
+            report(
+                &format!("batches of 8189, {clients} clients"),
+                mix,
+                &figures,
+            );
             report_time(&before, &engine.stats());
 
             let transfers = workload(mix, single_count, shards, 7, next_id);
