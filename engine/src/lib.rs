@@ -11,6 +11,35 @@
 //! - [`stats`]: counters of the engine's work (rounds, commits, time deciding and applying).
 //! - [`local`]: the pure parts stepped synchronously, for tests and the simulator.
 //! - `actors`, [`engine`]: the actors and the [`Engine`] handle. The only async code.
+//!
+//! ```
+//! use kizo_engine::{
+//!     Account, AccountFlags, CreateAccountResult, CreateTransferResult, Engine, EngineConfig,
+//!     MemoryWal, Transfer,
+//! };
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let engine = Engine::start(EngineConfig::default(), MemoryWal::new()).await?;
+//! let bank = Account::new(1, 840, 1); // ledger 840: US dollars, in cents
+//! let wallet = Account {
+//!     flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS, // never below zero
+//!     ..Account::new(2, 840, 2)
+//! };
+//! let created = engine.create_accounts(vec![bank, wallet]).await?;
+//! assert_eq!(created, vec![CreateAccountResult::Created; 2]);
+//!
+//! let deposit = Transfer::new(10, 1, 2, 2_500, 840, 1);
+//! let overdraft = Transfer::new(11, 2, 1, 9_999, 840, 1);
+//! let results = engine.create_transfers(vec![deposit, overdraft]).await?;
+//! assert_eq!(
+//!     results,
+//!     vec![CreateTransferResult::Created, CreateTransferResult::ExceedsCredits]
+//! );
+//! assert_eq!(engine.lookup_accounts(vec![2]).await?[0].credits_posted, 2_500);
+//! engine.shutdown().await;
+//! # Ok::<(), kizo_engine::EngineError>(())
+//! # }).unwrap();
+//! ```
 
 mod actors;
 pub mod engine;
