@@ -287,3 +287,100 @@ proptest! {
         prop_assert_eq!(sequential.all_accounts(), overlapping.all_accounts());
     }
 }
+
+/// A clock the test sets by hand.
+#[derive(Default)]
+struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl kizo_engine::Clock for ManualClock {
+    fn now_ns(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases() / 5))]
+
+    /// The actors carry exactly the pure logic: the same operations, one at a time on the same
+    /// clock, get the same results from the engine as from `LocalEngine`, and leave the same
+    /// balances.
+    #[test]
+    fn the_actors_decide_as_the_pure_engine(rounds in prop::collection::vec(round(), 1..12)) {
+        use std::future::Future;
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        use kizo_engine::{Engine, EngineConfig, MemoryWal};
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut now = 1_000 * SECOND;
+        let mut local = setup(3, now);
+        let mut ids = Ids::default();
+        runtime.block_on(async {
+            let clock = Arc::new(ManualClock::default());
+            clock.0.store(now, Ordering::SeqCst);
+            let config = EngineConfig {
+                shard_count: 3,
+                // Only the operations expire pending transfers, as in `LocalEngine`.
+                expiry_interval: std::time::Duration::from_secs(3_600),
+                ..EngineConfig::default()
+            };
+            let engine = Engine::start_with_clock(config, MemoryWal::new(), clock.clone())
+                .await
+                .unwrap();
+            engine.create_accounts(accounts()).await.unwrap();
+            let funding = (1..=ACCOUNTS)
+                .filter(|&id| id != 2 && id != 11)
+                .map(|id| Transfer {
+                    id: 1_000 + id,
+                    debit_account_id: if id <= 9 { 2 } else { 11 },
+                    credit_account_id: id,
+                    amount: 500,
+                    ledger: if id <= 9 { 1 } else { 2 },
+                    code: 1,
+                    ..Transfer::default()
+                })
+                .collect();
+            engine.create_transfers(funding).await.unwrap();
+            for (elapsed, mut operations) in rounds {
+                ids.resolve(&mut operations);
+                now += elapsed;
+                clock.0.store(now, Ordering::SeqCst);
+                // Submit every batch of the round before waiting for any, in order: the engine
+                // groups them into rounds as they come, and rounds overlap (a round reads
+                // before the last commit is applied), yet each batch is decided in order.
+                let mut pending = Vec::new();
+                for operation in operations {
+                    let Operation::CreateTransfers(events) = operation else {
+                        continue;
+                    };
+                    let expected = local.create_transfers(&events, now);
+                    let engine = engine.clone();
+                    let mut answer = Box::pin(async move { engine.create_transfers(events).await });
+                    // One poll sends the request; the answer is awaited below (unless the
+                    // request was answered at once).
+                    let early = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(answer.as_mut().poll(cx))
+                    })
+                    .await;
+                    pending.push((answer, early, expected));
+                }
+                for (answer, early, expected) in pending {
+                    let got = match early {
+                        std::task::Poll::Ready(got) => got,
+                        std::task::Poll::Pending => answer.await,
+                    };
+                    prop_assert_eq!(got.unwrap(), expected);
+                }
+            }
+            let ids: Vec<u128> = (1..=ACCOUNTS).collect();
+            let balances = engine.lookup_accounts(ids).await.unwrap();
+            prop_assert_eq!(balances, local.all_accounts());
+            engine.shutdown().await;
+            Ok(())
+        })?;
+    }
+}
