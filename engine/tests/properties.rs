@@ -185,11 +185,9 @@ fn setup(shards: usize, now: u64) -> LocalEngine {
     fund(LocalEngine::new(shards), now)
 }
 
-fn fund(mut engine: LocalEngine, now: u64) -> LocalEngine {
-    let results = engine.create_accounts(&accounts(), now);
-    assert!(results.iter().all(|r| *r == CreateAccountResult::Created));
-    // Fund every account from account 2 (no limits) on its ledger.
-    let funding: Vec<Transfer> = (1..=ACCOUNTS)
+/// Funds every account from the unlimited account of its ledger (2 or 11).
+fn funding() -> Vec<Transfer> {
+    (1..=ACCOUNTS)
         .filter(|&id| id != 2 && id != 11)
         .map(|id| Transfer {
             id: 1_000 + id,
@@ -200,8 +198,13 @@ fn fund(mut engine: LocalEngine, now: u64) -> LocalEngine {
             code: 1,
             ..Transfer::default()
         })
-        .collect();
-    engine.create_transfers(&funding, now);
+        .collect()
+}
+
+fn fund(mut engine: LocalEngine, now: u64) -> LocalEngine {
+    let results = engine.create_accounts(&accounts(), now);
+    assert!(results.iter().all(|r| *r == CreateAccountResult::Created));
+    engine.create_transfers(&funding(), now);
     engine.settle();
     engine
 }
@@ -332,19 +335,7 @@ proptest! {
                 .await
                 .unwrap();
             engine.create_accounts(accounts()).await.unwrap();
-            let funding = (1..=ACCOUNTS)
-                .filter(|&id| id != 2 && id != 11)
-                .map(|id| Transfer {
-                    id: 1_000 + id,
-                    debit_account_id: if id <= 9 { 2 } else { 11 },
-                    credit_account_id: id,
-                    amount: 500,
-                    ledger: if id <= 9 { 1 } else { 2 },
-                    code: 1,
-                    ..Transfer::default()
-                })
-                .collect();
-            engine.create_transfers(funding).await.unwrap();
+            engine.create_transfers(funding()).await.unwrap();
             for (elapsed, mut operations) in rounds {
                 ids.resolve(&mut operations);
                 now += elapsed;
