@@ -2,8 +2,9 @@
 //!
 //! - [`ShardActor`] owns one [`ShardState`]; it serves reads and applies commits in LSN order,
 //!   catching up from the log when it missed one (after a restart).
-//! - [`CoordinatorActor`] queues operations and drives one [`Round`](crate::round::Round) at a time: reads from every
-//!   shard, decides, appends the commit to the log, waits for durability, applies, answers.
+//! - [`CoordinatorActor`] queues operations and drives one [`Round`](crate::round::Round) at
+//!   a time: reads from every shard, decides, appends the commit to the log, waits for
+//!   durability, applies, answers. The next round reads while the last one is applied.
 //! - [`SupervisorActor`] owns both; a shard or coordinator that panics is logged and restarted,
 //!   and the request in flight gets an error instead of an answer.
 
@@ -276,42 +277,42 @@ impl Actor for CoordinatorActor {
                 }
             }
             CoordinatorMsg::LookupAccounts { ids, reply } => {
-                let pending = scatter(state, &ids, |as_of, ids, reply| ShardMsg::LookupAccounts {
-                    as_of,
-                    ids,
-                    reply,
-                });
+                let pending = scatter(
+                    &state.shards,
+                    state.committed_lsn,
+                    &ids,
+                    |as_of, ids, reply| ShardMsg::LookupAccounts { as_of, ids, reply },
+                );
                 tokio::spawn(async move {
                     let _ = reply.send(gather(pending, &ids, |a: &Account| a.id).await);
                 });
             }
             CoordinatorMsg::LookupTransfers { ids, reply } => {
-                let pending = scatter(state, &ids, |as_of, ids, reply| ShardMsg::LookupTransfers {
-                    as_of,
-                    ids,
-                    reply,
-                });
+                let pending = scatter(
+                    &state.shards,
+                    state.committed_lsn,
+                    &ids,
+                    |as_of, ids, reply| ShardMsg::LookupTransfers { as_of, ids, reply },
+                );
                 tokio::spawn(async move {
                     let _ = reply.send(gather(pending, &ids, |t: &Transfer| t.id).await);
                 });
             }
             CoordinatorMsg::AccountTransfers { filter, reply } => {
+                let as_of = state.committed_lsn;
                 let index = shard_of(filter.account_id, state.shards.len());
-                let (sender, receiver) = oneshot::channel();
-                let sent = state.shards[index].send_message(ShardMsg::AccountTransferIds {
-                    as_of: state.committed_lsn,
+                let sent = send(&state.shards, index, |reply| ShardMsg::AccountTransferIds {
+                    as_of,
                     filter,
-                    reply: sender,
+                    reply,
                 });
                 let shards = state.shards.clone();
-                let as_of = state.committed_lsn;
                 tokio::spawn(async move {
                     let result = async {
-                        sent.map_err(|_| shard_unavailable(index))?;
-                        let ids = receiver.await.map_err(|_| shard_unavailable(index))?;
+                        let ids = receive_all(vec![sent]).await?.remove(0);
                         // Transfers never change once created, so reading them after later
                         // commits returns the same records.
-                        let pending = scatter_to(&shards, as_of, &ids, |as_of, ids, reply| {
+                        let pending = scatter(&shards, as_of, &ids, |as_of, ids, reply| {
                             ShardMsg::LookupTransfers { as_of, ids, reply }
                         });
                         gather(pending, &ids, |t: &Transfer| t.id).await
@@ -359,7 +360,7 @@ fn take_round(
 
 /// A round that is decided and logged but not yet answered: its commit may still be on its way
 /// to durability, and its view stands in for the commit until the shards have applied it.
-pub(crate) struct InFlight {
+struct InFlight {
     durable: oneshot::Receiver<Result<Arc<Commit>, WalError>>,
     view: View,
     replies: Vec<Option<Reply<Outcome>>>,
@@ -396,7 +397,7 @@ async fn run_round(
         return fail_all(replies, &error);
     }
     let wait_started = Instant::now();
-    let replies_read = match receive_reads(first_reads).await {
+    let replies_read = match receive_all(first_reads).await {
         Ok(replies_read) => replies_read,
         Err(error) => return fail_all(replies, &error),
     };
@@ -409,7 +410,7 @@ async fn run_round(
         match step {
             Step::Read(requests) => {
                 let sent = send_reads(&state.shards, state.committed_lsn, requests);
-                match receive_reads(sent).await {
+                match receive_all(sent).await {
                     Ok(replies_read) => step = round.on_reads(replies_read, None),
                     Err(error) => return fail_all(replies, &error),
                 }
@@ -417,8 +418,9 @@ async fn run_round(
             Step::Decided(decision) => break decision,
         }
     };
-    let events = round.operations().iter().map(Operation::event_count).sum();
-    state.stats.round(events, wait_started, decide_started);
+    state
+        .stats
+        .round(round.event_count(), wait_started, decide_started);
     if decision.records.is_empty() {
         state.spare_view = round.into_view();
         return answer(replies, decision.outcomes);
@@ -432,7 +434,7 @@ async fn run_round(
     });
 }
 
-pub(crate) enum Finished {
+enum Finished {
     Nothing,
     /// The commit stands; its view (the shards may not have applied the commit yet).
     Committed(Box<View>),
@@ -499,81 +501,77 @@ fn shard_unavailable(index: usize) -> EngineError {
     EngineError::Unavailable(format!("shard {index} is restarting"))
 }
 
-type SentReads = Vec<(usize, Result<oneshot::Receiver<ReadReply>, EngineError>)>;
+/// Requests sent to shards, each to be answered on its own channel: (shard, receiver).
+type Sent<R> = Vec<(usize, Result<oneshot::Receiver<R>, EngineError>)>;
 
-fn send_reads(shards: &[ActorRef<ShardMsg>], as_of: u64, requests: Vec<ReadRequest>) -> SentReads {
-    shards
-        .iter()
-        .zip(requests)
+/// Sends shard `index` the message `message` builds around a fresh reply channel.
+fn send<R>(
+    shards: &[ActorRef<ShardMsg>],
+    index: usize,
+    message: impl FnOnce(oneshot::Sender<R>) -> ShardMsg,
+) -> (usize, Result<oneshot::Receiver<R>, EngineError>) {
+    let (reply, receiver) = oneshot::channel();
+    let sent = shards[index]
+        .send_message(message(reply))
+        .map(|()| receiver)
+        .map_err(|_| shard_unavailable(index));
+    (index, sent)
+}
+
+/// Waits for every answer, in the order the requests were sent.
+async fn receive_all<R>(sent: Sent<R>) -> Result<Vec<R>, EngineError> {
+    let mut answers = Vec::with_capacity(sent.len());
+    for (index, receiver) in sent {
+        answers.push(receiver?.await.map_err(|_| shard_unavailable(index))?);
+    }
+    Ok(answers)
+}
+
+fn send_reads(
+    shards: &[ActorRef<ShardMsg>],
+    as_of: u64,
+    requests: Vec<ReadRequest>,
+) -> Sent<ReadReply> {
+    requests
+        .into_iter()
         .enumerate()
-        .map(|(index, (shard, request))| {
-            let (reply, receiver) = oneshot::channel();
-            let sent = shard
-                .send_message(ShardMsg::Read {
-                    as_of,
-                    request,
-                    reply,
-                })
-                .map(|()| receiver)
-                .map_err(|_| shard_unavailable(index));
-            (index, sent)
+        .map(|(index, request)| {
+            send(shards, index, |reply| ShardMsg::Read {
+                as_of,
+                request,
+                reply,
+            })
         })
         .collect()
 }
 
-async fn receive_reads(sent: SentReads) -> Result<Vec<ReadReply>, EngineError> {
-    let mut replies = Vec::with_capacity(sent.len());
-    for (index, receiver) in sent {
-        replies.push(receiver?.await.map_err(|_| shard_unavailable(index))?);
-    }
-    Ok(replies)
-}
-
-type Scattered<T> = Vec<(usize, Result<oneshot::Receiver<Vec<T>>, EngineError>)>;
-
-fn scatter<T>(
-    state: &CoordinatorState,
-    ids: &[u128],
-    message: impl Fn(u64, Vec<u128>, oneshot::Sender<Vec<T>>) -> ShardMsg,
-) -> Scattered<T> {
-    scatter_to(&state.shards, state.committed_lsn, ids, message)
-}
-
 /// Sends each shard the ids it owns, now, so that every shard answers as of the same commit.
-fn scatter_to<T>(
+fn scatter<T>(
     shards: &[ActorRef<ShardMsg>],
     as_of: u64,
     ids: &[u128],
     message: impl Fn(u64, Vec<u128>, oneshot::Sender<Vec<T>>) -> ShardMsg,
-) -> Scattered<T> {
+) -> Sent<Vec<T>> {
     let mut by_shard = vec![Vec::new(); shards.len()];
     for &id in ids {
         by_shard[shard_of(id, shards.len())].push(id);
     }
-    let mut pending = Vec::new();
-    for (index, ids) in by_shard.into_iter().enumerate() {
-        if ids.is_empty() {
-            continue;
-        }
-        let (sender, receiver) = oneshot::channel();
-        let sent = shards[index]
-            .send_message(message(as_of, ids, sender))
-            .map(|()| receiver)
-            .map_err(|_| shard_unavailable(index));
-        pending.push((index, sent));
-    }
-    pending
+    by_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(index, ids)| send(shards, index, |reply| message(as_of, ids, reply)))
+        .collect()
 }
 
 /// Collects scattered answers into the order of `ids` (ids not found are left out).
 async fn gather<T: Copy>(
-    pending: Scattered<T>,
+    sent: Sent<Vec<T>>,
     ids: &[u128],
     id_of: impl Fn(&T) -> u128,
 ) -> Result<Vec<T>, EngineError> {
     let mut found = ahash::AHashMap::new();
-    for (index, receiver) in pending {
-        let items = receiver?.await.map_err(|_| shard_unavailable(index))?;
+    for items in receive_all(sent).await? {
         for item in items {
             found.insert(id_of(&item), item);
         }

@@ -303,12 +303,20 @@ impl<'v> Decider<'v> {
         }
     }
 
+    /// Keeps a step to undo if the event is in a linked chain (which may yet fail).
+    fn remember(&mut self, step: Undo) {
+        if self.in_chain {
+            self.undo.push(step);
+        }
+    }
+
     fn update_account(&mut self, id: u128, change: impl FnOnce(&mut Account)) {
         let account = self
             .view
             .accounts
             .get_mut(&id)
             .expect("a decided change touches only accounts in the view");
+        // Inline rather than `remember`: `account` borrows the view; copy it only in a chain.
         if self.in_chain {
             self.undo.push(Undo::Account(id, Some(*account)));
         }
@@ -317,17 +325,13 @@ impl<'v> Decider<'v> {
 
     fn set_pending(&mut self, id: u128, status: PendingStatus) {
         let old = self.view.pending.insert(id, status);
-        if self.in_chain {
-            self.undo.push(Undo::Pending(id, old));
-        }
+        self.remember(Undo::Pending(id, old));
     }
 
     fn insert_transfer(&mut self, transfer: Transfer) {
         let old = self.view.transfers.insert(transfer.id, transfer);
         debug_assert!(old.is_none());
-        if self.in_chain {
-            self.undo.push(Undo::Transfer(transfer.id));
-        }
+        self.remember(Undo::Transfer(transfer.id));
     }
 
     fn create_account(
@@ -373,9 +377,7 @@ impl<'v> Decider<'v> {
         }
         let account = Account { timestamp, ..*e };
         self.view.accounts.insert(account.id, account);
-        if self.in_chain {
-            self.undo.push(Undo::Account(account.id, None));
-        }
+        self.remember(Undo::Account(account.id, None));
         self.records.push(Record::AccountCreated(account));
         Ok(R::Created)
     }

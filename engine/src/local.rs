@@ -1,6 +1,6 @@
-//! The whole engine as one synchronous, deterministic value: the same [`Sequencer`], [`Round`](crate::round::Round)s
-//! and [`ShardState`]s the actors drive, stepped by plain function calls, with the log kept as
-//! a list of commits. Unit tests, property tests and the simulator use it to exercise exactly the
+//! The whole engine as one synchronous, deterministic value: the same [`Sequencer`],
+//! [`Round`](crate::round::Round)s and [`ShardState`]s the actors drive, stepped by plain
+//! function calls, with the log kept as a list of commits. Unit tests, property tests and the simulator use it to exercise exactly the
 //! production logic without a runtime.
 
 use crate::ledger::View;
@@ -16,8 +16,9 @@ pub struct LocalEngine {
     sequencer: Sequencer,
     commits: Vec<Commit>,
     overlap: bool,
-    /// With `overlap`: the last commit, not applied yet, and the view it was decided on.
-    unapplied: Option<(Commit, View)>,
+    /// With `overlap`: the view the last commit was decided on, while the shards have not
+    /// applied that commit (the last in `commits`) yet.
+    unapplied: Option<View>,
     spare_view: View,
 }
 
@@ -47,10 +48,15 @@ impl LocalEngine {
 
     /// Applies the commit still in flight, if any.
     pub fn settle(&mut self) {
-        if let Some((commit, _)) = self.unapplied.take() {
-            for shard in &mut self.shards {
-                shard.apply(&commit);
-            }
+        if self.unapplied.take().is_some() {
+            self.apply_last();
+        }
+    }
+
+    fn apply_last(&mut self) {
+        let commit = self.commits.last().expect("a commit to apply");
+        for shard in &mut self.shards {
+            shard.apply(commit);
         }
     }
 
@@ -80,12 +86,7 @@ impl LocalEngine {
             .begin(operations, now_ns, self.shards.len(), view);
         let requests = round.first_reads();
         let replies = self.read(&requests);
-        let unapplied = self.unapplied.take().map(|(commit, view)| {
-            for shard in &mut self.shards {
-                shard.apply(&commit);
-            }
-            view
-        });
+        let unapplied = self.unapplied.take().inspect(|_| self.apply_last());
         let mut step = round.on_reads(replies, unapplied.as_ref());
         if let Some(view) = unapplied {
             self.spare_view = view;
@@ -102,14 +103,12 @@ impl LocalEngine {
                 timestamp_max: decision.timestamp_max,
                 records: decision.records,
             };
-            self.commits.push(commit.clone());
+            self.commits.push(commit);
             if self.overlap {
-                self.unapplied = Some((commit, round.into_view()));
+                self.unapplied = Some(round.into_view());
                 return decision.outcomes;
             }
-            for shard in &mut self.shards {
-                shard.apply(&commit);
-            }
+            self.apply_last();
         }
         self.spare_view = round.into_view();
         decision.outcomes

@@ -72,6 +72,7 @@ impl Sequencer {
     ) -> Round {
         view.clear();
         let mut timestamps_first = Vec::with_capacity(operations.len());
+        let event_count = operations.iter().map(Operation::event_count).sum();
         for operation in &operations {
             let first = now_ns.max(self.timestamp_last + 1);
             timestamps_first.push(first);
@@ -83,6 +84,7 @@ impl Sequencer {
             operations,
             timestamps_first,
             timestamp_max: self.timestamp_last,
+            event_count,
             shard_count,
             view,
             read_transfers: Vec::new(),
@@ -113,6 +115,7 @@ pub struct Round {
     operations: Vec<Operation>,
     timestamps_first: Vec<u64>,
     timestamp_max: u64,
+    event_count: usize,
     shard_count: usize,
     view: View,
     /// Every transfer id the first reads asked for, to lay an unapplied round's view over the
@@ -122,15 +125,15 @@ pub struct Round {
 }
 
 impl Round {
-    pub fn operations(&self) -> &[Operation] {
-        &self.operations
+    /// Events (and expiry passes) in the round.
+    pub fn event_count(&self) -> usize {
+        self.event_count
     }
 
     /// The first reads: every id the operations name, and the pending transfers that expire by
     /// the round's last operation. Every shard is asked, since any may hold expiring transfers.
     pub fn first_reads(&mut self) -> Vec<ReadRequest> {
-        let events = self.operations.iter().map(Operation::event_count).sum();
-        let mut keys = KeysByShard::new(self.shard_count, events);
+        let mut keys = KeysByShard::new(self.shard_count, self.event_count);
         for operation in &self.operations {
             match operation {
                 Operation::CreateAccounts(events) => {
@@ -151,8 +154,12 @@ impl Round {
                 Operation::Expire => {}
             }
         }
-        self.read_transfers = std::mem::take(&mut keys.seen_transfers);
-        keys.into_requests(self.expiring_up_to())
+        let requests = keys.into_requests(self.expiring_up_to());
+        self.read_transfers = requests
+            .iter()
+            .flat_map(|r| r.transfers.iter().copied())
+            .collect();
+        requests
     }
 
     fn expiring_up_to(&self) -> u64 {
@@ -176,10 +183,9 @@ impl Round {
     pub fn on_reads(&mut self, replies: Vec<ReadReply>, unapplied: Option<&View>) -> Step {
         assert_eq!(replies.len(), self.shard_count);
         let mut expiring = Vec::new();
-        let new_events: usize = self.operations.iter().map(Operation::event_count).sum();
         let accounts: usize = replies.iter().map(|r| r.accounts.len()).sum();
         let transfers: usize = replies.iter().map(|r| r.transfers.len()).sum();
-        self.view.reserve(accounts, transfers + new_events);
+        self.view.reserve(accounts, transfers + self.event_count);
         let mut account_ids = Vec::new();
         for reply in replies {
             if unapplied.is_some() && !self.followed_up {
@@ -236,8 +242,7 @@ impl Round {
     }
 
     fn decide(&mut self) -> Decision {
-        let events = self.operations.iter().map(Operation::event_count).sum();
-        let mut decider = Decider::new(&mut self.view, events);
+        let mut decider = Decider::new(&mut self.view, self.event_count);
         let mut outcomes = Vec::with_capacity(self.operations.len());
         for (operation, &first) in self.operations.iter().zip(&self.timestamps_first) {
             decider.expire(first);
@@ -260,10 +265,9 @@ impl Round {
 }
 
 /// Ids to read, split by owning shard (the shards deduplicate).
+/// Transfer ids are not deduplicated: they rarely repeat, and a repeat costs one more lookup.
 struct KeysByShard {
     requests: Vec<ReadRequest>,
-    /// Not deduplicated: transfer ids rarely repeat, and a repeat only costs a second lookup.
-    seen_transfers: Vec<u128>,
 }
 
 impl KeysByShard {
@@ -277,10 +281,7 @@ impl KeysByShard {
                 expiring_up_to: 0,
             })
             .collect();
-        Self {
-            requests,
-            seen_transfers: Vec::with_capacity(events),
-        }
+        Self { requests }
     }
 
     fn account(&mut self, id: u128) {
@@ -292,7 +293,6 @@ impl KeysByShard {
 
     fn transfer(&mut self, id: u128) {
         if id != 0 && id != u128::MAX {
-            self.seen_transfers.push(id);
             let shard = shard_of(id, self.requests.len());
             self.requests[shard].transfers.push(id);
         }

@@ -338,22 +338,17 @@ impl ShardState {
         let in_range = &history[start..end.max(start)];
         let wanted =
             |h: &&HistoryEntry| (h.is_debit && filter.debits) || (!h.is_debit && filter.credits);
-        let limit = filter.limit as usize;
+        let take = |entries: &mut dyn Iterator<Item = &HistoryEntry>| {
+            entries
+                .filter(wanted)
+                .take(filter.limit as usize)
+                .map(|h| h.transfer_id)
+                .collect()
+        };
         if filter.reversed {
-            in_range
-                .iter()
-                .rev()
-                .filter(wanted)
-                .take(limit)
-                .map(|h| h.transfer_id)
-                .collect()
+            take(&mut in_range.iter().rev())
         } else {
-            in_range
-                .iter()
-                .filter(wanted)
-                .take(limit)
-                .map(|h| h.transfer_id)
-                .collect()
+            take(&mut in_range.iter())
         }
     }
 }
