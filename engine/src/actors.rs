@@ -70,14 +70,27 @@ pub(crate) struct ShardActorState {
 }
 
 impl ShardActorState {
-    /// Applies the commits after the last applied one, up to `lsn`, from the log.
+    /// Applies the commits after the last applied one, up to `lsn`, from the log, a bounded
+    /// number at a time (recovery reads the whole log this way).
     async fn catch_up(&mut self, lsn: u64) -> Result<(), WalError> {
-        let from = self.shard.applied_lsn() + 1;
-        if lsn < from {
-            return Ok(());
-        }
-        for commit in self.wal.read(from, lsn).await? {
-            self.shard.apply(&commit);
+        const COMMITS_PER_READ: u64 = 64;
+        while self.shard.applied_lsn() < lsn {
+            let from = self.shard.applied_lsn() + 1;
+            let to = lsn.min(from + COMMITS_PER_READ - 1);
+            let commits = self.wal.read(from, to).await?;
+            if commits.len() as u64 != to - from + 1 {
+                return Err(WalError::Corrupt {
+                    lsn: from,
+                    detail: format!(
+                        "asked for {} commits, read {}",
+                        to - from + 1,
+                        commits.len()
+                    ),
+                });
+            }
+            for commit in commits {
+                self.shard.apply(&commit);
+            }
         }
         Ok(())
     }
@@ -425,7 +438,11 @@ async fn run_round(
         state.spare_view = round.into_view();
         return answer(replies, decision.outcomes);
     }
-    let durable = state.wal.append(decision.timestamp_max, decision.records);
+    let durable = state.wal.append(
+        state.committed_lsn + 1,
+        decision.timestamp_max,
+        decision.records,
+    );
     state.in_flight = Some(InFlight {
         durable,
         view: round.into_view(),
@@ -614,15 +631,23 @@ impl SupervisorActor {
         args: &SupervisorArgs,
         index: usize,
     ) -> Result<ActorRef<ShardMsg>, ActorProcessingErr> {
-        let shard_args = ShardArgs {
+        let (shard, _) = Actor::spawn_linked(
+            None,
+            ShardActor,
+            Self::shard_args(args, index),
+            myself.get_cell(),
+        )
+        .await?;
+        Ok(shard)
+    }
+
+    fn shard_args(args: &SupervisorArgs, index: usize) -> ShardArgs {
+        ShardArgs {
             index,
             shard_count: args.config.shard_count,
             wal: args.wal.clone(),
             stats: args.stats.clone(),
-        };
-        let (shard, _) =
-            Actor::spawn_linked(None, ShardActor, shard_args, myself.get_cell()).await?;
-        Ok(shard)
+        }
     }
 
     async fn spawn_coordinator(
@@ -655,10 +680,35 @@ impl Actor for SupervisorActor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let mut shards = Vec::with_capacity(args.config.shard_count);
+        // Every shard replays the log at once: recovery takes as long as the slowest shard.
+        let mut starting = tokio::task::JoinSet::new();
         for index in 0..args.config.shard_count {
-            shards.push(Self::spawn_shard(&myself, &args, index).await?);
+            let shard_args = Self::shard_args(&args, index);
+            let supervisor = myself.get_cell();
+            starting.spawn(async move {
+                let spawned = Actor::spawn_linked(None, ShardActor, shard_args, supervisor).await;
+                (index, spawned.map(|(shard, _)| shard))
+            });
         }
+        let mut started = vec![None; args.config.shard_count];
+        let mut failure = None;
+        while let Some(joined) = starting.join_next().await {
+            match joined {
+                Ok((index, Ok(shard))) => started[index] = Some(shard),
+                Ok((_, Err(error))) => failure = Some(ActorProcessingErr::from(error.to_string())),
+                Err(error) => failure = Some(ActorProcessingErr::from(error.to_string())),
+            }
+        }
+        if let Some(error) = failure {
+            for shard in started.into_iter().flatten() {
+                shard.stop(None);
+            }
+            return Err(error);
+        }
+        let shards: Vec<_> = started
+            .into_iter()
+            .map(|shard| shard.expect("every shard started"))
+            .collect();
         let coordinator = Self::spawn_coordinator(&myself, &args, shards.clone()).await?;
         Ok(SupervisorState {
             args,

@@ -17,17 +17,28 @@ pub enum WalError {
     Unavailable(String),
     #[error("the write-ahead log has no commits {from}..={to} (it ends at {last})")]
     Missing { from: u64, to: u64, last: u64 },
+    /// An append asked for an LSN that is not the log's next one: it was decided on a state the
+    /// log has moved past (an earlier append whose outcome was unknown landed after all).
+    #[error("append of LSN {lsn} refused: the log's next LSN is {next}")]
+    OutOfSequence { lsn: u64, next: u64 },
+    /// The log's content fails its checks: a checksum mismatch, an undecodable record or a gap.
+    #[error("the write-ahead log is damaged at LSN {lsn}: {detail}")]
+    Corrupt { lsn: u64, detail: String },
 }
 
 pub type WalFuture<T> = Pin<Box<dyn Future<Output = Result<T, WalError>> + Send>>;
 
 /// A write-ahead log of commits with gapless LSNs starting at 1.
 pub trait Wal: Send + Sync + 'static {
-    /// Queues `records` as the next commit and returns at once; the receiver resolves when the
-    /// commit is durable (or failed). Commits become durable in the order they were appended,
-    /// and a failed append leaves no trace in the log.
+    /// Queues `records` as commit `lsn` and returns at once; the receiver resolves when the
+    /// commit is durable (or failed). `lsn` must be the log's next LSN, or the append fails with
+    /// [`WalError::OutOfSequence`]: a commit is only ever written on top of the state it was
+    /// decided on. Commits become durable in LSN order. A failed append leaves no trace in the
+    /// log, except when its outcome is unknown (the storage went away while committing); then
+    /// [`Wal::last_lsn`] tells, once known, whether it landed.
     fn append(
         &self,
+        lsn: u64,
         timestamp_max: u64,
         records: Vec<Record>,
     ) -> oneshot::Receiver<Result<Arc<Commit>, WalError>>;
@@ -66,24 +77,29 @@ impl MemoryWal {
 impl Wal for MemoryWal {
     fn append(
         &self,
+        lsn: u64,
         timestamp_max: u64,
         records: Vec<Record>,
     ) -> oneshot::Receiver<Result<Arc<Commit>, WalError>> {
         let (sender, receiver) = oneshot::channel();
+        let mut commits = self.commits.lock().expect("wal lock");
+        let next = commits.len() as u64 + 1;
         let result = if self.failing.load(Ordering::SeqCst) {
             Err(WalError::Unavailable(
                 "memory log switched to failing".into(),
             ))
+        } else if lsn != next {
+            Err(WalError::OutOfSequence { lsn, next })
         } else {
-            let mut commits = self.commits.lock().expect("wal lock");
             let commit = Arc::new(Commit {
-                lsn: commits.len() as u64 + 1,
+                lsn,
                 timestamp_max,
                 records,
             });
             commits.push(commit.clone());
             Ok(commit)
         };
+        drop(commits);
         // The caller may have given up waiting; the commit stands either way.
         let _ = sender.send(result);
         receiver

@@ -1,0 +1,11 @@
+//! Kizo's durability: the write-ahead log the engine writes every change to before it answers,
+//! the recovery that rebuilds the shards from it, and the read models fed from it.
+//!
+//! - [`codec`]: the log's byte format (frames of commits, checksummed, versioned).
+//! - [`store`]: where frames live: PostgreSQL, or the embedded SQLite default under `./data/`.
+pub mod codec;
+pub mod store;
+pub mod wal;
+
+pub use store::{LogStore, StoreConfig, StoreError};
+pub use wal::{DurableWal, WalConfig};

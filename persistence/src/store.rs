@@ -1,0 +1,326 @@
+//! Where the log's frames live: PostgreSQL (`DATABASE_URL=postgres://...`) or, by default, an
+//! embedded SQLite database under `./data/` (WAL journal, `synchronous=FULL`). One row per
+//! flushed frame; one transaction per flush. Both backends answer the same few questions, and
+//! the same test suite runs against each.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+/// Which store to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// A PostgreSQL database; `schema`, when set, holds every table (created if missing).
+    Postgres { url: String, schema: Option<String> },
+    /// The embedded store: SQLite files in this folder (created if missing).
+    Embedded { dir: PathBuf },
+}
+
+impl StoreConfig {
+    /// The folder the embedded store uses when none is configured.
+    pub const DEFAULT_DATA_DIR: &'static str = "data";
+
+    /// `DATABASE_URL` (postgres) if set, else the embedded store in `KIZO_DATA_DIR` or `./data`.
+    pub fn from_env() -> Self {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => StoreConfig::Postgres { url, schema: None },
+            _ => StoreConfig::Embedded {
+                dir: std::env::var_os("KIZO_DATA_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(Self::DEFAULT_DATA_DIR)),
+            },
+        }
+    }
+
+    /// A short description for logs, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Postgres { url, schema } => {
+                let host = url.rsplit('@').next().unwrap_or(url);
+                match schema {
+                    Some(schema) => format!("postgres {host} (schema {schema})"),
+                    None => format!("postgres {host}"),
+                }
+            }
+            StoreConfig::Embedded { dir } => format!("embedded store in {}", dir.display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// Nothing was written: the store could not be reached or refused the statement.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The write may or may not have committed: the connection broke while it was in flight.
+    #[error("the store's answer was lost; the write may or may not have committed: {0}")]
+    Unknown(String),
+    /// A frame starting at this LSN is already stored.
+    #[error("a frame at LSN {0} is already stored")]
+    Conflict(u64),
+    #[error("the store could not be opened: {0}")]
+    Open(String),
+}
+
+/// A stored frame: its LSN range and its bytes (checked by the codec, not here).
+#[derive(Clone, Debug)]
+pub struct StoredFrame {
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// The connection pools of the log (and of the read models, see [`crate::projector`]).
+#[derive(Clone, Debug)]
+pub enum LogStore {
+    Postgres(PgPool),
+    Embedded(SqlitePool),
+}
+
+/// How long a caller waits for a connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl LogStore {
+    /// Connects and runs the migrations (idempotent: each runs once per database).
+    pub async fn open(config: &StoreConfig) -> Result<LogStore, StoreError> {
+        match config {
+            StoreConfig::Postgres { url, schema } => {
+                let pool = postgres_pool(url, schema.as_deref(), 8).await?;
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&pool)
+                    .await
+                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
+                Ok(LogStore::Postgres(pool))
+            }
+            StoreConfig::Embedded { dir } => {
+                let pool = sqlite_pool(&dir.join("log.db")).await?;
+                sqlx::migrate!("./migrations/sqlite_log")
+                    .run(&pool)
+                    .await
+                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
+                Ok(LogStore::Embedded(pool))
+            }
+        }
+    }
+
+    /// Writes one frame in one transaction; durable when this returns `Ok`.
+    pub async fn append(
+        &self,
+        first_lsn: u64,
+        last_lsn: u64,
+        frame: &[u8],
+    ) -> Result<(), StoreError> {
+        let result = match self {
+            LogStore::Postgres(pool) => sqlx::query(
+                "INSERT INTO wal_frames (first_lsn, last_lsn, frame) VALUES ($1, $2, $3)",
+            )
+            .bind(to_i64(first_lsn))
+            .bind(to_i64(last_lsn))
+            .bind(frame)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+            LogStore::Embedded(pool) => sqlx::query(
+                "INSERT INTO wal_frames (first_lsn, last_lsn, frame) VALUES (?1, ?2, ?3)",
+            )
+            .bind(to_i64(first_lsn))
+            .bind(to_i64(last_lsn))
+            .bind(frame)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+        };
+        result.map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(first_lsn)
+            }
+            _ => classify_write(error),
+        })
+    }
+
+    /// Whether a frame starting at `first_lsn` is stored (to settle an unknown outcome).
+    pub async fn has_frame(&self, first_lsn: u64) -> Result<bool, StoreError> {
+        let count = match self {
+            LogStore::Postgres(pool) => {
+                sqlx::query("SELECT count(*) FROM wal_frames WHERE first_lsn = $1")
+                    .bind(to_i64(first_lsn))
+                    .fetch_one(pool)
+                    .await
+                    .and_then(|row| row.try_get::<i64, _>(0))
+            }
+            LogStore::Embedded(pool) => {
+                sqlx::query("SELECT count(*) FROM wal_frames WHERE first_lsn = ?1")
+                    .bind(to_i64(first_lsn))
+                    .fetch_one(pool)
+                    .await
+                    .and_then(|row| row.try_get::<i64, _>(0))
+            }
+        }
+        .map_err(unavailable)?;
+        Ok(count > 0)
+    }
+
+    /// The LSN of the last stored commit (0 when the log is empty).
+    pub async fn last_lsn(&self) -> Result<u64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(last_lsn), 0) FROM wal_frames";
+        let row = match self {
+            LogStore::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
+            LogStore::Embedded(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
+        }
+        .map_err(unavailable)?;
+        Ok(from_i64(row))
+    }
+
+    /// Up to `limit` frames in LSN order, starting with the one that holds `from_lsn` and
+    /// none starting after `to_lsn`.
+    pub async fn read_frames(
+        &self,
+        from_lsn: u64,
+        to_lsn: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredFrame>, StoreError> {
+        match self {
+            LogStore::Postgres(pool) => sqlx::query(
+                "SELECT first_lsn, last_lsn, frame FROM wal_frames
+                     WHERE first_lsn >= COALESCE(
+                             (SELECT MAX(first_lsn) FROM wal_frames WHERE first_lsn <= $1), 0)
+                       AND first_lsn <= $2
+                     ORDER BY first_lsn LIMIT $3",
+            )
+            .bind(to_i64(from_lsn))
+            .bind(to_i64(to_lsn))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .and_then(|rows| rows.iter().map(frame_of).collect()),
+            LogStore::Embedded(pool) => sqlx::query(
+                "SELECT first_lsn, last_lsn, frame FROM wal_frames
+                     WHERE first_lsn >= COALESCE(
+                             (SELECT MAX(first_lsn) FROM wal_frames WHERE first_lsn <= ?1), 0)
+                       AND first_lsn <= ?2
+                     ORDER BY first_lsn LIMIT ?3",
+            )
+            .bind(to_i64(from_lsn))
+            .bind(to_i64(to_lsn))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .and_then(|rows| rows.iter().map(frame_of).collect()),
+        }
+        .map_err(unavailable)
+    }
+
+    /// Closes every connection (waiting for those in use).
+    pub async fn close(&self) {
+        match self {
+            LogStore::Postgres(pool) => pool.close().await,
+            LogStore::Embedded(pool) => pool.close().await,
+        }
+    }
+}
+
+pub(crate) async fn postgres_pool(
+    url: &str,
+    schema: Option<&str>,
+    max_connections: u32,
+) -> Result<PgPool, StoreError> {
+    let mut options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Open(format!("DATABASE_URL: {e}")))?
+        .application_name("kizo");
+    // Durable means committed on disk: never trust a server default that says otherwise.
+    let mut settings = vec![("synchronous_commit", "on".to_string())];
+    if let Some(schema) = schema {
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(StoreError::Open(format!("invalid schema name {schema:?}")));
+        }
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&admin)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        admin.close().await;
+        settings.push(("search_path", schema.to_string()));
+    }
+    options = options.options(settings);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A broken connection shows as an error on use, which the caller settles; a ping
+        // before every statement would cost a round trip on the hot path.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::Open(e.to_string()))
+}
+
+pub(crate) async fn sqlite_pool(path: &Path) -> Result<SqlitePool, StoreError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: every commit is fsynced before it returns.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(ACQUIRE_TIMEOUT);
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))
+}
+
+fn frame_of<R: Row>(row: &R) -> Result<StoredFrame, sqlx::Error>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok(StoredFrame {
+        first_lsn: from_i64(row.try_get(0)?),
+        last_lsn: from_i64(row.try_get(1)?),
+        bytes: row.try_get(2)?,
+    })
+}
+
+/// A failed write: definite when nothing can have reached the store, unknown otherwise.
+fn classify_write(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Configuration(_)
+        | sqlx::Error::Database(_) => StoreError::Unavailable(error.to_string()),
+        other => StoreError::Unknown(other.to_string()),
+    }
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// LSNs are stored as `BIGINT`; the log would need 2^63 commits to overflow.
+fn to_i64(lsn: u64) -> i64 {
+    i64::try_from(lsn).expect("LSN fits in i64")
+}
+
+fn from_i64(value: i64) -> u64 {
+    u64::try_from(value).expect("stored LSNs are positive")
+}
