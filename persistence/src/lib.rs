@@ -4,6 +4,9 @@
 //! - [`codec`]: the log's byte format (frames of commits, checksummed, versioned).
 //! - [`store`]: where frames live: PostgreSQL, or the embedded SQLite default under `./data/`.
 pub mod codec;
+pub mod projection;
+pub mod projector;
+pub mod read_models;
 pub mod store;
 pub mod wal;
 

@@ -28,12 +28,19 @@ impl StoreConfig {
 
     /// `DATABASE_URL` (postgres) if set, else the embedded store in `KIZO_DATA_DIR` or `./data`.
     pub fn from_env() -> Self {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => StoreConfig::Postgres { url, schema: None },
+        Self::from_settings(
+            std::env::var("DATABASE_URL").ok(),
+            std::env::var_os("KIZO_DATA_DIR").map(PathBuf::from),
+        )
+    }
+
+    /// A non-empty database URL selects PostgreSQL; otherwise the embedded store, in
+    /// `data_dir` or `./data`.
+    pub fn from_settings(database_url: Option<String>, data_dir: Option<PathBuf>) -> Self {
+        match database_url {
+            Some(url) if !url.trim().is_empty() => StoreConfig::Postgres { url, schema: None },
             _ => StoreConfig::Embedded {
-                dir: std::env::var_os("KIZO_DATA_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(Self::DEFAULT_DATA_DIR)),
+                dir: data_dir.unwrap_or_else(|| PathBuf::from(Self::DEFAULT_DATA_DIR)),
             },
         }
     }
@@ -232,7 +239,11 @@ pub(crate) async fn postgres_pool(
 ) -> Result<PgPool, StoreError> {
     let mut options = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Open(format!("DATABASE_URL: {e}")))?
-        .application_name("kizo");
+        // Named after the schema, so that one store's connections can be told apart.
+        .application_name(&format!(
+            "kizo{}",
+            schema.map(|s| format!("-{s}")).unwrap_or_default()
+        ));
     // Durable means committed on disk: never trust a server default that says otherwise.
     let mut settings = vec![("synchronous_commit", "on".to_string())];
     if let Some(schema) = schema {
@@ -323,4 +334,30 @@ fn to_i64(lsn: u64) -> i64 {
 
 fn from_i64(value: i64) -> u64 {
     u64::try_from(value).expect("stored LSNs are positive")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_database_url_the_store_is_embedded_under_data() {
+        assert_eq!(
+            StoreConfig::from_settings(None, None),
+            StoreConfig::Embedded { dir: "data".into() }
+        );
+        assert_eq!(
+            StoreConfig::from_settings(Some(" ".into()), Some("/srv/kizo".into())),
+            StoreConfig::Embedded {
+                dir: "/srv/kizo".into()
+            }
+        );
+        let url = "postgres://kizo:secret@db:5432/kizo".to_string();
+        let config = StoreConfig::from_settings(Some(url.clone()), None);
+        assert_eq!(config, StoreConfig::Postgres { url, schema: None });
+        assert!(
+            !config.describe().contains("secret"),
+            "credentials stay out of logs"
+        );
+    }
 }

@@ -1,0 +1,585 @@
+//! The read models: `accounts` and `transfers` tables that history queries and reports read
+//! with SQL, fed from the log by the [projector](crate::projector). In PostgreSQL they sit
+//! beside the log; the embedded default keeps them in their own SQLite file (`read.db`), so
+//! that the projector never waits on the log's writer.
+
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use sqlx::Row;
+
+use kizo_engine::{Account, AccountFlags, Transfer, TransferFlags};
+
+use crate::projection::{Projection, TransferRow, TransferStatus};
+use crate::store::{postgres_pool, sqlite_pool, StoreConfig, StoreError};
+
+/// Which transfers of an account a history query returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The account is debited.
+    Sent,
+    /// The account is credited.
+    Received,
+    All,
+}
+
+/// The most rows one history query returns.
+pub const HISTORY_LIMIT_MAX: u32 = 1000;
+
+#[derive(Clone, Debug)]
+pub enum ReadModels {
+    Postgres(PgPool),
+    Embedded(SqlitePool),
+}
+
+const TRANSFER_COLUMNS: &str = "id, debit_account_id, credit_account_id, amount, pending_id, \
+     user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, status, lsn";
+
+/// The same columns, as text and 64-bit integers, whatever the backend stores.
+const PG_TRANSFER_SELECT: &str = "replace(id::text, '-', ''), replace(debit_account_id::text, '-', ''), \
+     replace(credit_account_id::text, '-', ''), amount::text, replace(pending_id::text, '-', ''), \
+     user_data_128::text, user_data_64::text, user_data_32, timeout, ledger, code::int8, flags::int8, \
+     timestamp, status, lsn";
+
+const PG_ACCOUNT_SELECT: &str = "replace(id::text, '-', ''), ledger, code::int8, flags::int8, \
+     debits_pending::text, debits_posted::text, credits_pending::text, credits_posted::text, \
+     user_data_128::text, user_data_64::text, user_data_32, timestamp";
+
+const SQLITE_ACCOUNT_SELECT: &str = "id, ledger, code, flags, debits_pending, debits_posted, \
+     credits_pending, credits_posted, user_data_128, user_data_64, user_data_32, timestamp";
+
+impl ReadModels {
+    /// Connects and runs the migrations.
+    pub async fn open(config: &StoreConfig) -> Result<ReadModels, StoreError> {
+        match config {
+            StoreConfig::Postgres { url, schema } => {
+                let pool = postgres_pool(url, schema.as_deref(), 4).await?;
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&pool)
+                    .await
+                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
+                Ok(ReadModels::Postgres(pool))
+            }
+            StoreConfig::Embedded { dir } => {
+                let pool = sqlite_pool(&dir.join("read.db")).await?;
+                sqlx::migrate!("./migrations/sqlite_read")
+                    .run(&pool)
+                    .await
+                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
+                Ok(ReadModels::Embedded(pool))
+            }
+        }
+    }
+
+    /// The last LSN projector `name` wrote (0 before its first).
+    pub async fn progress(&self, name: &str) -> Result<u64, StoreError> {
+        let lsn: Option<i64> = match self {
+            ReadModels::Postgres(pool) => {
+                sqlx::query_scalar("SELECT lsn FROM projector_progress WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+            }
+            ReadModels::Embedded(pool) => {
+                sqlx::query_scalar("SELECT lsn FROM projector_progress WHERE name = ?1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        Ok(lsn.map_or(0, |lsn| lsn as u64))
+    }
+
+    /// Writes a projection and moves projector `name` to its last LSN, in one transaction,
+    /// only if the projector stood just before it (so nothing is projected twice).
+    pub async fn apply(&self, name: &str, projection: &Projection) -> Result<(), StoreError> {
+        match self {
+            ReadModels::Postgres(pool) => apply_postgres(pool, name, projection).await,
+            ReadModels::Embedded(pool) => apply_sqlite(pool, name, projection).await,
+        }
+    }
+
+    pub async fn account(&self, id: u128) -> Result<Option<Account>, StoreError> {
+        let account = match self {
+            ReadModels::Postgres(pool) => {
+                let sql =
+                    format!("SELECT {PG_ACCOUNT_SELECT} FROM accounts WHERE id = $1::text::uuid");
+                let row = sqlx::query(&sql).bind(hex(id)).fetch_optional(pool).await;
+                row.and_then(|row| row.as_ref().map(account_of).transpose())
+            }
+            ReadModels::Embedded(pool) => {
+                let sql = format!("SELECT {SQLITE_ACCOUNT_SELECT} FROM accounts WHERE id = ?1");
+                let row = sqlx::query(&sql).bind(hex(id)).fetch_optional(pool).await;
+                row.and_then(|row| row.as_ref().map(account_of).transpose())
+            }
+        };
+        account.map_err(unavailable)
+    }
+
+    pub async fn transfer(&self, id: u128) -> Result<Option<TransferRow>, StoreError> {
+        let transfer = match self {
+            ReadModels::Postgres(pool) => {
+                let sql =
+                    format!("SELECT {PG_TRANSFER_SELECT} FROM transfers WHERE id = $1::text::uuid");
+                let row = sqlx::query(&sql).bind(hex(id)).fetch_optional(pool).await;
+                row.and_then(|row| row.as_ref().map(transfer_of).transpose())
+            }
+            ReadModels::Embedded(pool) => {
+                let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
+                let row = sqlx::query(&sql).bind(hex(id)).fetch_optional(pool).await;
+                row.and_then(|row| row.as_ref().map(transfer_of).transpose())
+            }
+        };
+        transfer.map_err(unavailable)
+    }
+
+    /// An account's transfers, newest first, strictly older than `before` (a timestamp) when
+    /// given: pass the last row's timestamp to get the next page.
+    pub async fn account_transfers(
+        &self,
+        account_id: u128,
+        direction: Direction,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<TransferRow>, StoreError> {
+        if limit == 0 || limit > HISTORY_LIMIT_MAX {
+            return Err(StoreError::Unavailable(format!(
+                "limit must be in 1..={HISTORY_LIMIT_MAX}"
+            )));
+        }
+        let before = before.map_or(i64::MAX, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        let rows = match self {
+            ReadModels::Postgres(pool) => {
+                let filter = match direction {
+                    Direction::Sent => "debit_account_id = $1::text::uuid",
+                    Direction::Received => "credit_account_id = $1::text::uuid",
+                    Direction::All => {
+                        "(debit_account_id = $1::text::uuid OR credit_account_id = $1::text::uuid)"
+                    }
+                };
+                let sql = format!(
+                    "SELECT {PG_TRANSFER_SELECT} FROM transfers WHERE {filter} AND timestamp < $2
+                     ORDER BY timestamp DESC LIMIT $3"
+                );
+                sqlx::query(&sql)
+                    .bind(hex(account_id))
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .and_then(|rows| rows.iter().map(transfer_of).collect())
+            }
+            ReadModels::Embedded(pool) => {
+                let filter = match direction {
+                    Direction::Sent => "debit_account_id = ?1",
+                    Direction::Received => "credit_account_id = ?1",
+                    Direction::All => "(debit_account_id = ?1 OR credit_account_id = ?1)",
+                };
+                let sql = format!(
+                    "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE {filter} AND timestamp < ?2
+                     ORDER BY timestamp DESC LIMIT ?3"
+                );
+                sqlx::query(&sql)
+                    .bind(hex(account_id))
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await
+                    .and_then(|rows| rows.iter().map(transfer_of).collect())
+            }
+        };
+        rows.map_err(unavailable)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            ReadModels::Postgres(pool) => pool.close().await,
+            ReadModels::Embedded(pool) => pool.close().await,
+        }
+    }
+}
+
+async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    move_progress_postgres(&mut tx, name, p).await?;
+    if !p.accounts.is_empty() {
+        let mut columns = Columns::new(13);
+        for (a, lsn) in &p.accounts {
+            columns.push([
+                hex(a.id),
+                a.ledger.to_string(),
+                a.code.to_string(),
+                a.flags.0.to_string(),
+                a.debits_pending.to_string(),
+                a.debits_posted.to_string(),
+                a.credits_pending.to_string(),
+                a.credits_posted.to_string(),
+                a.user_data_128.to_string(),
+                a.user_data_64.to_string(),
+                a.user_data_32.to_string(),
+                a.timestamp.to_string(),
+                lsn.to_string(),
+            ]);
+        }
+        columns
+            .bind(sqlx::query(
+                "INSERT INTO accounts (id, ledger, code, flags, debits_pending, debits_posted,
+                     credits_pending, credits_posted, user_data_128, user_data_64, user_data_32,
+                     timestamp, lsn)
+                 SELECT * FROM UNNEST($1::text[]::uuid[], $2::text[]::int8[], $3::text[]::int4[],
+                     $4::text[]::int4[], $5::text[]::numeric[], $6::text[]::numeric[],
+                     $7::text[]::numeric[], $8::text[]::numeric[], $9::text[]::numeric[],
+                     $10::text[]::numeric[], $11::text[]::int8[], $12::text[]::int8[],
+                     $13::text[]::int8[])",
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+    }
+    if !p.transfers.is_empty() {
+        let mut columns = Columns::new(14);
+        let mut pending_ids = Vec::with_capacity(p.transfers.len());
+        for row in &p.transfers {
+            let t = &row.transfer;
+            pending_ids.push((t.pending_id != 0).then(|| hex(t.pending_id)));
+            columns.push([
+                hex(t.id),
+                hex(t.debit_account_id),
+                hex(t.credit_account_id),
+                t.amount.to_string(),
+                t.user_data_128.to_string(),
+                t.user_data_64.to_string(),
+                t.user_data_32.to_string(),
+                t.timeout.to_string(),
+                t.ledger.to_string(),
+                t.code.to_string(),
+                t.flags.0.to_string(),
+                t.timestamp.to_string(),
+                row.status.as_str().to_string(),
+                row.lsn.to_string(),
+            ]);
+        }
+        columns
+            .bind(sqlx::query(
+                "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount,
+                     user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags,
+                     timestamp, status, lsn, pending_id)
+                 SELECT * FROM UNNEST($1::text[]::uuid[], $2::text[]::uuid[], $3::text[]::uuid[],
+                     $4::text[]::numeric[], $5::text[]::numeric[], $6::text[]::numeric[],
+                     $7::text[]::int8[], $8::text[]::int8[], $9::text[]::int8[],
+                     $10::text[]::int4[], $11::text[]::int4[], $12::text[]::int8[], $13::text[],
+                     $14::text[]::int8[], $15::text[]::uuid[])",
+            ))
+            .bind(pending_ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+    }
+    if !p.resolved.is_empty() {
+        let ids: Vec<String> = p.resolved.iter().map(|(id, _)| hex(*id)).collect();
+        let statuses: Vec<&str> = p.resolved.iter().map(|(_, s)| s.as_str()).collect();
+        sqlx::query(
+            "UPDATE transfers t SET status = u.status
+             FROM UNNEST($1::text[]::uuid[], $2::text[]) AS u(id, status) WHERE t.id = u.id",
+        )
+        .bind(ids)
+        .bind(statuses)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    }
+    if !p.balances.is_empty() {
+        let mut columns = Columns::new(9);
+        for (id, c) in &p.balances {
+            columns.push([
+                hex(*id),
+                c.debits_pending.plus.to_string(),
+                c.debits_pending.minus.to_string(),
+                c.debits_posted.plus.to_string(),
+                c.debits_posted.minus.to_string(),
+                c.credits_pending.plus.to_string(),
+                c.credits_pending.minus.to_string(),
+                c.credits_posted.plus.to_string(),
+                c.credits_posted.minus.to_string(),
+            ]);
+        }
+        let updated = columns
+            .bind(sqlx::query(
+                "UPDATE accounts a SET
+                     debits_pending = a.debits_pending + u.dpp - u.dpm,
+                     debits_posted = a.debits_posted + u.dqp - u.dqm,
+                     credits_pending = a.credits_pending + u.cpp - u.cpm,
+                     credits_posted = a.credits_posted + u.cqp - u.cqm
+                 FROM UNNEST($1::text[]::uuid[], $2::text[]::numeric[], $3::text[]::numeric[],
+                     $4::text[]::numeric[], $5::text[]::numeric[], $6::text[]::numeric[],
+                     $7::text[]::numeric[], $8::text[]::numeric[], $9::text[]::numeric[])
+                     AS u(id, dpp, dpm, dqp, dqm, cpp, cpm, cqp, cqm)
+                 WHERE a.id = u.id",
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        assert_eq!(
+            updated.rows_affected(),
+            p.balances.len() as u64,
+            "every account a commit touches was projected before"
+        );
+    }
+    tx.commit().await.map_err(unavailable)
+}
+
+async fn move_progress_postgres(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    name: &str,
+    p: &Projection,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO projector_progress (name, lsn) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    let moved = sqlx::query("UPDATE projector_progress SET lsn = $2 WHERE name = $1 AND lsn = $3")
+        .bind(name)
+        .bind(p.last_lsn as i64)
+        .bind(p.first_lsn as i64 - 1)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    if moved.rows_affected() != 1 {
+        return Err(StoreError::Conflict(p.first_lsn));
+    }
+    Ok(())
+}
+
+async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    sqlx::query("INSERT INTO projector_progress (name, lsn) VALUES (?1, 0) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    let moved = sqlx::query("UPDATE projector_progress SET lsn = ?2 WHERE name = ?1 AND lsn = ?3")
+        .bind(name)
+        .bind(p.last_lsn as i64)
+        .bind(p.first_lsn as i64 - 1)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    if moved.rows_affected() != 1 {
+        return Err(StoreError::Conflict(p.first_lsn));
+    }
+    for (a, lsn) in &p.accounts {
+        sqlx::query(
+            "INSERT INTO accounts (id, ledger, code, flags, debits_pending, debits_posted,
+                 credits_pending, credits_posted, user_data_128, user_data_64, user_data_32,
+                 timestamp, lsn)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .bind(hex(a.id))
+        .bind(i64::from(a.ledger))
+        .bind(i64::from(a.code))
+        .bind(i64::from(a.flags.0))
+        .bind(a.debits_pending.to_string())
+        .bind(a.debits_posted.to_string())
+        .bind(a.credits_pending.to_string())
+        .bind(a.credits_posted.to_string())
+        .bind(a.user_data_128.to_string())
+        .bind(a.user_data_64.to_string())
+        .bind(i64::from(a.user_data_32))
+        .bind(a.timestamp as i64)
+        .bind(*lsn as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    }
+    for row in &p.transfers {
+        let t = &row.transfer;
+        sqlx::query(&format!(
+            "INSERT INTO transfers ({TRANSFER_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ))
+        .bind(hex(t.id))
+        .bind(hex(t.debit_account_id))
+        .bind(hex(t.credit_account_id))
+        .bind(t.amount.to_string())
+        .bind((t.pending_id != 0).then(|| hex(t.pending_id)))
+        .bind(t.user_data_128.to_string())
+        .bind(t.user_data_64.to_string())
+        .bind(i64::from(t.user_data_32))
+        .bind(i64::from(t.timeout))
+        .bind(i64::from(t.ledger))
+        .bind(i64::from(t.code))
+        .bind(i64::from(t.flags.0))
+        .bind(t.timestamp as i64)
+        .bind(row.status.as_str())
+        .bind(row.lsn as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    }
+    for (id, status) in &p.resolved {
+        sqlx::query("UPDATE transfers SET status = ?2 WHERE id = ?1")
+            .bind(hex(*id))
+            .bind(status.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+    }
+    // No 128-bit arithmetic in SQLite: read, change in Rust, write back.
+    for (id, change) in &p.balances {
+        let sql = format!("SELECT {SQLITE_ACCOUNT_SELECT} FROM accounts WHERE id = ?1");
+        let row = sqlx::query(&sql)
+            .bind(hex(*id))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let account = account_of(&row).map_err(unavailable)?;
+        sqlx::query(
+            "UPDATE accounts SET debits_pending = ?2, debits_posted = ?3, credits_pending = ?4,
+                 credits_posted = ?5 WHERE id = ?1",
+        )
+        .bind(hex(*id))
+        .bind(
+            change
+                .debits_pending
+                .apply(account.debits_pending)
+                .to_string(),
+        )
+        .bind(
+            change
+                .debits_posted
+                .apply(account.debits_posted)
+                .to_string(),
+        )
+        .bind(
+            change
+                .credits_pending
+                .apply(account.credits_pending)
+                .to_string(),
+        )
+        .bind(
+            change
+                .credits_posted
+                .apply(account.credits_posted)
+                .to_string(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    }
+    tx.commit().await.map_err(unavailable)
+}
+
+/// Column-wise text arrays for one `UNNEST` statement.
+struct Columns {
+    columns: Vec<Vec<String>>,
+}
+
+impl Columns {
+    fn new(count: usize) -> Self {
+        Self {
+            columns: vec![Vec::new(); count],
+        }
+    }
+
+    fn push<const N: usize>(&mut self, row: [String; N]) {
+        debug_assert_eq!(N, self.columns.len());
+        for (column, value) in self.columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+
+    fn bind(
+        self,
+        mut query: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        for column in self.columns {
+            query = query.bind(column);
+        }
+        query
+    }
+}
+
+/// The form ids take in the read models' SQL: 32 lowercase hex digits (PostgreSQL reads
+/// it as a UUID).
+pub fn hex(id: u128) -> String {
+    format!("{id:032x}")
+}
+
+fn parse_hex(text: &str) -> Result<u128, sqlx::Error> {
+    u128::from_str_radix(text, 16).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn parse_decimal<T: std::str::FromStr>(text: &str) -> Result<T, sqlx::Error>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse()
+        .map_err(|e: T::Err| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn small<T: TryFrom<i64>>(value: i64) -> Result<T, sqlx::Error> {
+    T::try_from(value).map_err(|_| sqlx::Error::Decode(format!("{value} out of range").into()))
+}
+
+fn account_of<R: Row>(row: &R) -> Result<Account, sqlx::Error>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let text = |i: usize| row.try_get::<String, _>(i);
+    Ok(Account {
+        id: parse_hex(&text(0)?)?,
+        ledger: small(row.try_get(1)?)?,
+        code: small(row.try_get(2)?)?,
+        flags: AccountFlags(small(row.try_get(3)?)?),
+        debits_pending: parse_decimal(&text(4)?)?,
+        debits_posted: parse_decimal(&text(5)?)?,
+        credits_pending: parse_decimal(&text(6)?)?,
+        credits_posted: parse_decimal(&text(7)?)?,
+        user_data_128: parse_decimal(&text(8)?)?,
+        user_data_64: parse_decimal(&text(9)?)?,
+        user_data_32: small(row.try_get(10)?)?,
+        timestamp: small(row.try_get(11)?)?,
+    })
+}
+
+fn transfer_of<R: Row>(row: &R) -> Result<TransferRow, sqlx::Error>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let text = |i: usize| row.try_get::<String, _>(i);
+    let pending_id = match row.try_get::<Option<String>, _>(4)? {
+        Some(text) => parse_hex(&text)?,
+        None => 0,
+    };
+    let status_text = text(13)?;
+    Ok(TransferRow {
+        transfer: Transfer {
+            id: parse_hex(&text(0)?)?,
+            debit_account_id: parse_hex(&text(1)?)?,
+            credit_account_id: parse_hex(&text(2)?)?,
+            amount: parse_decimal(&text(3)?)?,
+            pending_id,
+            user_data_128: parse_decimal(&text(5)?)?,
+            user_data_64: parse_decimal(&text(6)?)?,
+            user_data_32: small(row.try_get(7)?)?,
+            timeout: small(row.try_get(8)?)?,
+            ledger: small(row.try_get(9)?)?,
+            code: small(row.try_get(10)?)?,
+            flags: TransferFlags(small(row.try_get(11)?)?),
+            timestamp: small(row.try_get(12)?)?,
+        },
+        status: TransferStatus::parse(&status_text)
+            .ok_or_else(|| sqlx::Error::Decode(format!("status {status_text:?}").into()))?,
+        lsn: small(row.try_get(14)?)?,
+    })
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}

@@ -1,0 +1,358 @@
+//! The write-ahead log on each backend: the same tests run on PostgreSQL and on the embedded
+//! store.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{accounts, assert_balanced, transfer, TestStore, LEDGER};
+use kizo_engine::{
+    AccountFilter, CreateAccountResult, CreateTransferResult, Engine, EngineError, Record,
+    Transfer, TransferFlags, Wal, WalError,
+};
+use kizo_persistence::projection::TransferStatus;
+use kizo_persistence::projector::{Projector, ProjectorConfig};
+use kizo_persistence::read_models::{Direction, ReadModels};
+use kizo_persistence::WalConfig;
+
+/// Runs each test once per backend.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::TestStore::postgres(stringify!($test))).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::TestStore::embedded()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    acknowledged_changes_survive_a_restart,
+    queued_commits_are_flushed_as_one_frame,
+    an_append_on_a_stale_state_is_refused,
+    a_damaged_frame_stops_the_start_naming_its_lsn,
+    a_gap_in_the_log_stops_the_start,
+    the_projector_feeds_the_read_models_and_resumes_after_a_restart,
+);
+
+async fn acknowledged_changes_survive_a_restart(store: TestStore) {
+    let (engine, _wal) = store.start_engine().await;
+    let created = engine.create_accounts(accounts(4)).await.unwrap();
+    assert!(created.iter().all(|r| *r == CreateAccountResult::Created));
+    let pending = Transfer {
+        flags: TransferFlags::PENDING,
+        timeout: 3600,
+        ..transfer(13, 1, 3, 700)
+    };
+    let post = Transfer {
+        flags: TransferFlags::POST_PENDING_TRANSFER,
+        pending_id: 13,
+        amount: 500,
+        ..transfer(14, 0, 0, 0)
+    };
+    let results = engine
+        .create_transfers(vec![
+            transfer(10, 1, 2, 1_000),
+            transfer(11, 2, 3, 400),
+            transfer(12, 3, 2, 9_999), // more than wallet 3 holds
+            pending,
+            post,
+        ])
+        .await
+        .unwrap();
+    use CreateTransferResult::*;
+    assert_eq!(
+        results,
+        vec![Created, Created, ExceedsCredits, Created, Created]
+    );
+    let ids: Vec<u128> = (1..=5).collect();
+    let before = engine.lookup_accounts(ids.clone()).await.unwrap();
+    let history = engine
+        .get_account_transfers(AccountFilter::all(2, 10))
+        .await
+        .unwrap();
+    let last_timestamp = engine.lookup_transfers(vec![14]).await.unwrap()[0].timestamp;
+    engine.shutdown().await;
+
+    let (engine, _wal) = store.start_engine().await;
+    assert_eq!(engine.lookup_accounts(ids).await.unwrap(), before);
+    assert_balanced(&before);
+    let again = engine
+        .get_account_transfers(AccountFilter::all(2, 10))
+        .await
+        .unwrap();
+    assert_eq!(again, history);
+    // Retries answer as the first time: created ones exist, the failed one stays failed.
+    let retried = engine
+        .create_transfers(vec![transfer(10, 1, 2, 1_000), transfer(12, 3, 2, 9_999)])
+        .await
+        .unwrap();
+    assert_eq!(retried, vec![Exists, IdAlreadyFailed]);
+    engine
+        .create_transfers(vec![transfer(15, 1, 4, 5)])
+        .await
+        .unwrap();
+    let next = engine.lookup_transfers(vec![15]).await.unwrap()[0];
+    assert!(
+        next.timestamp > last_timestamp,
+        "the clock resumes after the log"
+    );
+    engine.shutdown().await;
+}
+
+fn commit_records(id: u128) -> Vec<Record> {
+    vec![Record::TransferCreated(transfer(id, 1, 2, 1))]
+}
+
+async fn queued_commits_are_flushed_as_one_frame(store: TestStore) {
+    let wal = store
+        .open_wal_with(WalConfig {
+            flush_wait_max: Duration::from_millis(200),
+            ..WalConfig::default()
+        })
+        .await;
+    let waits: Vec<_> = (1..=3)
+        .map(|lsn| wal.append(lsn, lsn, commit_records(lsn.into())))
+        .collect();
+    for (lsn, wait) in (1..=3).zip(waits) {
+        assert_eq!(wait.await.unwrap().unwrap().lsn, lsn);
+    }
+    assert_eq!(wal.last_lsn(), 3);
+    let frames = wal.store().read_frames(1, 3, 10).await.unwrap();
+    assert_eq!(frames.len(), 1, "one flush, one frame");
+    assert_eq!((frames[0].first_lsn, frames[0].last_lsn), (1, 3));
+
+    // Read back from the store by a fresh log (nothing in memory).
+    drop(wal);
+    let wal = store.open_wal().await;
+    let commits = wal.read(2, 3).await.unwrap();
+    assert_eq!(
+        commits.iter().map(|c| c.lsn).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(commits[1].records, commit_records(3));
+    assert!(matches!(
+        wal.read(2, 4).await,
+        Err(WalError::Missing { .. })
+    ));
+}
+
+async fn an_append_on_a_stale_state_is_refused(store: TestStore) {
+    let wal = store.open_wal().await;
+    wal.append(1, 1, commit_records(1)).await.unwrap().unwrap();
+    let refused = wal.append(1, 2, commit_records(2)).await.unwrap();
+    assert_eq!(refused, Err(WalError::OutOfSequence { lsn: 1, next: 2 }));
+    let refused = wal.append(3, 2, commit_records(3)).await.unwrap();
+    assert_eq!(refused, Err(WalError::OutOfSequence { lsn: 3, next: 2 }));
+    assert_eq!(wal.last_lsn(), 1);
+    assert_eq!(
+        wal.append(2, 2, commit_records(2))
+            .await
+            .unwrap()
+            .unwrap()
+            .lsn,
+        2
+    );
+}
+
+/// Three commits, each in a frame of its own.
+async fn three_frames(store: &TestStore) {
+    let (engine, _wal) = store.start_engine().await;
+    engine.create_accounts(accounts(2)).await.unwrap();
+    engine
+        .create_transfers(vec![transfer(10, 1, 2, 5)])
+        .await
+        .unwrap();
+    engine
+        .create_transfers(vec![transfer(11, 1, 3, 5)])
+        .await
+        .unwrap();
+    engine.shutdown().await;
+}
+
+async fn start_error(store: &TestStore) -> String {
+    let wal = store.open_wal().await;
+    match Engine::start(common::engine_config(), wal).await {
+        Ok(_) => panic!("the engine started on a damaged log"),
+        Err(EngineError::Start(message)) => message,
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+async fn a_damaged_frame_stops_the_start_naming_its_lsn(store: TestStore) {
+    three_frames(&store).await;
+    let frames = store
+        .open_wal()
+        .await
+        .store()
+        .read_frames(2, 2, 1)
+        .await
+        .unwrap();
+    let mut bytes = frames[0].bytes.clone();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    store
+        .execute(
+            "UPDATE wal_frames SET frame = $1 WHERE first_lsn = 2",
+            Some(bytes),
+        )
+        .await;
+    let message = start_error(&store).await;
+    assert!(message.contains("LSN 2"), "{message}");
+    assert!(message.contains("checksum"), "{message}");
+}
+
+async fn a_gap_in_the_log_stops_the_start(store: TestStore) {
+    three_frames(&store).await;
+    store
+        .execute("DELETE FROM wal_frames WHERE first_lsn = 2", None)
+        .await;
+    let message = start_error(&store).await;
+    assert!(message.contains("LSN 2"), "{message}");
+    assert!(message.contains("gap"), "{message}");
+}
+
+async fn the_projector_feeds_the_read_models_and_resumes_after_a_restart(store: TestStore) {
+    let (engine, wal) = store.start_engine().await;
+    engine.create_accounts(accounts(3)).await.unwrap();
+    let pending = |id, timeout| Transfer {
+        flags: TransferFlags::PENDING,
+        timeout,
+        ..transfer(id, 2, 3, 300)
+    };
+    let results = engine
+        .create_transfers(vec![
+            transfer(10, 1, 2, 1_000),
+            pending(11, 0),
+            pending(12, 0),
+            Transfer {
+                flags: TransferFlags::POST_PENDING_TRANSFER,
+                pending_id: 11,
+                amount: 200,
+                ..transfer(13, 0, 0, 0)
+            },
+            Transfer {
+                flags: TransferFlags::VOID_PENDING_TRANSFER,
+                pending_id: 12,
+                ..transfer(14, 0, 0, 0)
+            },
+            transfer(15, 2, 4, 9_999), // fails: not projected
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results[5], CreateTransferResult::ExceedsCredits);
+
+    let config = ProjectorConfig {
+        name: "test".into(),
+        interval: Duration::from_millis(20),
+        commits_per_step: 1,
+    };
+    let read_models = ReadModels::open(&store.config).await.unwrap();
+    let projector = Projector::start(wal.clone(), read_models.clone(), config.clone())
+        .await
+        .unwrap();
+    assert!(
+        projector
+            .wait_for(wal.last_lsn(), Duration::from_secs(10))
+            .await
+    );
+    projector.stop().await;
+    assert_read_models_match(&engine, &read_models).await;
+
+    let status = |id| {
+        let read_models = read_models.clone();
+        async move { read_models.transfer(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(10).await, TransferStatus::Posted);
+    assert_eq!(status(11).await, TransferStatus::Posted);
+    assert_eq!(status(12).await, TransferStatus::Voided);
+    assert_eq!(status(13).await, TransferStatus::Posted);
+    assert!(read_models.transfer(15).await.unwrap().is_none());
+
+    // More commits while the projector is stopped; a new one resumes where it stopped.
+    let more: Vec<Transfer> = (20..40).map(|id| transfer(id, 1, 2 + id % 3, 7)).collect();
+    engine.create_transfers(more).await.unwrap();
+    engine
+        .create_transfers(vec![transfer(40, 2, 3, 1)])
+        .await
+        .unwrap();
+    let projector = Projector::start(wal.clone(), read_models.clone(), config)
+        .await
+        .unwrap();
+    assert!(
+        projector
+            .wait_for(wal.last_lsn(), Duration::from_secs(10))
+            .await
+    );
+    projector.stop().await;
+    assert_eq!(read_models.progress("test").await.unwrap(), wal.last_lsn());
+    assert_read_models_match(&engine, &read_models).await;
+
+    // History, newest first, paged by timestamp.
+    let page = read_models
+        .account_transfers(2, Direction::All, None, 5)
+        .await
+        .unwrap();
+    assert_eq!(page[0].transfer.id, 40);
+    assert!(page
+        .windows(2)
+        .all(|w| w[0].transfer.timestamp > w[1].transfer.timestamp));
+    let next = read_models
+        .account_transfers(2, Direction::All, Some(page[4].transfer.timestamp), 100)
+        .await
+        .unwrap();
+    let engine_history = engine
+        .get_account_transfers(AccountFilter {
+            reversed: true,
+            ..AccountFilter::all(2, 100)
+        })
+        .await
+        .unwrap();
+    let ids: Vec<u128> = page
+        .iter()
+        .chain(&next)
+        .map(|row| row.transfer.id)
+        .collect();
+    let expected: Vec<u128> = engine_history.iter().map(|t| t.id).collect();
+    assert_eq!(ids, expected);
+    let sent = read_models
+        .account_transfers(2, Direction::Sent, None, 100)
+        .await
+        .unwrap();
+    assert!(sent.iter().all(|row| row.transfer.debit_account_id == 2));
+    assert!(!sent.is_empty());
+    engine.shutdown().await;
+}
+
+/// Every account's balances and every transfer in the read models equal the engine's.
+async fn assert_read_models_match(engine: &Engine, read_models: &ReadModels) {
+    let ids: Vec<u128> = (1..=4).collect();
+    let accounts = engine.lookup_accounts(ids).await.unwrap();
+    assert_balanced(&accounts);
+    for account in &accounts {
+        assert_eq!(
+            read_models.account(account.id).await.unwrap().as_ref(),
+            Some(account)
+        );
+        let history = engine
+            .get_account_transfers(AccountFilter::all(account.id, 1000))
+            .await
+            .unwrap();
+        for transfer in history {
+            let row = read_models.transfer(transfer.id).await.unwrap().unwrap();
+            assert_eq!(row.transfer, transfer);
+            assert_eq!(row.transfer.ledger, LEDGER);
+        }
+    }
+}
