@@ -71,13 +71,20 @@ pub(crate) struct ShardActorState {
 
 impl ShardActorState {
     /// Applies the commits after the last applied one, up to `lsn`, from the log, a bounded
-    /// number at a time (recovery reads the whole log this way).
+    /// number at a time (recovery reads the whole log this way). The next read is under way
+    /// while the shard applies the last one.
     async fn catch_up(&mut self, lsn: u64) -> Result<(), WalError> {
         const COMMITS_PER_READ: u64 = 64;
-        while self.shard.applied_lsn() < lsn {
-            let from = self.shard.applied_lsn() + 1;
+        let read = |from: u64| {
             let to = lsn.min(from + COMMITS_PER_READ - 1);
-            let commits = self.wal.read(from, to).await?;
+            (to, tokio::spawn(self.wal.read(from, to)))
+        };
+        let mut from = self.shard.applied_lsn() + 1;
+        let mut next = (from <= lsn).then(|| read(from));
+        while let Some((to, reading)) = next.take() {
+            let commits = reading
+                .await
+                .map_err(|error| WalError::Unavailable(error.to_string()))??;
             if commits.len() as u64 != to - from + 1 {
                 return Err(WalError::Corrupt {
                     lsn: from,
@@ -88,6 +95,8 @@ impl ShardActorState {
                     ),
                 });
             }
+            from = to + 1;
+            next = (from <= lsn).then(|| read(from));
             for commit in commits {
                 self.shard.apply(&commit);
             }
