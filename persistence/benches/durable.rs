@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kizo_engine::{
     Account, AccountFlags, CreateTransferResult, Engine, EngineConfig, Transfer, BATCH_EVENTS_MAX,
 };
-use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
+use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig, WalStats};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,36 +29,47 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .map_or(default, |v| v.parse().ok().expect("a valid value"))
 }
 
-fn transfers(count: usize, first_id: u128, mut seed: u64) -> Vec<Transfer> {
+/// Transfers between two random wallets; their ids are random 128-bit numbers (as the
+/// gateway's UUIDs are), so the log holds realistic, incompressible ids.
+fn transfers(count: usize, mut seed: u64) -> Vec<Transfer> {
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed
+    };
     (0..count)
-        .map(|i| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let debit = 1 + u128::from(seed >> 33) % WALLETS;
-            let credit = 1 + (debit + u128::from(seed >> 45) % (WALLETS - 1)) % WALLETS;
-            Transfer::new(
-                first_id + i as u128,
-                debit,
-                credit,
-                1 + u128::from(seed >> 58),
-                1,
-                1,
-            )
+        .map(|_| {
+            let id = (u128::from(next()) << 64) | u128::from(next());
+            let r = next();
+            let debit = 1 + u128::from(r >> 33) % WALLETS;
+            let credit = 1 + (debit + u128::from(r >> 45) % (WALLETS - 1)) % WALLETS;
+            Transfer::new(id, debit, credit, 1 + u128::from(r >> 58), 1, 1)
         })
         .collect()
 }
 
-async fn start(config: &StoreConfig) -> (Engine, Duration) {
+async fn start(config: &StoreConfig) -> (Engine, Arc<DurableWal>, Duration) {
     let store = LogStore::open(config).await.expect("the store opens");
     let wal = DurableWal::open(store, WalConfig::default())
         .await
         .expect("the log opens");
     let started = Instant::now();
-    let engine = Engine::start(EngineConfig::default(), wal)
+    let engine = Engine::start(EngineConfig::default(), wal.clone())
         .await
         .expect("the engine starts");
-    (engine, started.elapsed())
+    (engine, wal, started.elapsed())
+}
+
+/// Frames written between two readings, their mean size and mean time to encode and write.
+fn flushes(before: WalStats, after: WalStats) -> String {
+    let flushes = (after.flushes - before.flushes).max(1);
+    format!(
+        "{} flushes of {:.0} KiB in {:.2} ms on average",
+        after.flushes - before.flushes,
+        (after.flushed_bytes - before.flushed_bytes) as f64 / flushes as f64 / 1024.0,
+        (after.flush_ns - before.flush_ns) as f64 / flushes as f64 / 1e6,
+    )
 }
 
 async fn setup(engine: &Engine) {
@@ -126,25 +137,28 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 async fn run(name: &str, config: StoreConfig, batched: usize, single: usize, tasks: usize) {
     println!("{name}: {}", config.describe());
-    let (engine, _) = start(&config).await;
+    let (engine, wal, _) = start(&config).await;
     setup(&engine).await;
     let before = engine.stats();
-    let (seconds, _) = drive(&engine, transfers(batched, 1, 42), 8, BATCH_EVENTS_MAX).await;
+    let wal_before = wal.stats();
+    let (seconds, _) = drive(&engine, transfers(batched, 42), 8, BATCH_EVENTS_MAX).await;
     let after = engine.stats();
     println!(
-        "  batches of 8189, 8 clients      {batched:>9} transfers {seconds:>6.2} s {:>9.0} transfers/s ({} commits, {:.0} transfers per commit)",
+        "  batches of 8189, 8 clients      {batched:>9} transfers {seconds:>6.2} s {:>9.0} transfers/s ({:.0} transfers per commit; {})",
         batched as f64 / seconds,
-        after.commits - before.commits,
         batched as f64 / (after.commits - before.commits) as f64,
+        flushes(wal_before, wal.stats()),
     );
     let before = engine.stats();
-    let (seconds, mut latencies) = drive(&engine, transfers(single, 1 << 64, 7), tasks, 1).await;
+    let wal_before = wal.stats();
+    let (seconds, mut latencies) = drive(&engine, transfers(single, 7), tasks, 1).await;
     let after = engine.stats();
     latencies.sort();
     println!(
-        "  one per call, {tasks} tasks       {single:>9} transfers {seconds:>6.2} s {:>9.0} transfers/s ({:.0} per commit), latency p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms",
+        "  one per call, {tasks} tasks       {single:>9} transfers {seconds:>6.2} s {:>9.0} transfers/s ({:.0} transfers per commit; {}), latency p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms",
         single as f64 / seconds,
         single as f64 / (after.commits - before.commits) as f64,
+        flushes(wal_before, wal.stats()),
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         percentile(&latencies, 0.999),
@@ -152,7 +166,8 @@ async fn run(name: &str, config: StoreConfig, batched: usize, single: usize, tas
     );
     let records = engine.stats().records;
     engine.shutdown().await;
-    let (engine, took) = start(&config).await;
+    drop(wal);
+    let (engine, _, took) = start(&config).await;
     println!(
         "  recovery                        {records:>9} records   {:>6.2} s {:>9.0} records/s",
         took.as_secs_f64(),

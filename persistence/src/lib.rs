@@ -11,4 +11,4 @@ pub mod store;
 pub mod wal;
 
 pub use store::{LogStore, StoreConfig, StoreError};
-pub use wal::{DurableWal, WalConfig};
+pub use wal::{DurableWal, WalConfig, WalStats};

@@ -85,6 +85,21 @@ struct Shared {
     config: WalConfig,
     durable_lsn: AtomicU64,
     recent: Mutex<Recent>,
+    flushes: AtomicU64,
+    flushed_commits: AtomicU64,
+    flushed_bytes: AtomicU64,
+    flush_ns: AtomicU64,
+}
+
+/// What the writer did since the log was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Frames written (one transaction each).
+    pub flushes: u64,
+    pub flushed_commits: u64,
+    pub flushed_bytes: u64,
+    /// Time spent encoding and writing frames.
+    pub flush_ns: u64,
 }
 
 #[derive(Default)]
@@ -109,6 +124,10 @@ impl DurableWal {
             config,
             durable_lsn: AtomicU64::new(last),
             recent: Mutex::new(Recent::default()),
+            flushes: AtomicU64::new(0),
+            flushed_commits: AtomicU64::new(0),
+            flushed_bytes: AtomicU64::new(0),
+            flush_ns: AtomicU64::new(0),
         });
         let (appends, receiver) = mpsc::unbounded_channel();
         tokio::spawn(Writer::new(shared.clone()).run(receiver));
@@ -118,6 +137,16 @@ impl DurableWal {
 
     pub fn store(&self) -> &LogStore {
         &self.shared.store
+    }
+
+    pub fn stats(&self) -> WalStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        WalStats {
+            flushes: get(&self.shared.flushes),
+            flushed_commits: get(&self.shared.flushed_commits),
+            flushed_bytes: get(&self.shared.flushed_bytes),
+            flush_ns: get(&self.shared.flush_ns),
+        }
     }
 }
 
@@ -407,10 +436,21 @@ impl Writer {
                 if self.shared.durable_lsn.load(Ordering::Acquire) < last_lsn {
                     self.shared.made_durable(&commits);
                 }
+                let took = started.elapsed();
+                let shared = &self.shared;
+                shared.flushes.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .flushed_commits
+                    .fetch_add(commits.len() as u64, Ordering::Relaxed);
+                shared
+                    .flushed_bytes
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                shared
+                    .flush_ns
+                    .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
                 metrics::counter!("kizo_wal_flushes_total").increment(1);
                 metrics::counter!("kizo_wal_flushed_bytes_total").increment(frame.len() as u64);
-                metrics::histogram!("kizo_wal_flush_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("kizo_wal_flush_seconds").record(took.as_secs_f64());
                 for (reply, commit) in replies.into_iter().zip(commits) {
                     let _ = reply.send(Ok(commit));
                 }

@@ -1,4 +1,4 @@
-//! SIGKILL under load: a real server process (`kizo-durability-node`) serves many clients on a
+//! SIGKILL under load: a real server process (`kizo-node`) serves many clients on a
 //! durable store, is killed without warning, and is started again on the same store. Every
 //! transfer it acknowledged must be there exactly once, and the ledger must balance. Runs a
 //! few cycles per backend; `KIZO_CRASH_CYCLES=100` runs a hundred.
@@ -30,7 +30,7 @@ struct Node {
 
 impl Node {
     async fn start(store: &TestStore) -> Node {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kizo-durability-node"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kizo-node"));
         command
             .env_remove("DATABASE_URL")
             .env_remove("KIZO_DATA_DIR")

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{accounts, transfer, Outcomes, TestStore};
-use kizo_engine::{CreateTransferResult, Engine, EngineError, Transfer};
+use kizo_engine::{CreateTransferResult, Engine, EngineError, Transfer, Wal};
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -19,10 +19,12 @@ use tokio::task::JoinHandle;
 const WALLETS: u128 = 8;
 const FUNDING: u128 = 1_000_000;
 
-/// A TCP proxy to PostgreSQL that can cut every connection and refuse new ones.
+/// A TCP proxy to PostgreSQL that can cut every connection and refuse new ones, or swallow
+/// the server's answers.
 struct Proxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    swallow: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -32,18 +34,19 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let swallow = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn({
-            let (cut, connections) = (cut.clone(), connections.clone());
+            let (cut, swallow, connections) = (cut.clone(), swallow.clone(), connections.clone());
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         continue; // dropped: the connection is refused
                     }
-                    let target = target.clone();
+                    let (target, swallow) = (target.clone(), swallow.clone());
                     let forward = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        if let Ok(server) = TcpStream::connect(target).await {
+                            forward(client, server, swallow).await;
                         }
                     });
                     connections.lock().unwrap().push(forward);
@@ -53,6 +56,7 @@ impl Proxy {
         Proxy {
             addr,
             cut,
+            swallow,
             connections,
             accept,
         }
@@ -67,7 +71,34 @@ impl Proxy {
 
     fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.swallow.store(false, Ordering::SeqCst);
     }
+
+    /// The server's answers on every connection are dropped from now on.
+    fn swallow_answers(&self) {
+        self.swallow.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Client to server as is; server to client unless `swallow` is set.
+async fn forward(client: TcpStream, server: TcpStream, swallow: Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+    let downstream = async {
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let n = server_read.read(&mut buffer).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            if !swallow.load(Ordering::SeqCst) {
+                client_write.write_all(&buffer[..n]).await?;
+            }
+        }
+    };
+    let _ = tokio::join!(upstream, downstream);
 }
 
 impl Drop for Proxy {
@@ -287,4 +318,64 @@ async fn killed_database_sessions_lose_nothing_and_double_nothing() {
     .await;
     assert!(!outcomes.created.is_empty());
     admin.close().await;
+}
+
+/// The database commits a frame but its answer never arrives: the writer must find out that
+/// the frame is there. Whether the caller hears `created` (settled at once) or `unavailable`
+/// (settled later), the transfer is in the ledger once, a retry answers `exists`, and the next
+/// transfers go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_is_found_not_lost_or_doubled() {
+    let store = TestStore::postgres("lost_answer");
+    let StoreConfig::Postgres { url, .. } = &store.config else {
+        unreachable!()
+    };
+    let proxy = Proxy::start(target_of(url)).await;
+    let (engine, wal) = start_engine(&store.with_url(through(url, proxy.addr))).await;
+    fund(&engine).await;
+    // Flushes take the pool's idle connections in turn: after these, each has the INSERT
+    // prepared, so the next flush sends it whole in one go (no prepare round trip that the
+    // proxy could swallow first).
+    for id in 20..40 {
+        engine
+            .create_transfers(vec![transfer(id, 1, 4, 1)])
+            .await
+            .unwrap();
+    }
+    let lsn_before = wal.last_lsn();
+
+    proxy.swallow_answers();
+    let pending = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.create_transfers(vec![transfer(7, 2, 3, 123)]).await }
+    });
+    // The INSERT reaches the server and commits; its answer is dropped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!pending.is_finished(), "the answer was swallowed");
+    proxy.cut(); // the connection breaks: the outcome is unknown
+    proxy.restore();
+    let first_answer = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("the writer settles or fails the unknown flush")
+        .unwrap();
+    match &first_answer {
+        Ok(results) => assert_eq!(results[0], CreateTransferResult::Created),
+        Err(error) => assert!(matches!(error, EngineError::Unavailable(_)), "{error}"),
+    }
+    served_again(&engine, 8).await;
+    let retry = engine
+        .create_transfers(vec![transfer(7, 2, 3, 123)])
+        .await
+        .unwrap();
+    assert_eq!(
+        retry[0],
+        CreateTransferResult::Exists,
+        "the commit had landed"
+    );
+    assert!(wal.last_lsn() > lsn_before + 1);
+    let wallets = engine.lookup_accounts(vec![2, 3]).await.unwrap();
+    assert_eq!(wallets[0].debits_posted, 123, "debited once");
+    assert_eq!(wallets[1].credits_posted, FUNDING + 123, "credited once");
+    engine.shutdown().await;
+    eprintln!("first answer: {first_answer:?}");
 }

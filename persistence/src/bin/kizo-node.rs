@@ -1,22 +1,24 @@
-//! `kizo-durability-node`: the engine on a durable store behind a line protocol on TCP. It is
-//! the process the crash tests kill with SIGKILL and start again (the HTTP gateway serves real
-//! clients); it runs exactly what a server runs: the store, the log writer, recovery, the
-//! engine.
+//! `kizo-node`: the engine on its durable store, behind a line protocol on TCP. Until the HTTP
+//! gateway lands it is the server of the quick start, and it is the process the crash tests
+//! kill with SIGKILL and start again: it runs exactly what a server runs (the store, the log
+//! writer, recovery, the engine).
 //!
-//! Configuration (environment): `DATABASE_URL` (PostgreSQL) or `KIZO_DATA_DIR` (embedded,
-//! default `./data`); `KIZO_PG_SCHEMA` puts every table in that schema; `KIZO_LISTEN`
-//! (default `127.0.0.1:0`). It prints `listening <address>` once it serves.
+//! Configuration (environment): `DATABASE_URL` (PostgreSQL) or `KIZO_DATA_DIR` (the embedded
+//! store, default `./data`); `KIZO_PG_SCHEMA` puts every table in that schema; `KIZO_LISTEN`
+//! (default `127.0.0.1:7070`). It prints `listening <address>` once it serves.
 //!
-//! Protocol, one request per line, one answer per line:
-//! - `accounts <id>:<flags> ...` → the result code of each, space-separated;
-//! - `transfers <id>:<debit>:<credit>:<amount> ...` (ledger 840, code 1) → each result code;
-//! - `lookup-accounts <id> ...` → `<id>:<debits_posted>:<credits_posted>:<debits_pending>:<credits_pending>:<flags> ...`;
+//! Protocol, one request per line, one answer per line (ledger 840, code 1):
+//! - `accounts <id>:<flags> ...` → the result code of each, space-separated (flags: 2 = the
+//!   account cannot go below zero);
+//! - `transfers <id>:<debit>:<credit>:<amount> ...` → the result code of each;
+//! - `lookup-accounts <id> ...` →
+//!   `<id>:<debits_posted>:<credits_posted>:<debits_pending>:<credits_pending>:<flags> ...`;
 //! - `lookup-transfers <id> ...` → `<id>:<debit>:<credit>:<amount> ...` for those found;
 //! - anything else, or an engine error → `error <message>`.
 
 use std::io::Write;
 
-use kizo_engine::{Account, AccountFlags, Engine, EngineConfig, Transfer};
+use kizo_engine::{Account, AccountFlags, Engine, EngineConfig, Transfer, Wal};
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,7 +30,7 @@ const LINE_MAX: usize = 1 << 20;
 #[tokio::main]
 async fn main() {
     if let Err(error) = run().await {
-        eprintln!("kizo-durability-node: {error}");
+        eprintln!("kizo-node: {error}");
         std::process::exit(1);
     }
 }
@@ -40,8 +42,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     {
         *schema = Some(name);
     }
+    let started = std::time::Instant::now();
     let store = LogStore::open(&config).await?;
     let wal = DurableWal::open(store, WalConfig::default()).await?;
+    let last_lsn = wal.last_lsn();
     let engine = Engine::start(
         EngineConfig {
             shard_count: 2,
@@ -50,8 +54,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         wal,
     )
     .await?;
-    let listen = std::env::var("KIZO_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let listen = std::env::var("KIZO_LISTEN").unwrap_or_else(|_| "127.0.0.1:7070".into());
     let listener = TcpListener::bind(&listen).await?;
+    eprintln!(
+        "kizo-node: {}, recovered {last_lsn} commits in {:.2?}",
+        config.describe(),
+        started.elapsed()
+    );
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening {}", listener.local_addr()?)?;
     stdout.flush()?;
