@@ -1,7 +1,7 @@
 //! `kizo-node`: the engine on its durable store, behind a line protocol on TCP. Until the HTTP
 //! gateway lands it is the server of the quick start, and it is the process the crash tests
 //! kill with SIGKILL and start again: it runs exactly what a server runs (the store, the log
-//! writer, recovery, the engine).
+//! writer, recovery, the engine, the projector feeding the read models).
 //!
 //! Configuration (environment): `DATABASE_URL` (PostgreSQL) or `KIZO_DATA_DIR` (the embedded
 //! store, default `./data`); `KIZO_PG_SCHEMA` puts every table in that schema; `KIZO_LISTEN`
@@ -14,11 +14,17 @@
 //! - `lookup-accounts <id> ...` →
 //!   `<id>:<debits_posted>:<credits_posted>:<debits_pending>:<credits_pending>:<flags> ...`;
 //! - `lookup-transfers <id> ...` → `<id>:<debit>:<credit>:<amount> ...` for those found;
+//! - `read-accounts <id> ...` → as `lookup-accounts`, from the read models, once the projector
+//!   has caught up with the log;
 //! - anything else, or an engine error → `error <message>`.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
 
 use kizo_engine::{Account, AccountFlags, Engine, EngineConfig, Transfer, Wal};
+use kizo_persistence::projector::{Projector, ProjectorConfig};
+use kizo_persistence::read_models::ReadModels;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,9 +57,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             shard_count: 2,
             ..EngineConfig::default()
         },
-        wal,
+        wal.clone(),
     )
     .await?;
+    // The read models follow the log in the background, as in every server.
+    let read_models = ReadModels::open(&config).await?;
+    let projector =
+        Projector::start(wal.clone(), read_models.clone(), ProjectorConfig::default()).await?;
+    let node = Arc::new(Node {
+        engine,
+        wal,
+        read_models,
+        projector,
+    });
     let listen = std::env::var("KIZO_LISTEN").unwrap_or_else(|_| "127.0.0.1:7070".into());
     let listener = TcpListener::bind(&listen).await?;
     eprintln!(
@@ -66,11 +82,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     stdout.flush()?;
     loop {
         let (stream, _) = listener.accept().await?;
-        tokio::spawn(serve(engine.clone(), stream));
+        tokio::spawn(serve(node.clone(), stream));
     }
 }
 
-async fn serve(engine: Engine, stream: TcpStream) {
+struct Node {
+    engine: Engine,
+    wal: Arc<DurableWal>,
+    read_models: ReadModels,
+    projector: Projector,
+}
+
+async fn serve(node: Arc<Node>, stream: TcpStream) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     let mut line = String::new();
@@ -81,7 +104,7 @@ async fn serve(engine: Engine, stream: TcpStream) {
             Ok(_) if line.len() > LINE_MAX => return,
             Ok(_) => {}
         }
-        let answer = match answer(&engine, line.trim()).await {
+        let answer = match answer(&node, line.trim()).await {
             Ok(answer) => answer,
             Err(error) => format!("error {error}"),
         };
@@ -95,7 +118,8 @@ async fn serve(engine: Engine, stream: TcpStream) {
     }
 }
 
-async fn answer(engine: &Engine, line: &str) -> Result<String, Box<dyn std::error::Error>> {
+async fn answer(node: &Node, line: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let engine = &node.engine;
     let mut words = line.split_whitespace();
     let command = words.next().unwrap_or_default();
     let args: Vec<Vec<u128>> = words
@@ -140,17 +164,19 @@ async fn answer(engine: &Engine, line: &str) -> Result<String, Box<dyn std::erro
             let accounts = engine
                 .lookup_accounts(args.iter().map(|a| a[0]).collect())
                 .await?;
-            join(accounts.iter().map(|a| {
-                format!(
-                    "{}:{}:{}:{}:{}:{}",
-                    a.id,
-                    a.debits_posted,
-                    a.credits_posted,
-                    a.debits_pending,
-                    a.credits_pending,
-                    a.flags.0
-                )
-            }))
+            join(accounts.iter().map(account_line))
+        }
+        "read-accounts" => {
+            arity(1)?;
+            let lsn = node.wal.last_lsn();
+            if !node.projector.wait_for(lsn, Duration::from_secs(10)).await {
+                return Err(format!("the read models are still behind LSN {lsn}").into());
+            }
+            let mut accounts = Vec::with_capacity(args.len());
+            for id in args.iter().map(|a| a[0]) {
+                accounts.extend(node.read_models.account(id).await?);
+            }
+            join(accounts.iter().map(account_line))
         }
         "lookup-transfers" => {
             arity(1)?;
@@ -166,6 +192,13 @@ async fn answer(engine: &Engine, line: &str) -> Result<String, Box<dyn std::erro
         }
         other => return Err(format!("unknown command {other:?}").into()),
     })
+}
+
+fn account_line(a: &Account) -> String {
+    format!(
+        "{}:{}:{}:{}:{}:{}",
+        a.id, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending, a.flags.0
+    )
 }
 
 fn join(items: impl Iterator<Item = String>) -> String {
