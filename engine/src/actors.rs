@@ -155,9 +155,24 @@ impl Actor for ShardActor {
             ShardMsg::Apply(commit) => {
                 if commit.lsn > state.shard.applied_lsn() {
                     state.catch_up(commit.lsn - 1).await?;
-                    let started = Instant::now();
-                    state.shard.apply(&commit);
-                    state.stats.shard_apply(started);
+                    // A round's commit takes milliseconds to apply: apply it in parts and let
+                    // the worker run other tasks in between (the coordinator deciding the next
+                    // round), instead of holding it until the end. Only this handler touches
+                    // the shard meanwhile, so nobody sees half a commit.
+                    const RECORDS_PER_PART: usize = 2048;
+                    let records = commit.records.len();
+                    let mut start = 0;
+                    loop {
+                        let end = records.min(start + RECORDS_PER_PART);
+                        let started = Instant::now();
+                        state.shard.apply_part(&commit, start..end);
+                        state.stats.shard_apply(started);
+                        if end == records {
+                            break;
+                        }
+                        start = end;
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
             ShardMsg::LookupAccounts { as_of, ids, reply } => {

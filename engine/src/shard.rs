@@ -143,16 +143,26 @@ impl ShardState {
 
     /// Applies the parts of a commit this shard owns.
     pub fn apply(&mut self, commit: &Commit) {
+        self.apply_part(commit, 0..commit.records.len());
+    }
+
+    /// Applies `commit.records[part]`; the part that ends the records completes the commit.
+    /// Parts must come in order and cover the records; in between, the state is half a commit
+    /// and must not be read (the actor applies a large commit in parts only to let other tasks
+    /// run between them, and serves nothing until the last).
+    pub fn apply_part(&mut self, commit: &Commit, part: std::ops::Range<usize>) {
         assert_eq!(
             commit.lsn,
             self.applied_lsn + 1,
             "shard {}: commits apply in order without gaps",
             self.index
         );
-        for record in &commit.records {
+        for record in &commit.records[part.clone()] {
             self.apply_record(record);
         }
-        self.applied_lsn = commit.lsn;
+        if part.end == commit.records.len() {
+            self.applied_lsn = commit.lsn;
+        }
     }
 
     fn apply_record(&mut self, record: &Record) {
