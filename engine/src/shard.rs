@@ -557,6 +557,46 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_applied_in_parts_equals_it_applied_whole() {
+        let accounts: Vec<Record> = (1..=4u128)
+            .map(|id| Record::AccountCreated(Account::new(id, 1, 1)))
+            .collect();
+        let transfers: Vec<Record> = (10..40u128)
+            .map(|id| {
+                Record::TransferCreated(Transfer {
+                    timestamp: id as u64,
+                    ..Transfer::new(id, 1 + id % 4, 1 + (id + 1) % 4, id, 1, 1)
+                })
+            })
+            .collect();
+        let first = Commit {
+            lsn: 1,
+            timestamp_max: 1,
+            records: accounts,
+        };
+        let second = Commit {
+            lsn: 2,
+            timestamp_max: 2,
+            records: transfers,
+        };
+        for index in 0..2 {
+            let mut whole = ShardState::new(index, 2);
+            let mut parts = ShardState::new(index, 2);
+            whole.apply(&first);
+            whole.apply(&second);
+            parts.apply(&first);
+            for start in (0..30).step_by(7) {
+                parts.apply_part(&second, start..(start + 7).min(30));
+                let done = start + 7 >= 30;
+                assert_eq!(parts.applied_lsn(), if done { 2 } else { 1 });
+            }
+            let ids: Vec<u128> = (1..=40).collect();
+            assert_eq!(parts.lookup_accounts(&ids), whole.lookup_accounts(&ids));
+            assert_eq!(parts.lookup_transfers(&ids), whole.lookup_transfers(&ids));
+        }
+    }
+
+    #[test]
     #[should_panic(expected = "created or failed twice")]
     fn a_transfer_id_is_stored_once() {
         let mut store = TransferStore {
