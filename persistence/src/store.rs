@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Postgres, Row};
 
 /// Which store to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +91,8 @@ pub enum LogStore {
     Embedded(SqlitePool),
 }
 
+const PG_APPEND: &str = "INSERT INTO wal_frames (first_lsn, last_lsn, frame) VALUES ($1, $2, $3)";
+
 /// How long a caller waits for a connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -116,39 +119,12 @@ impl LogStore {
         }
     }
 
-    /// Writes one frame in one transaction; durable when this returns `Ok`.
-    pub async fn append(
-        &self,
-        first_lsn: u64,
-        last_lsn: u64,
-        frame: &[u8],
-    ) -> Result<(), StoreError> {
-        let result = match self {
-            LogStore::Postgres(pool) => sqlx::query(
-                "INSERT INTO wal_frames (first_lsn, last_lsn, frame) VALUES ($1, $2, $3)",
-            )
-            .bind(to_i64(first_lsn))
-            .bind(to_i64(last_lsn))
-            .bind(frame)
-            .execute(pool)
-            .await
-            .map(|_| ()),
-            LogStore::Embedded(pool) => sqlx::query(
-                "INSERT INTO wal_frames (first_lsn, last_lsn, frame) VALUES (?1, ?2, ?3)",
-            )
-            .bind(to_i64(first_lsn))
-            .bind(to_i64(last_lsn))
-            .bind(frame)
-            .execute(pool)
-            .await
-            .map(|_| ()),
-        };
-        result.map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(first_lsn)
-            }
-            _ => classify_write(error),
-        })
+    /// The writer of the log's frames (one per log: frames are written one at a time).
+    pub fn appender(&self) -> Appender {
+        Appender {
+            store: self.clone(),
+            connection: None,
+        }
     }
 
     /// Whether a frame starting at `first_lsn` is stored (to settle an unknown outcome).
@@ -232,6 +208,7 @@ impl LogStore {
     }
 }
 
+/// A pool on `url`, in `schema` when given (created if missing).
 pub(crate) async fn postgres_pool(
     url: &str,
     schema: Option<&str>,
@@ -310,6 +287,63 @@ where
         last_lsn: from_i64(row.try_get(1)?),
         bytes: row.try_get(2)?,
     })
+}
+
+/// Writes frames, each in one transaction. On PostgreSQL it keeps one connection for all its
+/// writes (reopened after a failure), with the INSERT prepared once: a flush is then one
+/// message and one answer, never a prepare or a connection handshake that could leave it unsent
+/// while its outcome looks unknown.
+pub struct Appender {
+    store: LogStore,
+    connection: Option<PoolConnection<Postgres>>,
+}
+
+impl Appender {
+    /// Writes one frame in one transaction; durable when this returns `Ok`.
+    pub async fn append(
+        &mut self,
+        first_lsn: u64,
+        last_lsn: u64,
+        frame: &[u8],
+    ) -> Result<(), StoreError> {
+        let result = match &self.store {
+            LogStore::Postgres(pool) => {
+                let connection = match &mut self.connection {
+                    Some(connection) => connection,
+                    empty => empty.insert(pool.acquire().await.map_err(classify_write)?),
+                };
+                let result = sqlx::query(PG_APPEND)
+                    .bind(to_i64(first_lsn))
+                    .bind(to_i64(last_lsn))
+                    .bind(frame)
+                    .execute(&mut **connection)
+                    .await
+                    .map(|_| ());
+                if matches!(&result, Err(error) if !matches!(error, sqlx::Error::Database(_))) {
+                    // The connection may be broken: close it rather than reuse it.
+                    if let Some(broken) = self.connection.take() {
+                        drop(broken.detach());
+                    }
+                }
+                result
+            }
+            LogStore::Embedded(pool) => sqlx::query(
+                "INSERT INTO wal_frames (first_lsn, last_lsn, frame) VALUES (?1, ?2, ?3)",
+            )
+            .bind(to_i64(first_lsn))
+            .bind(to_i64(last_lsn))
+            .bind(frame)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+        };
+        result.map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(first_lsn)
+            }
+            _ => classify_write(error),
+        })
+    }
 }
 
 /// A failed write: definite when nothing can have reached the store, unknown otherwise.

@@ -23,7 +23,7 @@ use kizo_engine::{Commit, Record, Wal, WalError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{decode_frame, FrameEncoder};
-use crate::store::{LogStore, StoreError};
+use crate::store::{Appender, LogStore, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct WalConfig {
@@ -294,6 +294,7 @@ fn corrupt(lsn: u64, detail: String) -> WalError {
 /// The writer task's state: whether the store works, and a flush whose outcome is unknown.
 struct Writer {
     shared: Arc<Shared>,
+    appender: Appender,
     /// Set while the store is failing: appends fail at once until the next probe succeeds.
     down: Option<Backoff>,
     /// Commits whose flush may or may not have committed.
@@ -311,6 +312,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 impl Writer {
     fn new(shared: Arc<Shared>) -> Self {
         Self {
+            appender: shared.store.appender(),
             shared,
             down: None,
             unsettled: None,
@@ -409,7 +411,7 @@ impl Writer {
         }
         let frame = encoder.finish();
         let (first_lsn, last_lsn) = (commits[0].lsn, commits[commits.len() - 1].lsn);
-        let result = self.shared.store.append(first_lsn, last_lsn, &frame).await;
+        let result = self.appender.append(first_lsn, last_lsn, &frame).await;
         let outcome = match result {
             Ok(()) => Ok(()),
             Err(StoreError::Unknown(reason)) => {

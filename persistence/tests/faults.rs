@@ -25,6 +25,8 @@ struct Proxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
     swallow: Arc<AtomicBool>,
+    /// Bytes of answers swallowed so far.
+    swallowed: Arc<AtomicU64>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -35,18 +37,21 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
         let swallow = Arc::new(AtomicBool::new(false));
+        let swallowed = Arc::new(AtomicU64::new(0));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn({
-            let (cut, swallow, connections) = (cut.clone(), swallow.clone(), connections.clone());
+            let (cut, connections) = (cut.clone(), connections.clone());
+            let (swallow, swallowed) = (swallow.clone(), swallowed.clone());
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         continue; // dropped: the connection is refused
                     }
-                    let (target, swallow) = (target.clone(), swallow.clone());
+                    let (target, swallow, swallowed) =
+                        (target.clone(), swallow.clone(), swallowed.clone());
                     let forward = tokio::spawn(async move {
                         if let Ok(server) = TcpStream::connect(target).await {
-                            forward(client, server, swallow).await;
+                            forward(client, server, swallow, swallowed).await;
                         }
                     });
                     connections.lock().unwrap().push(forward);
@@ -57,6 +62,7 @@ impl Proxy {
             addr,
             cut,
             swallow,
+            swallowed,
             connections,
             accept,
         }
@@ -81,7 +87,12 @@ impl Proxy {
 }
 
 /// Client to server as is; server to client unless `swallow` is set.
-async fn forward(client: TcpStream, server: TcpStream, swallow: Arc<AtomicBool>) {
+async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    swallow: Arc<AtomicBool>,
+    swallowed: Arc<AtomicU64>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
@@ -93,7 +104,9 @@ async fn forward(client: TcpStream, server: TcpStream, swallow: Arc<AtomicBool>)
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
             }
-            if !swallow.load(Ordering::SeqCst) {
+            if swallow.load(Ordering::SeqCst) {
+                swallowed.fetch_add(n as u64, Ordering::SeqCst);
+            } else {
                 client_write.write_all(&buffer[..n]).await?;
             }
         }
@@ -333,15 +346,6 @@ async fn a_commit_whose_answer_was_lost_is_found_not_lost_or_doubled() {
     let proxy = Proxy::start(target_of(url)).await;
     let (engine, wal) = start_engine(&store.with_url(through(url, proxy.addr))).await;
     fund(&engine).await;
-    // Flushes take the pool's idle connections in turn: after these, each has the INSERT
-    // prepared, so the next flush sends it whole in one go (no prepare round trip that the
-    // proxy could swallow first).
-    for id in 20..40 {
-        engine
-            .create_transfers(vec![transfer(id, 1, 4, 1)])
-            .await
-            .unwrap();
-    }
     let lsn_before = wal.last_lsn();
 
     proxy.swallow_answers();
@@ -349,8 +353,15 @@ async fn a_commit_whose_answer_was_lost_is_found_not_lost_or_doubled() {
         let engine = engine.clone();
         async move { engine.create_transfers(vec![transfer(7, 2, 3, 123)]).await }
     });
-    // The INSERT reaches the server and commits; its answer is dropped.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The INSERT reaches the server and commits; its answer (sent after the commit) is dropped.
+    let started = Instant::now();
+    while proxy.swallowed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!pending.is_finished(), "the answer was swallowed");
     proxy.cut(); // the connection breaks: the outcome is unknown
     proxy.restore();
@@ -362,6 +373,10 @@ async fn a_commit_whose_answer_was_lost_is_found_not_lost_or_doubled() {
         Ok(results) => assert_eq!(results[0], CreateTransferResult::Created),
         Err(error) => assert!(matches!(error, EngineError::Unavailable(_)), "{error}"),
     }
+    eprintln!(
+        "DEBUG first answer: {first_answer:?}, swallowed {}",
+        proxy.swallowed.load(Ordering::SeqCst)
+    );
     served_again(&engine, 8).await;
     let retry = engine
         .create_transfers(vec![transfer(7, 2, 3, 123)])
