@@ -373,10 +373,6 @@ async fn a_commit_whose_answer_was_lost_is_found_not_lost_or_doubled() {
         Ok(results) => assert_eq!(results[0], CreateTransferResult::Created),
         Err(error) => assert!(matches!(error, EngineError::Unavailable(_)), "{error}"),
     }
-    eprintln!(
-        "DEBUG first answer: {first_answer:?}, swallowed {}",
-        proxy.swallowed.load(Ordering::SeqCst)
-    );
     served_again(&engine, 8).await;
     let retry = engine
         .create_transfers(vec![transfer(7, 2, 3, 123)])
@@ -392,5 +388,5 @@ async fn a_commit_whose_answer_was_lost_is_found_not_lost_or_doubled() {
     assert_eq!(wallets[0].debits_posted, 123, "debited once");
     assert_eq!(wallets[1].credits_posted, FUNDING + 123, "credited once");
     engine.shutdown().await;
-    eprintln!("first answer: {first_answer:?}");
+    eprintln!("first answer: {first_answer:?} (created: settled at once; unavailable: later)");
 }
