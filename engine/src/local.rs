@@ -11,6 +11,15 @@ use crate::routing::shard_of;
 use crate::shard::{ReadReply, ReadRequest, ShardState};
 use crate::types::{Account, AccountFilter, Transfer};
 
+/// A decided round waiting for its records to be durable.
+pub struct Decided {
+    pub records: Vec<crate::record::Record>,
+    pub timestamp_max: u64,
+    /// One per operation, in order.
+    pub outcomes: Vec<Outcome>,
+    view: View,
+}
+
 pub struct LocalEngine {
     shards: Vec<ShardState>,
     sequencer: Sequencer,
@@ -78,8 +87,21 @@ impl LocalEngine {
         &self.commits
     }
 
-    /// Runs one round over `operations` at time `now_ns`; one outcome per operation.
+    /// Runs one round over `operations` at time `now_ns`, its commit durable at once; one
+    /// outcome per operation.
     pub fn execute(&mut self, operations: Vec<Operation>, now_ns: u64) -> Vec<Outcome> {
+        let decided = self.decide(operations, now_ns);
+        let outcomes = decided.outcomes.clone();
+        let apply_now = !self.overlap;
+        self.commit(decided, apply_now);
+        outcomes
+    }
+
+    /// Reads and decides one round; nothing changes until [`LocalEngine::commit`] (its
+    /// records are durable) or [`LocalEngine::abandon`] (they are not). A commit still
+    /// unapplied from the round before is applied to the shards after this round's first reads,
+    /// as the actors do, and its view laid over them.
+    pub fn decide(&mut self, operations: Vec<Operation>, now_ns: u64) -> Decided {
         let view = std::mem::take(&mut self.spare_view);
         let mut round = self
             .sequencer
@@ -97,21 +119,39 @@ impl LocalEngine {
                 Step::Decided(decision) => break decision,
             }
         };
-        if !decision.records.is_empty() {
-            let commit = Commit {
-                lsn: self.commits.len() as u64 + 1,
-                timestamp_max: decision.timestamp_max,
-                records: decision.records,
-            };
-            self.commits.push(commit);
-            if self.overlap {
-                self.unapplied = Some(round.into_view());
-                return decision.outcomes;
-            }
-            self.apply_last();
+        Decided {
+            records: decision.records,
+            timestamp_max: decision.timestamp_max,
+            outcomes: decision.outcomes,
+            view: round.into_view(),
         }
-        self.spare_view = round.into_view();
-        decision.outcomes
+    }
+
+    /// The decided round's records are durable as the next commit (if it has any). With
+    /// `apply_now` the shards apply it at once; otherwise after the next round's first reads
+    /// (or [`LocalEngine::settle`]).
+    pub fn commit(&mut self, decided: Decided, apply_now: bool) {
+        assert!(self.unapplied.is_none(), "one round in flight at a time");
+        if decided.records.is_empty() {
+            self.spare_view = decided.view;
+            return;
+        }
+        self.commits.push(Commit {
+            lsn: self.commits.len() as u64 + 1,
+            timestamp_max: decided.timestamp_max,
+            records: decided.records,
+        });
+        if apply_now {
+            self.apply_last();
+            self.spare_view = decided.view;
+        } else {
+            self.unapplied = Some(decided.view);
+        }
+    }
+
+    /// The decided round's records did not become durable: nothing changes.
+    pub fn abandon(&mut self, decided: Decided) {
+        self.spare_view = decided.view;
     }
 
     fn read(&mut self, requests: &[ReadRequest]) -> Vec<ReadReply> {
@@ -152,11 +192,11 @@ impl LocalEngine {
     }
 
     pub fn account(&self, id: u128) -> Option<Account> {
-        self.shard(id).lookup_accounts(&[id]).pop()
+        self.shard(id).account(id).copied()
     }
 
     pub fn transfer(&self, id: u128) -> Option<Transfer> {
-        self.shard(id).lookup_transfers(&[id]).pop()
+        self.shard(id).transfer(id).copied()
     }
 
     pub fn pending_status(&self, id: u128) -> Option<crate::types::PendingStatus> {

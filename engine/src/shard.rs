@@ -319,15 +319,23 @@ impl ShardState {
         self.pending.get(&id).copied()
     }
 
+    pub fn account(&self, id: u128) -> Option<&Account> {
+        self.accounts.get(&id).map(|local| &local.account)
+    }
+
+    pub fn transfer(&self, id: u128) -> Option<&Transfer> {
+        self.transfers.get(id)
+    }
+
     pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
         ids.iter()
-            .filter_map(|id| self.accounts.get(id).map(|local| local.account))
+            .filter_map(|&id| self.account(id).copied())
             .collect()
     }
 
     pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
         ids.iter()
-            .filter_map(|id| self.transfers.get(*id).copied())
+            .filter_map(|&id| self.transfer(id).copied())
             .collect()
     }
 

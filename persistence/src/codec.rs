@@ -181,11 +181,13 @@ pub fn decode_header(bytes: &[u8], expected_lsn: u64) -> Result<FrameHeader, Dec
     Ok(header)
 }
 
-/// Decodes a whole frame, checksum first.
+/// Decodes a whole frame, checksum first. `expected_lsn` is where the frame sits in the log
+/// (the LSN after the previous frame's last): errors name it until the checksum vouches for the
+/// header, and a frame that starts elsewhere is refused.
 pub fn decode_frame(bytes: &[u8], expected_lsn: u64) -> Result<Vec<Commit>, DecodeError> {
     let header = decode_header(bytes, expected_lsn)?;
     let fail = |detail: String| DecodeError {
-        lsn: header.first_lsn,
+        lsn: expected_lsn,
         detail,
     };
     if bytes.len() != header.frame_len() {
@@ -200,6 +202,12 @@ pub fn decode_frame(bytes: &[u8], expected_lsn: u64) -> Result<Vec<Commit>, Deco
     if stored != computed {
         return Err(fail(format!(
             "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
+        )));
+    }
+    if header.first_lsn != expected_lsn {
+        return Err(fail(format!(
+            "the frame starts at LSN {}, not where it sits in the log",
+            header.first_lsn
         )));
     }
     let mut reader = Reader {
@@ -643,6 +651,22 @@ mod tests {
         let mut b = Vec::new();
         encode_record(&mut b, &Record::TransferCreated(transfer));
         assert!(b.len() <= 80, "{} bytes", b.len());
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_lsn_names_where_the_frame_sits() {
+        let commits = vec![Commit {
+            lsn: 29,
+            timestamp_max: 7,
+            records: vec![],
+        }];
+        let mut bytes = encode(&commits);
+        bytes[12] ^= 0x04; // the high half of first_lsn
+        let error = decode_frame(&bytes, 29).unwrap_err();
+        assert_eq!(error.lsn, 29, "{error}");
+        // A whole, well-formed frame in the wrong place is refused too.
+        let elsewhere = encode(&commits);
+        assert_eq!(decode_frame(&elsewhere, 30).unwrap_err().lsn, 30);
     }
 
     #[test]

@@ -1,0 +1,23 @@
+//! Kizo's deterministic simulator. One `u64` seed drives a whole run: the workload, how
+//! requests group into rounds, whether a round's commit is applied before or after the next
+//! round reads, flush latencies, crashes (also between a flush and its answer), flush
+//! failures, rotting log frames and clock jumps. It runs the engine's own pure parts
+//! (`LocalEngine`: sequencer, rounds, decider, shard state machines) and the real log codec and
+//! recovery, and checks them against a reference model written apart (`model`).
+//!
+//! - [`rng`]: the seeded generator, the only randomness.
+//! - [`log`]: the simulated log store, holding real frames.
+//! - [`model`]: the reference ledger.
+//! - [`world`]: one run: workload, faults, checks, the trace hash.
+
+pub mod log;
+pub mod model;
+pub mod rng;
+pub mod world;
+
+pub use world::{Failure, Mutation, Options, Report, World};
+
+/// Runs one seed.
+pub fn run(seed: u64, options: Options) -> Report {
+    World::new(seed, options).run()
+}

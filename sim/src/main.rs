@@ -1,0 +1,169 @@
+//! `kizo-sim`: runs seeds of the deterministic simulation and reports the first that breaks an
+//! invariant, with what to run to replay it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use kizo_sim::{Mutation, Options, Report};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Deterministic simulation of the Kizo engine: seeds, faults, a reference model."
+)]
+struct Args {
+    /// Run this one seed (replays a failure exactly).
+    #[arg(long, conflicts_with_all = ["seeds", "run_for"])]
+    seed: Option<u64>,
+    /// Run this many seeds, from `--first-seed` on.
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Run seeds until this much time has passed, e.g. `90s`, `10m`, `2h`.
+    #[arg(long = "for", value_parser = parse_duration)]
+    run_for: Option<Duration>,
+    /// The first seed of `--seeds` and `--for` runs.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Steps with faults per seed (then faults stop and every request must complete).
+    #[arg(long, default_value_t = 5_000)]
+    steps: u64,
+    /// Print every step of the run (with `--seed`).
+    #[arg(long)]
+    verbose: bool,
+    /// Run a deliberately broken build, to see the checks catch it.
+    #[arg(long, value_enum)]
+    mutation: Option<MutationArg>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MutationArg {
+    /// The log drops the last record of a commit that is acknowledged all the same.
+    DropRecord,
+    /// Rounds are acknowledged before their commit is durable.
+    AckBeforeDurable,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 90s, 10m, 2h"))?;
+    let seconds = match unit {
+        "s" | "" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => return Err(format!("{text:?}: the unit is s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let options = Options {
+        steps: args.steps,
+        verbose: args.verbose && args.seed.is_some(),
+        mutation: args.mutation.map(|m| match m {
+            MutationArg::DropRecord => Mutation::DropRecord,
+            MutationArg::AckBeforeDurable => Mutation::AckBeforeDurable,
+        }),
+    };
+    if let Some(seed) = args.seed {
+        let report = kizo_sim::run(seed, options.clone());
+        println!(
+            "seed {seed}: {} steps, {} rounds, {} events, hash {:016x}",
+            report.steps, report.rounds, report.events, report.hash
+        );
+        return finish(&report, options.steps);
+    }
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    let mut seed = args.first_seed;
+    let mut last_progress = Instant::now();
+    loop {
+        let done = match (args.seeds, args.run_for) {
+            (Some(count), _) => seed >= args.first_seed + count,
+            (None, Some(budget)) => started.elapsed() >= budget,
+            (None, None) => seed >= args.first_seed + 100,
+        };
+        if done {
+            break;
+        }
+        let report = kizo_sim::run(seed, options.clone());
+        totals.add(&report);
+        if report.failure.is_some() {
+            eprintln!();
+            return finish(&report, options.steps);
+        }
+        if last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            eprint!("\r{}", totals.line(started.elapsed()));
+            let _ = std::io::stderr().flush();
+        }
+        seed += 1;
+    }
+    eprintln!("\r{}", totals.line(started.elapsed()));
+    println!("faults injected: {:?}", totals.faults);
+    ExitCode::SUCCESS
+}
+
+#[derive(Default)]
+struct Totals {
+    seeds: u64,
+    steps: u64,
+    rounds: u64,
+    events: u64,
+    faults: BTreeMap<&'static str, u64>,
+}
+
+impl Totals {
+    fn add(&mut self, report: &Report) {
+        self.seeds += 1;
+        self.steps += report.steps;
+        self.rounds += report.rounds;
+        self.events += report.events;
+        for (kind, count) in &report.faults {
+            *self.faults.entry(kind).or_default() += count;
+        }
+    }
+
+    fn line(&self, elapsed: Duration) -> String {
+        format!(
+            "{} seeds, {} steps, {} rounds, {} events in {:.1} s ({:.0} steps/s), no failure",
+            self.seeds,
+            self.steps,
+            self.rounds,
+            self.events,
+            elapsed.as_secs_f64(),
+            self.steps as f64 / elapsed.as_secs_f64().max(1e-9)
+        )
+    }
+}
+
+fn finish(report: &Report, steps: u64) -> ExitCode {
+    let Some(failure) = &report.failure else {
+        return ExitCode::SUCCESS;
+    };
+    println!("FAILED: seed {} at step {}", report.seed, failure.step);
+    println!("invariant: {}", failure.invariant);
+    println!("last steps:");
+    for line in &failure.trace {
+        println!("  {line}");
+    }
+    let mutation = report
+        .mutation
+        .map_or(String::new(), |m| format!(" --mutation {m}"));
+    println!(
+        "replay: kizo-sim --seed {} --steps {steps}{mutation} --verbose",
+        report.seed
+    );
+    ExitCode::FAILURE
+}

@@ -1,0 +1,862 @@
+//! One simulated run: the engine's pure parts (`LocalEngine`: the sequencer, rounds, the
+//! decider, the shard state machines), the real log codec on a simulated store, clients, a
+//! clock, and faults, all driven by one seed. After every round the reference model must agree
+//! with the engine on every result; after every crash the recovered engine must equal the
+//! model; at checkpoints the ledger's invariants must hold.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use kizo_engine::local::{Decided, LocalEngine};
+use kizo_engine::round::{Operation, Outcome};
+use kizo_engine::{
+    Account, AccountFlags, Commit, CreateAccountResult, CreateTransferResult, Transfer,
+    TransferFlags, AMOUNT_MAX,
+};
+
+use crate::log::SimLog;
+use crate::model::Model;
+use crate::rng::Rng;
+
+/// A deliberately broken build, to show that the checks catch one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// The log writer drops the last record of a commit, yet the commit is acknowledged.
+    DropRecord,
+    /// Acknowledge a round before its commit is durable (and lose it if a crash follows).
+    AckBeforeDurable,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Steps with faults; then faults stop and the run must drain.
+    pub steps: u64,
+    pub verbose: bool,
+    pub mutation: Option<Mutation>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            steps: 5_000,
+            verbose: false,
+            mutation: None,
+        }
+    }
+}
+
+/// What a run did, and how it ended.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub steps: u64,
+    pub rounds: u64,
+    pub events: u64,
+    /// A hash of the run's trace and final state: the same seed gives the same hash.
+    pub hash: u64,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub failure: Option<Failure>,
+    /// The deliberately broken build the run used, if any (its command-line name).
+    pub mutation: Option<&'static str>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub step: u64,
+    pub invariant: String,
+    /// The last steps before the failure.
+    pub trace: Vec<String>,
+}
+
+const TRACE_KEPT: usize = 40;
+const BANK: u128 = 1;
+const LEDGER: u32 = 1;
+const MS: u64 = 1_000_000;
+/// Steps the run may take to answer everything once faults stop.
+const DRAIN_STEPS_MAX: u64 = 2_000;
+
+struct Request {
+    number: u64,
+    operation: Operation,
+}
+
+struct Flight {
+    decided: Decided,
+    requests: Vec<Request>,
+    /// The model before the round (its changes are in the model, to be kept or undone).
+    model_mark: usize,
+    due: u64,
+    fails: bool,
+}
+
+/// Per mille, per step, drawn from the seed.
+struct FaultRates {
+    crash: u32,
+    flush_fails: u32,
+    slow_flush: u32,
+    corruption: u32,
+    clock_jump: u32,
+}
+
+pub struct World {
+    rng: Rng,
+    options: Options,
+    step: u64,
+    clock: u64,
+    shard_count: usize,
+    engine: LocalEngine,
+    log: SimLog,
+    /// The durable state as the model sees it (plus the sequencer's last timestamp).
+    model: Model,
+    queue: VecDeque<Request>,
+    flight: Option<Flight>,
+    /// Requests that went unanswered or failed, for clients to retry.
+    retries: Vec<Operation>,
+    /// Transfers sent, for retries with the same or other fields.
+    sent: Vec<Transfer>,
+    pending_ids: Vec<u128>,
+    accounts: Vec<u128>,
+    next_account: u128,
+    next_transfer: u128,
+    next_request: u64,
+    /// Ids acknowledged as failed for a transient reason: never created later.
+    burned: BTreeSet<u128>,
+    /// Accounts and transfers acknowledged as created: present after any crash.
+    acked_accounts: BTreeSet<u128>,
+    acked_transfers: BTreeSet<u128>,
+    rates: FaultRates,
+    faulty: bool,
+    report: Report,
+    trace: VecDeque<String>,
+}
+
+impl World {
+    pub fn new(seed: u64, options: Options) -> World {
+        let mutation = options.mutation.map(|m| match m {
+            Mutation::DropRecord => "drop-record",
+            Mutation::AckBeforeDurable => "ack-before-durable",
+        });
+        let mut rng = Rng::new(seed);
+        let shard_count = rng.between(1, 4) as usize;
+        let rates = FaultRates {
+            crash: rng.between(0, 8) as u32,
+            flush_fails: rng.between(0, 60) as u32,
+            slow_flush: rng.between(0, 200) as u32,
+            corruption: rng.between(0, 2) as u32,
+            clock_jump: rng.between(0, 15) as u32,
+        };
+        World {
+            rng,
+            options,
+            step: 0,
+            clock: 1_000 * MS,
+            shard_count,
+            engine: LocalEngine::new(shard_count),
+            log: SimLog::default(),
+            model: Model::default(),
+            queue: VecDeque::new(),
+            flight: None,
+            retries: Vec::new(),
+            sent: Vec::new(),
+            pending_ids: Vec::new(),
+            accounts: Vec::new(),
+            next_account: 2,
+            next_transfer: 1 << 40,
+            next_request: 0,
+            burned: BTreeSet::new(),
+            acked_accounts: BTreeSet::new(),
+            acked_transfers: BTreeSet::new(),
+            rates,
+            faulty: true,
+            report: Report {
+                seed,
+                mutation,
+                ..Report::default()
+            },
+            trace: VecDeque::new(),
+        }
+    }
+
+    /// Runs the seed to the end (or the first broken invariant).
+    pub fn run(mut self) -> Report {
+        // The engine asserts its invariants: a panic is a failure found, not a crash of ours.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_inner()))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(format!(
+                    "a panic (an assertion of the engine, or of the simulator): {message}"
+                ))
+            });
+        if let Err(invariant) = result {
+            self.report.failure = Some(Failure {
+                step: self.step,
+                invariant,
+                trace: self.trace.iter().cloned().collect(),
+            });
+        }
+        self.report.steps = self.step;
+        self.report
+    }
+
+    fn run_inner(&mut self) -> Result<(), String> {
+        self.bootstrap();
+        while self.step < self.options.steps {
+            self.step()?;
+        }
+        // Faults stop: every request must be answered within a bounded number of steps.
+        self.faulty = false;
+        let deadline = self.step + DRAIN_STEPS_MAX;
+        while !self.queue.is_empty() || self.flight.is_some() {
+            if self.step >= deadline {
+                return Err(format!(
+                    "liveness: {} requests still unanswered {DRAIN_STEPS_MAX} steps after faults stopped",
+                    self.queue.len() + self.flight.as_ref().map_or(0, |f| f.requests.len())
+                ));
+            }
+            self.step += 1;
+            if self.flight.is_some() {
+                self.complete_flight()?;
+            } else {
+                self.round()?;
+            }
+        }
+        self.check_state("at the end")?;
+        self.hash_state();
+        Ok(())
+    }
+
+    fn note(&mut self, event: impl FnOnce() -> String) {
+        let text = event();
+        self.mix(text.len() as u64);
+        for byte in text.bytes() {
+            self.mix(u64::from(byte));
+        }
+        if self.options.verbose {
+            println!("{:>7} {text}", self.step);
+        }
+        if self.trace.len() == TRACE_KEPT {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("step {}: {text}", self.step));
+    }
+
+    fn mix(&mut self, value: u64) {
+        // FNV-1a over 64-bit words.
+        self.report.hash = (self.report.hash ^ value).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+
+    fn fault(&mut self, kind: &'static str) {
+        *self.report.faults.entry(kind).or_default() += 1;
+    }
+
+    /// The bank (no limits) and a first few wallets, funded.
+    fn bootstrap(&mut self) {
+        let mut accounts = vec![Account::new(BANK, LEDGER, 1)];
+        for _ in 0..self.rng.between(3, 12) {
+            accounts.push(self.new_account(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS));
+        }
+        self.enqueue(Operation::CreateAccounts(accounts));
+        let funding = self.accounts.clone();
+        let transfers = funding
+            .iter()
+            .map(|&id| self.new_transfer(BANK, id, 10_000))
+            .collect();
+        self.enqueue(Operation::CreateTransfers(transfers));
+        self.accounts.push(BANK);
+    }
+
+    fn new_account(&mut self, flags: AccountFlags) -> Account {
+        let id = self.next_account;
+        self.next_account += 1;
+        self.accounts.push(id);
+        Account {
+            flags,
+            ..Account::new(id, LEDGER, 1)
+        }
+    }
+
+    fn new_transfer(&mut self, debit: u128, credit: u128, amount: u128) -> Transfer {
+        let id = self.next_transfer;
+        self.next_transfer += 1;
+        Transfer::new(id, debit, credit, amount, LEDGER, 1)
+    }
+
+    fn enqueue(&mut self, operation: Operation) {
+        let number = self.next_request;
+        self.next_request += 1;
+        if let Operation::CreateTransfers(events) = &operation {
+            for event in events {
+                if self.sent.len() < 2_000 {
+                    self.sent.push(*event);
+                } else {
+                    let at = self.rng.below(self.sent.len() as u64) as usize;
+                    self.sent[at] = *event;
+                }
+            }
+        }
+        self.queue.push_back(Request { number, operation });
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        self.step += 1;
+        if self.flight.as_ref().is_some_and(|f| f.due <= self.step) && self.rng.chance(800) {
+            return self.complete_flight();
+        }
+        let rates = &self.rates;
+        let (crash, corruption, jump) = (rates.crash, rates.corruption, rates.clock_jump);
+        if self.rng.chance(crash) {
+            return self.crash();
+        }
+        if self.rng.chance(corruption) && self.log.frame_count() > 0 {
+            return self.corruption();
+        }
+        if self.rng.chance(jump) {
+            let by = self.rng.between(2_000, 20_000) * MS;
+            self.clock += by;
+            self.fault("clock_jump");
+            self.note(|| format!("clock jumps {} s", by / 1_000 / MS));
+            return Ok(());
+        }
+        match self.rng.below(100) {
+            0..=34 => self.submit(),
+            35..=69 => {
+                if self.flight.is_none() && !self.queue.is_empty() {
+                    return self.round();
+                }
+            }
+            70..=89 => self.clock += self.rng.between(1, 50) * MS,
+            90..=93 => self.enqueue(Operation::Expire),
+            94..=96 => return self.checkpoint(),
+            _ => self.retry(),
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self) {
+        let operation = match self.rng.below(100) {
+            0..=9 => Operation::CreateAccounts(self.account_batch()),
+            _ => Operation::CreateTransfers(self.transfer_batch()),
+        };
+        self.enqueue(operation);
+    }
+
+    /// A client sends again a request that failed or went unanswered, or repeats a transfer
+    /// (the same, or with a field changed).
+    fn retry(&mut self) {
+        if !self.retries.is_empty() && self.rng.chance(600) {
+            let at = self.rng.below(self.retries.len() as u64) as usize;
+            let operation = self.retries.swap_remove(at);
+            self.enqueue(operation);
+        } else if !self.sent.is_empty() {
+            let mut transfer = *self.rng.pick(&self.sent);
+            if self.rng.chance(300) {
+                match self.rng.below(3) {
+                    0 => transfer.amount = transfer.amount.wrapping_add(1),
+                    1 => transfer.user_data_64 = transfer.user_data_64.wrapping_add(1),
+                    _ => transfer.code = transfer.code.wrapping_add(1),
+                }
+            }
+            transfer.flags = TransferFlags(transfer.flags.0 & !TransferFlags::LINKED.0);
+            self.enqueue(Operation::CreateTransfers(vec![transfer]));
+        }
+    }
+
+    fn account_batch(&mut self) -> Vec<Account> {
+        let count = self.rng.between(1, 4);
+        let mut batch = Vec::new();
+        for _ in 0..count {
+            let account = match self.rng.below(100) {
+                0..=59 => self.new_account(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+                60..=74 => self.new_account(AccountFlags::empty()),
+                75..=82 => self.new_account(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
+                83..=86 => self.new_account(AccountFlags::CLOSED),
+                87..=92 => {
+                    // A repeat of an existing id, the same or with other flags.
+                    let id = *self.rng.pick(&self.accounts);
+                    let flags = if self.rng.chance(500) {
+                        AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+                    } else {
+                        AccountFlags::empty()
+                    };
+                    Account {
+                        flags,
+                        ..Account::new(id, LEDGER, 1)
+                    }
+                }
+                93..=95 => Account {
+                    ledger: 2,
+                    ..self.new_account(AccountFlags::empty())
+                },
+                _ => Account {
+                    code: 0,
+                    ..self.new_account(AccountFlags::empty())
+                },
+            };
+            batch.push(account);
+        }
+        self.link(&mut batch, |a| &mut a.flags.0, AccountFlags::LINKED.0);
+        batch
+    }
+
+    /// Marks a batch as one linked chain now and then (and leaves it open rarely).
+    fn link<T>(&mut self, batch: &mut [T], flags: impl Fn(&mut T) -> &mut u16, linked: u16) {
+        if batch.len() > 1 && self.rng.chance(200) {
+            let open = self.rng.chance(100);
+            let last = batch.len() - 1;
+            for (i, event) in batch.iter_mut().enumerate() {
+                if i < last || open {
+                    *flags(event) |= linked;
+                }
+            }
+        }
+    }
+
+    fn account(&mut self) -> u128 {
+        // A few hot accounts take a third of the traffic.
+        if self.rng.chance(330) {
+            self.accounts[self.rng.below(self.accounts.len().min(3) as u64) as usize]
+        } else {
+            *self.rng.pick(&self.accounts)
+        }
+    }
+
+    fn two_accounts(&mut self) -> (u128, u128) {
+        let debit = self.account();
+        let mut credit = self.account();
+        if credit == debit {
+            credit = if debit == BANK {
+                self.accounts[0]
+            } else {
+                BANK
+            };
+        }
+        (debit, credit)
+    }
+
+    fn transfer_batch(&mut self) -> Vec<Transfer> {
+        let count = self.rng.between(1, 6);
+        let mut batch = Vec::new();
+        for _ in 0..count {
+            let transfer = match self.rng.below(100) {
+                0..=9 => {
+                    let (_, wallet) = self.two_accounts();
+                    let amount = u128::from(self.rng.between(100, 5_000));
+                    self.new_transfer(BANK, wallet, amount)
+                }
+                10..=54 => {
+                    let (debit, credit) = self.two_accounts();
+                    let amount = u128::from(self.rng.between(1, 800));
+                    self.new_transfer(debit, credit, amount)
+                }
+                55..=69 => {
+                    let (debit, credit) = self.two_accounts();
+                    let amount = u128::from(self.rng.between(1, 800));
+                    let timeout = if self.rng.chance(500) {
+                        0
+                    } else {
+                        self.rng.between(1, 4) as u32
+                    };
+                    let transfer = Transfer {
+                        flags: TransferFlags::PENDING,
+                        timeout,
+                        ..self.new_transfer(debit, credit, amount)
+                    };
+                    self.pending_ids.push(transfer.id);
+                    transfer
+                }
+                70..=82 if !self.pending_ids.is_empty() => {
+                    let pending_id = *self.rng.pick(&self.pending_ids);
+                    let post = self.rng.chance(600);
+                    let amount = match self.rng.below(4) {
+                        0 => 0,
+                        1 => AMOUNT_MAX,
+                        _ => u128::from(self.rng.between(1, 900)),
+                    };
+                    Transfer {
+                        flags: if post {
+                            TransferFlags::POST_PENDING_TRANSFER
+                        } else {
+                            TransferFlags::VOID_PENDING_TRANSFER
+                        },
+                        pending_id,
+                        amount: if post { amount } else { 0 },
+                        ..self.new_transfer(0, 0, 0)
+                    }
+                    .with_zero_ledger()
+                }
+                83..=86 => {
+                    let (debit, credit) = self.two_accounts();
+                    Transfer {
+                        flags: TransferFlags::BALANCING_DEBIT,
+                        ..self.new_transfer(debit, credit, 1_000_000)
+                    }
+                }
+                _ => self.invalid_transfer(),
+            };
+            batch.push(transfer);
+        }
+        self.link(&mut batch, |t| &mut t.flags.0, TransferFlags::LINKED.0);
+        batch
+    }
+
+    fn invalid_transfer(&mut self) -> Transfer {
+        let (debit, credit) = self.two_accounts();
+        let valid = self.new_transfer(debit, credit, 10);
+        match self.rng.below(6) {
+            0 => Transfer {
+                credit_account_id: debit,
+                ..valid
+            },
+            1 => Transfer { amount: 0, ..valid },
+            2 => Transfer {
+                credit_account_id: self.next_account + 1_000,
+                ..valid
+            },
+            3 => Transfer { id: 0, ..valid },
+            4 => Transfer { ledger: 2, ..valid },
+            _ => Transfer {
+                timeout: 5,
+                ..valid
+            },
+        }
+    }
+
+    /// Takes a few queued requests into one round: the engine decides it, the model decides
+    /// it apart, and every result must agree. Then the commit goes to the log.
+    fn round(&mut self) -> Result<(), String> {
+        let take = self.rng.between(1, self.queue.len().min(4) as u64) as usize;
+        let requests: Vec<Request> = self.queue.drain(..take).collect();
+        let operations: Vec<Operation> = requests.iter().map(|r| r.operation.clone()).collect();
+        let events: usize = operations.iter().map(Operation::event_count).sum();
+        self.report.rounds += 1;
+        self.report.events += events as u64;
+        let decided = self.engine.decide(operations.clone(), self.clock);
+
+        self.model.keep();
+        let model_mark = self.model.mark();
+        let model = &mut self.model;
+        let mut expected = Vec::with_capacity(operations.len());
+        for operation in &operations {
+            let first = model.stamp(self.clock, operation.event_count());
+            model.expire(first);
+            expected.push(match operation {
+                Operation::CreateAccounts(events) => {
+                    Outcome::Accounts(model.create_accounts(events, first))
+                }
+                Operation::CreateTransfers(events) => {
+                    Outcome::Transfers(model.create_transfers(events, first))
+                }
+                Operation::Expire => Outcome::Expired,
+            });
+        }
+        let numbers: Vec<u64> = requests.iter().map(|r| r.number).collect();
+        let records = decided.records.len();
+        self.note(|| format!("round of requests {numbers:?}: {events} events, {records} records"));
+        if decided.outcomes != expected {
+            return Err(format!(
+                "the engine and the reference model disagree on a result:\n  operations {operations:?}\n  engine {:?}\n  model  {expected:?}",
+                decided.outcomes
+            ));
+        }
+        if decided.timestamp_max != self.model.timestamp_last {
+            return Err(format!(
+                "timestamps: the engine's round ends at {}, the model's at {}",
+                decided.timestamp_max, self.model.timestamp_last
+            ));
+        }
+        if decided.records.is_empty() {
+            self.engine.commit(decided, true);
+            self.model.keep();
+            self.answer(&requests, &expected);
+            return Ok(());
+        }
+        let slow = self.faulty && self.rng.chance(self.rates.slow_flush);
+        if slow {
+            self.fault("slow_flush");
+        }
+        let fails = self.faulty && self.rng.chance(self.rates.flush_fails);
+        let due = self.step
+            + if slow {
+                self.rng.between(5, 40)
+            } else {
+                self.rng.between(0, 2)
+            };
+        if self.options.mutation == Some(Mutation::AckBeforeDurable) {
+            self.answer(&requests, &expected);
+        }
+        self.flight = Some(Flight {
+            decided,
+            requests,
+            model_mark,
+            due,
+            fails,
+        });
+        Ok(())
+    }
+
+    fn commit_of(&self, decided: &Decided) -> Commit {
+        let mut records = decided.records.clone();
+        if self.options.mutation == Some(Mutation::DropRecord) && records.len() > 1 {
+            records.pop();
+        }
+        Commit {
+            lsn: self.log.last_lsn() + 1,
+            timestamp_max: decided.timestamp_max,
+            records,
+        }
+    }
+
+    /// The log answers the flush in flight.
+    fn complete_flight(&mut self) -> Result<(), String> {
+        let flight = self.flight.take().expect("a flush in flight");
+        if flight.fails {
+            self.fault("flush_failed");
+            self.note(|| "flush failed: the round's requests get unavailable".to_string());
+            self.engine.abandon(flight.decided);
+            // The round's changes are undone, but the sequencer moved on all the same.
+            let timestamp_last = self.model.timestamp_last;
+            self.model.back_to(flight.model_mark);
+            self.model.timestamp_last = timestamp_last;
+            self.model.keep();
+            self.retries
+                .extend(flight.requests.into_iter().map(|r| r.operation));
+            return Ok(());
+        }
+        let commit = self.commit_of(&flight.decided);
+        self.log.flush(&commit);
+        let apply_now = self.rng.chance(500);
+        let outcomes = flight.decided.outcomes.clone();
+        self.engine.commit(flight.decided, apply_now);
+        if self.engine.commits().len() as u64 != self.log.last_lsn() {
+            return Err("the engine's commits and the log disagree on the last LSN".into());
+        }
+        self.model.keep();
+        let lsn = commit.lsn;
+        self.note(|| format!("flushed LSN {lsn}, answered"));
+        if self.options.mutation != Some(Mutation::AckBeforeDurable) {
+            self.answer(&flight.requests, &outcomes);
+        }
+        Ok(())
+    }
+
+    /// What a client keeps from an answer: what was created must stay; ids that failed for a
+    /// transient reason are burned.
+    fn answer(&mut self, requests: &[Request], outcomes: &[Outcome]) {
+        for (request, outcome) in requests.iter().zip(outcomes) {
+            match (&request.operation, outcome) {
+                (Operation::CreateTransfers(events), Outcome::Transfers(results)) => {
+                    for (event, result) in events.iter().zip(results) {
+                        if result.is_transient() {
+                            self.burned.insert(event.id);
+                        } else if *result == CreateTransferResult::Created {
+                            self.acked_transfers.insert(event.id);
+                        }
+                    }
+                }
+                (Operation::CreateAccounts(events), Outcome::Accounts(results)) => {
+                    for (event, result) in events.iter().zip(results) {
+                        if *result == CreateAccountResult::Created {
+                            self.acked_accounts.insert(event.id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The process dies at any point, even between a flush and its answer; it restarts from
+    /// the log through the real decoder, and must hold exactly what the model holds.
+    fn crash(&mut self) -> Result<(), String> {
+        self.fault("crash");
+        if let Some(flight) = self.flight.take() {
+            // The flush was under way: it may have committed or not.
+            if !flight.fails && self.rng.chance(500) {
+                self.fault("crash_after_flush");
+                let commit = self.commit_of(&flight.decided);
+                self.log.flush(&commit);
+            } else {
+                self.model.back_to(flight.model_mark);
+            }
+            self.model.keep();
+            self.retries
+                .extend(flight.requests.into_iter().map(|r| r.operation));
+        }
+        self.retries
+            .extend(self.queue.drain(..).map(|r| r.operation));
+        self.note(|| "crash and restart".to_string());
+        self.restart()
+    }
+
+    fn restart(&mut self) -> Result<(), String> {
+        let commits = self.log.read_all().map_err(|damage| {
+            format!(
+                "recovery refused an undamaged log at LSN {}: {}",
+                damage.lsn, damage.detail
+            )
+        })?;
+        self.engine = LocalEngine::recover(self.shard_count, &commits);
+        self.model.timestamp_last = commits.last().map_or(0, |c| c.timestamp_max);
+        self.check_state("after a restart")
+    }
+
+    /// A stored frame rots; the restart must refuse it, naming its LSN, and start once it is
+    /// restored from a backup.
+    fn corruption(&mut self) -> Result<(), String> {
+        self.fault("corruption");
+        let index = self.rng.below(self.log.frame_count() as u64) as usize;
+        let (byte, bit) = (self.rng.next_u64() as usize, self.rng.below(8) as u8);
+        let (lsn, original) = self.log.corrupt(index, byte, bit);
+        self.note(|| format!("frame at LSN {lsn} damaged; restart"));
+        match self.log.read_all() {
+            Ok(_) => return Err(format!("recovery replayed a damaged frame (LSN {lsn})")),
+            Err(damage) if damage.lsn != lsn => {
+                return Err(format!(
+                    "recovery named LSN {} for damage at LSN {lsn}",
+                    damage.lsn
+                ))
+            }
+            Err(_) => {}
+        }
+        self.log.restore(index, original);
+        self.crash()
+    }
+
+    /// Settles the engine and compares its accounts with the model's (the whole state is
+    /// compared after every restart and at the end).
+    fn checkpoint(&mut self) -> Result<(), String> {
+        if self.flight.is_some() {
+            return Ok(());
+        }
+        self.engine.settle();
+        self.check_accounts("at a checkpoint").map(|_| ())
+    }
+
+    fn check_accounts(&mut self, when: &str) -> Result<Vec<Account>, String> {
+        let engine_accounts = self.engine.all_accounts();
+        if !engine_accounts.iter().eq(self.model.accounts.values()) {
+            let model_accounts: Vec<&Account> = self.model.accounts.values().collect();
+            let first = engine_accounts
+                .iter()
+                .zip(&model_accounts)
+                .find(|(a, b)| a != *b)
+                .map(|(a, b)| format!("engine {a:?}\n  model  {b:?}"))
+                .unwrap_or_else(|| {
+                    format!(
+                        "{} accounts against {}",
+                        engine_accounts.len(),
+                        model_accounts.len()
+                    )
+                });
+            return Err(format!(
+                "{when}: the engine's accounts differ from the model's:\n  {first}"
+            ));
+        }
+        check_invariants(&engine_accounts).map_err(|e| format!("{when}: {e}"))?;
+        Ok(engine_accounts)
+    }
+
+    /// The engine's state equals the model's, and the ledger's invariants hold.
+    fn check_state(&mut self, when: &str) -> Result<(), String> {
+        self.engine.settle();
+        self.check_accounts(when)?;
+        for (id, transfer) in &self.model.transfers {
+            if self.engine.transfer(*id).as_ref() != Some(transfer) {
+                return Err(format!(
+                    "{when}: transfer {id} is {:?} in the engine, {transfer:?} in the model",
+                    self.engine.transfer(*id)
+                ));
+            }
+            if let Some(status) = self.model.pending.get(id) {
+                if self.engine.pending_status(*id) != Some(*status) {
+                    return Err(format!("{when}: pending transfer {id} has another status"));
+                }
+            }
+        }
+        for id in &self.acked_transfers {
+            if self.engine.transfer(*id).is_none() {
+                return Err(format!("{when}: acknowledged transfer {id} is lost"));
+            }
+        }
+        for id in &self.acked_accounts {
+            if self.engine.account(*id).is_none() {
+                return Err(format!("{when}: acknowledged account {id} is lost"));
+            }
+        }
+        for id in &self.burned {
+            if self.engine.transfer(*id).is_some() {
+                return Err(format!(
+                    "{when}: transfer {id} failed for good, yet it exists"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn hash_state(&mut self) {
+        let accounts = self.engine.all_accounts();
+        for a in accounts {
+            for value in [
+                a.id,
+                a.debits_pending,
+                a.debits_posted,
+                a.credits_pending,
+                a.credits_posted,
+            ] {
+                self.mix(value as u64);
+                self.mix((value >> 64) as u64);
+            }
+        }
+        self.mix(self.log.last_lsn());
+    }
+}
+
+/// Per ledger, debits equal credits (posted, and pending); no account breaks its limit.
+pub fn check_invariants(accounts: &[Account]) -> Result<(), String> {
+    let mut sums: BTreeMap<u32, [u128; 4]> = BTreeMap::new();
+    for a in accounts {
+        let s = sums.entry(a.ledger).or_default();
+        s[0] += a.debits_posted;
+        s[1] += a.credits_posted;
+        s[2] += a.debits_pending;
+        s[3] += a.credits_pending;
+        if a.flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            && a.debits_posted + a.debits_pending > a.credits_posted
+        {
+            return Err(format!("account {} is overdrawn: {a:?}", a.id));
+        }
+        if a.flags
+            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            && a.credits_posted + a.credits_pending > a.debits_posted
+        {
+            return Err(format!("account {} exceeds its debits: {a:?}", a.id));
+        }
+    }
+    for (ledger, [dp, cp, dq, cq]) in sums {
+        if dp != cp || dq != cq {
+            return Err(format!(
+                "ledger {ledger} does not balance: posted {dp} / {cp}, pending {dq} / {cq}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+trait ZeroLedger {
+    fn with_zero_ledger(self) -> Self;
+}
+
+impl ZeroLedger for Transfer {
+    /// A post or void names no ledger or code: it inherits the pending transfer's.
+    fn with_zero_ledger(self) -> Self {
+        Transfer {
+            ledger: 0,
+            code: 0,
+            ..self
+        }
+    }
+}
