@@ -112,6 +112,9 @@ fn main() -> ExitCode {
     }
     eprintln!("\r{}", totals.line(started.elapsed()));
     println!("faults injected: {:?}", totals.faults);
+    let mut results: Vec<_> = totals.results.iter().collect();
+    results.sort_by(|a, b| b.1.cmp(a.1));
+    println!("results decided ({} codes): {results:?}", results.len());
     ExitCode::SUCCESS
 }
 
@@ -122,6 +125,7 @@ struct Totals {
     rounds: u64,
     events: u64,
     faults: BTreeMap<&'static str, u64>,
+    results: BTreeMap<&'static str, u64>,
 }
 
 impl Totals {
@@ -132,6 +136,9 @@ impl Totals {
         self.events += report.events;
         for (kind, count) in &report.faults {
             *self.faults.entry(kind).or_default() += count;
+        }
+        for (code, count) in &report.results {
+            *self.results.entry(code).or_default() += count;
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Report {
     /// A hash of the run's trace and final state: the same seed gives the same hash.
     pub hash: u64,
     pub faults: BTreeMap<&'static str, u64>,
+    /// Results decided, by code (accounts and transfers together).
+    pub results: BTreeMap<&'static str, u64>,
     pub failure: Option<Failure>,
     /// The deliberately broken build the run used, if any (its command-line name).
     pub mutation: Option<&'static str>,
@@ -551,6 +553,16 @@ impl World {
                 }
                 Operation::Expire => Outcome::Expired,
             });
+        }
+        for outcome in &expected {
+            let codes: Vec<&'static str> = match outcome {
+                Outcome::Accounts(results) => results.iter().map(|r| r.code()).collect(),
+                Outcome::Transfers(results) => results.iter().map(|r| r.code()).collect(),
+                Outcome::Expired => Vec::new(),
+            };
+            for code in codes {
+                *self.report.results.entry(code).or_default() += 1;
+            }
         }
         let numbers: Vec<u64> = requests.iter().map(|r| r.number).collect();
         let records = decided.records.len();

@@ -4,7 +4,7 @@
 use kizo_sim::{run, Mutation, Options, Report};
 
 /// Seeds run on every CI run (`KIZO_SIM_SEEDS` changes the count).
-const SEEDS: u64 = 250;
+const SEEDS: u64 = 600;
 
 fn options() -> Options {
     Options {
