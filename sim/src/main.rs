@@ -105,17 +105,34 @@ fn main() -> ExitCode {
         }
         if last_progress.elapsed() >= Duration::from_millis(500) {
             last_progress = Instant::now();
-            eprint!("\r{}", totals.line(started.elapsed()));
+            let done = match (args.seeds, args.run_for) {
+                (Some(count), _) => (seed + 1 - args.first_seed) as f64 / count as f64,
+                (None, Some(budget)) => started.elapsed().as_secs_f64() / budget.as_secs_f64(),
+                (None, None) => (seed + 1 - args.first_seed) as f64 / 100.0,
+            };
+            eprint!("\r{} {}", bar(done), totals.line(started.elapsed()));
             let _ = std::io::stderr().flush();
         }
         seed += 1;
     }
-    eprintln!("\r{}", totals.line(started.elapsed()));
+    eprintln!("\r{} {}", bar(1.0), totals.line(started.elapsed()));
     println!("faults injected: {:?}", totals.faults);
     let mut results: Vec<_> = totals.results.iter().collect();
     results.sort_by(|a, b| b.1.cmp(a.1));
     println!("results decided ({} codes): {results:?}", results.len());
     ExitCode::SUCCESS
+}
+
+/// `[#########...........]  45%`
+fn bar(done: f64) -> String {
+    let done = done.clamp(0.0, 1.0);
+    let filled = (done * 20.0).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}%",
+        "#".repeat(filled),
+        ".".repeat(20 - filled),
+        done * 100.0
+    )
 }
 
 #[derive(Default)]
