@@ -55,6 +55,11 @@ impl LocalEngine {
         }
     }
 
+    /// Whether the last commit waits to be applied (after the next round's first reads).
+    pub fn has_unapplied(&self) -> bool {
+        self.unapplied.is_some()
+    }
+
     /// Applies the commit still in flight, if any.
     pub fn settle(&mut self) {
         if self.unapplied.take().is_some() {
@@ -209,6 +214,13 @@ impl LocalEngine {
             .into_iter()
             .map(|id| self.transfer(id).expect("history names existing transfers"))
             .collect()
+    }
+
+    /// Every account as the shards hold it at this moment, in no order: with a commit still
+    /// unapplied, one commit behind. Shards apply whole commits, so the ledger's invariants hold
+    /// here at every step.
+    pub fn applied_accounts(&self) -> impl Iterator<Item = &Account> {
+        self.shards.iter().flat_map(|s| s.accounts())
     }
 
     /// Every account, from every shard, ordered by id.

@@ -460,6 +460,17 @@ impl Reader<'_> {
         if len > T::WIDTH {
             return Err("integer wider than its field");
         }
+        if let Some(window) = self.bytes.get(self.at..self.at + 16) {
+            // Fast path, away from the frame's end: one 16-byte load, masked to `len` bytes.
+            let value = u128::from_le_bytes(window.try_into().expect("16 bytes"));
+            let value = if len == 16 {
+                value
+            } else {
+                value & ((1u128 << (8 * len)) - 1)
+            };
+            self.at += len;
+            return Ok(T::from_le(value.to_le_bytes()));
+        }
         let mut bytes = [0u8; 16];
         bytes[..len].copy_from_slice(self.take(len)?);
         Ok(T::from_le(bytes))

@@ -4,7 +4,7 @@
 //! that is kept or thrown away whole. The simulator asks it for the result of every event and
 //! compares with the engine's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kizo_engine::types::NS_PER_SECOND;
 use kizo_engine::{
@@ -22,6 +22,8 @@ pub struct Model {
     pub timestamp_last: u64,
     /// Every change since the last [`Model::keep`], to go back to a [`Model::mark`].
     journal: Vec<Undo>,
+    /// Pending transfers with a timeout, by (deadline, timestamp, id): follows `pending`.
+    deadlines: BTreeSet<(u64, u64, u128)>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,9 +56,11 @@ impl Model {
                 }
                 Undo::Pending(id, Some(old)) => {
                     self.pending.insert(id, old);
+                    self.follow_deadline(id);
                 }
                 Undo::Pending(id, None) => {
                     self.pending.remove(&id);
+                    self.follow_deadline(id);
                 }
                 Undo::Failed(id) => {
                     self.failed.remove(&id);
@@ -90,6 +94,23 @@ impl Model {
     fn set_pending(&mut self, id: u128, status: PendingStatus) {
         let old = self.pending.insert(id, status);
         self.journal.push(Undo::Pending(id, old));
+        self.follow_deadline(id);
+    }
+
+    /// Keeps `deadlines` in step with transfer `id`'s pending status.
+    fn follow_deadline(&mut self, id: u128) {
+        let Some(t) = self.transfers.get(&id) else {
+            return;
+        };
+        let Some(at) = expires_at(t) else {
+            return;
+        };
+        let key = (at, t.timestamp, id);
+        if self.pending.get(&id) == Some(&PendingStatus::Pending) {
+            self.deadlines.insert(key);
+        } else {
+            self.deadlines.remove(&key);
+        }
     }
 
     fn add_failed(&mut self, id: u128, result: T) {
@@ -109,17 +130,12 @@ impl Model {
     /// Releases the pending transfers whose timeout is at or before `now`, oldest deadline
     /// first.
     pub fn expire(&mut self, now: u64) {
-        let mut due: Vec<(u64, u64, u128)> = self
-            .pending
+        let due: Vec<(u64, u64, u128)> = self
+            .deadlines
             .iter()
-            .filter(|(_, status)| **status == PendingStatus::Pending)
-            .filter_map(|(id, _)| {
-                let t = &self.transfers[id];
-                let at = expires_at(t)?;
-                (at <= now).then_some((at, t.timestamp, *id))
-            })
+            .take_while(|(at, _, _)| *at <= now)
+            .copied()
             .collect();
-        due.sort_unstable();
         for (_, _, id) in due {
             let t = self.transfers[&id];
             self.set_pending(id, PendingStatus::Expired);

@@ -302,8 +302,24 @@ impl World {
         self.queue.push_back(Request { number, operation });
     }
 
+    /// One step, then, if the shards' state changed, the ledger's invariants on it.
     fn step(&mut self) -> Result<(), String> {
         self.step += 1;
+        let commits = self.engine.commits().len();
+        let rounds = self.report.rounds;
+        // A round applies the commit the shards have not applied yet, if any.
+        let behind = self.engine.has_unapplied();
+        self.act()?;
+        // Shards change only when a commit is made or applied (the next round's decide, a
+        // restart, a checkpoint's settle): after a flush, a round or a restart.
+        if self.engine.commits().len() != commits || (self.report.rounds != rounds && behind) {
+            check_invariants(self.engine.applied_accounts())
+                .map_err(|e| format!("after step {}: {e}", self.step))?;
+        }
+        Ok(())
+    }
+
+    fn act(&mut self) -> Result<(), String> {
         if self.flight.as_ref().is_some_and(|f| f.due <= self.step) && self.rng.chance(800) {
             return self.complete_flight();
         }
@@ -827,10 +843,18 @@ impl World {
 }
 
 /// Per ledger, debits equal credits (posted, and pending); no account breaks its limit.
-pub fn check_invariants(accounts: &[Account]) -> Result<(), String> {
-    let mut sums: BTreeMap<u32, [u128; 4]> = BTreeMap::new();
+pub fn check_invariants<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> Result<(), String> {
+    // (ledger, [debits posted, credits posted, debits pending, credits pending]); few ledgers.
+    let mut sums: Vec<(u32, [u128; 4])> = Vec::new();
     for a in accounts {
-        let s = sums.entry(a.ledger).or_default();
+        let at = match sums.iter().position(|(ledger, _)| *ledger == a.ledger) {
+            Some(at) => at,
+            None => {
+                sums.push((a.ledger, [0; 4]));
+                sums.len() - 1
+            }
+        };
+        let s = &mut sums[at].1;
         s[0] += a.debits_posted;
         s[1] += a.credits_posted;
         s[2] += a.debits_pending;
