@@ -1,0 +1,18 @@
+//! Kizo's HTTP gateway (`axum`): how people and services use the ledger.
+//!
+//! - [`config`]: flags and environment, secrets.
+//! - [`server`]: starts the store, the log, the engine and the projector; routes and middleware.
+//! - [`ledger`]: the batch ledger API (API key).
+//! - [`wire`]: the JSON forms of accounts and transfers (big numbers as decimal strings).
+//! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
+//!
+//! The wallet API (users, sessions, idempotency keys), metrics and OpenAPI come next (issue 5).
+
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod ledger;
+pub mod server;
+pub mod wire;
+
+pub use server::{Server, ServerConfig};

@@ -1,0 +1,238 @@
+//! The server: the engine on its store, the log writer, the projector, and the HTTP routes with
+//! their middleware (request ids, tracing, body limits, API-key auth).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use kizo_engine::{Engine, EngineConfig, Wal};
+use kizo_persistence::projector::{Projector, ProjectorConfig};
+use kizo_persistence::read_models::ReadModels;
+use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::json::Json;
+
+/// The largest request body: a full batch of 8189 transfers with every field set, and room.
+pub const BODY_LIMIT_BYTES: usize = 8 << 20;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub shard_count: usize,
+    /// The key that opens the batch ledger API.
+    pub api_key: String,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub wal: Arc<DurableWal>,
+    api_key: Arc<str>,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    engine: Engine,
+    projector: Projector,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] kizo_persistence::StoreError),
+    #[error("log: {0}")]
+    Log(#[from] kizo_engine::WalError),
+    #[error("engine: {0}")]
+    Engine(#[from] kizo_engine::EngineError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Server {
+    /// Opens the store, recovers the engine from the log, starts the projector, and serves.
+    pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+        let store = LogStore::open(&config.store).await?;
+        let wal = DurableWal::open(store, WalConfig::default()).await?;
+        let recovered = wal.last_lsn();
+        let engine = Engine::start(
+            EngineConfig {
+                shard_count: config.shard_count,
+                ..EngineConfig::default()
+            },
+            wal.clone(),
+        )
+        .await?;
+        let read_models = ReadModels::open(&config.store).await?;
+        let projector =
+            Projector::start(wal.clone(), read_models, ProjectorConfig::default()).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let state = AppState {
+            engine: engine.clone(),
+            wal,
+            api_key: config.api_key.into(),
+        };
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state);
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, store = %config.store.describe(), recovered_commits = recovered, "serving");
+        Ok(Server {
+            addr,
+            engine,
+            projector,
+            shutdown,
+            serving,
+        })
+    }
+
+    /// Stops taking requests, lets those in flight finish, stops the engine.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.serving).await;
+        self.projector.stop().await;
+        self.engine.shutdown().await;
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let ledger = crate::ledger::routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_api_key,
+    ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(ledger)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        // Enforced by the body extractors, so that the refusal is a problem like any other.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+#[derive(serde::Serialize)]
+struct Status {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_lsn: Option<u64>,
+}
+
+async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok",
+        last_lsn: None,
+    })
+}
+
+/// Ready: recovery is done (the server serves only after it) and the store answers.
+async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    match state.wal.store().last_lsn().await {
+        Ok(lsn) => Ok(Json(Status {
+            status: "ready",
+            last_lsn: Some(lsn),
+        })),
+        Err(error) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            error.to_string(),
+        )),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(key) if constant_time_eq(key.as_bytes(), state.api_key.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => {
+            let mut response =
+                ApiError::unauthorized("the ledger API needs `Authorization: Bearer <api key>`")
+                    .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+/// Compares without leaking, through timing, how much of a secret matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(super::constant_time_eq(b"secret", b"secret"));
+        assert!(!super::constant_time_eq(b"secret", b"secreT"));
+        assert!(!super::constant_time_eq(b"secret", b"secret!"));
+    }
+}

@@ -1,0 +1,312 @@
+//! The JSON forms of the ledger's types. Every 128- and 64-bit number is a decimal string
+//! (JSON numbers lose precision past 2^53 in most clients); flags are objects of booleans.
+//! Unknown fields are refused.
+
+use kizo_engine::{Account, AccountFlags, Transfer, TransferFlags};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+macro_rules! decimal {
+    ($name:ident, $int:ty) => {
+        /// An unsigned integer written as a decimal string.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name(pub $int);
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                if text.is_empty() || text.len() > 39 || !text.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(D::Error::custom(format!(
+                        "expected a decimal string of at most {} digits",
+                        <$int>::MAX.to_string().len()
+                    )));
+                }
+                text.parse()
+                    .map($name)
+                    .map_err(|_| D::Error::custom(concat!("out of range for ", stringify!($int))))
+            }
+        }
+    };
+}
+
+decimal!(U128, u128);
+decimal!(U64, u64);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountFlagsJson {
+    pub linked: bool,
+    pub debits_must_not_exceed_credits: bool,
+    pub credits_must_not_exceed_debits: bool,
+    pub closed: bool,
+}
+
+impl From<AccountFlagsJson> for AccountFlags {
+    fn from(f: AccountFlagsJson) -> Self {
+        let mut flags = AccountFlags::empty();
+        for (set, flag) in [
+            (f.linked, AccountFlags::LINKED),
+            (
+                f.debits_must_not_exceed_credits,
+                AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            ),
+            (
+                f.credits_must_not_exceed_debits,
+                AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+            ),
+            (f.closed, AccountFlags::CLOSED),
+        ] {
+            if set {
+                flags = flags | flag;
+            }
+        }
+        flags
+    }
+}
+
+impl From<AccountFlags> for AccountFlagsJson {
+    fn from(f: AccountFlags) -> Self {
+        Self {
+            linked: f.contains(AccountFlags::LINKED),
+            debits_must_not_exceed_credits: f
+                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+            credits_must_not_exceed_debits: f
+                .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
+            closed: f.contains(AccountFlags::CLOSED),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferFlagsJson {
+    pub linked: bool,
+    pub pending: bool,
+    pub post_pending_transfer: bool,
+    pub void_pending_transfer: bool,
+    pub balancing_debit: bool,
+    pub balancing_credit: bool,
+}
+
+impl From<TransferFlagsJson> for TransferFlags {
+    fn from(f: TransferFlagsJson) -> Self {
+        let mut flags = TransferFlags::empty();
+        for (set, flag) in [
+            (f.linked, TransferFlags::LINKED),
+            (f.pending, TransferFlags::PENDING),
+            (
+                f.post_pending_transfer,
+                TransferFlags::POST_PENDING_TRANSFER,
+            ),
+            (
+                f.void_pending_transfer,
+                TransferFlags::VOID_PENDING_TRANSFER,
+            ),
+            (f.balancing_debit, TransferFlags::BALANCING_DEBIT),
+            (f.balancing_credit, TransferFlags::BALANCING_CREDIT),
+        ] {
+            if set {
+                flags = flags | flag;
+            }
+        }
+        flags
+    }
+}
+
+impl From<TransferFlags> for TransferFlagsJson {
+    fn from(f: TransferFlags) -> Self {
+        Self {
+            linked: f.contains(TransferFlags::LINKED),
+            pending: f.contains(TransferFlags::PENDING),
+            post_pending_transfer: f.contains(TransferFlags::POST_PENDING_TRANSFER),
+            void_pending_transfer: f.contains(TransferFlags::VOID_PENDING_TRANSFER),
+            balancing_debit: f.contains(TransferFlags::BALANCING_DEBIT),
+            balancing_credit: f.contains(TransferFlags::BALANCING_CREDIT),
+        }
+    }
+}
+
+/// An account, as created (balances and timestamp must be absent or zero) and as returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountJson {
+    pub id: U128,
+    #[serde(default)]
+    pub debits_pending: U128,
+    #[serde(default)]
+    pub debits_posted: U128,
+    #[serde(default)]
+    pub credits_pending: U128,
+    #[serde(default)]
+    pub credits_posted: U128,
+    #[serde(default)]
+    pub user_data_128: U128,
+    #[serde(default)]
+    pub user_data_64: U64,
+    #[serde(default)]
+    pub user_data_32: u32,
+    pub ledger: u32,
+    pub code: u16,
+    #[serde(default)]
+    pub flags: AccountFlagsJson,
+    #[serde(default)]
+    pub timestamp: U64,
+}
+
+impl From<AccountJson> for Account {
+    fn from(a: AccountJson) -> Self {
+        Account {
+            id: a.id.0,
+            debits_pending: a.debits_pending.0,
+            debits_posted: a.debits_posted.0,
+            credits_pending: a.credits_pending.0,
+            credits_posted: a.credits_posted.0,
+            user_data_128: a.user_data_128.0,
+            user_data_64: a.user_data_64.0,
+            user_data_32: a.user_data_32,
+            ledger: a.ledger,
+            code: a.code,
+            flags: a.flags.into(),
+            timestamp: a.timestamp.0,
+        }
+    }
+}
+
+impl From<Account> for AccountJson {
+    fn from(a: Account) -> Self {
+        AccountJson {
+            id: U128(a.id),
+            debits_pending: U128(a.debits_pending),
+            debits_posted: U128(a.debits_posted),
+            credits_pending: U128(a.credits_pending),
+            credits_posted: U128(a.credits_posted),
+            user_data_128: U128(a.user_data_128),
+            user_data_64: U64(a.user_data_64),
+            user_data_32: a.user_data_32,
+            ledger: a.ledger,
+            code: a.code,
+            flags: a.flags.into(),
+            timestamp: U64(a.timestamp),
+        }
+    }
+}
+
+/// A transfer, as created (post and void may leave accounts, ledger and code zero) and as
+/// returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferJson {
+    pub id: U128,
+    #[serde(default)]
+    pub debit_account_id: U128,
+    #[serde(default)]
+    pub credit_account_id: U128,
+    #[serde(default)]
+    pub amount: U128,
+    #[serde(default)]
+    pub pending_id: U128,
+    #[serde(default)]
+    pub user_data_128: U128,
+    #[serde(default)]
+    pub user_data_64: U64,
+    #[serde(default)]
+    pub user_data_32: u32,
+    #[serde(default)]
+    pub timeout: u32,
+    #[serde(default)]
+    pub ledger: u32,
+    #[serde(default)]
+    pub code: u16,
+    #[serde(default)]
+    pub flags: TransferFlagsJson,
+    #[serde(default)]
+    pub timestamp: U64,
+}
+
+impl From<TransferJson> for Transfer {
+    fn from(t: TransferJson) -> Self {
+        Transfer {
+            id: t.id.0,
+            debit_account_id: t.debit_account_id.0,
+            credit_account_id: t.credit_account_id.0,
+            amount: t.amount.0,
+            pending_id: t.pending_id.0,
+            user_data_128: t.user_data_128.0,
+            user_data_64: t.user_data_64.0,
+            user_data_32: t.user_data_32,
+            timeout: t.timeout,
+            ledger: t.ledger,
+            code: t.code,
+            flags: t.flags.into(),
+            timestamp: t.timestamp.0,
+        }
+    }
+}
+
+impl From<Transfer> for TransferJson {
+    fn from(t: Transfer) -> Self {
+        TransferJson {
+            id: U128(t.id),
+            debit_account_id: U128(t.debit_account_id),
+            credit_account_id: U128(t.credit_account_id),
+            amount: U128(t.amount),
+            pending_id: U128(t.pending_id),
+            user_data_128: U128(t.user_data_128),
+            user_data_64: U64(t.user_data_64),
+            user_data_32: t.user_data_32,
+            timeout: t.timeout,
+            ledger: t.ledger,
+            code: t.code,
+            flags: t.flags.into(),
+            timestamp: U64(t.timestamp),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_numbers_are_decimal_strings_both_ways() {
+        let json = serde_json::to_string(&U128(u128::MAX)).unwrap();
+        assert_eq!(json, format!("\"{}\"", u128::MAX));
+        assert_eq!(
+            serde_json::from_str::<U128>(&json).unwrap(),
+            U128(u128::MAX)
+        );
+        for bad in [
+            "12",
+            "\"\"",
+            "\"-1\"",
+            "\"1e3\"",
+            "\" 1\"",
+            "\"340282366920938463463374607431768211456\"",
+        ] {
+            assert!(serde_json::from_str::<U128>(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<U64>("\"18446744073709551616\"").is_err());
+    }
+
+    #[test]
+    fn transfers_round_trip_and_unknown_fields_are_refused() {
+        let transfer = Transfer {
+            flags: TransferFlags::PENDING | TransferFlags::LINKED,
+            timeout: 30,
+            user_data_64: u64::MAX,
+            ..Transfer::new(u128::MAX - 1, 2, 3, 4, 840, 1)
+        };
+        let json = serde_json::to_value(TransferJson::from(transfer)).unwrap();
+        let back: TransferJson = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(Transfer::from(back), transfer);
+        let mut extra = json;
+        extra["amunt"] = serde_json::json!("5");
+        assert!(serde_json::from_value::<TransferJson>(extra).is_err());
+    }
+}
