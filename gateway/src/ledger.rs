@@ -71,6 +71,7 @@ async fn create_accounts(
     check_batch(events.len(), "")?;
     let accounts: Vec<Account> = events.into_iter().map(Account::from).collect();
     let results = state.engine.create_accounts(accounts).await?;
+    crate::metrics::results("kizo_accounts_total", results.iter().map(|r| r.code()));
     Ok(Json(Results {
         results: results
             .iter()
@@ -86,6 +87,7 @@ async fn create_transfers(
     check_batch(events.len(), "")?;
     let transfers: Vec<Transfer> = events.into_iter().map(Transfer::from).collect();
     let results = state.engine.create_transfers(transfers).await?;
+    crate::metrics::results("kizo_transfers_total", results.iter().map(|r| r.code()));
     Ok(Json(Results {
         results: results
             .iter()

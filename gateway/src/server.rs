@@ -71,6 +71,7 @@ pub enum StartError {
 impl Server {
     /// Opens the store, recovers the engine from the log, starts the projector, and serves.
     pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+        crate::metrics::handle();
         let store = LogStore::open(&config.store).await?;
         let wal = DurableWal::open(store, WalConfig::default()).await?;
         let recovered = wal.last_lsn();
@@ -137,7 +138,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
         .merge(ledger)
+        .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -405,3 +405,38 @@ async fn oversized_body(base: &str) -> String {
     });
     body["code"].as_str().unwrap().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_transfers_and_flushes() {
+    let server = Running::start(false).await;
+    server
+        .post(
+            "/v1/ledger/accounts",
+            &json!([{"id": "1", "ledger": 1, "code": 1}, {"id": "2", "ledger": 1, "code": 1}]),
+        )
+        .await;
+    server
+        .post(
+            "/v1/ledger/transfers",
+            &json!([{"id": "9", "debit_account_id": "1", "credit_account_id": "2", "amount": "5", "ledger": 1, "code": 1}]),
+        )
+        .await;
+    let response = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for expected in [
+        "kizo_http_requests_total{route=\"/v1/ledger/transfers\",method=\"POST\",status=\"200\"}",
+        "kizo_http_request_duration_seconds_bucket{route=\"/v1/ledger/transfers\"",
+        "kizo_transfers_total{result=\"created\"}",
+        "kizo_engine_commits_total",
+        "kizo_wal_flushes_total",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    server.stop().await;
+}
