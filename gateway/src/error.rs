@@ -17,6 +17,24 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
+/// The body of every error (RFC 9457), as the OpenAPI document describes it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code)]
+pub struct ProblemDoc {
+    /// A URL naming the problem type (ends with the code).
+    #[schema(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    /// Stable and greppable: branch on it.
+    #[schema(example = "invalid_field")]
+    code: String,
+    detail: String,
+    /// The request field at fault, when there is one.
+    field: Option<String>,
+}
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
@@ -61,7 +79,7 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::BatchTooLarge { .. } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "batch_too_large",
                 error.to_string(),
             ),

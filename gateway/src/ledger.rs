@@ -23,30 +23,90 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// One result per event, in order.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Results {
     pub results: Vec<EventResult>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventResult {
+    /// The engine's result code: `created`, `exists`, `exceeds_credits`, ...
+    #[schema(value_type = String, example = "created")]
     pub result: &'static str,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ids {
+    #[schema(min_items = 1, max_items = 8189)]
     pub ids: Vec<U128>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Accounts {
     pub accounts: Vec<AccountJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Transfers {
     pub transfers: Vec<TransferJson>,
+}
+
+/// The documented form of a batch: 1 to 8189 events.
+fn batch_schema<T: utoipa::ToSchema>() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name(T::name()))
+        .min_items(Some(1))
+        .max_items(Some(BATCH_EVENTS_MAX))
+        .into()
+}
+
+/// A batch of accounts, as the OpenAPI document shows it.
+pub struct AccountBatch;
+
+impl utoipa::PartialSchema for AccountBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        batch_schema::<AccountJson>()
+    }
+}
+
+impl utoipa::ToSchema for AccountBatch {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            AccountJson::name().into(),
+            <AccountJson as utoipa::PartialSchema>::schema(),
+        ));
+        <AccountJson as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+/// A batch of transfers, as the OpenAPI document shows it.
+pub struct TransferBatch;
+
+impl utoipa::PartialSchema for TransferBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        batch_schema::<TransferJson>()
+    }
+}
+
+impl utoipa::ToSchema for TransferBatch {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            TransferJson::name().into(),
+            <TransferJson as utoipa::PartialSchema>::schema(),
+        ));
+        <TransferJson as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 fn check_batch(len: usize, field: &str) -> Result<(), ApiError> {
@@ -55,7 +115,7 @@ fn check_batch(len: usize, field: &str) -> Result<(), ApiError> {
     }
     if len > BATCH_EVENTS_MAX {
         return Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "batch_too_large",
             format!("{len} events; at most {BATCH_EVENTS_MAX} per call"),
         )
@@ -64,7 +124,19 @@ fn check_batch(len: usize, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn create_accounts(
+/// Creates accounts: one result per event, in order.
+#[utoipa::path(post, path = "/v1/ledger/accounts", tag = "ledger", security(("api_key" = [])),
+    request_body = AccountBatch,
+    responses(
+        (status = 200, body = Results),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn create_accounts(
     State(state): State<AppState>,
     Json(events): Json<Vec<AccountJson>>,
 ) -> Result<Json<Results>, ApiError> {
@@ -80,7 +152,19 @@ async fn create_accounts(
     }))
 }
 
-async fn create_transfers(
+/// Creates transfers: one result per event, in order (linked chains all or nothing).
+#[utoipa::path(post, path = "/v1/ledger/transfers", tag = "ledger", security(("api_key" = [])),
+    request_body = TransferBatch,
+    responses(
+        (status = 200, body = Results),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn create_transfers(
     State(state): State<AppState>,
     Json(events): Json<Vec<TransferJson>>,
 ) -> Result<Json<Results>, ApiError> {
@@ -96,7 +180,18 @@ async fn create_transfers(
     }))
 }
 
-async fn lookup_accounts(
+/// The accounts with these ids (those that exist), with their balances.
+#[utoipa::path(post, path = "/v1/ledger/accounts/lookup", tag = "ledger", security(("api_key" = [])),
+    request_body = Ids,
+    responses(
+        (status = 200, body = Accounts),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn lookup_accounts(
     State(state): State<AppState>,
     Json(request): Json<Ids>,
 ) -> Result<Json<Accounts>, ApiError> {
@@ -108,7 +203,18 @@ async fn lookup_accounts(
     }))
 }
 
-async fn lookup_transfers(
+/// The transfers with these ids (those that exist).
+#[utoipa::path(post, path = "/v1/ledger/transfers/lookup", tag = "ledger", security(("api_key" = [])),
+    request_body = Ids,
+    responses(
+        (status = 200, body = Transfers),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn lookup_transfers(
     State(state): State<AppState>,
     Json(request): Json<Ids>,
 ) -> Result<Json<Transfers>, ApiError> {
@@ -122,19 +228,29 @@ async fn lookup_transfers(
 
 /// `GET /v1/ledger/accounts/{id}/transfers`: the account's transfers, oldest first unless
 /// `reversed`, within `[timestamp_min, timestamp_max]` (0: unbounded), paged by timestamp.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// At most this many transfers (1 to 8189, default 100).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 8189)]
     pub limit: u32,
+    /// Transfers at or after this timestamp (ns; 0 or absent: unbounded).
     #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,19}$")]
     pub timestamp_min: Option<U64Query>,
+    /// Transfers at or before this timestamp (ns; 0 or absent: unbounded).
     #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,19}$")]
     pub timestamp_max: Option<U64Query>,
+    /// Include transfers that debit the account (default true).
     #[serde(default = "yes")]
     pub debits: bool,
+    /// Include transfers that credit the account (default true).
     #[serde(default = "yes")]
     pub credits: bool,
+    /// Newest first (default false).
     #[serde(default)]
     pub reversed: bool,
 }
@@ -152,7 +268,16 @@ fn yes() -> bool {
     true
 }
 
-async fn account_transfers(
+/// An account's transfers, oldest first unless `reversed`, paged by timestamp.
+#[utoipa::path(get, path = "/v1/ledger/accounts/{id}/transfers", tag = "ledger", security(("api_key" = [])),
+    params(("id" = U128, Path, description = "The account id, a decimal u128"), HistoryQuery),
+    responses(
+        (status = 200, body = Transfers),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn account_transfers(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,

@@ -4,17 +4,19 @@
 //! - [`server`]: starts the store, the log, the engine and the projector; routes and middleware.
 //! - [`ledger`]: the batch ledger API (API key).
 //! - [`metrics`]: `GET /metrics` for Prometheus, and the request metrics middleware.
+//! - [`openapi`]: `GET /openapi.json`, generated from the handlers (checked in as
+//!   `docs/openapi.json`).
 //! - [`wire`]: the JSON forms of accounts and transfers (big numbers as decimal strings).
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
 //!
-//! The wallet API (users, sessions, idempotency keys) and the OpenAPI document come next
-//! (issue 5).
+//! The wallet API (users, sessions, idempotency keys) comes next (issue 5).
 
 pub mod config;
 pub mod error;
 pub mod json;
 pub mod ledger;
 pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod wire;
 

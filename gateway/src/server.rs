@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::render))
+        .route("/openapi.json", get(crate::openapi::serve))
         .merge(ledger)
         .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
@@ -158,14 +159,16 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
 }
 
-#[derive(serde::Serialize)]
-struct Status {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_lsn: Option<u64>,
 }
 
-async fn healthz() -> Json<Status> {
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
+pub async fn healthz() -> Json<Status> {
     Json(Status {
         status: "ok",
         last_lsn: None,
@@ -173,7 +176,11 @@ async fn healthz() -> Json<Status> {
 }
 
 /// Ready: recovery is done (the server serves only after it) and the store answers.
-async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, body = Status),
+    (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     match state.wal.store().last_lsn().await {
         Ok(lsn) => Ok(Json(Status {
             status: "ready",

@@ -18,6 +18,23 @@ macro_rules! decimal {
             }
         }
 
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some(at_most(&<$int>::MAX.to_string())))
+                    .description(Some(concat!(
+                        "An unsigned ",
+                        stringify!($int),
+                        " as a decimal string"
+                    )))
+                    .examples(["2500"])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
@@ -35,10 +52,51 @@ macro_rules! decimal {
     };
 }
 
+/// A regular expression for the decimal strings of `0..=max` (leading zeros allowed, at most
+/// as many digits as `max`): what the parser accepts, so the document says exactly that.
+fn at_most(max: &str) -> String {
+    let digits: Vec<u32> = max.bytes().map(|b| u32::from(b - b'0')).collect();
+    let n = digits.len();
+    let mut choices = vec![format!("[0-9]{{1,{}}}", n - 1)];
+    for i in 0..n {
+        if digits[i] > 0 {
+            let rest = n - i - 1;
+            let below = if digits[i] == 1 {
+                "0".to_string()
+            } else {
+                format!("[0-{}]", digits[i] - 1)
+            };
+            choices.push(format!("{}{below}[0-9]{{{rest}}}", &max[..i]));
+        }
+    }
+    choices.push(max.to_string());
+    format!("^({})$", choices.join("|"))
+}
+
 decimal!(U128, u128);
 decimal!(U64, u64);
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A small integer field: a JSON integer, or a number with no fractional part (`1428.0`, which
+/// JSON Schema counts as an integer too).
+fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let value = match number.as_u64() {
+        Some(value) => Some(value),
+        None => number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64),
+    };
+    value
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccountFlagsJson {
     pub linked: bool,
@@ -83,7 +141,7 @@ impl From<AccountFlags> for AccountFlagsJson {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransferFlagsJson {
     pub linked: bool,
@@ -133,7 +191,7 @@ impl From<TransferFlags> for TransferFlagsJson {
 }
 
 /// An account, as created (balances and timestamp must be absent or zero) and as returned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountJson {
     pub id: U128,
@@ -149,9 +207,14 @@ pub struct AccountJson {
     pub user_data_128: U128,
     #[serde(default)]
     pub user_data_64: U64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub user_data_32: u32,
+    #[serde(deserialize_with = "whole")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub ledger: u32,
+    #[serde(deserialize_with = "whole")]
+    #[schema(value_type = u64, maximum = 65535)]
     pub code: u16,
     #[serde(default)]
     pub flags: AccountFlagsJson,
@@ -199,7 +262,7 @@ impl From<Account> for AccountJson {
 
 /// A transfer, as created (post and void may leave accounts, ledger and code zero) and as
 /// returned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferJson {
     pub id: U128,
@@ -215,13 +278,17 @@ pub struct TransferJson {
     pub user_data_128: U128,
     #[serde(default)]
     pub user_data_64: U64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub user_data_32: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub timeout: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub ledger: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(value_type = u64, maximum = 65535)]
     pub code: u16,
     #[serde(default)]
     pub flags: TransferFlagsJson,
@@ -295,6 +362,33 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_pattern_accepts_exactly_what_the_parser_accepts() {
+        let pattern = at_most("255");
+        assert_eq!(
+            pattern,
+            "^([0-9]{1,2}|[0-1][0-9]{2}|2[0-4][0-9]{1}|25[0-4][0-9]{0}|255)$"
+        );
+        let max = u128::MAX.to_string();
+        let regex = at_most(&max);
+        // Spot checks of the alternatives against the parser, around the boundary.
+        for text in [
+            max.clone(),
+            "340282366920938463463374607431768211454".into(),
+            "0".into(),
+            "09".into(),
+        ] {
+            assert!(
+                serde_json::from_str::<U128>(&format!("\"{text}\"")).is_ok(),
+                "{text}"
+            );
+        }
+        assert!(
+            serde_json::from_str::<U128>("\"340282366920938463463374607431768211456\"").is_err()
+        );
+        assert!(regex.contains("|340282366920938463463374607431768211455)"));
+    }
+
+    #[test]
     fn transfers_round_trip_and_unknown_fields_are_refused() {
         let transfer = Transfer {
             flags: TransferFlags::PENDING | TransferFlags::LINKED,
@@ -305,6 +399,15 @@ mod tests {
         let json = serde_json::to_value(TransferJson::from(transfer)).unwrap();
         let back: TransferJson = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(Transfer::from(back), transfer);
+        let mut whole = json.clone();
+        whole["ledger"] = serde_json::json!(840.0);
+        assert_eq!(
+            Transfer::from(serde_json::from_value::<TransferJson>(whole).unwrap()),
+            transfer
+        );
+        let mut fraction = json.clone();
+        fraction["ledger"] = serde_json::json!(840.5);
+        assert!(serde_json::from_value::<TransferJson>(fraction).is_err());
         let mut extra = json;
         extra["amunt"] = serde_json::json!("5");
         assert!(serde_json::from_value::<TransferJson>(extra).is_err());

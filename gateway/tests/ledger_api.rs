@@ -298,7 +298,7 @@ async fn bad_requests_get_problems_with_stable_codes() {
     let (status, body) = server.post("/v1/ledger/accounts", &json!(batch)).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("batch_too_large"))
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("batch_too_large"))
     );
     assert_eq!(oversized_body(&server.base).await, "body_too_large");
     let response = client
