@@ -127,11 +127,14 @@ fn check_batch(len: usize, field: &str) -> Result<(), ApiError> {
 /// Creates accounts: one result per event, in order.
 #[utoipa::path(post, path = "/v1/ledger/accounts", tag = "ledger", security(("api_key" = [])),
     request_body = AccountBatch,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+        description = "Optional: retries with the same key and request get the first answer again (with `Idempotent-Replayed: true`), kept at least 24 hours")),
     responses(
         (status = 200, body = Results),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -155,11 +158,14 @@ pub async fn create_accounts(
 /// Creates transfers: one result per event, in order (linked chains all or nothing).
 #[utoipa::path(post, path = "/v1/ledger/transfers", tag = "ledger", security(("api_key" = [])),
     request_body = TransferBatch,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+        description = "Optional: retries with the same key and request get the first answer again (with `Idempotent-Replayed: true`), kept at least 24 hours")),
     responses(
         (status = 200, body = Results),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use kizo_engine::{Engine, EngineConfig, Wal};
+use kizo_persistence::keys::KeyStore;
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::ReadModels;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
@@ -41,12 +42,14 @@ pub struct ServerConfig {
 pub struct AppState {
     pub engine: Engine,
     pub wal: Arc<DurableWal>,
+    pub keys: KeyStore,
     api_key: Arc<str>,
 }
 
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
+    pruning: tokio::task::JoinHandle<()>,
     engine: Engine,
     projector: Projector,
     shutdown: tokio::sync::oneshot::Sender<()>,
@@ -97,9 +100,12 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let keys = KeyStore::open(&config.store).await?;
+        let pruning = tokio::spawn(prune_keys(keys.clone()));
         let state = AppState {
             engine: engine.clone(),
             wal,
+            keys,
             api_key: config.api_key.into(),
         };
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -114,6 +120,7 @@ impl Server {
         tracing::info!(%addr, store = %config.store.describe(), recovered_commits = recovered, "serving");
         Ok(Server {
             addr,
+            pruning,
             engine,
             projector,
             shutdown,
@@ -124,17 +131,36 @@ impl Server {
     /// Stops taking requests, lets those in flight finish, stops the engine.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
+        self.pruning.abort();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.serving).await;
         self.projector.stop().await;
         self.engine.shutdown().await;
     }
 }
 
+/// Forgets idempotency keys past their time, hourly.
+async fn prune_keys(keys: KeyStore) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match keys.prune(crate::idempotency::KEPT_MS).await {
+            Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
+            Err(error) => tracing::warn!(%error, "idempotency keys not pruned"),
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
-    let ledger = crate::ledger::routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_api_key,
-    ));
+    // The API key is checked first (the outer layer), so that strangers claim no keys.
+    let ledger = crate::ledger::routes()
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::layer,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -3,7 +3,12 @@
 //!
 //! - [`codec`]: the log's byte format (frames of commits, checksummed, versioned).
 //! - [`store`]: where frames live: PostgreSQL, or the embedded SQLite default under `./data/`.
+//! - [`wal`]: [`DurableWal`], the engine's log on a store: group commit, recovery reads.
+//! - [`projection`], [`read_models`], [`projector`]: the `accounts` and `transfers` tables fed
+//!   from the log.
+//! - [`keys`]: the HTTP API's idempotency keys, durable.
 pub mod codec;
+pub mod keys;
 pub mod projection;
 pub mod projector;
 pub mod read_models;

@@ -1,0 +1,144 @@
+//! `Idempotency-Key` (IETF draft): the first response to a key is kept durably and replayed,
+//! with `Idempotent-Replayed: true`, to every retry of the same request; the same key with
+//! another request is `422 idempotency_key_reused`; while the first request runs, `409
+//! idempotency_key_in_use`. A request that fails for a passing reason (5xx, `unavailable`) frees
+//! its key, so that a retry runs it again: exactly-once still holds, because the key's request
+//! names the ledger's own ids (transfer ids), which the engine never applies twice.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kizo_persistence::keys::Claim;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::server::{AppState, BODY_LIMIT_BYTES};
+
+pub const HEADER: &str = "idempotency-key";
+pub const REPLAYED: &str = "idempotent-replayed";
+/// Keys are kept at least this long.
+pub const KEPT_MS: i64 = 24 * 3600 * 1000;
+/// The longest key accepted.
+pub const KEY_LEN_MAX: usize = 255;
+
+/// Applies to the routes it wraps, for requests that carry the header (the ledger API's is
+/// optional: its events carry their own ids).
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(key) = request.headers().get(HEADER) else {
+        return next.run(request).await;
+    };
+    let key = match key.to_str() {
+        Ok(key)
+            if !key.is_empty()
+                && key.len() <= KEY_LEN_MAX
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            key.to_string()
+        }
+        _ => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                format!("Idempotency-Key: 1 to {KEY_LEN_MAX} visible ASCII characters"),
+            )
+            .field("Idempotency-Key")
+            .into_response()
+        }
+    };
+    // One scope per credential: the ledger API has one key.
+    let scope = "ledger";
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = to_bytes(body, BODY_LIMIT_BYTES).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over {BODY_LIMIT_BYTES} bytes"),
+        )
+        .into_response();
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str());
+    hasher.update([0]);
+    hasher.update(parts.uri.path());
+    hasher.update([0]);
+    hasher.update(parts.uri.query().unwrap_or_default());
+    hasher.update([0]);
+    hasher.update(&bytes);
+    let fingerprint = hasher.finalize();
+    let claim = match state.keys.claim(scope, &key, &fingerprint).await {
+        Ok(claim) => claim,
+        Err(error) => {
+            tracing::warn!(%error, "idempotency key store unavailable");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                error.to_string(),
+            )
+            .into_response();
+        }
+    };
+    match claim {
+        Claim::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let content_type = if status.is_success() {
+                "application/json"
+            } else {
+                "application/problem+json"
+            };
+            let mut response = (status, body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+        Claim::Mismatch => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another request",
+        )
+        .field("Idempotency-Key")
+        .into_response(),
+        Claim::InProgress => {
+            let mut response = ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still running; retry shortly",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Claim::Run => {
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            let status = response.status();
+            if status.is_server_error() {
+                if let Err(error) = state.keys.release(scope, &key).await {
+                    tracing::warn!(%error, "could not free an idempotency key; it lapses in a minute");
+                }
+                return response;
+            }
+            let (parts, body) = response.into_parts();
+            let Ok(body) = to_bytes(body, usize::MAX).await else {
+                let _ = state.keys.release(scope, &key).await;
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the answer was lost",
+                )
+                .into_response();
+            };
+            if let Err(error) = state.keys.finish(scope, &key, status.as_u16(), &body).await {
+                // The effect stands (the engine deduplicates a retry by its ids); only the
+                // replay of this exact answer is lost.
+                tracing::warn!(%error, "could not keep the answer of an idempotency key");
+            }
+            Response::from_parts(parts, Body::from(body))
+        }
+    }
+}
