@@ -28,6 +28,9 @@ pub enum Claim {
     InProgress,
 }
 
+/// A key's row: the request's fingerprint, and the answer once there is one.
+type StoredKey = (Vec<u8>, Option<i32>, Option<Vec<u8>>);
+
 /// A running request's claim lapses after this long (its process died): a retry may run.
 pub const LEASE_MS: i64 = 60_000;
 
@@ -106,7 +109,7 @@ impl KeyStore {
         if taken == 1 {
             return Ok(Claim::Run);
         }
-        let row: Option<(Vec<u8>, Option<i32>, Option<Vec<u8>>)> = match self {
+        let row: Option<StoredKey> = match self {
             KeyStore::Postgres(pool) => sqlx::query_as(
                 "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
             )
