@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::store::{postgres_pool, sqlite_pool, StoreConfig, StoreError};
+use crate::store::{open_pools, Pools, StoreConfig, StoreError};
 
 #[derive(Clone, Debug)]
 pub enum KeyStore {
@@ -42,24 +42,11 @@ fn now_ms() -> i64 {
 
 impl KeyStore {
     pub async fn open(config: &StoreConfig) -> Result<KeyStore, StoreError> {
-        match config {
-            StoreConfig::Postgres { url, schema } => {
-                let pool = postgres_pool(url, schema.as_deref(), 4).await?;
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&pool)
-                    .await
-                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
-                Ok(KeyStore::Postgres(pool))
-            }
-            StoreConfig::Embedded { dir } => {
-                let pool = sqlite_pool(&dir.join("keys.db")).await?;
-                sqlx::migrate!("./migrations/sqlite_keys")
-                    .run(&pool)
-                    .await
-                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
-                Ok(KeyStore::Embedded(pool))
-            }
-        }
+        let migrations = sqlx::migrate!("./migrations/sqlite_keys");
+        Ok(match open_pools(config, 4, "keys.db", &migrations).await? {
+            Pools::Postgres(pool) => KeyStore::Postgres(pool),
+            Pools::Embedded(pool) => KeyStore::Embedded(pool),
+        })
     }
 
     /// Claims `key` in `scope` for the request with `fingerprint`.

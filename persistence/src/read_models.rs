@@ -10,7 +10,7 @@ use sqlx::Row;
 use kizo_engine::{Account, AccountFlags, Transfer, TransferFlags};
 
 use crate::projection::{Projection, TransferRow, TransferStatus};
-use crate::store::{postgres_pool, sqlite_pool, StoreConfig, StoreError};
+use crate::store::{open_pools, Pools, StoreConfig, StoreError};
 
 /// Which transfers of an account a history query returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,24 +50,11 @@ const SQLITE_ACCOUNT_SELECT: &str = "id, ledger, code, flags, debits_pending, de
 impl ReadModels {
     /// Connects and runs the migrations.
     pub async fn open(config: &StoreConfig) -> Result<ReadModels, StoreError> {
-        match config {
-            StoreConfig::Postgres { url, schema } => {
-                let pool = postgres_pool(url, schema.as_deref(), 4).await?;
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&pool)
-                    .await
-                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
-                Ok(ReadModels::Postgres(pool))
-            }
-            StoreConfig::Embedded { dir } => {
-                let pool = sqlite_pool(&dir.join("read.db")).await?;
-                sqlx::migrate!("./migrations/sqlite_read")
-                    .run(&pool)
-                    .await
-                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
-                Ok(ReadModels::Embedded(pool))
-            }
-        }
+        let migrations = sqlx::migrate!("./migrations/sqlite_read");
+        Ok(match open_pools(config, 4, "read.db", &migrations).await? {
+            Pools::Postgres(pool) => ReadModels::Postgres(pool),
+            Pools::Embedded(pool) => ReadModels::Embedded(pool),
+        })
     }
 
     /// The last LSN projector `name` wrote (0 before its first).

@@ -99,24 +99,19 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 impl LogStore {
     /// Connects and runs the migrations (idempotent: each runs once per database).
     pub async fn open(config: &StoreConfig) -> Result<LogStore, StoreError> {
-        match config {
-            StoreConfig::Postgres { url, schema } => {
-                let pool = postgres_pool(url, schema.as_deref(), 8).await?;
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&pool)
-                    .await
-                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
-                Ok(LogStore::Postgres(pool))
-            }
-            StoreConfig::Embedded { dir } => {
-                let pool = sqlite_pool(&dir.join("log.db")).await?;
-                sqlx::migrate!("./migrations/sqlite_log")
-                    .run(&pool)
-                    .await
-                    .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
-                Ok(LogStore::Embedded(pool))
-            }
-        }
+        Ok(
+            match open_pools(
+                config,
+                8,
+                "log.db",
+                &sqlx::migrate!("./migrations/sqlite_log"),
+            )
+            .await?
+            {
+                Pools::Postgres(pool) => LogStore::Postgres(pool),
+                Pools::Embedded(pool) => LogStore::Embedded(pool),
+            },
+        )
     }
 
     /// The writer of the log's frames (one per log: frames are written one at a time).
@@ -204,6 +199,39 @@ impl LogStore {
         match self {
             LogStore::Postgres(pool) => pool.close().await,
             LogStore::Embedded(pool) => pool.close().await,
+        }
+    }
+}
+
+/// The connection pool of one part of the store, its migrations run.
+pub(crate) enum Pools {
+    Postgres(PgPool),
+    Embedded(SqlitePool),
+}
+
+/// Connects a part of the store: in PostgreSQL, a pool of `pg_connections` on the database
+/// (every part shares one set of migrations); embedded, its own SQLite file in the data folder
+/// with its own migrations. Migrations are idempotent: each runs once per database.
+pub(crate) async fn open_pools(
+    config: &StoreConfig,
+    pg_connections: u32,
+    sqlite_file: &str,
+    sqlite_migrations: &sqlx::migrate::Migrator,
+) -> Result<Pools, StoreError> {
+    let failed = |e: sqlx::migrate::MigrateError| StoreError::Open(format!("migrations: {e}"));
+    match config {
+        StoreConfig::Postgres { url, schema } => {
+            let pool = postgres_pool(url, schema.as_deref(), pg_connections).await?;
+            sqlx::migrate!("./migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(failed)?;
+            Ok(Pools::Postgres(pool))
+        }
+        StoreConfig::Embedded { dir } => {
+            let pool = sqlite_pool(&dir.join(sqlite_file)).await?;
+            sqlite_migrations.run(&pool).await.map_err(failed)?;
+            Ok(Pools::Embedded(pool))
         }
     }
 }
