@@ -7,12 +7,14 @@
 //! - [`projection`], [`read_models`], [`projector`]: the `accounts` and `transfers` tables fed
 //!   from the log.
 //! - [`keys`]: the HTTP API's idempotency keys, durable.
+//! - [`users`]: users of the wallet API, sessions, refresh tokens.
 pub mod codec;
 pub mod keys;
 pub mod projection;
 pub mod projector;
 pub mod read_models;
 pub mod store;
+pub mod users;
 pub mod wal;
 
 pub use store::{LogStore, StoreConfig, StoreError};

@@ -1,0 +1,258 @@
+//! Users of the wallet API, their sessions, and their refresh tokens (stored hashed, each
+//! usable once). In PostgreSQL beside the log; in the embedded store in `users.db`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+
+use crate::store::{open_pools, Pools, StoreConfig, StoreError};
+
+#[derive(Clone, Debug)]
+pub enum UserStore {
+    Postgres(PgPool),
+    Embedded(SqlitePool),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// The wallet's ledger account, a decimal u128.
+    pub wallet_id: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UserError {
+    #[error("a user with this email exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What presenting a refresh token did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// The token was good and is now spent: issue a new pair for this session and user.
+    Rotated { session_id: String, user_id: String },
+    /// Unknown, expired, or its session is revoked.
+    Invalid,
+    /// Spent before: the whole session is revoked now.
+    Reused,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            UserStore::Postgres($pool) => $body,
+            UserStore::Embedded($pool) => $body,
+        }
+    };
+}
+
+impl UserStore {
+    pub async fn open(config: &StoreConfig) -> Result<UserStore, StoreError> {
+        let migrations = sqlx::migrate!("./migrations/sqlite_users");
+        Ok(
+            match open_pools(config, 4, "users.db", &migrations).await? {
+                Pools::Postgres(pool) => UserStore::Postgres(pool),
+                Pools::Embedded(pool) => UserStore::Embedded(pool),
+            },
+        )
+    }
+
+    /// The same SQL for both backends: PostgreSQL's `$1` placeholders, which SQLite reads
+    /// as `?1`.
+    fn sql(&self, sql: &'static str) -> std::borrow::Cow<'static, str> {
+        match self {
+            UserStore::Postgres(_) => sql.into(),
+            UserStore::Embedded(_) => sql.replace('$', "?").into(),
+        }
+    }
+
+    pub async fn create_user(&self, user: &User) -> Result<(), UserError> {
+        let sql = self.sql(
+            "INSERT INTO users (id, email, password_hash, first_name, last_name, wallet_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        );
+        let result = on_pool!(self, pool => sqlx::query(&sql)
+            .bind(&user.id)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(&user.first_name)
+            .bind(&user.last_name)
+            .bind(&user.wallet_id)
+            .bind(user.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        result.map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => UserError::EmailTaken,
+            _ => UserError::Store(unavailable(error)),
+        })
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let sql = self.sql("SELECT * FROM users WHERE email = $1");
+        on_pool!(self, pool => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(pool).await)
+            .map_err(unavailable)
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let sql = self.sql("SELECT * FROM users WHERE id = $1");
+        on_pool!(self, pool => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(pool).await)
+            .map_err(unavailable)
+    }
+
+    pub async fn update_names(
+        &self,
+        id: &str,
+        first_name: &str,
+        last_name: &str,
+    ) -> Result<(), StoreError> {
+        let sql = self.sql("UPDATE users SET first_name = $2, last_name = $3 WHERE id = $1");
+        on_pool!(self, pool => sqlx::query(&sql)
+            .bind(id)
+            .bind(first_name)
+            .bind(last_name)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(unavailable)
+    }
+
+    /// A new session for `user_id`, with its first refresh token (given hashed).
+    pub async fn create_session(
+        &self,
+        session_id: &str,
+        user_id: &str,
+        refresh_hash: &[u8],
+        refresh_expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let session =
+            self.sql("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)");
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&session)
+                .bind(session_id)
+                .bind(user_id)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            self.insert_refresh(&mut *tx, refresh_hash, session_id, refresh_expires_at).await?;
+            tx.commit().await
+        }.await)
+        .map_err(unavailable)
+    }
+
+    async fn insert_refresh<'e, E>(
+        &self,
+        executor: E,
+        refresh_hash: &[u8],
+        session_id: &str,
+        expires_at: i64,
+    ) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'e>,
+        for<'q> <E::Database as sqlx::Database>::Arguments<'q>:
+            sqlx::IntoArguments<'q, E::Database>,
+        for<'q> &'q [u8]: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+        for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+        i64: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    {
+        let sql = self.sql(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+        );
+        sqlx::query::<E::Database>(&sql)
+            .bind(refresh_hash)
+            .bind(session_id)
+            .bind(expires_at)
+            .execute(executor)
+            .await
+            .map(|_| ())
+    }
+
+    /// Spends `presented` (hashed) and, if it was good, records `next` (hashed) for the same
+    /// session, in one transaction: of two concurrent refreshes with one token, one wins.
+    pub async fn rotate_refresh(
+        &self,
+        presented: &[u8],
+        next: &[u8],
+        next_expires_at: i64,
+    ) -> Result<Refresh, StoreError> {
+        let now = now_ms();
+        let spend = self.sql(
+            "UPDATE refresh_tokens SET used_at = $2
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+             RETURNING session_id",
+        );
+        let find = self.sql(
+            "SELECT r.session_id, r.used_at, s.user_id, s.revoked_at FROM refresh_tokens r
+             JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
+        );
+        let revoke =
+            self.sql("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let spent: Option<String> = sqlx::query_scalar(&spend)
+                .bind(presented)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let row: Option<(String, Option<i64>, String, Option<i64>)> = sqlx::query_as(&find)
+                .bind(presented)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let outcome = match (spent, row) {
+                (Some(_), Some((session_id, _, user_id, None))) => {
+                    self.insert_refresh(&mut *tx, next, &session_id, next_expires_at).await?;
+                    Refresh::Rotated { session_id, user_id }
+                }
+                (None, Some((session_id, Some(_), _, None))) => {
+                    // A spent token presented again: someone holds a copy. End the session.
+                    sqlx::query(&revoke).bind(&session_id).bind(now).execute(&mut *tx).await?;
+                    Refresh::Reused
+                }
+                _ => Refresh::Invalid,
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(outcome)
+        }.await)
+        .map_err(unavailable)
+    }
+
+    pub async fn revoke_session(&self, session_id: &str) -> Result<(), StoreError> {
+        let sql =
+            self.sql("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");
+        on_pool!(self, pool => sqlx::query(&sql)
+            .bind(session_id)
+            .bind(now_ms())
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(unavailable)
+    }
+
+    /// Whether the session exists and is not revoked.
+    pub async fn session_active(&self, session_id: &str) -> Result<bool, StoreError> {
+        let sql = self.sql("SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL");
+        let count: i64 =
+            on_pool!(self, pool => sqlx::query_scalar(&sql).bind(session_id).fetch_one(pool).await)
+                .map_err(unavailable)?;
+        Ok(count > 0)
+    }
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
