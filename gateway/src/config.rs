@@ -33,6 +33,19 @@ pub struct Args {
     /// kept in <data-dir>/api-key when not given.
     #[arg(long, env = "KIZO_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Secret that signs access tokens (at least 32 characters). In development, generated and
+    /// kept in <data-dir>/jwt-secret when not given.
+    #[arg(long, env = "KIZO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Pepper mixed into every password hash (at least 32 characters). In development,
+    /// generated and kept in <data-dir>/password-pepper when not given. Never change it: every
+    /// password would stop matching.
+    #[arg(long, env = "KIZO_PASSWORD_PEPPER", hide_env_values = true)]
+    pub password_pepper: Option<String>,
+    /// Currency of the wallets (ISO 4217: USD, EUR, GBP, JPY, CHF); its numeric code is the
+    /// ledger. Fixed for the life of the data.
+    #[arg(long, env = "KIZO_CURRENCY", default_value = "USD")]
+    pub currency: String,
     /// Production mode: refuse to start without every secret given.
     #[arg(long, env = "KIZO_PRODUCTION")]
     pub production: bool,
@@ -43,10 +56,12 @@ pub struct Args {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("KIZO_API_KEY must be at least {API_KEY_MIN} characters")]
-    ApiKeyTooShort,
-    #[error("production mode needs KIZO_API_KEY")]
-    MissingSecret,
+    #[error("{0} must be at least {API_KEY_MIN} characters")]
+    SecretTooShort(&'static str),
+    #[error("production mode needs {0}")]
+    MissingSecret(&'static str),
+    #[error("unknown currency {0:?}; one of USD, EUR, GBP, JPY, CHF")]
+    Currency(String),
     #[error("{path}: {source}")]
     Secret {
         path: PathBuf,
@@ -61,6 +76,30 @@ pub enum ConfigError {
 
 pub const API_KEY_MIN: usize = 32;
 
+/// The wallets' currency: its code and the ledger that holds it (ISO 4217 numeric).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Currency {
+    pub code: String,
+    pub ledger: u32,
+}
+
+impl Currency {
+    pub fn parse(code: &str) -> Result<Currency, ConfigError> {
+        let ledger = match code {
+            "USD" => 840,
+            "EUR" => 978,
+            "GBP" => 826,
+            "JPY" => 392,
+            "CHF" => 756,
+            other => return Err(ConfigError::Currency(other.to_string())),
+        };
+        Ok(Currency {
+            code: code.to_string(),
+            ledger,
+        })
+    }
+}
+
 impl Args {
     pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
         let store =
@@ -70,18 +109,35 @@ impl Args {
             Some(_) => return Err(ConfigError::Shards),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let api_key = match &self.api_key {
-            Some(key) if key.len() < API_KEY_MIN => return Err(ConfigError::ApiKeyTooShort),
-            Some(key) => key.clone(),
-            None if self.production => return Err(ConfigError::MissingSecret),
-            None => development_secret(&self.data_dir.join("api-key"))?,
-        };
+        let currency = Currency::parse(&self.currency)?;
         Ok(ServerConfig {
             listen: self.listen,
             store,
             shard_count,
-            api_key,
+            api_key: self.secret(&self.api_key, "KIZO_API_KEY", "api-key")?,
+            jwt_secret: self.secret(&self.jwt_secret, "KIZO_JWT_SECRET", "jwt-secret")?,
+            password_pepper: self.secret(
+                &self.password_pepper,
+                "KIZO_PASSWORD_PEPPER",
+                "password-pepper",
+            )?,
+            currency,
         })
+    }
+
+    /// A secret given, or in development generated once and kept in the data folder.
+    fn secret(
+        &self,
+        given: &Option<String>,
+        name: &'static str,
+        file: &str,
+    ) -> Result<String, ConfigError> {
+        match given {
+            Some(secret) if secret.len() < API_KEY_MIN => Err(ConfigError::SecretTooShort(name)),
+            Some(secret) => Ok(secret.clone()),
+            None if self.production => Err(ConfigError::MissingSecret(name)),
+            None => development_secret(&self.data_dir.join(file)),
+        }
     }
 }
 
@@ -106,7 +162,7 @@ fn development_secret(path: &Path) -> Result<String, ConfigError> {
         uuid::Uuid::new_v4().simple()
     );
     write_private(path, &secret).map_err(fail)?;
-    tracing::warn!(path = %path.display(), "development mode: generated the ledger API key and kept it there");
+    tracing::warn!(path = %path.display(), "development mode: generated a secret and kept it there");
     Ok(secret)
 }
 
@@ -147,13 +203,25 @@ mod tests {
         let second = args(&["--data-dir", data]).server_config().unwrap();
         assert_eq!(first.api_key, second.api_key, "kept in the data folder");
         assert!(first.api_key.len() >= API_KEY_MIN);
+        assert_ne!(first.api_key, first.jwt_secret, "one secret each");
+        assert_eq!(
+            first.currency,
+            Currency {
+                code: "USD".into(),
+                ledger: 840
+            }
+        );
         assert!(matches!(
             args(&["--data-dir", data, "--production"]).server_config(),
-            Err(ConfigError::MissingSecret)
+            Err(ConfigError::MissingSecret("KIZO_API_KEY"))
         ));
         assert!(matches!(
             args(&["--api-key", "short"]).server_config(),
-            Err(ConfigError::ApiKeyTooShort)
+            Err(ConfigError::SecretTooShort("KIZO_API_KEY"))
+        ));
+        assert!(matches!(
+            args(&["--data-dir", data, "--currency", "XYZ"]).server_config(),
+            Err(ConfigError::Currency(_))
         ));
         assert!(matches!(
             args(&["--shards", "0"]).server_config(),

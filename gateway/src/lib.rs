@@ -3,6 +3,8 @@
 //! - [`config`]: flags and environment, secrets.
 //! - [`server`]: starts the store, the log, the engine and the projector; routes and middleware.
 //! - [`ledger`]: the batch ledger API (API key).
+//! - [`wallet`], [`auth`]: the wallet API for people: signup with a wallet, login, refresh,
+//!   logout, me; Argon2id passwords on a bounded pool, JWT access tokens, refresh tokens.
 //! - [`metrics`]: `GET /metrics` for Prometheus, and the request metrics middleware.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers (checked in as
 //!   `docs/openapi.json`).
@@ -10,8 +12,9 @@
 //! - [`idempotency`]: `Idempotency-Key`: the first answer kept durably and replayed.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
 //!
-//! The wallet API (users, sessions, idempotency keys) comes next (issue 5).
+//! Still to come (issue 5): user search, accounts, transfers, history, dashboard, rate limits.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod idempotency;
@@ -20,6 +23,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
+pub mod wallet;
 pub mod wire;
 
 pub use server::{Server, ServerConfig};

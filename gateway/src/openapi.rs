@@ -20,10 +20,17 @@ use utoipa::{Modify, OpenApi};
         crate::ledger::lookup_accounts,
         crate::ledger::lookup_transfers,
         crate::ledger::account_transfers,
+        crate::wallet::signup,
+        crate::wallet::login,
+        crate::wallet::refresh,
+        crate::wallet::logout,
+        crate::wallet::me,
+        crate::wallet::update_me,
     ),
     modifiers(&ApiKey),
     tags(
         (name = "ledger", description = "The batch ledger API, for services: up to 8189 events per call, with an API key."),
+        (name = "wallet", description = "The wallet API, for people: signup, login, sessions (access token: `Authorization: Bearer <access_token>`)."),
         (name = "operations", description = "Health and readiness."),
     )
 )]
@@ -37,6 +44,15 @@ impl Modify for ApiKey {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }

@@ -15,6 +15,7 @@ use kizo_engine::{Engine, EngineConfig, Wal};
 use kizo_persistence::keys::KeyStore;
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::ReadModels;
+use kizo_persistence::users::UserStore;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -36,6 +37,11 @@ pub struct ServerConfig {
     pub shard_count: usize,
     /// The key that opens the batch ledger API.
     pub api_key: String,
+    /// Signs the wallet API's access tokens.
+    pub jwt_secret: String,
+    /// Mixed into every password hash.
+    pub password_pepper: String,
+    pub currency: crate::config::Currency,
 }
 
 #[derive(Clone)]
@@ -43,6 +49,10 @@ pub struct AppState {
     pub engine: Engine,
     pub wal: Arc<DurableWal>,
     pub keys: KeyStore,
+    pub users: UserStore,
+    pub tokens: crate::auth::Tokens,
+    pub passwords: crate::auth::Passwords,
+    pub currency: crate::config::Currency,
     api_key: Arc<str>,
 }
 
@@ -102,10 +112,15 @@ impl Server {
         })?;
         let keys = KeyStore::open(&config.store).await?;
         let pruning = tokio::spawn(prune_keys(keys.clone()));
+        let users = UserStore::open(&config.store).await?;
         let state = AppState {
             engine: engine.clone(),
             wal,
             keys,
+            users,
+            tokens: crate::auth::Tokens::new(&config.jwt_secret),
+            passwords: crate::auth::Passwords::new(&config.password_pepper),
+            currency: config.currency.clone(),
             api_key: config.api_key.into(),
         };
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -167,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(ledger)
+        .merge(crate::wallet::routes())
         .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

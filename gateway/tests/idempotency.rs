@@ -15,6 +15,9 @@ async fn start(store: &StoreConfig) -> (Server, String) {
         store: store.clone(),
         shard_count: 2,
         api_key: KEY.into(),
+        jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
+        password_pepper: "test-pepper-0123456789abcdef0123456".into(),
+        currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
     })
     .await
     .expect("the server starts");

@@ -44,6 +44,9 @@ impl Running {
             store,
             shard_count: 2,
             api_key: KEY.into(),
+            jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
+            password_pepper: "test-pepper-0123456789abcdef0123456".into(),
+            currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
         })
         .await
         .expect("the server starts");

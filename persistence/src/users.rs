@@ -51,6 +51,9 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+const INSERT_REFRESH: &str =
+    "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)";
+
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
@@ -141,6 +144,7 @@ impl UserStore {
     ) -> Result<(), StoreError> {
         let session =
             self.sql("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)");
+        let refresh = self.sql(INSERT_REFRESH);
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             sqlx::query(&session)
@@ -149,37 +153,15 @@ impl UserStore {
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
-            self.insert_refresh(&mut *tx, refresh_hash, session_id, refresh_expires_at).await?;
+            sqlx::query(&refresh)
+                .bind(refresh_hash)
+                .bind(session_id)
+                .bind(refresh_expires_at)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         }.await)
         .map_err(unavailable)
-    }
-
-    async fn insert_refresh<'e, E>(
-        &self,
-        executor: E,
-        refresh_hash: &[u8],
-        session_id: &str,
-        expires_at: i64,
-    ) -> Result<(), sqlx::Error>
-    where
-        E: sqlx::Executor<'e>,
-        for<'q> <E::Database as sqlx::Database>::Arguments<'q>:
-            sqlx::IntoArguments<'q, E::Database>,
-        for<'q> &'q [u8]: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-        for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-        i64: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-    {
-        let sql = self.sql(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
-        );
-        sqlx::query::<E::Database>(&sql)
-            .bind(refresh_hash)
-            .bind(session_id)
-            .bind(expires_at)
-            .execute(executor)
-            .await
-            .map(|_| ())
     }
 
     /// Spends `presented` (hashed) and, if it was good, records `next` (hashed) for the same
@@ -202,6 +184,7 @@ impl UserStore {
         );
         let revoke =
             self.sql("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");
+        let insert = self.sql(INSERT_REFRESH);
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             let spent: Option<String> = sqlx::query_scalar(&spend)
@@ -215,7 +198,12 @@ impl UserStore {
                 .await?;
             let outcome = match (spent, row) {
                 (Some(_), Some((session_id, _, user_id, None))) => {
-                    self.insert_refresh(&mut *tx, next, &session_id, next_expires_at).await?;
+                    sqlx::query(&insert)
+                        .bind(next)
+                        .bind(&session_id)
+                        .bind(next_expires_at)
+                        .execute(&mut *tx)
+                        .await?;
                     Refresh::Rotated { session_id, user_id }
                 }
                 (None, Some((session_id, Some(_), _, None))) => {

@@ -1,0 +1,273 @@
+//! Authentication for the wallet API: Argon2id password hashes (OWASP parameters, with a
+//! server-side pepper) computed on a bounded pool of blocking threads, apart from the request
+//! path; short-lived JWT access tokens (HS256 pinned; `exp`, `iss`, `aud` and the session
+//! checked); opaque refresh tokens, stored hashed, each usable once.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub const ISSUER: &str = "kizo";
+pub const AUDIENCE: &str = "kizo-wallet";
+/// Access tokens live this long (seconds).
+pub const ACCESS_TTL_SECONDS: u64 = 15 * 60;
+/// Refresh tokens live this long (milliseconds).
+pub const REFRESH_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Hashes and checks passwords on at most one blocking thread per core, so that a storm of
+/// logins queues here instead of taking the threads that carry transfers.
+#[derive(Clone)]
+pub struct Passwords {
+    pepper: Arc<[u8]>,
+    permits: Arc<Semaphore>,
+    /// Checked when the email is unknown, so that both failures take the same time.
+    decoy: Arc<str>,
+}
+
+impl Passwords {
+    pub fn new(pepper: &str) -> Passwords {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pepper: Arc<[u8]> = pepper.as_bytes().into();
+        let decoy = hash_now(&pepper, "a password nobody has").expect("a decoy hash");
+        Passwords {
+            pepper,
+            permits: Arc::new(Semaphore::new(threads)),
+            decoy: decoy.into(),
+        }
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let pepper = self.pepper.clone();
+        self.on_pool(move || hash_now(&pepper, &password)).await?
+    }
+
+    /// Whether `password` matches `stored` (or, with no stored hash, a decoy: false).
+    pub async fn verify(&self, stored: Option<String>, password: String) -> Result<bool, ApiError> {
+        let pepper = self.pepper.clone();
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.decoy.to_string());
+        let matches = self
+            .on_pool(move || {
+                let Ok(parsed) = PasswordHash::new(&stored) else {
+                    return false;
+                };
+                argon(&pepper)
+                    .map(|a| a.verify_password(password.as_bytes(), &parsed).is_ok())
+                    .unwrap_or(false)
+            })
+            .await?;
+        Ok(known && matches)
+    }
+
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _permit = self.permits.acquire().await.map_err(|_| unavailable())?;
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| unavailable())?;
+        metrics::histogram!("kizo_password_hash_seconds").record(started.elapsed().as_secs_f64());
+        Ok(result)
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "password hashing is unavailable",
+    )
+}
+
+fn argon(pepper: &[u8]) -> Result<Argon2<'_>, argon2::Error> {
+    // Params::DEFAULT is OWASP's: Argon2id, 19 MiB, 2 passes, 1 lane.
+    Argon2::new_with_secret(pepper, Algorithm::Argon2id, Version::V0x13, Params::DEFAULT)
+}
+
+fn hash_now(pepper: &[u8], password: &str) -> Result<String, ApiError> {
+    let salt =
+        SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes()).map_err(|_| unavailable())?;
+    let argon = argon(pepper).map_err(|_| unavailable())?;
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|_| unavailable())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    /// The session: revoked sessions' tokens stop working at once.
+    pub sid: String,
+    pub iss: String,
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Tokens {
+    pub fn new(secret: &str) -> Tokens {
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 0;
+        Tokens {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn issue(&self, user_id: &str, session_id: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = Claims {
+            sub: user_id.into(),
+            sid: session_id.into(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            exp: now + ACCESS_TTL_SECONDS,
+        };
+        jsonwebtoken::encode(
+            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )
+        .expect("HS256 signing cannot fail")
+    }
+
+    pub fn verify(&self, token: &str) -> Option<Claims> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()
+            .map(|data| data.claims)
+    }
+}
+
+/// A new refresh token (256 random bits, hex) and the hash that is stored.
+pub fn new_refresh_token() -> (String, Vec<u8>) {
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let hash = hash_refresh(&token);
+    (token, hash)
+}
+
+pub fn hash_refresh(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The caller of a wallet route: a valid access token of a session still open.
+pub struct Authenticated {
+    pub user_id: String,
+    pub session_id: String,
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <access token>`"))?;
+        let claims = state
+            .tokens
+            .verify(token)
+            .ok_or_else(|| ApiError::unauthorized("the access token is invalid or expired"))?;
+        let active = state.users.session_active(&claims.sid).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+        if !active {
+            return Err(ApiError::unauthorized(
+                "the session has ended; log in again",
+            ));
+        }
+        Ok(Authenticated {
+            user_id: claims.sub,
+            session_id: claims.sid,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_for_signature_issuer_audience_and_algorithm() {
+        let tokens = Tokens::new("a secret of the server, 32 bytes+");
+        let token = tokens.issue("u1", "s1");
+        let claims = tokens.verify(&token).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.sid.as_str()), ("u1", "s1"));
+        assert!(Tokens::new("another secret, also long enough..")
+            .verify(&token)
+            .is_none());
+        // Tampered payload.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = "eyJzdWIiOiJ1MiIsInNpZCI6InMxIiwiaXNzIjoia2l6byIsImF1ZCI6Imtpem8td2FsbGV0IiwiaWF0IjowLCJleHAiOjQxMDI0NDQ4MDB9";
+        parts[1] = forged;
+        assert!(tokens.verify(&parts.join(".")).is_none());
+        // `alg: none` is refused.
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{forged}.");
+        assert!(tokens.verify(&none).is_none());
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_and_unknown_users_fail_the_same_way() {
+        let passwords = Passwords::new("pepper");
+        let hash = passwords.hash("correct horse".into()).await.unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(passwords
+            .verify(Some(hash.clone()), "correct horse".into())
+            .await
+            .unwrap());
+        assert!(!passwords
+            .verify(Some(hash.clone()), "wrong".into())
+            .await
+            .unwrap());
+        assert!(!passwords
+            .verify(None, "correct horse".into())
+            .await
+            .unwrap());
+        // Another pepper: the same password no longer matches.
+        assert!(!Passwords::new("other")
+            .verify(Some(hash), "correct horse".into())
+            .await
+            .unwrap());
+    }
+}

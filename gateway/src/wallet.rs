@@ -1,0 +1,427 @@
+//! The wallet API for people (`/v1/auth/...`, `/v1/me`): signup with a wallet, login, token
+//! refresh and logout. Ids are UUID strings; amounts are integers in minor units.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use kizo_engine::{Account, AccountFlags, CreateAccountResult};
+use kizo_persistence::users::{now_ms, Refresh, User, UserError};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{
+    hash_refresh, new_refresh_token, Authenticated, ACCESS_TTL_SECONDS, REFRESH_TTL_MS,
+};
+use crate::error::ApiError;
+use crate::json::Json;
+use crate::server::AppState;
+
+/// The ledger account code of customer wallets.
+pub const WALLET_CODE: u16 = 1;
+const PASSWORD_MIN: usize = 8;
+const PASSWORD_MAX: usize = 128;
+const NAME_MAX: usize = 100;
+const EMAIL_MAX: usize = 254;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/signup", post(signup))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/me", axum::routing::get(me).patch(update_me))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Signup {
+    pub email: String,
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMe {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    #[schema(value_type = String, example = "Bearer")]
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserJson {
+    pub id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AccountBalance {
+    pub id: String,
+    pub currency: String,
+    /// What can be spent: posted credits less posted and held debits.
+    pub available: u128,
+    /// Pending debits (withdrawals under way).
+    pub held: u128,
+    /// Pending credits.
+    pub incoming: u128,
+    /// Posted credits less posted debits.
+    pub posted: u128,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub user: UserJson,
+    pub accounts: Vec<AccountBalance>,
+}
+
+fn normalize_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= EMAIL_MAX
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(ApiError::invalid("email", "not an email address"))
+    }
+}
+
+fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > NAME_MAX || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("1 to {NAME_MAX} characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_password(password: &str) -> Result<(), ApiError> {
+    let length = password.chars().count();
+    if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&length) {
+        return Err(ApiError::invalid(
+            "password",
+            format!("{PASSWORD_MIN} to {PASSWORD_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn store_error(error: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "user store unavailable");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        error.to_string(),
+    )
+}
+
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "wallet", request_body = Signup,
+    responses(
+        (status = 201, body = Me),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+/// `POST /v1/auth/signup`: a user and their wallet. The wallet is created first: a user
+/// never exists without one (an email already taken leaves an empty wallet nobody owns).
+pub async fn signup(
+    State(state): State<AppState>,
+    Json(request): Json<Signup>,
+) -> Result<Response, ApiError> {
+    let email = normalize_email(&request.email)?;
+    check_password(&request.password)?;
+    let first_name = check_name("first_name", &request.first_name)?;
+    let last_name = check_name("last_name", &request.last_name)?;
+    if state
+        .users
+        .user_by_email(&email)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Err(email_taken());
+    }
+    let password_hash = state.passwords.hash(request.password).await?;
+    let wallet_id = uuid::Uuid::new_v4().as_u128();
+    let wallet = Account {
+        flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        ..Account::new(wallet_id, state.currency.ledger, WALLET_CODE)
+    };
+    let created = state.engine.create_accounts(vec![wallet]).await?;
+    if created[0] != CreateAccountResult::Created {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the wallet could not be created: {}", created[0]),
+        ));
+    }
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email,
+        password_hash,
+        first_name,
+        last_name,
+        wallet_id: wallet_id.to_string(),
+        created_at: now_ms(),
+    };
+    match state.users.create_user(&user).await {
+        Ok(()) => {}
+        Err(UserError::EmailTaken) => return Err(email_taken()),
+        Err(UserError::Store(error)) => return Err(store_error(error)),
+    }
+    let me = me_of(&state, user).await?;
+    Ok((StatusCode::CREATED, Json(me)).into_response())
+}
+
+fn email_taken() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "email_taken",
+        "an account with this email exists",
+    )
+    .field("email")
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", tag = "wallet", request_body = Login,
+    responses(
+        (status = 200, body = TokenPair),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+/// `POST /v1/auth/login`: the same answer, in about the same time, for an unknown email and a
+/// wrong password.
+pub async fn login(
+    State(state): State<AppState>,
+    Json(request): Json<Login>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let email = request.email.trim().to_lowercase();
+    let user = state
+        .users
+        .user_by_email(&email)
+        .await
+        .map_err(store_error)?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let matches = state.passwords.verify(stored, request.password).await?;
+    let Some(user) = user.filter(|_| matches) else {
+        return Err(
+            ApiError::unauthorized("wrong email or password").with_code("invalid_credentials")
+        );
+    };
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let (refresh_token, refresh_hash) = new_refresh_token();
+    state
+        .users
+        .create_session(
+            &session_id,
+            &user.id,
+            &refresh_hash,
+            now_ms() + REFRESH_TTL_MS,
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(Json(TokenPair {
+        access_token: state.tokens.issue(&user.id, &session_id),
+        token_type: "Bearer",
+        expires_in: ACCESS_TTL_SECONDS,
+        refresh_token,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "wallet", request_body = RefreshRequest,
+    responses(
+        (status = 200, body = TokenPair),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+/// `POST /v1/auth/refresh`: a new pair for a refresh token, which is spent. A spent token
+/// presented again ends its whole session.
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let (next_token, next_hash) = new_refresh_token();
+    let outcome = state
+        .users
+        .rotate_refresh(
+            &hash_refresh(&request.refresh_token),
+            &next_hash,
+            now_ms() + REFRESH_TTL_MS,
+        )
+        .await
+        .map_err(store_error)?;
+    match outcome {
+        Refresh::Rotated {
+            session_id,
+            user_id,
+        } => Ok(Json(TokenPair {
+            access_token: state.tokens.issue(&user_id, &session_id),
+            token_type: "Bearer",
+            expires_in: ACCESS_TTL_SECONDS,
+            refresh_token: next_token,
+        })),
+        Refresh::Reused => {
+            tracing::warn!("a spent refresh token was presented; its session is revoked");
+            Err(
+                ApiError::unauthorized("this refresh token was used before; the session has ended")
+                    .with_code("invalid_refresh_token"),
+            )
+        }
+        Refresh::Invalid => Err(ApiError::unauthorized("unknown or expired refresh token")
+            .with_code("invalid_refresh_token")),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "wallet", security(("access_token" = [])),
+    responses(
+        (status = 204, description = "The session has ended"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+/// `POST /v1/auth/logout`: ends the session; its access tokens stop working at once.
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<StatusCode, ApiError> {
+    state
+        .users
+        .revoke_session(&caller.session_id)
+        .await
+        .map_err(store_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller and their accounts, with balances.
+#[utoipa::path(get, path = "/v1/me", tag = "wallet", security(("access_token" = [])),
+    responses(
+        (status = 200, body = Me),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn me(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<Json<Me>, ApiError> {
+    let user = state
+        .users
+        .user_by_id(&caller.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
+    Ok(Json(me_of(&state, user).await?))
+}
+
+/// Changes the caller's names.
+#[utoipa::path(patch, path = "/v1/me", tag = "wallet", security(("access_token" = [])), request_body = UpdateMe,
+    responses(
+        (status = 200, body = Me),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Json(request): Json<UpdateMe>,
+) -> Result<Json<Me>, ApiError> {
+    let user = state
+        .users
+        .user_by_id(&caller.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
+    let first_name = match &request.first_name {
+        Some(name) => check_name("first_name", name)?,
+        None => user.first_name.clone(),
+    };
+    let last_name = match &request.last_name {
+        Some(name) => check_name("last_name", name)?,
+        None => user.last_name.clone(),
+    };
+    state
+        .users
+        .update_names(&user.id, &first_name, &last_name)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(
+        me_of(
+            &state,
+            User {
+                first_name,
+                last_name,
+                ..user
+            },
+        )
+        .await?,
+    ))
+}
+
+async fn me_of(state: &AppState, user: User) -> Result<Me, ApiError> {
+    let wallet_id: u128 = user
+        .wallet_id
+        .parse()
+        .map_err(|_| store_error("a stored wallet id is not a number"))?;
+    let accounts = state.engine.lookup_accounts(vec![wallet_id]).await?;
+    Ok(Me {
+        user: UserJson {
+            id: user.id,
+            email: user.email,
+            first_name: user.first_name,
+            last_name: user.last_name,
+        },
+        accounts: accounts
+            .iter()
+            .map(|a| AccountBalance {
+                id: uuid::Uuid::from_u128(a.id).to_string(),
+                currency: state.currency.code.clone(),
+                available: a
+                    .credits_posted
+                    .saturating_sub(a.debits_posted + a.debits_pending),
+                held: a.debits_pending,
+                incoming: a.credits_pending,
+                posted: a.credits_posted.saturating_sub(a.debits_posted),
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,220 @@
+//! The wallet API's accounts and sessions over real HTTP, on both stores: signup with a
+//! wallet, login, me, refresh rotation with reuse detection, logout.
+
+use std::path::PathBuf;
+
+use kizo_gateway::{Server, ServerConfig};
+use kizo_persistence::StoreConfig;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn start(store: &StoreConfig) -> (Server, String) {
+    let server = Server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: store.clone(),
+        shard_count: 2,
+        api_key: "test-key-0123456789abcdef0123456789".into(),
+        jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
+        password_pepper: "test-pepper-0123456789abcdef0123456".into(),
+        currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
+    })
+    .await
+    .expect("the server starts");
+    let base = format!("http://{}", server.addr);
+    (server, base)
+}
+
+async fn call(
+    method: &str,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let client = reqwest::Client::new();
+    let mut request = match method {
+        "GET" => client.get(url),
+        "PATCH" => client.patch(url),
+        _ => client.post(url),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn sessions_work_end_to_end(store: StoreConfig) {
+    let (server, base) = start(&store).await;
+    let url = |path: &str| format!("{base}{path}");
+    let ada = json!({"email": " Ada@Example.com ", "password": "correct horse battery", "first_name": "Ada", "last_name": "Lovelace"});
+
+    let (status, body) = call("POST", url("/v1/auth/signup"), None, Some(ada.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    let wallet = &body["accounts"][0];
+    assert_eq!(
+        (wallet["currency"].as_str(), wallet["available"].as_u64()),
+        (Some("USD"), Some(0))
+    );
+    assert_eq!(wallet["id"].as_str().unwrap().len(), 36, "a UUID");
+
+    let (status, body) = call("POST", url("/v1/auth/signup"), None, Some(ada)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("email_taken"))
+    );
+    let (status, body) = call(
+        "POST",
+        url("/v1/auth/signup"),
+        None,
+        Some(json!({"email": "bob@example.com", "password": "short", "first_name": "Bob", "last_name": "B"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("password"))
+    );
+
+    // Wrong password and unknown email: one answer.
+    let (status, wrong) = call(
+        "POST",
+        url("/v1/auth/login"),
+        None,
+        Some(json!({"email": "ada@example.com", "password": "wrong password"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, unknown) = call(
+        "POST",
+        url("/v1/auth/login"),
+        None,
+        Some(json!({"email": "nobody@example.com", "password": "wrong password"})),
+    )
+    .await;
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong["code"], "invalid_credentials");
+
+    let login = json!({"email": "ada@example.com", "password": "correct horse battery"});
+    let (status, tokens) = call("POST", url("/v1/auth/login"), None, Some(login.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+
+    let (status, me) = call("GET", url("/v1/me"), Some(&access), None).await;
+    assert_eq!(
+        (status, me["user"]["first_name"].as_str()),
+        (StatusCode::OK, Some("Ada"))
+    );
+    let (status, me) = call(
+        "PATCH",
+        url("/v1/me"),
+        Some(&access),
+        Some(json!({"first_name": "Augusta"})),
+    )
+    .await;
+    assert_eq!(
+        (status, me["user"]["first_name"].as_str()),
+        (StatusCode::OK, Some("Augusta"))
+    );
+    assert_eq!(me["user"]["last_name"], "Lovelace");
+    for bad in ["", "not-a-token", &format!("{access}x")] {
+        let (status, body) = call("GET", url("/v1/me"), Some(bad), None).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+        );
+    }
+    let (status, _) = call("GET", url("/v1/me"), None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Refresh rotates; presenting the spent token again ends the session for everyone.
+    let (status, pair) = call(
+        "POST",
+        url("/v1/auth/refresh"),
+        None,
+        Some(json!({"refresh_token": refresh})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let rotated_access = pair["access_token"].as_str().unwrap().to_string();
+    let (status, _) = call("GET", url("/v1/me"), Some(&rotated_access), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(
+        "POST",
+        url("/v1/auth/refresh"),
+        None,
+        Some(json!({"refresh_token": refresh})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_refresh_token"))
+    );
+    let (status, _) = call("GET", url("/v1/me"), Some(&rotated_access), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the session ended");
+    let next = pair["refresh_token"].as_str().unwrap();
+    let (status, _) = call(
+        "POST",
+        url("/v1/auth/refresh"),
+        None,
+        Some(json!({"refresh_token": next})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Logout ends the session at once.
+    let (_, tokens) = call("POST", url("/v1/auth/login"), None, Some(login)).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let (status, _) = call("POST", url("/v1/auth/logout"), Some(access), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call("GET", url("/v1/me"), Some(access), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+
+    // Users survive a restart.
+    let (server, base) = start(&store).await;
+    let (status, _) = call(
+        "POST",
+        format!("{base}/v1/auth/login"),
+        None,
+        Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    sessions_work_end_to_end(StoreConfig::Embedded {
+        dir: PathBuf::from(dir.path()),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("t_wallet_{}", std::process::id());
+    sessions_work_end_to_end(StoreConfig::Postgres {
+        url: url.clone(),
+        schema: Some(schema.clone()),
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
