@@ -23,9 +23,34 @@ pub const KEPT_MS: i64 = 24 * 3600 * 1000;
 /// The longest key accepted.
 pub const KEY_LEN_MAX: usize = 255;
 
-/// Applies to the routes it wraps, for requests that carry the header (the ledger API's is
-/// optional: its events carry their own ids).
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// For the ledger API, whose one credential is one scope. The header is optional there: its
+/// events carry their own ids.
+pub async fn ledger(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    scoped(state, "ledger".to_string(), request, next).await
+}
+
+/// For the wallet API: each user's keys are their own. Without a valid access token the
+/// request passes on, to be refused by the handler.
+pub async fn per_user(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let user = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| state.tokens.verify(token));
+    match user {
+        Some(claims) => scoped(state, format!("user:{}", claims.sub), request, next).await,
+        None => next.run(request).await,
+    }
+}
+
+/// The key as sent, if the request carries one.
+pub fn key_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(HEADER).and_then(|v| v.to_str().ok())
+}
+
+async fn scoped(state: AppState, scope: String, request: Request, next: Next) -> Response {
+    let scope = scope.as_str();
     let Some(key) = request.headers().get(HEADER) else {
         return next.run(request).await;
     };
@@ -47,8 +72,6 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             .into_response()
         }
     };
-    // One scope per credential: the ledger API has one key.
-    let scope = "ledger";
     let (parts, body) = request.into_parts();
     let Ok(bytes) = to_bytes(body, BODY_LIMIT_BYTES).await else {
         return ApiError::new(

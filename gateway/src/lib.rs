@@ -9,10 +9,11 @@
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers (checked in as
 //!   `docs/openapi.json`).
 //! - [`wire`]: the JSON forms of accounts and transfers (big numbers as decimal strings).
+//! - [`payments`]: transfers between users, and the caller's own accounts and transfers.
 //! - [`idempotency`]: `Idempotency-Key`: the first answer kept durably and replayed.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
 //!
-//! Still to come (issue 5): user search, accounts, transfers, history, dashboard, rate limits.
+//! Still to come (issue 5): user search, history and CSV, dashboard, rate limits, notes.
 
 pub mod auth;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod json;
 pub mod ledger;
 pub mod metrics;
 pub mod openapi;
+pub mod payments;
 pub mod server;
 pub mod wallet;
 pub mod wire;

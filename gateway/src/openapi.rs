@@ -26,6 +26,9 @@ use utoipa::{Modify, OpenApi};
         crate::wallet::logout,
         crate::wallet::me,
         crate::wallet::update_me,
+        crate::payments::create,
+        crate::payments::transfer,
+        crate::payments::account,
     ),
     modifiers(&ApiKey),
     tags(

@@ -170,7 +170,7 @@ pub fn router(state: AppState) -> Router {
     let ledger = crate::ledger::routes()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::idempotency::layer,
+            crate::idempotency::ledger,
         ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -183,6 +183,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(ledger)
         .merge(crate::wallet::routes())
+        .merge(crate::payments::routes().route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::per_user,
+        )))
         .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

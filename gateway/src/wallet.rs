@@ -410,18 +410,20 @@ async fn me_of(state: &AppState, user: User) -> Result<Me, ApiError> {
             first_name: user.first_name,
             last_name: user.last_name,
         },
-        accounts: accounts
-            .iter()
-            .map(|a| AccountBalance {
-                id: uuid::Uuid::from_u128(a.id).to_string(),
-                currency: state.currency.code.clone(),
-                available: a
-                    .credits_posted
-                    .saturating_sub(a.debits_posted + a.debits_pending),
-                held: a.debits_pending,
-                incoming: a.credits_pending,
-                posted: a.credits_posted.saturating_sub(a.debits_posted),
-            })
-            .collect(),
+        accounts: accounts.iter().map(|a| balance_of(state, a)).collect(),
     })
+}
+
+/// A wallet's balances as the API shows them.
+pub fn balance_of(state: &AppState, a: &kizo_engine::Account) -> AccountBalance {
+    AccountBalance {
+        id: uuid::Uuid::from_u128(a.id).to_string(),
+        currency: state.currency.code.clone(),
+        available: a
+            .credits_posted
+            .saturating_sub(a.debits_posted + a.debits_pending),
+        held: a.debits_pending,
+        incoming: a.credits_pending,
+        posted: a.credits_posted.saturating_sub(a.debits_posted),
+    }
 }

@@ -1,0 +1,296 @@
+//! Money between users (`POST /v1/transfers`), and what a user may see of accounts and
+//! transfers: only their own (anything else is a 404, never a 403 that would confirm it exists).
+//! A transfer is final when it is answered: created, or refused with a reason.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use kizo_engine::{CreateTransferResult as R, Transfer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::json::Json;
+use crate::server::AppState;
+use crate::wallet::{balance_of, AccountBalance};
+
+/// The ledger code of transfers between users.
+pub const PAYMENT_CODE: u16 = 1;
+/// The largest amount of one transfer, in minor units (ten billion dollars).
+pub const AMOUNT_MAX: u64 = 1_000_000_000_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/transfers", post(create))
+        .route("/v1/transfers/{id}", get(transfer))
+        .route("/v1/accounts/{id}", get(account))
+}
+
+/// The recipient: an account, or the wallet of the user with this email.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    pub account_id: Option<uuid::Uuid>,
+    pub email: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTransfer {
+    pub from_account_id: uuid::Uuid,
+    pub to: Recipient,
+    /// In minor units (cents), 1 to 1,000,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub amount: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TransferView {
+    pub id: uuid::Uuid,
+    pub from_account_id: uuid::Uuid,
+    pub to_account_id: uuid::Uuid,
+    pub amount: u64,
+    pub currency: String,
+    /// posted (final).
+    pub status: &'static str,
+    /// Nanoseconds since 1970, assigned by the ledger.
+    pub timestamp: u64,
+}
+
+fn view(state: &AppState, t: &Transfer) -> TransferView {
+    TransferView {
+        id: uuid::Uuid::from_u128(t.id),
+        from_account_id: uuid::Uuid::from_u128(t.debit_account_id),
+        to_account_id: uuid::Uuid::from_u128(t.credit_account_id),
+        amount: u64::try_from(t.amount).unwrap_or(u64::MAX),
+        currency: state.currency.code.clone(),
+        status: "posted",
+        timestamp: t.timestamp,
+    }
+}
+
+fn refused(code: &'static str, detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+}
+
+async fn wallet_of(state: &AppState, user_id: &str) -> Result<u128, ApiError> {
+    let user = state
+        .users
+        .user_by_id(user_id)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?
+        .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
+    user.wallet_id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "a stored wallet id is damaged",
+        )
+    })
+}
+
+/// The ledger id of the transfer a user's Idempotency-Key stands for: the same key always
+/// names the same transfer, so even a retry whose kept answer was lost cannot move money twice.
+pub fn transfer_id(user_id: &str, key: &str) -> u128 {
+    let digest = Sha256::digest(format!("{user_id}\\0{key}").as_bytes());
+    let id = u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"));
+    // 0 and u128::MAX are not ids.
+    id.clamp(1, u128::MAX - 1)
+}
+
+/// `POST /v1/transfers`: moves money from the caller's account; needs an `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/transfers", tag = "wallet", security(("access_token" = [])),
+    request_body = NewTransfer,
+    params(("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$",
+        description = "Required: names the transfer; retries with the same key get the first answer")),
+    responses(
+        (status = 201, body = TransferView),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Refused: insufficient_funds, same_account, unknown_recipient, currency_mismatch, account_closed, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    headers: HeaderMap,
+    Json(request): Json<NewTransfer>,
+) -> Result<Response, ApiError> {
+    let key = crate::idempotency::key_of(&headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+            "send an Idempotency-Key header",
+        )
+        .field("Idempotency-Key")
+    })?;
+    if request.amount == 0 || request.amount > AMOUNT_MAX {
+        return Err(ApiError::invalid(
+            "amount",
+            format!("1 to {AMOUNT_MAX} minor units"),
+        ));
+    }
+    let own = wallet_of(&state, &caller.user_id).await?;
+    let from = request.from_account_id.as_u128();
+    if from != own {
+        return Err(ApiError::not_found("no such account"));
+    }
+    let to = match (&request.to.account_id, &request.to.email) {
+        (Some(id), None) => id.as_u128(),
+        (None, Some(email)) => {
+            let user = state
+                .users
+                .user_by_email(&email.trim().to_lowercase())
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        e.to_string(),
+                    )
+                })?
+                .ok_or_else(|| {
+                    refused("unknown_recipient", "no user has this email").field("to.email")
+                })?;
+            user.wallet_id
+                .parse()
+                .map_err(|_| refused("unknown_recipient", "the recipient has no wallet"))?
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "to",
+                "give exactly one of account_id and email",
+            ))
+        }
+    };
+    if to == from {
+        return Err(refused(
+            "same_account",
+            "the sender and the recipient are the same account",
+        ));
+    }
+    let id = transfer_id(&caller.user_id, key);
+    let transfer = Transfer::new(
+        id,
+        from,
+        to,
+        u128::from(request.amount),
+        state.currency.ledger,
+        PAYMENT_CODE,
+    );
+    let result = state.engine.create_transfers(vec![transfer]).await?[0];
+    crate::metrics::results("kizo_transfers_total", [result.code()]);
+    match result {
+        R::Created | R::Exists => {
+            let stored = state.engine.lookup_transfers(vec![id]).await?;
+            let stored = stored.first().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the transfer is not readable yet",
+                )
+            })?;
+            Ok((StatusCode::CREATED, Json(view(&state, stored))).into_response())
+        }
+        R::ExceedsCredits => Err(refused(
+            "insufficient_funds",
+            "the account does not hold enough",
+        )),
+        R::CreditAccountNotFound => {
+            Err(refused("unknown_recipient", "no such recipient account").field("to.account_id"))
+        }
+        R::AccountsMustHaveTheSameLedger | R::TransferMustHaveTheSameLedgerAsAccounts => {
+            Err(refused(
+                "currency_mismatch",
+                "the accounts hold different currencies",
+            ))
+        }
+        R::DebitAccountAlreadyClosed | R::CreditAccountAlreadyClosed => Err(refused(
+            "account_closed",
+            "an account of this transfer is closed",
+        )),
+        R::ExistsWithDifferentDebitAccountId
+        | R::ExistsWithDifferentCreditAccountId
+        | R::ExistsWithDifferentAmount => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key named another transfer",
+        )
+        .field("Idempotency-Key")),
+        R::IdAlreadyFailed => Err(refused(
+            "transfer_failed",
+            "the transfer this Idempotency-Key names was refused before; use a new key",
+        )),
+        other => Err(refused("transfer_refused", other.code())),
+    }
+}
+
+/// `GET /v1/transfers/{id}`: a transfer the caller sent or received.
+#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "wallet", security(("access_token" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, body = TransferView),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn transfer(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<TransferView>, ApiError> {
+    let id = parse_uuid(&id)?;
+    let own = wallet_of(&state, &caller.user_id).await?;
+    let found = state.engine.lookup_transfers(vec![id]).await?;
+    match found.first() {
+        Some(t) if t.debit_account_id == own || t.credit_account_id == own => {
+            Ok(Json(view(&state, t)))
+        }
+        _ => Err(ApiError::not_found("no such transfer")),
+    }
+}
+
+/// `GET /v1/accounts/{id}`: the caller's own account, with its balances.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "wallet", security(("access_token" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, body = AccountBalance),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn account(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<AccountBalance>, ApiError> {
+    let id = parse_uuid(&id)?;
+    if id != wallet_of(&state, &caller.user_id).await? {
+        return Err(ApiError::not_found("no such account"));
+    }
+    let found = state.engine.lookup_accounts(vec![id]).await?;
+    let account = found
+        .first()
+        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    Ok(Json(balance_of(&state, account)))
+}
+
+fn parse_uuid(text: &str) -> Result<u128, ApiError> {
+    uuid::Uuid::parse_str(text)
+        .map(|id| id.as_u128())
+        .map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", "ids are UUIDs").field("id")
+        })
+}

@@ -1,0 +1,323 @@
+//! Transfers between users over real HTTP, on both stores: required idempotency keys, refusals
+//! with their codes, and nobody reading or debiting what is not theirs.
+
+use std::path::PathBuf;
+
+use kizo_gateway::{Server, ServerConfig};
+use kizo_persistence::StoreConfig;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const API_KEY: &str = "test-key-0123456789abcdef0123456789";
+
+async fn start(store: &StoreConfig) -> (Server, String) {
+    let server = Server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: store.clone(),
+        shard_count: 2,
+        api_key: API_KEY.into(),
+        jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
+        password_pepper: "test-pepper-0123456789abcdef0123456".into(),
+        currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
+    })
+    .await
+    .expect("the server starts");
+    let base = format!("http://{}", server.addr);
+    (server, base)
+}
+
+struct Answer {
+    status: StatusCode,
+    replayed: bool,
+    body: Value,
+}
+
+async fn send(
+    method: &str,
+    url: String,
+    token: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let client = reqwest::Client::new();
+    let mut request = if method == "GET" {
+        client.get(url)
+    } else {
+        client.post(url)
+    };
+    request = request.bearer_auth(token);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    Answer {
+        status: response.status(),
+        replayed: response.headers().get("idempotent-replayed").is_some(),
+        body: response.json().await.unwrap_or(Value::Null),
+    }
+}
+
+/// Signs up and logs in; returns the access token and the wallet's id.
+async fn user(base: &str, email: &str) -> (String, String) {
+    let client = reqwest::Client::new();
+    let signup = json!({"email": email, "password": "long enough password", "first_name": "A", "last_name": "B"});
+    let response = client
+        .post(format!("{base}/v1/auth/signup"))
+        .json(&signup)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    let wallet = body["accounts"][0]["id"].as_str().unwrap().to_string();
+    let login = json!({"email": email, "password": "long enough password"});
+    let response = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&login)
+        .send()
+        .await
+        .unwrap();
+    let tokens: Value = response.json().await.unwrap();
+    (tokens["access_token"].as_str().unwrap().to_string(), wallet)
+}
+
+async fn payments_move_money_once_between_owners(store: StoreConfig) {
+    let (server, base) = start(&store).await;
+    let url = |path: &str| format!("{base}{path}");
+    let (ada, ada_wallet) = user(&base, "ada@example.com").await;
+    let (bob, bob_wallet) = user(&base, "bob@example.com").await;
+    let (eve, _) = user(&base, "eve@example.com").await;
+
+    // Fund Ada through the ledger API: a bank account pays her wallet.
+    let ada_ledger_id = uuid::Uuid::parse_str(&ada_wallet)
+        .unwrap()
+        .as_u128()
+        .to_string();
+    for (path, body) in [
+        (
+            "/v1/ledger/accounts",
+            json!([{"id": "1", "ledger": 840, "code": 2}]),
+        ),
+        (
+            "/v1/ledger/transfers",
+            json!([{"id": "1", "debit_account_id": "1", "credit_account_id": ada_ledger_id, "amount": "10000", "ledger": 840, "code": 2}]),
+        ),
+    ] {
+        let answer = send("POST", url(path), API_KEY, None, Some(body)).await;
+        assert_eq!(answer.body["results"][0]["result"], "created");
+    }
+
+    let pay =
+        |to: Value, amount: u64| json!({"from_account_id": ada_wallet, "to": to, "amount": amount});
+    let to_bob = || json!({"email": "bob@example.com"});
+    let answer = send(
+        "POST",
+        url("/v1/transfers"),
+        &ada,
+        None,
+        Some(pay(to_bob(), 2500)),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("missing_idempotency_key"))
+    );
+
+    let first = send(
+        "POST",
+        url("/v1/transfers"),
+        &ada,
+        Some("k1"),
+        Some(pay(to_bob(), 2500)),
+    )
+    .await;
+    assert_eq!(
+        (first.status, first.replayed),
+        (StatusCode::CREATED, false),
+        "{}",
+        first.body
+    );
+    assert_eq!(first.body["to_account_id"], bob_wallet);
+    let again = send(
+        "POST",
+        url("/v1/transfers"),
+        &ada,
+        Some("k1"),
+        Some(pay(to_bob(), 2500)),
+    )
+    .await;
+    assert_eq!((again.status, again.replayed), (StatusCode::CREATED, true));
+    assert_eq!(again.body, first.body);
+    let other = send(
+        "POST",
+        url("/v1/transfers"),
+        &ada,
+        Some("k1"),
+        Some(pay(to_bob(), 2600)),
+    )
+    .await;
+    assert_eq!(
+        (other.status, other.body["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("idempotency_key_reused")
+        )
+    );
+    // Keys are per user: Bob's "k1" is his own.
+    let bobs =
+        json!({"from_account_id": bob_wallet, "to": {"account_id": ada_wallet}, "amount": 100});
+    let answer = send("POST", url("/v1/transfers"), &bob, Some("k1"), Some(bobs)).await;
+    assert_eq!(
+        (answer.status, answer.replayed),
+        (StatusCode::CREATED, false),
+        "{}",
+        answer.body
+    );
+
+    for (key, to, amount, code) in [
+        (
+            "k2",
+            json!({"account_id": bob_wallet}),
+            999_999,
+            "insufficient_funds",
+        ),
+        ("k3", json!({"account_id": ada_wallet}), 1, "same_account"),
+        (
+            "k4",
+            json!({"email": "nobody@example.com"}),
+            1,
+            "unknown_recipient",
+        ),
+        (
+            "k5",
+            json!({"account_id": uuid::Uuid::new_v4()}),
+            1,
+            "unknown_recipient",
+        ),
+    ] {
+        let answer = send(
+            "POST",
+            url("/v1/transfers"),
+            &ada,
+            Some(key),
+            Some(pay(to, amount)),
+        )
+        .await;
+        assert_eq!(
+            (answer.status, answer.body["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{}",
+            answer.body
+        );
+    }
+    let answer = send(
+        "POST",
+        url("/v1/transfers"),
+        &ada,
+        Some("k7"),
+        Some(pay(to_bob(), 0)),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("amount"))
+    );
+    // Debiting someone else's account: as if it did not exist.
+    let steal =
+        json!({"from_account_id": bob_wallet, "to": {"account_id": ada_wallet}, "amount": 1});
+    let answer = send("POST", url("/v1/transfers"), &ada, Some("k6"), Some(steal)).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+
+    let answer = send(
+        "GET",
+        url(&format!("/v1/accounts/{ada_wallet}")),
+        &ada,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.body["available"].as_u64()),
+        (StatusCode::OK, Some(7600))
+    );
+    let answer = send(
+        "GET",
+        url(&format!("/v1/accounts/{bob_wallet}")),
+        &ada,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::NOT_FOUND,
+        "only the owner reads an account"
+    );
+    let answer = send(
+        "GET",
+        url(&format!("/v1/accounts/{bob_wallet}")),
+        &bob,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        answer.body["available"].as_u64(),
+        Some(2400),
+        "moved once each way"
+    );
+
+    let id = first.body["id"].as_str().unwrap();
+    for (token, status) in [
+        (&ada, StatusCode::OK),
+        (&bob, StatusCode::OK),
+        (&eve, StatusCode::NOT_FOUND),
+    ] {
+        let answer = send(
+            "GET",
+            url(&format!("/v1/transfers/{id}")),
+            token,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, status);
+    }
+    let answer = send("GET", url("/v1/transfers/not-a-uuid"), &ada, None, None).await;
+    assert_eq!(
+        (answer.status, answer.body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_id"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    payments_move_money_once_between_owners(StoreConfig::Embedded {
+        dir: PathBuf::from(dir.path()),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("t_payments_{}", std::process::id());
+    payments_move_money_once_between_owners(StoreConfig::Postgres {
+        url: url.clone(),
+        schema: Some(schema.clone()),
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
