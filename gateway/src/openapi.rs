@@ -29,6 +29,8 @@ use utoipa::{Modify, OpenApi};
         crate::payments::create,
         crate::payments::transfer,
         crate::payments::account,
+        crate::payments::history,
+        crate::payments::find_users,
     ),
     modifiers(&ApiKey),
     tags(

@@ -27,6 +27,183 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/transfers", post(create))
         .route("/v1/transfers/{id}", get(transfer))
         .route("/v1/accounts/{id}", get(account))
+        .route("/v1/accounts/{id}/transfers", get(history))
+        .route("/v1/users", get(find_users))
+}
+
+/// The most transfers one history page holds.
+pub const PAGE_MAX: u32 = 200;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// sent, received or all (default).
+    #[param(pattern = "^(sent|received|all)$")]
+    pub direction: Option<String>,
+    /// posted, pending or all (default).
+    #[param(pattern = "^(posted|pending|all)$")]
+    pub status: Option<String>,
+    /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// From a page's `next_cursor`: the transfers before it.
+    #[param(pattern = "^[0-9]{1,19}$")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    /// Newest first.
+    pub transfers: Vec<TransferView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/accounts/{id}/transfers`: the caller's account's transfers, newest first, by pages.
+#[utoipa::path(get, path = "/v1/accounts/{id}/transfers", tag = "wallet", security(("access_token" = [])),
+    params(("id" = uuid::Uuid, Path), HistoryQuery),
+    responses(
+        (status = 200, body = HistoryPage),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    })?;
+    let id = parse_uuid(&id)?;
+    if id != wallet_of(&state, &caller.user_id).await? {
+        return Err(ApiError::not_found("no such account"));
+    }
+    let (debits, credits) = match query.direction.as_deref().unwrap_or("all") {
+        "sent" => (true, false),
+        "received" => (false, true),
+        "all" => (true, true),
+        _ => return Err(ApiError::invalid("direction", "sent, received or all")),
+    };
+    let pending = match query.status.as_deref().unwrap_or("all") {
+        "posted" => Some(false),
+        "pending" => Some(true),
+        "all" => None,
+        _ => return Err(ApiError::invalid("status", "posted, pending or all")),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("1 to {PAGE_MAX}")));
+    }
+    let before = match &query.cursor {
+        Some(cursor) => cursor
+            .parse::<u64>()
+            .ok()
+            .filter(|&c| c > 1)
+            .ok_or_else(|| ApiError::invalid("cursor", "a cursor from a previous page"))?,
+        None => 0,
+    };
+    let filter = kizo_engine::AccountFilter {
+        account_id: id,
+        timestamp_min: 0,
+        timestamp_max: before.saturating_sub(1),
+        limit,
+        debits,
+        credits,
+        reversed: true,
+    };
+    let found = state.engine.get_account_transfers(filter).await?;
+    let next_cursor = (found.len() == limit as usize)
+        .then(|| found.last().map(|t| t.timestamp.to_string()))
+        .flatten();
+    let transfers = found
+        .iter()
+        .filter(|t| {
+            pending.is_none_or(|p| t.flags.contains(kizo_engine::TransferFlags::PENDING) == p)
+        })
+        .map(|t| view(&state, t))
+        .collect();
+    Ok(Json(HistoryPage {
+        transfers,
+        next_cursor,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    /// The start of a name or an email: 3 to 100 characters.
+    #[param(min_length = 3, max_length = 100)]
+    pub q: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FoundUser {
+    pub id: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// Only when the query is this user's exact email (no harvesting of addresses).
+    pub email: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FoundUsers {
+    pub users: Vec<FoundUser>,
+}
+
+/// `GET /v1/users?q=`: find a recipient; at most 20, names only.
+#[utoipa::path(get, path = "/v1/users", tag = "wallet", security(("access_token" = [])),
+    params(UserQuery),
+    responses(
+        (status = 200, body = FoundUsers),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn find_users(
+    State(state): State<AppState>,
+    _caller: Authenticated,
+    query: Result<axum::extract::Query<UserQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FoundUsers>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    })?;
+    let q = query.q.trim().to_lowercase();
+    let length = q.chars().count();
+    if !(3..=100).contains(&length) {
+        return Err(ApiError::invalid("q", "3 to 100 characters"));
+    }
+    let found = state.users.search(&q, 20).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(FoundUsers {
+        users: found
+            .into_iter()
+            .map(|u| FoundUser {
+                email: (u.email == q).then(|| u.email.clone()),
+                id: u.id,
+                first_name: u.first_name,
+                last_name: u.last_name,
+            })
+            .collect(),
+    }))
 }
 
 /// The recipient: an account, or the wallet of the user with this email.

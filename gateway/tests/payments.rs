@@ -321,3 +321,129 @@ async fn postgres() {
         .await
         .unwrap();
 }
+
+/// History pages and user search, on the embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_and_user_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, base) = start(&StoreConfig::Embedded {
+        dir: PathBuf::from(dir.path()),
+    })
+    .await;
+    let url = |path: &str| format!("{base}{path}");
+    let (ada, ada_wallet) = user(&base, "ada@example.com").await;
+    let (bob, bob_wallet) = user(&base, "bob@example.com").await;
+    let ada_ledger_id = uuid::Uuid::parse_str(&ada_wallet)
+        .unwrap()
+        .as_u128()
+        .to_string();
+    send(
+        "POST",
+        url("/v1/ledger/accounts"),
+        API_KEY,
+        None,
+        Some(json!([{"id": "1", "ledger": 840, "code": 2}])),
+    )
+    .await;
+    let funding = json!([{"id": "1", "debit_account_id": "1", "credit_account_id": ada_ledger_id, "amount": "1000", "ledger": 840, "code": 2}]);
+    send(
+        "POST",
+        url("/v1/ledger/transfers"),
+        API_KEY,
+        None,
+        Some(funding),
+    )
+    .await;
+    for i in 0..5 {
+        let pay = json!({"from_account_id": ada_wallet, "to": {"account_id": bob_wallet}, "amount": 10 + i});
+        let answer = send(
+            "POST",
+            url("/v1/transfers"),
+            &ada,
+            Some(&format!("h{i}")),
+            Some(pay),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+    }
+    // Newest first, two at a time.
+    let mut amounts = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => {
+                format!("/v1/accounts/{ada_wallet}/transfers?direction=sent&limit=2&cursor={c}")
+            }
+            None => format!("/v1/accounts/{ada_wallet}/transfers?direction=sent&limit=2"),
+        };
+        let page = send("GET", url(&path), &ada, None, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        for t in page.body["transfers"].as_array().unwrap() {
+            amounts.push(t["amount"].as_u64().unwrap());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(amounts, [14, 13, 12, 11, 10]);
+    let received = send(
+        "GET",
+        url(&format!(
+            "/v1/accounts/{ada_wallet}/transfers?direction=received"
+        )),
+        &ada,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        received.body["transfers"].as_array().unwrap().len(),
+        1,
+        "the funding"
+    );
+    let theirs = send(
+        "GET",
+        url(&format!("/v1/accounts/{bob_wallet}/transfers")),
+        &ada,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    let bad = send(
+        "GET",
+        url(&format!("/v1/accounts/{ada_wallet}/transfers?limit=201")),
+        &ada,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("limit"))
+    );
+
+    // Search: names by prefix, an email only on an exact match.
+    let found = send("GET", url("/v1/users?q=bob@example.com"), &ada, None, None).await;
+    assert_eq!(found.body["users"][0]["email"], "bob@example.com");
+    let found = send("GET", url("/v1/users?q=bob@"), &ada, None, None).await;
+    assert_eq!(
+        found.body["users"].as_array().unwrap().len(),
+        0,
+        "no email prefixes"
+    );
+    let found = send("GET", url("/v1/users?q=%41%20"), &bob, None, None).await;
+    assert_eq!(
+        found.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "too short once trimmed"
+    );
+    let found = send("GET", url("/v1/users?q=a%25_"), &bob, None, None).await;
+    assert_eq!(
+        found.body["users"].as_array().unwrap().len(),
+        0,
+        "wildcards are literal"
+    );
+    server.stop().await;
+}

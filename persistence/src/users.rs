@@ -117,6 +117,33 @@ impl UserStore {
             .map_err(unavailable)
     }
 
+    /// Users whose first or last name starts with `prefix` (case-insensitive), or whose email
+    /// is exactly `prefix` (lowercased), at most `limit`, by last then first name.
+    pub async fn search(&self, prefix: &str, limit: u32) -> Result<Vec<User>, StoreError> {
+        let escaped: String = prefix
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let pattern = format!("{escaped}%");
+        let sql = self.sql(
+            "SELECT * FROM users
+             WHERE lower(first_name) LIKE $1 ESCAPE '\\' OR lower(last_name) LIKE $1 ESCAPE '\\'
+                OR email = $3
+             ORDER BY last_name, first_name, id LIMIT $2",
+        );
+        on_pool!(self, pool => sqlx::query_as::<_, User>(&sql)
+            .bind(&pattern)
+            .bind(i64::from(limit))
+            .bind(prefix.to_lowercase())
+            .fetch_all(pool)
+            .await)
+        .map_err(unavailable)
+    }
+
     pub async fn update_names(
         &self,
         id: &str,
