@@ -36,9 +36,13 @@ pub fn routes() -> Router<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Signup {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub first_name: String,
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub last_name: String,
 }
 
@@ -58,7 +62,9 @@ pub struct RefreshRequest {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub first_name: Option<String>,
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub last_name: Option<String>,
 }
 
@@ -118,7 +124,7 @@ fn normalize_email(email: &str) -> Result<String, ApiError> {
 
 fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > NAME_MAX || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > NAME_MAX {
         return Err(ApiError::invalid(
             field,
             format!("1 to {NAME_MAX} characters"),
