@@ -1,5 +1,5 @@
-//! A JSON body extractor whose every rejection is a problem (with the field at fault when serde
-//! names one), instead of axum's plain-text errors.
+//! Body and query extractors whose every rejection is a problem (with the field at fault when
+//! serde names one), instead of axum's plain-text errors.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -64,5 +64,32 @@ fn rejected(rejection: JsonRejection) -> ApiError {
             error.body_text(),
         ),
         other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", other.body_text()),
+    }
+}
+
+/// A query string, parsed; a bad one is `400 invalid_query`.
+pub struct Query<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    rejection.body_text(),
+                )
+            })
     }
 }

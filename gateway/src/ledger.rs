@@ -2,14 +2,14 @@
 //! per call, one result per event with the engine's result codes. Authenticated with an API
 //! key (`Authorization: Bearer <key>`), not a user token.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
 use kizo_engine::{Account, AccountFilter, Transfer, BATCH_EVENTS_MAX};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::json::Json;
+use crate::json::{Json, Query};
 use crate::server::AppState;
 use crate::wire::{AccountJson, TransferJson, U128};
 
@@ -286,15 +286,8 @@ fn yes() -> bool {
 pub async fn account_transfers(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Transfers>, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
-    })?;
     let id: u128 = id
         .parse()
         .map_err(|_| ApiError::invalid("id", "an account id is a decimal u128"))?;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::json::Json;
+use crate::json::{Json, Query};
 use crate::server::AppState;
 use crate::wallet::{balance_of, AccountBalance};
 
@@ -74,15 +74,8 @@ pub async fn history(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(id): Path<String>,
-    query: Result<axum::extract::Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    Query(query): Query<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
-    let axum::extract::Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
-    })?;
     let id = parse_uuid(&id)?;
     if id != wallet_of(&state, &caller.user_id).await? {
         return Err(ApiError::not_found("no such account"));
@@ -172,15 +165,8 @@ pub struct FoundUsers {
 pub async fn find_users(
     State(state): State<AppState>,
     _caller: Authenticated,
-    query: Result<axum::extract::Query<UserQuery>, axum::extract::rejection::QueryRejection>,
+    Query(query): Query<UserQuery>,
 ) -> Result<Json<FoundUsers>, ApiError> {
-    let axum::extract::Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
-    })?;
     let q = query.q.trim().to_lowercase();
     let length = q.chars().count();
     if !(3..=100).contains(&length) {

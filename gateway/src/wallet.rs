@@ -77,6 +77,17 @@ pub struct TokenPair {
     pub refresh_token: String,
 }
 
+impl TokenPair {
+    fn new(state: &AppState, user_id: &str, session_id: &str, refresh_token: String) -> Self {
+        TokenPair {
+            access_token: state.tokens.issue(user_id, session_id),
+            token_type: "Bearer",
+            expires_in: ACCESS_TTL_SECONDS,
+            refresh_token,
+        }
+    }
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct UserJson {
     pub id: String,
@@ -262,12 +273,12 @@ pub async fn login(
         )
         .await
         .map_err(store_error)?;
-    Ok(Json(TokenPair {
-        access_token: state.tokens.issue(&user.id, &session_id),
-        token_type: "Bearer",
-        expires_in: ACCESS_TTL_SECONDS,
+    Ok(Json(TokenPair::new(
+        &state,
+        &user.id,
+        &session_id,
         refresh_token,
-    }))
+    )))
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "wallet", request_body = RefreshRequest,
@@ -299,12 +310,12 @@ pub async fn refresh(
         Refresh::Rotated {
             session_id,
             user_id,
-        } => Ok(Json(TokenPair {
-            access_token: state.tokens.issue(&user_id, &session_id),
-            token_type: "Bearer",
-            expires_in: ACCESS_TTL_SECONDS,
-            refresh_token: next_token,
-        })),
+        } => Ok(Json(TokenPair::new(
+            &state,
+            &user_id,
+            &session_id,
+            next_token,
+        ))),
         Refresh::Reused => {
             tracing::warn!("a spent refresh token was presented; its session is revoked");
             Err(

@@ -1,34 +1,16 @@
 //! `Idempotency-Key` on the batch ledger API, over real HTTP, on both stores.
 
-use std::path::PathBuf;
+mod common;
 
-use kizo_gateway::{Server, ServerConfig};
+use common::{start, TestStore, API_KEY};
 use kizo_persistence::StoreConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const KEY: &str = "test-key-0123456789abcdef0123456789";
-
-async fn start(store: &StoreConfig) -> (Server, String) {
-    let server = Server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: store.clone(),
-        shard_count: 2,
-        api_key: KEY.into(),
-        jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
-        password_pepper: "test-pepper-0123456789abcdef0123456".into(),
-        currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
-    })
-    .await
-    .expect("the server starts");
-    let base = format!("http://{}", server.addr);
-    (server, base)
-}
-
 async fn post(base: &str, key: Option<&str>, body: &Value) -> (StatusCode, bool, Value) {
     let mut request = reqwest::Client::new()
         .post(format!("{base}/v1/ledger/transfers"))
-        .bearer_auth(KEY)
+        .bearer_auth(API_KEY)
         .json(body);
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
@@ -52,7 +34,7 @@ async fn keys_replay_refuse_and_survive_a_restart(store: StoreConfig) {
         json!([{"id": "1", "ledger": 1, "code": 1}, {"id": "2", "ledger": 1, "code": 1}]);
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/ledger/accounts"))
-        .bearer_auth(KEY)
+        .bearer_auth(API_KEY)
         .json(&accounts)
         .send()
         .await
@@ -101,7 +83,7 @@ async fn keys_replay_refuse_and_survive_a_restart(store: StoreConfig) {
     assert_eq!(after.2, first.2);
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/ledger/accounts/lookup"))
-        .bearer_auth(KEY)
+        .bearer_auth(API_KEY)
         .json(&json!({"ids": ["2"]}))
         .send()
         .await
@@ -116,28 +98,13 @@ async fn keys_replay_refuse_and_survive_a_restart(store: StoreConfig) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded() {
-    let dir = tempfile::tempdir().unwrap();
-    keys_replay_refuse_and_survive_a_restart(StoreConfig::Embedded {
-        dir: PathBuf::from(dir.path()),
-    })
-    .await;
+    let store = TestStore::embedded();
+    keys_replay_refuse_and_survive_a_restart(store.config.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres() {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("t_keys_{}", std::process::id());
-    keys_replay_refuse_and_survive_a_restart(StoreConfig::Postgres {
-        url: url.clone(),
-        schema: Some(schema.clone()),
-    })
-    .await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let store = TestStore::postgres("keys_replay_refuse_a");
+    keys_replay_refuse_and_survive_a_restart(store.config.clone()).await;
+    store.clean().await;
 }

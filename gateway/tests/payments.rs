@@ -1,30 +1,12 @@
 //! Transfers between users over real HTTP, on both stores: required idempotency keys, refusals
 //! with their codes, and nobody reading or debiting what is not theirs.
 
-use std::path::PathBuf;
+mod common;
 
-use kizo_gateway::{Server, ServerConfig};
+use common::{start, TestStore, API_KEY};
 use kizo_persistence::StoreConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const API_KEY: &str = "test-key-0123456789abcdef0123456789";
-
-async fn start(store: &StoreConfig) -> (Server, String) {
-    let server = Server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: store.clone(),
-        shard_count: 2,
-        api_key: API_KEY.into(),
-        jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
-        password_pepper: "test-pepper-0123456789abcdef0123456".into(),
-        currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
-    })
-    .await
-    .expect("the server starts");
-    let base = format!("http://{}", server.addr);
-    (server, base)
-}
 
 struct Answer {
     status: StatusCode,
@@ -296,40 +278,22 @@ async fn payments_move_money_once_between_owners(store: StoreConfig) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded() {
-    let dir = tempfile::tempdir().unwrap();
-    payments_move_money_once_between_owners(StoreConfig::Embedded {
-        dir: PathBuf::from(dir.path()),
-    })
-    .await;
+    let store = TestStore::embedded();
+    payments_move_money_once_between_owners(store.config.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres() {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("t_payments_{}", std::process::id());
-    payments_move_money_once_between_owners(StoreConfig::Postgres {
-        url: url.clone(),
-        schema: Some(schema.clone()),
-    })
-    .await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let store = TestStore::postgres("payments_move_money_");
+    payments_move_money_once_between_owners(store.config.clone()).await;
+    store.clean().await;
 }
 
 /// History pages and user search, on the embedded store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_and_user_search() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, base) = start(&StoreConfig::Embedded {
-        dir: PathBuf::from(dir.path()),
-    })
-    .await;
+    let store = TestStore::embedded();
+    let (server, base) = start(&store.config).await;
     let url = |path: &str| format!("{base}{path}");
     let (ada, ada_wallet) = user(&base, "ada@example.com").await;
     let (bob, bob_wallet) = user(&base, "bob@example.com").await;

@@ -1,28 +1,12 @@
 //! The wallet API's accounts and sessions over real HTTP, on both stores: signup with a
 //! wallet, login, me, refresh rotation with reuse detection, logout.
 
-use std::path::PathBuf;
+mod common;
 
-use kizo_gateway::{Server, ServerConfig};
+use common::{start, TestStore};
 use kizo_persistence::StoreConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-async fn start(store: &StoreConfig) -> (Server, String) {
-    let server = Server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: store.clone(),
-        shard_count: 2,
-        api_key: "test-key-0123456789abcdef0123456789".into(),
-        jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
-        password_pepper: "test-pepper-0123456789abcdef0123456".into(),
-        currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
-    })
-    .await
-    .expect("the server starts");
-    let base = format!("http://{}", server.addr);
-    (server, base)
-}
 
 async fn call(
     method: &str,
@@ -193,28 +177,13 @@ async fn sessions_work_end_to_end(store: StoreConfig) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded() {
-    let dir = tempfile::tempdir().unwrap();
-    sessions_work_end_to_end(StoreConfig::Embedded {
-        dir: PathBuf::from(dir.path()),
-    })
-    .await;
+    let store = TestStore::embedded();
+    sessions_work_end_to_end(store.config.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres() {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("t_wallet_{}", std::process::id());
-    sessions_work_end_to_end(StoreConfig::Postgres {
-        url: url.clone(),
-        schema: Some(schema.clone()),
-    })
-    .await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let store = TestStore::postgres("sessions_work_end_to");
+    sessions_work_end_to_end(store.config.clone()).await;
+    store.clean().await;
 }
