@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         crate::payments::account,
         crate::payments::history,
         crate::payments::find_users,
+        crate::payments::dashboard,
     ),
     modifiers(&ApiKey),
     tags(

@@ -29,6 +29,109 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/accounts/{id}", get(account))
         .route("/v1/accounts/{id}/transfers", get(history))
         .route("/v1/users", get(find_users))
+        .route("/v1/dashboard", get(dashboard))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Dashboard {
+    pub account: AccountBalance,
+    /// Sums of this calendar month (UTC), in minor units.
+    pub sent_this_month: u128,
+    pub received_this_month: u128,
+    /// Transfers this month, sent and received.
+    pub transfers_this_month: u64,
+    /// The 5 latest, newest first.
+    pub latest: Vec<TransferView>,
+}
+
+/// Nanoseconds since 1970 at the start of the UTC month holding `now_ns`.
+pub fn month_start_ns(now_ns: u64) -> u64 {
+    const DAY_NS: u64 = 86_400 * 1_000_000_000;
+    let days = (now_ns / DAY_NS) as i64;
+    // Civil from days (H. Hinnant): year, month and day of `days` since 1970-01-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day_of_month = doy - (153 * mp + 2) / 5; // 0-based
+    (days - day_of_month) as u64 * DAY_NS
+}
+
+/// `GET /v1/dashboard`: the caller's balance, this month's sums, and the latest transfers.
+#[utoipa::path(get, path = "/v1/dashboard", tag = "wallet", security(("access_token" = [])),
+    responses(
+        (status = 200, body = Dashboard),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn dashboard(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<Json<Dashboard>, ApiError> {
+    let id = wallet_of(&state, &caller.user_id).await?;
+    let found = state.engine.lookup_accounts(vec![id]).await?;
+    let account = found
+        .first()
+        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let month_start = month_start_ns(now);
+    let (mut sent, mut received, mut count) = (0u128, 0u128, 0u64);
+    let mut from = month_start.max(1);
+    // Oldest first, a full page at a time, until a page comes back short.
+    loop {
+        let page = state
+            .engine
+            .get_account_transfers(kizo_engine::AccountFilter {
+                timestamp_min: from,
+                ..kizo_engine::AccountFilter::all(id, kizo_engine::BATCH_EVENTS_MAX as u32)
+            })
+            .await?;
+        for t in &page {
+            count += 1;
+            if t.debit_account_id == id {
+                sent += t.amount;
+            } else {
+                received += t.amount;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == kizo_engine::BATCH_EVENTS_MAX => from = last.timestamp + 1,
+            _ => break,
+        }
+    }
+    let latest = state
+        .engine
+        .get_account_transfers(kizo_engine::AccountFilter {
+            reversed: true,
+            ..kizo_engine::AccountFilter::all(id, 5)
+        })
+        .await?;
+    Ok(Json(Dashboard {
+        account: balance_of(&state, account),
+        sent_this_month: sent,
+        received_this_month: received,
+        transfers_this_month: count,
+        latest: latest.iter().map(|t| view(&state, t)).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn months_start_where_the_calendar_says() {
+        const S: u64 = 1_000_000_000;
+        // 2026-11-25T12:00:00Z → 2026-11-01T00:00:00Z
+        assert_eq!(super::month_start_ns(1_795_608_000 * S), 1_793_491_200 * S);
+        // 2024-02-29T23:59:59Z (leap day) → 2024-02-01
+        assert_eq!(super::month_start_ns(1_709_251_199 * S), 1_706_745_600 * S);
+        // The first instant of a month is its own start.
+        assert_eq!(super::month_start_ns(1_706_745_600 * S), 1_706_745_600 * S);
+        assert_eq!(super::month_start_ns(0), 0);
+    }
 }
 
 /// The most transfers one history page holds.

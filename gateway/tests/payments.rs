@@ -388,6 +388,20 @@ async fn history_pages_and_user_search() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("limit"))
     );
 
+    let dashboard = send("GET", url("/v1/dashboard"), &ada, None, None).await;
+    assert_eq!(dashboard.status, StatusCode::OK, "{}", dashboard.body);
+    assert_eq!(dashboard.body["sent_this_month"].as_u64(), Some(60));
+    assert_eq!(dashboard.body["received_this_month"].as_u64(), Some(1000));
+    assert_eq!(dashboard.body["transfers_this_month"].as_u64(), Some(6));
+    assert_eq!(dashboard.body["account"]["available"].as_u64(), Some(940));
+    let latest: Vec<u64> = dashboard.body["latest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["amount"].as_u64().unwrap())
+        .collect();
+    assert_eq!(latest, [14, 13, 12, 11, 10]);
+
     // Search: names by prefix, an email only on an exact match.
     let found = send("GET", url("/v1/users?q=bob@example.com"), &ada, None, None).await;
     assert_eq!(found.body["users"][0]["email"], "bob@example.com");
