@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         crate::payments::history,
         crate::payments::find_users,
         crate::payments::dashboard,
+        crate::payments::history_csv,
     ),
     modifiers(&ApiKey),
     tags(

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::StreamExt;
 use kizo_engine::{CreateTransferResult as R, Transfer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,6 +31,118 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/accounts/{id}/transfers", get(history))
         .route("/v1/users", get(find_users))
         .route("/v1/dashboard", get(dashboard))
+        .route("/v1/accounts/{id}/transfers.csv", get(history_csv))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CsvQuery {
+    /// sent, received or all (default).
+    #[param(pattern = "^(sent|received|all)$")]
+    pub direction: Option<String>,
+}
+
+/// Transfers per page read while a CSV streams.
+const CSV_PAGE: u32 = 1_000;
+
+/// `GET /v1/accounts/{id}/transfers.csv`: the whole history, newest first, streamed as CSV a
+/// page at a time (memory stays flat however long the history).
+#[utoipa::path(get, path = "/v1/accounts/{id}/transfers.csv", tag = "wallet", security(("access_token" = [])),
+    params(("id" = uuid::Uuid, Path), CsvQuery),
+    responses(
+        (status = 200, content_type = "text/csv", body = String,
+            description = "id,timestamp,direction,counterparty_account_id,amount,currency,status"),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn history_csv(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+    Query(query): Query<CsvQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_uuid(&id)?;
+    if id != wallet_of(&state, &caller.user_id).await? {
+        return Err(ApiError::not_found("no such account"));
+    }
+    let (debits, credits) = match query.direction.as_deref().unwrap_or("all") {
+        "sent" => (true, false),
+        "received" => (false, true),
+        "all" => (true, true),
+        _ => return Err(ApiError::invalid("direction", "sent, received or all")),
+    };
+    let header = "id,timestamp,direction,counterparty_account_id,amount,currency,status\n";
+    // (the engine, the next page's upper bound, done)
+    let start = (state.clone(), u64::MAX, false);
+    let pages = futures_util::stream::unfold(start, move |(state, before, done)| async move {
+        if done {
+            return None;
+        }
+        let filter = kizo_engine::AccountFilter {
+            account_id: id,
+            timestamp_min: 0,
+            timestamp_max: before,
+            limit: CSV_PAGE,
+            debits,
+            credits,
+            reversed: true,
+        };
+        let page = match state.engine.get_account_transfers(filter).await {
+            Ok(page) => page,
+            Err(error) => {
+                // Headers are sent: the best left is to end the body early, visibly.
+                tracing::warn!(%error, "a CSV history stopped early");
+                return Some((
+                    Err(std::io::Error::other(error.to_string())),
+                    (state, 0, true),
+                ));
+            }
+        };
+        let mut text = String::with_capacity(page.len() * 128);
+        for t in &page {
+            let sent = t.debit_account_id == id;
+            let counterparty = if sent {
+                t.credit_account_id
+            } else {
+                t.debit_account_id
+            };
+            let status = if t.flags.contains(kizo_engine::TransferFlags::PENDING) {
+                "pending"
+            } else {
+                "posted"
+            };
+            text.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                uuid::Uuid::from_u128(t.id),
+                t.timestamp,
+                if sent { "sent" } else { "received" },
+                uuid::Uuid::from_u128(counterparty),
+                t.amount,
+                state.currency.code,
+                status
+            ));
+        }
+        let next = page.last().map_or(0, |t| t.timestamp.saturating_sub(1));
+        let done = page.len() < CSV_PAGE as usize || next == 0;
+        Some((Ok::<_, std::io::Error>(text), (state, next, done)))
+    });
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(header.to_string()) })
+            .chain(pages);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"transfers.csv\"",
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

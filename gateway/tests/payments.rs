@@ -402,6 +402,49 @@ async fn history_pages_and_user_search() {
         .collect();
     assert_eq!(latest, [14, 13, 12, 11, 10]);
 
+    // The CSV: a header and one line per transfer, newest first.
+    let csv = |path: String, token: String| async move {
+        let response = reqwest::Client::new()
+            .get(path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    let (status, text) = csv(
+        url(&format!("/v1/accounts/{ada_wallet}/transfers.csv")),
+        ada.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,timestamp,direction,counterparty_account_id,amount,currency,status"
+    );
+    assert_eq!(lines.len(), 7, "{text}");
+    assert!(
+        lines[1].contains(&format!(",sent,{bob_wallet},14,USD,posted")),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[6].contains(",received,"), "{}", lines[6]);
+    let (_, sent) = csv(
+        url(&format!(
+            "/v1/accounts/{ada_wallet}/transfers.csv?direction=sent"
+        )),
+        ada.clone(),
+    )
+    .await;
+    assert_eq!(sent.lines().count(), 6);
+    let (status, _) = csv(
+        url(&format!("/v1/accounts/{bob_wallet}/transfers.csv")),
+        ada.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     // Search: names by prefix, an email only on an exact match.
     let found = send("GET", url("/v1/users?q=bob@example.com"), &ada, None, None).await;
     assert_eq!(found.body["users"][0]["email"], "bob@example.com");
