@@ -67,6 +67,7 @@ fn main() {
             jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
             password_pepper: "test-pepper-0123456789abcdef0123456".into(),
             currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
+        auth_rates: Default::default(),
         })
         .await
         .unwrap();

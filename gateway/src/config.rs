@@ -46,6 +46,12 @@ pub struct Args {
     /// ledger. Fixed for the life of the data.
     #[arg(long, env = "KIZO_CURRENCY", default_value = "USD")]
     pub currency: String,
+    /// Signup, login and refresh attempts allowed per minute from one client address.
+    #[arg(long, env = "KIZO_AUTH_RATE_PER_ADDRESS", default_value_t = 60)]
+    pub auth_rate_per_address: u32,
+    /// Signup and login attempts allowed per minute for one email.
+    #[arg(long, env = "KIZO_AUTH_RATE_PER_EMAIL", default_value_t = 10)]
+    pub auth_rate_per_email: u32,
     /// Production mode: refuse to start without every secret given.
     #[arg(long, env = "KIZO_PRODUCTION")]
     pub production: bool,
@@ -62,6 +68,8 @@ pub enum ConfigError {
     MissingSecret(&'static str),
     #[error("unknown currency {0:?}; one of USD, EUR, GBP, JPY, CHF")]
     Currency(String),
+    #[error("rate limits must be at least 1 per minute")]
+    Rate,
     #[error("{path}: {source}")]
     Secret {
         path: PathBuf,
@@ -122,6 +130,12 @@ impl Args {
                 "password-pepper",
             )?,
             currency,
+            auth_rates: crate::limits::AuthRates {
+                per_address: std::num::NonZeroU32::new(self.auth_rate_per_address)
+                    .ok_or(ConfigError::Rate)?,
+                per_email: std::num::NonZeroU32::new(self.auth_rate_per_email)
+                    .ok_or(ConfigError::Rate)?,
+            },
         })
     }
 

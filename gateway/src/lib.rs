@@ -10,10 +10,11 @@
 //!   `docs/openapi.json`).
 //! - [`wire`]: the JSON forms of accounts and transfers (big numbers as decimal strings).
 //! - [`payments`]: transfers between users, and the caller's own accounts and transfers.
+//! - [`limits`]: rate limits on signup, login and refresh, per address and per email.
 //! - [`idempotency`]: `Idempotency-Key`: the first answer kept durably and replayed.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
 //!
-//! Still to come (issue 5): user search, history and CSV, dashboard, rate limits, notes.
+//! Still to come (issue 5): transfer notes.
 
 pub mod auth;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod idempotency;
 pub mod json;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod payments;

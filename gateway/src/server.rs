@@ -42,6 +42,7 @@ pub struct ServerConfig {
     /// Mixed into every password hash.
     pub password_pepper: String,
     pub currency: crate::config::Currency,
+    pub auth_rates: crate::limits::AuthRates,
 }
 
 #[derive(Clone)]
@@ -53,6 +54,7 @@ pub struct AppState {
     pub tokens: crate::auth::Tokens,
     pub passwords: crate::auth::Passwords,
     pub currency: crate::config::Currency,
+    pub limits: crate::limits::Limits,
     api_key: Arc<str>,
 }
 
@@ -111,7 +113,8 @@ impl Server {
             source,
         })?;
         let keys = KeyStore::open(&config.store).await?;
-        let pruning = tokio::spawn(prune_keys(keys.clone()));
+        let limits = crate::limits::Limits::new(config.auth_rates);
+        let pruning = tokio::spawn(housekeeping(keys.clone(), limits.clone()));
         let users = UserStore::open(&config.store).await?;
         let state = AppState {
             engine: engine.clone(),
@@ -121,16 +124,20 @@ impl Server {
             tokens: crate::auth::Tokens::new(&config.jwt_secret),
             passwords: crate::auth::Passwords::new(&config.password_pepper),
             currency: config.currency.clone(),
+            limits,
             api_key: config.api_key.into(),
         };
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
         let serving = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
         });
         tracing::info!(%addr, store = %config.store.describe(), recovered_commits = recovered, "serving");
         Ok(Server {
@@ -153,11 +160,12 @@ impl Server {
     }
 }
 
-/// Forgets idempotency keys past their time, hourly.
-async fn prune_keys(keys: KeyStore) {
+/// Hourly: forgets idempotency keys past their time, and rate-limit keys at rest.
+async fn housekeeping(keys: KeyStore, limits: crate::limits::Limits) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
+        limits.shrink();
         match keys.prune(crate::idempotency::KEPT_MS).await {
             Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
             Err(error) => tracing::warn!(%error, "idempotency keys not pruned"),

@@ -1,7 +1,9 @@
 //! The wallet API for people (`/v1/auth/...`, `/v1/me`): signup with a wallet, login, token
 //! refresh and logout. Ids are UUID strings; amounts are integers in minor units.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -171,14 +173,19 @@ fn store_error(error: impl std::fmt::Display) -> ApiError {
         (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts: see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/auth/signup`: a user and their wallet. The wallet is created first: a user
 /// never exists without one (an email already taken leaves an empty wallet nobody owns).
 pub async fn signup(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Json(request): Json<Signup>,
 ) -> Result<Response, ApiError> {
+    if let Err(limited) = state.limits.check(client.ip(), Some(&request.email)) {
+        return Ok(limited.into_response());
+    }
     let email = normalize_email(&request.email)?;
     check_password(&request.password)?;
     let first_name = check_name("first_name", &request.first_name)?;
@@ -240,14 +247,19 @@ fn email_taken() -> ApiError {
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts: see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/auth/login`: the same answer, in about the same time, for an unknown email and a
 /// wrong password.
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Json(request): Json<Login>,
-) -> Result<Json<TokenPair>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Err(limited) = state.limits.check(client.ip(), Some(&request.email)) {
+        return Ok(limited.into_response());
+    }
     let email = request.email.trim().to_lowercase();
     let user = state
         .users
@@ -273,12 +285,7 @@ pub async fn login(
         )
         .await
         .map_err(store_error)?;
-    Ok(Json(TokenPair::new(
-        &state,
-        &user.id,
-        &session_id,
-        refresh_token,
-    )))
+    Ok(Json(TokenPair::new(&state, &user.id, &session_id, refresh_token)).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "wallet", request_body = RefreshRequest,
@@ -288,14 +295,19 @@ pub async fn login(
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts: see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/auth/refresh`: a new pair for a refresh token, which is spent. A spent token
 /// presented again ends its whole session.
 pub async fn refresh(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Json(request): Json<RefreshRequest>,
-) -> Result<Json<TokenPair>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Err(limited) = state.limits.check(client.ip(), None) {
+        return Ok(limited.into_response());
+    }
     let (next_token, next_hash) = new_refresh_token();
     let outcome = state
         .users
@@ -310,12 +322,7 @@ pub async fn refresh(
         Refresh::Rotated {
             session_id,
             user_id,
-        } => Ok(Json(TokenPair::new(
-            &state,
-            &user_id,
-            &session_id,
-            next_token,
-        ))),
+        } => Ok(Json(TokenPair::new(&state, &user_id, &session_id, next_token)).into_response()),
         Refresh::Reused => {
             tracing::warn!("a spent refresh token was presented; its session is revoked");
             Err(

@@ -187,3 +187,45 @@ async fn postgres() {
     sessions_work_end_to_end(store.config.clone()).await;
     store.clean().await;
 }
+
+/// Logins for one email past the limit are refused with 429 and `Retry-After`; other emails go
+/// on (the address's own budget is larger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_attempts_are_rate_limited() {
+    let store = TestStore::embedded();
+    let (server, base) = start(&store.config).await;
+    let client = reqwest::Client::new();
+    let attempt = |email: &'static str| {
+        let client = client.clone();
+        let url = format!("{base}/v1/auth/login");
+        async move {
+            client
+                .post(url)
+                .json(&json!({"email": email, "password": "guess guess"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(
+            attempt("ada@example.com").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let refused = attempt("ada@example.com").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    assert_eq!(
+        attempt("bob@example.com").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    server.stop().await;
+}
