@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -86,11 +86,7 @@ impl Passwords {
 }
 
 fn unavailable() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "password hashing is unavailable",
-    )
+    ApiError::unavailable("password hashing is unavailable")
 }
 
 fn argon(pepper: &[u8]) -> Result<Argon2<'_>, argon2::Error> {
@@ -202,13 +198,11 @@ impl FromRequestParts<AppState> for Authenticated {
             .tokens
             .verify(token)
             .ok_or_else(|| ApiError::unauthorized("the access token is invalid or expired"))?;
-        let active = state.users.session_active(&claims.sid).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?;
+        let active = state
+            .users
+            .session_active(&claims.sid)
+            .await
+            .map_err(crate::wallet::store_error)?;
         if !active {
             return Err(ApiError::unauthorized(
                 "the session has ended; log in again",

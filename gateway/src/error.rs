@@ -72,6 +72,11 @@ impl ApiError {
         self
     }
 
+    /// A passing failure (a store or the engine out of reach): retry later.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
@@ -93,11 +98,7 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable(_) | EngineError::ShutDown | EngineError::Start(_) => {
                 // Logged where it is handled: here, the edge.
                 tracing::warn!(%error, "request failed: engine unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    error.to_string(),
-                )
+                Self::unavailable(error.to_string())
             }
         }
     }

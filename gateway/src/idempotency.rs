@@ -94,12 +94,7 @@ async fn scoped(state: AppState, scope: String, request: Request, next: Next) ->
         Ok(claim) => claim,
         Err(error) => {
             tracing::warn!(%error, "idempotency key store unavailable");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            )
-            .into_response();
+            return ApiError::unavailable(error.to_string()).into_response();
         }
     };
     match claim {
@@ -149,12 +144,7 @@ async fn scoped(state: AppState, scope: String, request: Request, next: Next) ->
             let (parts, body) = response.into_parts();
             let Ok(body) = to_bytes(body, usize::MAX).await else {
                 let _ = state.keys.release(scope, &key).await;
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the answer was lost",
-                )
-                .into_response();
+                return ApiError::unavailable("the answer was lost").into_response();
             };
             if let Err(error) = state.keys.finish(scope, &key, status.as_u16(), &body).await {
                 // The effect stands (the engine deduplicates a retry by its ids); only the

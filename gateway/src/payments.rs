@@ -16,7 +16,7 @@ use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::json::{Json, Query};
 use crate::server::AppState;
-use crate::wallet::{balance_of, AccountBalance};
+use crate::wallet::{balance_of, store_error, AccountBalance};
 
 /// The ledger code of transfers between users.
 pub const PAYMENT_CODE: u16 = 1;
@@ -64,16 +64,8 @@ pub async fn history_csv(
     Path(id): Path<String>,
     Query(query): Query<CsvQuery>,
 ) -> Result<Response, ApiError> {
-    let id = parse_uuid(&id)?;
-    if id != wallet_of(&state, &caller.user_id).await? {
-        return Err(ApiError::not_found("no such account"));
-    }
-    let (debits, credits) = match query.direction.as_deref().unwrap_or("all") {
-        "sent" => (true, false),
-        "received" => (false, true),
-        "all" => (true, true),
-        _ => return Err(ApiError::invalid("direction", "sent, received or all")),
-    };
+    let id = own_account(&state, &caller, &id).await?;
+    let (debits, credits) = sides(query.direction.as_deref())?;
     let header = "id,timestamp,direction,counterparty_account_id,amount,currency,status\n";
     // (the engine, the next page's upper bound, done)
     let start = (state.clone(), u64::MAX, false);
@@ -292,16 +284,8 @@ pub async fn history(
     Path(id): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
-    let id = parse_uuid(&id)?;
-    if id != wallet_of(&state, &caller.user_id).await? {
-        return Err(ApiError::not_found("no such account"));
-    }
-    let (debits, credits) = match query.direction.as_deref().unwrap_or("all") {
-        "sent" => (true, false),
-        "received" => (false, true),
-        "all" => (true, true),
-        _ => return Err(ApiError::invalid("direction", "sent, received or all")),
-    };
+    let id = own_account(&state, &caller, &id).await?;
+    let (debits, credits) = sides(query.direction.as_deref())?;
     let pending = match query.status.as_deref().unwrap_or("all") {
         "posted" => Some(false),
         "pending" => Some(true),
@@ -388,13 +372,7 @@ pub async fn find_users(
     if !(3..=100).contains(&length) {
         return Err(ApiError::invalid("q", "3 to 100 characters"));
     }
-    let found = state.users.search(&q, 20).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-    })?;
+    let found = state.users.search(&q, 20).await.map_err(store_error)?;
     Ok(Json(FoundUsers {
         users: found
             .into_iter()
@@ -460,21 +438,11 @@ async fn wallet_of(state: &AppState, user_id: &str) -> Result<u128, ApiError> {
         .users
         .user_by_id(user_id)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?
+        .map_err(store_error)?
         .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
-    user.wallet_id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "a stored wallet id is damaged",
-        )
-    })
+    user.wallet_id
+        .parse()
+        .map_err(|_| ApiError::unavailable("a stored wallet id is damaged"))
 }
 
 /// The ledger id of the transfer a user's Idempotency-Key stands for: the same key always
@@ -533,13 +501,7 @@ pub async fn create(
                 .users
                 .user_by_email(&email.trim().to_lowercase())
                 .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        e.to_string(),
-                    )
-                })?
+                .map_err(store_error)?
                 .ok_or_else(|| {
                     refused("unknown_recipient", "no user has this email").field("to.email")
                 })?;
@@ -574,13 +536,9 @@ pub async fn create(
     match result {
         R::Created | R::Exists => {
             let stored = state.engine.lookup_transfers(vec![id]).await?;
-            let stored = stored.first().ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the transfer is not readable yet",
-                )
-            })?;
+            let stored = stored
+                .first()
+                .ok_or_else(|| ApiError::unavailable("the transfer is not readable yet"))?;
             Ok((StatusCode::CREATED, Json(view(&state, stored))).into_response())
         }
         R::ExceedsCredits => Err(refused(
@@ -655,15 +613,31 @@ pub async fn account(
     caller: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<AccountBalance>, ApiError> {
-    let id = parse_uuid(&id)?;
-    if id != wallet_of(&state, &caller.user_id).await? {
-        return Err(ApiError::not_found("no such account"));
-    }
+    let id = own_account(&state, &caller, &id).await?;
     let found = state.engine.lookup_accounts(vec![id]).await?;
     let account = found
         .first()
         .ok_or_else(|| ApiError::not_found("no such account"))?;
     Ok(Json(balance_of(&state, account)))
+}
+
+/// The account `id` names, if it is the caller's; anybody else's is as if it did not exist.
+async fn own_account(state: &AppState, caller: &Authenticated, id: &str) -> Result<u128, ApiError> {
+    let id = parse_uuid(id)?;
+    if id != wallet_of(state, &caller.user_id).await? {
+        return Err(ApiError::not_found("no such account"));
+    }
+    Ok(id)
+}
+
+/// (debits, credits) of a `direction`: sent, received or all (the default).
+fn sides(direction: Option<&str>) -> Result<(bool, bool), ApiError> {
+    match direction.unwrap_or("all") {
+        "sent" => Ok((true, false)),
+        "received" => Ok((false, true)),
+        "all" => Ok((true, true)),
+        _ => Err(ApiError::invalid("direction", "sent, received or all")),
+    }
 }
 
 fn parse_uuid(text: &str) -> Result<u128, ApiError> {

@@ -240,11 +240,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
             status: "ready",
             last_lsn: Some(lsn),
         })),
-        Err(error) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            error.to_string(),
-        )),
+        Err(error) => Err(ApiError::unavailable(error.to_string())),
     }
 }
 

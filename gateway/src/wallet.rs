@@ -157,13 +157,9 @@ fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn store_error(error: impl std::fmt::Display) -> ApiError {
+pub(crate) fn store_error(error: impl std::fmt::Display) -> ApiError {
     tracing::warn!(%error, "user store unavailable");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        error.to_string(),
-    )
+    ApiError::unavailable(error.to_string())
 }
 
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "wallet", request_body = Signup,
@@ -207,11 +203,10 @@ pub async fn signup(
     };
     let created = state.engine.create_accounts(vec![wallet]).await?;
     if created[0] != CreateAccountResult::Created {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("the wallet could not be created: {}", created[0]),
-        ));
+        return Err(ApiError::unavailable(format!(
+            "the wallet could not be created: {}",
+            created[0]
+        )));
     }
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
