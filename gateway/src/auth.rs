@@ -109,6 +109,8 @@ pub struct Claims {
     pub sub: String,
     /// The session: revoked sessions' tokens stop working at once.
     pub sid: String,
+    /// The user's wallet account (a decimal u128): it never changes, so the token can say it.
+    pub wid: String,
     pub iss: String,
     pub aud: String,
     pub iat: u64,
@@ -136,13 +138,14 @@ impl Tokens {
         }
     }
 
-    pub fn issue(&self, user_id: &str, session_id: &str) -> String {
+    pub fn issue(&self, user_id: &str, session_id: &str, wallet_id: u128) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let claims = Claims {
             sub: user_id.into(),
             sid: session_id.into(),
+            wid: wallet_id.to_string(),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             iat: now,
@@ -178,10 +181,60 @@ pub fn hash_refresh(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// Sessions revoked while their access tokens may still be alive, in memory: checking a
+/// token costs no I/O. Filled at start from the store (sessions revoked within one access-token
+/// lifetime) and on every revocation, after it is durable and before it is answered. One
+/// process serves a store, so no revocation escapes it.
+#[derive(Clone, Default)]
+pub struct Revocations {
+    revoked_at_ms: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+}
+
+impl Revocations {
+    /// Access tokens outlive their session's revocation by at most this long.
+    pub const KEPT_MS: i64 = ACCESS_TTL_SECONDS as i64 * 1000;
+
+    pub async fn load(
+        users: &kizo_persistence::users::UserStore,
+    ) -> Result<Self, kizo_persistence::StoreError> {
+        let revocations = Revocations::default();
+        let since = kizo_persistence::users::now_ms() - Self::KEPT_MS;
+        for (session_id, at) in users.revoked_since(since).await? {
+            revocations.insert(session_id, at);
+        }
+        Ok(revocations)
+    }
+
+    pub fn insert(&self, session_id: String, at_ms: i64) {
+        self.revoked_at_ms
+            .lock()
+            .expect("not poisoned")
+            .insert(session_id, at_ms);
+    }
+
+    pub fn contains(&self, session_id: &str) -> bool {
+        self.revoked_at_ms
+            .lock()
+            .expect("not poisoned")
+            .contains_key(session_id)
+    }
+
+    /// Forgets revocations whose tokens have all expired.
+    pub fn prune(&self) {
+        let before = kizo_persistence::users::now_ms() - Self::KEPT_MS - 60_000;
+        self.revoked_at_ms
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, at| *at >= before);
+    }
+}
+
 /// The caller of a wallet route: a valid access token of a session still open.
 pub struct Authenticated {
     pub user_id: String,
     pub session_id: String,
+    /// The caller's wallet account.
+    pub wallet: u128,
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -198,19 +251,19 @@ impl FromRequestParts<AppState> for Authenticated {
             .tokens
             .verify(token)
             .ok_or_else(|| ApiError::unauthorized("the access token is invalid or expired"))?;
-        let active = state
-            .users
-            .session_active(&claims.sid)
-            .await
-            .map_err(crate::wallet::store_error)?;
-        if !active {
+        if state.revocations.contains(&claims.sid) {
             return Err(ApiError::unauthorized(
                 "the session has ended; log in again",
             ));
         }
+        let wallet = claims
+            .wid
+            .parse()
+            .map_err(|_| ApiError::unauthorized("the access token names no wallet"))?;
         Ok(Authenticated {
             user_id: claims.sub,
             session_id: claims.sid,
+            wallet,
         })
     }
 }
@@ -222,15 +275,22 @@ mod tests {
     #[test]
     fn tokens_are_checked_for_signature_issuer_audience_and_algorithm() {
         let tokens = Tokens::new("a secret of the server, 32 bytes+");
-        let token = tokens.issue("u1", "s1");
+        let token = tokens.issue("u1", "s1", 7);
         let claims = tokens.verify(&token).unwrap();
-        assert_eq!((claims.sub.as_str(), claims.sid.as_str()), ("u1", "s1"));
+        assert_eq!(
+            (
+                claims.sub.as_str(),
+                claims.sid.as_str(),
+                claims.wid.as_str()
+            ),
+            ("u1", "s1", "7")
+        );
         assert!(Tokens::new("another secret, also long enough..")
             .verify(&token)
             .is_none());
         // Tampered payload.
         let mut parts: Vec<&str> = token.split('.').collect();
-        let forged = "eyJzdWIiOiJ1MiIsInNpZCI6InMxIiwiaXNzIjoia2l6byIsImF1ZCI6Imtpem8td2FsbGV0IiwiaWF0IjowLCJleHAiOjQxMDI0NDQ4MDB9";
+        let forged = "eyJzdWIiOiJ1MiIsInNpZCI6InMxIiwid2lkIjoiNyIsImlzcyI6Imtpem8iLCJhdWQiOiJraXpvLXdhbGxldCIsImlhdCI6MCwiZXhwIjo0MTAyNDQ0ODAwfQ";
         parts[1] = forged;
         assert!(tokens.verify(&parts.join(".")).is_none());
         // `alg: none` is refused.

@@ -104,8 +104,9 @@ impl From<EngineError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status and the body this error is answered with.
+    pub fn to_bytes(&self) -> (StatusCode, Vec<u8>) {
         let title = self.status.canonical_reason().unwrap_or("Error");
         let body = Problem {
             kind: format!("https://kizo.dev/problems/{}", self.code),
@@ -115,8 +116,17 @@ impl IntoResponse for ApiError {
             detail: &self.detail,
             field: self.field.as_deref(),
         };
-        let json = serde_json::to_vec(&body).expect("a problem serializes");
-        let mut response = (self.status, json).into_response();
+        (
+            self.status,
+            serde_json::to_vec(&body).expect("a problem serializes"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, json) = self.to_bytes();
+        let mut response = (status, json).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

@@ -29,24 +29,18 @@ pub async fn ledger(State(state): State<AppState>, request: Request, next: Next)
     scoped(state, "ledger".to_string(), request, next).await
 }
 
-/// For the wallet API: each user's keys are their own. Without a valid access token the
-/// request passes on, to be refused by the handler.
-pub async fn per_user(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let user = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| state.tokens.verify(token));
-    match user {
-        Some(claims) => scoped(state, format!("user:{}", claims.sub), request, next).await,
-        None => next.run(request).await,
-    }
+/// A key is 1 to [`KEY_LEN_MAX`] visible ASCII characters.
+pub fn key_is_valid(key: &str) -> bool {
+    !key.is_empty() && key.len() <= KEY_LEN_MAX && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The key as sent, if the request carries one.
-pub fn key_of(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers.get(HEADER).and_then(|v| v.to_str().ok())
+pub fn invalid_key() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_idempotency_key",
+        format!("Idempotency-Key: 1 to {KEY_LEN_MAX} visible ASCII characters"),
+    )
+    .field("Idempotency-Key")
 }
 
 async fn scoped(state: AppState, scope: String, request: Request, next: Next) -> Response {
@@ -55,22 +49,8 @@ async fn scoped(state: AppState, scope: String, request: Request, next: Next) ->
         return next.run(request).await;
     };
     let key = match key.to_str() {
-        Ok(key)
-            if !key.is_empty()
-                && key.len() <= KEY_LEN_MAX
-                && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            key.to_string()
-        }
-        _ => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_idempotency_key",
-                format!("Idempotency-Key: 1 to {KEY_LEN_MAX} visible ASCII characters"),
-            )
-            .field("Idempotency-Key")
-            .into_response()
-        }
+        Ok(key) if key_is_valid(key) => key.to_string(),
+        _ => return invalid_key().into_response(),
     };
     let (parts, body) = request.into_parts();
     let Ok(bytes) = to_bytes(body, BODY_LIMIT_BYTES).await else {

@@ -11,10 +11,11 @@
 //! - [`wire`]: the JSON forms of accounts and transfers (big numbers as decimal strings).
 //! - [`payments`]: transfers between users, and the caller's own accounts and transfers.
 //! - [`limits`]: rate limits on signup, login and refresh, per address and per email.
-//! - [`idempotency`]: `Idempotency-Key`: the first answer kept durably and replayed.
+//! - [`idempotency`]: `Idempotency-Key` on the ledger API: the first answer kept durably and
+//!   replayed.
+//! - [`transfer_keys`]: `Idempotency-Key` on wallet transfers: the ledger remembers created
+//!   transfers; refusals and running requests are kept here.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
-//!
-//! Still to come (issue 5): transfer notes.
 
 pub mod auth;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payments;
 pub mod server;
+pub mod transfer_keys;
 pub mod wallet;
 pub mod wire;
 

@@ -52,7 +52,7 @@ const CSV_PAGE: u32 = 1_000;
     params(("id" = uuid::Uuid, Path), CsvQuery),
     responses(
         (status = 200, content_type = "text/csv", body = String,
-            description = "id,timestamp,direction,counterparty_account_id,amount,currency,status"),
+            description = "id,timestamp,direction,counterparty_account_id,amount,currency,status,note"),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -64,9 +64,9 @@ pub async fn history_csv(
     Path(id): Path<String>,
     Query(query): Query<CsvQuery>,
 ) -> Result<Response, ApiError> {
-    let id = own_account(&state, &caller, &id).await?;
+    let id = own_account(&caller, &id)?;
     let (debits, credits) = sides(query.direction.as_deref())?;
-    let header = "id,timestamp,direction,counterparty_account_id,amount,currency,status\n";
+    let header = "id,timestamp,direction,counterparty_account_id,amount,currency,status,note\n";
     // (the engine, the next page's upper bound, done)
     let start = (state.clone(), u64::MAX, false);
     let pages = futures_util::stream::unfold(start, move |(state, before, done)| async move {
@@ -93,8 +93,15 @@ pub async fn history_csv(
                 ));
             }
         };
+        let shown = match views(&state, &page).await {
+            Ok(shown) => shown,
+            Err(error) => {
+                tracing::warn!(detail = error.detail, "a CSV history stopped early");
+                return Some((Err(std::io::Error::other(error.detail)), (state, 0, true)));
+            }
+        };
         let mut text = String::with_capacity(page.len() * 128);
-        for t in &page {
+        for (t, shown) in page.iter().zip(shown) {
             let sent = t.debit_account_id == id;
             let counterparty = if sent {
                 t.credit_account_id
@@ -107,14 +114,15 @@ pub async fn history_csv(
                 "posted"
             };
             text.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{}\n",
                 uuid::Uuid::from_u128(t.id),
                 t.timestamp,
                 if sent { "sent" } else { "received" },
                 uuid::Uuid::from_u128(counterparty),
                 t.amount,
                 state.currency.code,
-                status
+                status,
+                csv_field(shown.note.as_deref().unwrap_or_default()),
             ));
         }
         let next = page.last().map_or(0, |t| t.timestamp.saturating_sub(1));
@@ -135,6 +143,22 @@ pub async fn history_csv(
         axum::body::Body::from_stream(body),
     )
         .into_response())
+}
+
+/// A CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break. A field
+/// starting with `=`, `+`, `-` or `@` gets a leading `'`, so that a spreadsheet does not run
+/// a note as a formula.
+fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -175,7 +199,7 @@ pub async fn dashboard(
     State(state): State<AppState>,
     caller: Authenticated,
 ) -> Result<Json<Dashboard>, ApiError> {
-    let id = wallet_of(&state, &caller.user_id).await?;
+    let id = caller.wallet;
     let found = state.engine.lookup_accounts(vec![id]).await?;
     let account = found
         .first()
@@ -220,7 +244,7 @@ pub async fn dashboard(
         sent_this_month: sent,
         received_this_month: received,
         transfers_this_month: count,
-        latest: latest.iter().map(|t| view(&state, t)).collect(),
+        latest: views(&state, &latest).await?,
     }))
 }
 
@@ -236,6 +260,14 @@ mod tests {
         // The first instant of a month is its own start.
         assert_eq!(super::month_start_ns(1_706_745_600 * S), 1_706_745_600 * S);
         assert_eq!(super::month_start_ns(0), 0);
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        assert_eq!(super::csv_field("rent"), "rent");
+        assert_eq!(super::csv_field("a, b"), "\"a, b\"");
+        assert_eq!(super::csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(super::csv_field("=SUM(A1)"), "'=SUM(A1)");
     }
 }
 
@@ -284,7 +316,7 @@ pub async fn history(
     Path(id): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
-    let id = own_account(&state, &caller, &id).await?;
+    let id = own_account(&caller, &id)?;
     let (debits, credits) = sides(query.direction.as_deref())?;
     let pending = match query.status.as_deref().unwrap_or("all") {
         "posted" => Some(false),
@@ -317,13 +349,13 @@ pub async fn history(
     let next_cursor = (found.len() == limit as usize)
         .then(|| found.last().map(|t| t.timestamp.to_string()))
         .flatten();
-    let transfers = found
-        .iter()
+    let shown: Vec<Transfer> = found
+        .into_iter()
         .filter(|t| {
             pending.is_none_or(|p| t.flags.contains(kizo_engine::TransferFlags::PENDING) == p)
         })
-        .map(|t| view(&state, t))
         .collect();
+    let transfers = views(&state, &shown).await?;
     Ok(Json(HistoryPage {
         transfers,
         next_cursor,
@@ -402,9 +434,12 @@ pub struct NewTransfer {
     /// In minor units (cents), 1 to 1,000,000,000,000.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
     pub amount: u64,
+    /// Shown to both parties: up to 280 characters, no control characters.
+    #[schema(max_length = 280)]
+    pub note: Option<String>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TransferView {
     pub id: uuid::Uuid,
     pub from_account_id: uuid::Uuid,
@@ -415,9 +450,16 @@ pub struct TransferView {
     pub status: &'static str,
     /// Nanoseconds since 1970, assigned by the ledger.
     pub timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-fn view(state: &AppState, t: &Transfer) -> TransferView {
+/// The longest note, in characters.
+pub const NOTE_MAX_CHARS: usize = 280;
+/// `user_data_32` of a wallet transfer that has a note (kept apart, by id and fingerprint).
+const HAS_NOTE: u32 = 1;
+
+fn view(state: &AppState, t: &Transfer, note: Option<String>) -> TransferView {
     TransferView {
         id: uuid::Uuid::from_u128(t.id),
         from_account_id: uuid::Uuid::from_u128(t.debit_account_id),
@@ -426,23 +468,26 @@ fn view(state: &AppState, t: &Transfer) -> TransferView {
         currency: state.currency.code.clone(),
         status: "posted",
         timestamp: t.timestamp,
+        note,
     }
+}
+
+/// The views of `transfers`, with their notes (one query, only when one has a note).
+async fn views(state: &AppState, transfers: &[Transfer]) -> Result<Vec<TransferView>, ApiError> {
+    let noted: Vec<(u128, u128)> = transfers
+        .iter()
+        .filter(|t| t.user_data_32 == HAS_NOTE && t.code == PAYMENT_CODE)
+        .map(|t| (t.id, t.user_data_128))
+        .collect();
+    let mut notes = state.users.notes(&noted).await.map_err(store_error)?;
+    Ok(transfers
+        .iter()
+        .map(|t| view(state, t, notes.remove(&(t.id, t.user_data_128))))
+        .collect())
 }
 
 fn refused(code: &'static str, detail: &str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
-}
-
-async fn wallet_of(state: &AppState, user_id: &str) -> Result<u128, ApiError> {
-    let user = state
-        .users
-        .user_by_id(user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
-    user.wallet_id
-        .parse()
-        .map_err(|_| ApiError::unavailable("a stored wallet id is damaged"))
 }
 
 /// The ledger id of the transfer a user's Idempotency-Key stands for: the same key always
@@ -452,6 +497,123 @@ pub fn transfer_id(user_id: &str, key: &str) -> u128 {
     let id = u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"));
     // 0 and u128::MAX are not ids.
     id.clamp(1, u128::MAX - 1)
+}
+
+/// Who receives a transfer, as the request names them.
+#[derive(Debug, PartialEq, Eq)]
+enum To {
+    Account(u128),
+    /// Trimmed and lowercased.
+    Email(String),
+}
+
+/// The fingerprint of a transfer request, kept as the transfer's `user_data_128`: the same key
+/// with another request is told apart by it.
+fn fingerprint(from: u128, to: &To, amount: u64, note: Option<&str>) -> u128 {
+    let mut hasher = Sha256::new();
+    hasher.update(b"kizo wallet transfer v1\0");
+    hasher.update(from.to_le_bytes());
+    match to {
+        To::Account(id) => {
+            hasher.update(b"a");
+            hasher.update(id.to_le_bytes());
+        }
+        To::Email(email) => {
+            hasher.update(b"e");
+            hasher.update((email.len() as u64).to_le_bytes());
+            hasher.update(email.as_bytes());
+        }
+    }
+    hasher.update(amount.to_le_bytes());
+    match note {
+        Some(note) => {
+            hasher.update(b"n");
+            hasher.update(note.as_bytes());
+        }
+        None => hasher.update(b"-"),
+    }
+    u128::from_le_bytes(hasher.finalize()[..16].try_into().expect("16 bytes"))
+}
+
+/// The Idempotency-Key of a wallet transfer: required; 1 to 255 visible ASCII characters.
+fn required_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let Some(key) = headers.get(crate::idempotency::HEADER) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+            "send an Idempotency-Key header",
+        )
+        .field("Idempotency-Key"));
+    };
+    match key.to_str() {
+        Ok(key) if crate::idempotency::key_is_valid(key) => Ok(key),
+        _ => Err(crate::idempotency::invalid_key()),
+    }
+}
+
+/// A note as kept: trimmed; empty is none.
+fn checked_note(note: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(note) = note else { return Ok(None) };
+    let note = note.trim();
+    if note.chars().count() > NOTE_MAX_CHARS || note.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "note",
+            format!("at most {NOTE_MAX_CHARS} characters, none of them control characters"),
+        ));
+    }
+    Ok((!note.is_empty()).then(|| note.to_string()))
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another request",
+    )
+    .field("Idempotency-Key")
+}
+
+fn replayed(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        crate::idempotency::REPLAYED,
+        axum::http::HeaderValue::from_static("true"),
+    );
+    response
+}
+
+/// The refusal a ledger result stands for; `None` for a transfer that exists.
+fn refusal_of(result: R) -> Option<ApiError> {
+    Some(match result {
+        R::Created | R::Exists => return None,
+        R::ExceedsCredits => refused("insufficient_funds", "the account does not hold enough"),
+        R::CreditAccountNotFound => {
+            refused("unknown_recipient", "no such recipient account").field("to.account_id")
+        }
+        R::AccountsMustHaveTheSameLedger | R::TransferMustHaveTheSameLedgerAsAccounts => refused(
+            "currency_mismatch",
+            "the accounts hold different currencies",
+        ),
+        R::DebitAccountAlreadyClosed | R::CreditAccountAlreadyClosed => {
+            refused("account_closed", "an account of this transfer is closed")
+        }
+        R::ExistsWithDifferentFlags
+        | R::ExistsWithDifferentPendingId
+        | R::ExistsWithDifferentTimeout
+        | R::ExistsWithDifferentDebitAccountId
+        | R::ExistsWithDifferentCreditAccountId
+        | R::ExistsWithDifferentAmount
+        | R::ExistsWithDifferentUserData128
+        | R::ExistsWithDifferentUserData64
+        | R::ExistsWithDifferentUserData32
+        | R::ExistsWithDifferentLedger
+        | R::ExistsWithDifferentCode => key_reused(),
+        // Refused earlier, and the refusal's answer was not kept (a crash between the two).
+        R::IdAlreadyFailed => refused(
+            "transfer_failed",
+            "the transfer this Idempotency-Key names was refused before; use a new key",
+        ),
+        other => refused("transfer_refused", other.code()),
+    })
 }
 
 /// `POST /v1/transfers`: moves money from the caller's account; needs an `Idempotency-Key`.
@@ -466,7 +628,7 @@ pub fn transfer_id(user_id: &str, key: &str) -> u128 {
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Refused: insufficient_funds, same_account, unknown_recipient, currency_mismatch, account_closed, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Refused: insufficient_funds, same_account, unknown_recipient, currency_mismatch, account_closed, idempotency_key_reused, transfer_failed, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create(
@@ -475,40 +637,21 @@ pub async fn create(
     headers: HeaderMap,
     Json(request): Json<NewTransfer>,
 ) -> Result<Response, ApiError> {
-    let key = crate::idempotency::key_of(&headers).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing_idempotency_key",
-            "send an Idempotency-Key header",
-        )
-        .field("Idempotency-Key")
-    })?;
+    let key = required_key(&headers)?;
     if request.amount == 0 || request.amount > AMOUNT_MAX {
         return Err(ApiError::invalid(
             "amount",
             format!("1 to {AMOUNT_MAX} minor units"),
         ));
     }
-    let own = wallet_of(&state, &caller.user_id).await?;
+    let note = checked_note(request.note)?;
     let from = request.from_account_id.as_u128();
-    if from != own {
+    if from != caller.wallet {
         return Err(ApiError::not_found("no such account"));
     }
-    let to = match (&request.to.account_id, &request.to.email) {
-        (Some(id), None) => id.as_u128(),
-        (None, Some(email)) => {
-            let user = state
-                .users
-                .user_by_email(&email.trim().to_lowercase())
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| {
-                    refused("unknown_recipient", "no user has this email").field("to.email")
-                })?;
-            user.wallet_id
-                .parse()
-                .map_err(|_| refused("unknown_recipient", "the recipient has no wallet"))?
-        }
+    let to = match (request.to.account_id, request.to.email) {
+        (Some(id), None) => To::Account(id.as_u128()),
+        (None, Some(email)) => To::Email(email.trim().to_lowercase()),
         _ => {
             return Err(ApiError::invalid(
                 "to",
@@ -516,14 +659,64 @@ pub async fn create(
             ))
         }
     };
+    let fingerprint = fingerprint(from, &to, request.amount, note.as_deref());
+    let id = transfer_id(&caller.user_id, key);
+    let Some(_running) = state.transfer_keys.begin(id) else {
+        let mut response = ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_use",
+            "a request with this Idempotency-Key is still running; retry shortly",
+        )
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return Ok(response);
+    };
+    if let Some(kept) = state.transfer_keys.refusal(id) {
+        if kept.fingerprint != fingerprint {
+            return Err(key_reused());
+        }
+        let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+        let mut response = (status, kept.body).into_response();
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/problem+json"),
+        );
+        return Ok(replayed(response));
+    }
+    let to = match to {
+        To::Account(id) => id,
+        To::Email(email) => match state
+            .users
+            .user_by_email(&email)
+            .await
+            .map_err(store_error)?
+        {
+            Some(user) => user.wallet_id.parse().unwrap_or(0),
+            None => {
+                let error =
+                    refused("unknown_recipient", "no user has this email").field("to.email");
+                return refuse(&state, id, fingerprint, error).await;
+            }
+        },
+    };
     if to == from {
-        return Err(refused(
+        let error = refused(
             "same_account",
             "the sender and the recipient are the same account",
-        ));
+        );
+        return refuse(&state, id, fingerprint, error).await;
     }
-    let id = transfer_id(&caller.user_id, key);
-    let transfer = Transfer::new(
+    if let Some(note) = &note {
+        state
+            .users
+            .put_note(id, fingerprint, note)
+            .await
+            .map_err(store_error)?;
+    }
+    let mut transfer = Transfer::new(
         id,
         from,
         to,
@@ -531,47 +724,47 @@ pub async fn create(
         state.currency.ledger,
         PAYMENT_CODE,
     );
+    transfer.user_data_128 = fingerprint;
+    transfer.user_data_32 = if note.is_some() { HAS_NOTE } else { 0 };
     let result = state.engine.create_transfers(vec![transfer]).await?[0];
     crate::metrics::results("kizo_transfers_total", [result.code()]);
-    match result {
-        R::Created | R::Exists => {
+    match refusal_of(result) {
+        None => {
             let stored = state.engine.lookup_transfers(vec![id]).await?;
             let stored = stored
                 .first()
                 .ok_or_else(|| ApiError::unavailable("the transfer is not readable yet"))?;
-            Ok((StatusCode::CREATED, Json(view(&state, stored))).into_response())
+            let response = (StatusCode::CREATED, Json(view(&state, stored, note))).into_response();
+            Ok(if result == R::Exists {
+                replayed(response)
+            } else {
+                response
+            })
         }
-        R::ExceedsCredits => Err(refused(
-            "insufficient_funds",
-            "the account does not hold enough",
-        )),
-        R::CreditAccountNotFound => {
-            Err(refused("unknown_recipient", "no such recipient account").field("to.account_id"))
-        }
-        R::AccountsMustHaveTheSameLedger | R::TransferMustHaveTheSameLedgerAsAccounts => {
-            Err(refused(
-                "currency_mismatch",
-                "the accounts hold different currencies",
-            ))
-        }
-        R::DebitAccountAlreadyClosed | R::CreditAccountAlreadyClosed => Err(refused(
-            "account_closed",
-            "an account of this transfer is closed",
-        )),
-        R::ExistsWithDifferentDebitAccountId
-        | R::ExistsWithDifferentCreditAccountId
-        | R::ExistsWithDifferentAmount => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key named another transfer",
-        )
-        .field("Idempotency-Key")),
-        R::IdAlreadyFailed => Err(refused(
-            "transfer_failed",
-            "the transfer this Idempotency-Key names was refused before; use a new key",
-        )),
-        other => Err(refused("transfer_refused", other.code())),
+        Some(error) if result == R::IdAlreadyFailed => Ok(replayed(error.into_response())),
+        Some(error) if error.code == "idempotency_key_reused" => Err(error),
+        Some(error) => refuse(&state, id, fingerprint, error).await,
     }
+}
+
+/// Answers a refusal, kept first so that a retry gets it again.
+async fn refuse(
+    state: &AppState,
+    id: u128,
+    fingerprint: u128,
+    error: ApiError,
+) -> Result<Response, ApiError> {
+    let (status, body) = error.to_bytes();
+    let refusal = crate::transfer_keys::Refusal {
+        fingerprint,
+        status: status.as_u16(),
+        body: body.into(),
+    };
+    if let Err(failure) = state.transfer_keys.refuse(id, refusal).await {
+        // The refusal stands (nothing moved); only its replay is lost: a retry runs again.
+        tracing::warn!(error = %failure, "a transfer refusal was not kept");
+    }
+    Ok(error.into_response())
 }
 
 /// `GET /v1/transfers/{id}`: a transfer the caller sent or received.
@@ -589,12 +782,12 @@ pub async fn transfer(
     Path(id): Path<String>,
 ) -> Result<Json<TransferView>, ApiError> {
     let id = parse_uuid(&id)?;
-    let own = wallet_of(&state, &caller.user_id).await?;
+    let own = caller.wallet;
     let found = state.engine.lookup_transfers(vec![id]).await?;
     match found.first() {
-        Some(t) if t.debit_account_id == own || t.credit_account_id == own => {
-            Ok(Json(view(&state, t)))
-        }
+        Some(t) if t.debit_account_id == own || t.credit_account_id == own => Ok(Json(
+            views(&state, std::slice::from_ref(t)).await?.remove(0),
+        )),
         _ => Err(ApiError::not_found("no such transfer")),
     }
 }
@@ -613,7 +806,7 @@ pub async fn account(
     caller: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<AccountBalance>, ApiError> {
-    let id = own_account(&state, &caller, &id).await?;
+    let id = own_account(&caller, &id)?;
     let found = state.engine.lookup_accounts(vec![id]).await?;
     let account = found
         .first()
@@ -622,9 +815,9 @@ pub async fn account(
 }
 
 /// The account `id` names, if it is the caller's; anybody else's is as if it did not exist.
-async fn own_account(state: &AppState, caller: &Authenticated, id: &str) -> Result<u128, ApiError> {
+fn own_account(caller: &Authenticated, id: &str) -> Result<u128, ApiError> {
     let id = parse_uuid(id)?;
-    if id != wallet_of(state, &caller.user_id).await? {
+    if id != caller.wallet {
         return Err(ApiError::not_found("no such account"));
     }
     Ok(id)

@@ -18,7 +18,9 @@ use kizo_persistence::read_models::ReadModels;
 use kizo_persistence::users::UserStore;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -45,13 +47,17 @@ pub struct ServerConfig {
     pub auth_rates: crate::limits::AuthRates,
 }
 
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler shares; cloned per request, hence one `Arc`.
+pub type AppState = Arc<App>;
+
+pub struct App {
     pub engine: Engine,
     pub wal: Arc<DurableWal>,
     pub keys: KeyStore,
+    pub transfer_keys: crate::transfer_keys::TransferKeys,
     pub users: UserStore,
     pub tokens: crate::auth::Tokens,
+    pub revocations: crate::auth::Revocations,
     pub passwords: crate::auth::Passwords,
     pub currency: crate::config::Currency,
     pub limits: crate::limits::Limits,
@@ -113,20 +119,21 @@ impl Server {
             source,
         })?;
         let keys = KeyStore::open(&config.store).await?;
-        let limits = crate::limits::Limits::new(config.auth_rates);
-        let pruning = tokio::spawn(housekeeping(keys.clone(), limits.clone()));
         let users = UserStore::open(&config.store).await?;
-        let state = AppState {
+        let state = Arc::new(App {
             engine: engine.clone(),
             wal,
+            transfer_keys: crate::transfer_keys::TransferKeys::load(keys.clone()).await?,
             keys,
+            revocations: crate::auth::Revocations::load(&users).await?,
             users,
             tokens: crate::auth::Tokens::new(&config.jwt_secret),
             passwords: crate::auth::Passwords::new(&config.password_pepper),
             currency: config.currency.clone(),
-            limits,
+            limits: crate::limits::Limits::new(config.auth_rates),
             api_key: config.api_key.into(),
-        };
+        });
+        let pruning = tokio::spawn(housekeeping(state.clone()));
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
         let serving = tokio::spawn(async move {
@@ -160,13 +167,16 @@ impl Server {
     }
 }
 
-/// Hourly: forgets idempotency keys past their time, and rate-limit keys at rest.
-async fn housekeeping(keys: KeyStore, limits: crate::limits::Limits) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
+/// Every few minutes: forgets idempotency keys and revocations past their time, and
+/// rate-limit keys at rest.
+async fn housekeeping(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(300));
     loop {
         every.tick().await;
-        limits.shrink();
-        match keys.prune(crate::idempotency::KEPT_MS).await {
+        state.limits.shrink();
+        state.revocations.prune();
+        state.transfer_keys.prune();
+        match state.keys.prune(crate::idempotency::KEPT_MS).await {
             Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
             Err(error) => tracing::warn!(%error, "idempotency keys not pruned"),
         }
@@ -191,10 +201,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(ledger)
         .merge(crate::wallet::routes())
-        .merge(crate::payments::routes().route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::idempotency::per_user,
-        )))
+        .merge(crate::payments::routes())
         .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -210,7 +217,35 @@ pub fn router(state: AppState) -> Router {
                 .unwrap_or_default();
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), RequestIds::new()))
+}
+
+/// Request ids for requests that bring none: a random prefix per process and a counter, unique
+/// without a random draw (a system call) per request.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        RequestIds {
+            prefix: random[..12].into(),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n:x}", self.prefix);
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]

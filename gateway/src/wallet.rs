@@ -80,9 +80,10 @@ pub struct TokenPair {
 }
 
 impl TokenPair {
-    fn new(state: &AppState, user_id: &str, session_id: &str, refresh_token: String) -> Self {
+    fn new(state: &AppState, user: &User, session_id: &str, refresh_token: String) -> Self {
+        let wallet = user.wallet_id.parse().unwrap_or_default();
         TokenPair {
-            access_token: state.tokens.issue(user_id, session_id),
+            access_token: state.tokens.issue(&user.id, session_id, wallet),
             token_type: "Bearer",
             expires_in: ACCESS_TTL_SECONDS,
             refresh_token,
@@ -280,7 +281,7 @@ pub async fn login(
         )
         .await
         .map_err(store_error)?;
-    Ok(Json(TokenPair::new(&state, &user.id, &session_id, refresh_token)).into_response())
+    Ok(Json(TokenPair::new(&state, &user, &session_id, refresh_token)).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "wallet", request_body = RefreshRequest,
@@ -317,8 +318,17 @@ pub async fn refresh(
         Refresh::Rotated {
             session_id,
             user_id,
-        } => Ok(Json(TokenPair::new(&state, &user_id, &session_id, next_token)).into_response()),
-        Refresh::Reused => {
+        } => {
+            let user = state
+                .users
+                .user_by_id(&user_id)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
+            Ok(Json(TokenPair::new(&state, &user, &session_id, next_token)).into_response())
+        }
+        Refresh::Reused { session_id } => {
+            state.revocations.insert(session_id, now_ms());
             tracing::warn!("a spent refresh token was presented; its session is revoked");
             Err(
                 ApiError::unauthorized("this refresh token was used before; the session has ended")
@@ -346,6 +356,7 @@ pub async fn logout(
         .revoke_session(&caller.session_id)
         .await
         .map_err(store_error)?;
+    state.revocations.insert(caller.session_id, now_ms());
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -353,7 +353,18 @@ async fn health_readiness_and_request_ids() {
         .to_str()
         .unwrap()
         .to_string();
-    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    let (prefix, counter) = generated.split_once('-').unwrap();
+    assert!(
+        prefix.len() == 12 && u64::from_str_radix(counter, 16).is_ok(),
+        "a process prefix and a counter: {generated}"
+    );
+    let again = server
+        .client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), generated);
     let (status, body) = server.get("/readyz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ready");

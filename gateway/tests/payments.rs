@@ -421,7 +421,7 @@ async fn history_pages_and_user_search() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "id,timestamp,direction,counterparty_account_id,amount,currency,status"
+        "id,timestamp,direction,counterparty_account_id,amount,currency,status,note"
     );
     assert_eq!(lines.len(), 7, "{text}");
     assert!(

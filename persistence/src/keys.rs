@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::store::{open_pools, Pools, StoreConfig, StoreError};
+use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
 #[derive(Clone, Debug)]
 pub enum KeyStore {
@@ -40,6 +40,16 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// An answer kept with [`KeyStore::keep`], as [`KeyStore::kept`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Kept {
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+    pub status: i32,
+    pub body: Vec<u8>,
+    pub started_at: i64,
+}
+
 impl KeyStore {
     pub async fn open(config: &StoreConfig) -> Result<KeyStore, StoreError> {
         let migrations = sqlx::migrate!("./migrations/sqlite_keys");
@@ -47,6 +57,10 @@ impl KeyStore {
             Pools::Postgres(pool) => KeyStore::Postgres(pool),
             Pools::Embedded(pool) => KeyStore::Embedded(pool),
         })
+    }
+
+    fn sql(&self, sql: &'static str) -> std::borrow::Cow<'static, str> {
+        dialect(sql, matches!(self, KeyStore::Postgres(_)))
     }
 
     /// Claims `key` in `scope` for the request with `fingerprint`.
@@ -58,15 +72,15 @@ impl KeyStore {
     ) -> Result<Claim, StoreError> {
         let now = now_ms();
         // Take the key if it is free, or if its holder's lease lapsed without an answer.
-        let taken = match self {
-            KeyStore::Postgres(pool) => sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (scope, key) DO UPDATE SET started_at = EXCLUDED.started_at
-                 WHERE idempotency_keys.status IS NULL
-                   AND idempotency_keys.fingerprint = EXCLUDED.fingerprint
-                   AND idempotency_keys.started_at < $4 - $5",
-            )
+        let take = self.sql(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scope, key) DO UPDATE SET started_at = excluded.started_at
+             WHERE idempotency_keys.status IS NULL
+               AND idempotency_keys.fingerprint = excluded.fingerprint
+               AND idempotency_keys.started_at < $4 - $5",
+        );
+        let taken = on_pool!(KeyStore, self, pool => sqlx::query(&take)
             .bind(scope)
             .bind(key)
             .bind(fingerprint)
@@ -74,44 +88,19 @@ impl KeyStore {
             .bind(LEASE_MS)
             .execute(pool)
             .await
-            .map(|r| r.rows_affected()),
-            KeyStore::Embedded(pool) => sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (scope, key) DO UPDATE SET started_at = excluded.started_at
-                 WHERE idempotency_keys.status IS NULL
-                   AND idempotency_keys.fingerprint = excluded.fingerprint
-                   AND idempotency_keys.started_at < ?4 - ?5",
-            )
-            .bind(scope)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(now)
-            .bind(LEASE_MS)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
-        }
+            .map(|r| r.rows_affected()))
         .map_err(unavailable)?;
         if taken == 1 {
             return Ok(Claim::Run);
         }
-        let row: Option<StoredKey> = match self {
-            KeyStore::Postgres(pool) => sqlx::query_as(
-                "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-            )
+        let find = self.sql(
+            "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        );
+        let row: Option<StoredKey> = on_pool!(KeyStore, self, pool => sqlx::query_as(&find)
             .bind(scope)
             .bind(key)
             .fetch_optional(pool)
-            .await,
-            KeyStore::Embedded(pool) => sqlx::query_as(
-                "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
-            )
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(pool)
-            .await,
-        }
+            .await)
         .map_err(unavailable)?;
         Ok(match row {
             // Released between our two statements: the caller may try again.
@@ -133,73 +122,89 @@ impl KeyStore {
         status: u16,
         body: &[u8],
     ) -> Result<(), StoreError> {
-        match self {
-            KeyStore::Postgres(pool) => sqlx::query(
-                "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
-            )
+        let sql = self.sql(
+            "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
+        );
+        on_pool!(KeyStore, self, pool => sqlx::query(&sql)
             .bind(scope)
             .bind(key)
             .bind(i32::from(status))
             .bind(body)
             .execute(pool)
             .await
-            .map(|_| ()),
-            KeyStore::Embedded(pool) => sqlx::query(
-                "UPDATE idempotency_keys SET status = ?3, body = ?4 WHERE scope = ?1 AND key = ?2",
-            )
+            .map(|_| ()))
+        .map_err(unavailable)
+    }
+
+    /// Keeps an answer for `key` without a claim before it (for callers that keep their own
+    /// record of running requests). The first answer kept for a key stays.
+    pub async fn keep(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &[u8],
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, key) DO NOTHING",
+        );
+        on_pool!(KeyStore, self, pool => sqlx::query(&sql)
             .bind(scope)
             .bind(key)
+            .bind(fingerprint)
             .bind(i32::from(status))
             .bind(body)
+            .bind(now_ms())
             .execute(pool)
             .await
-            .map(|_| ()),
-        }
+            .map(|_| ()))
+        .map_err(unavailable)
+    }
+
+    /// The answers kept in `scope` in the last `age_ms`, oldest first, at most `limit`.
+    pub async fn kept(
+        &self,
+        scope: &str,
+        age_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Kept>, StoreError> {
+        let sql = self.sql(
+            "SELECT key, fingerprint, status, body, started_at FROM idempotency_keys
+             WHERE scope = $1 AND started_at >= $2 AND status IS NOT NULL AND body IS NOT NULL
+             ORDER BY started_at LIMIT $3",
+        );
+        on_pool!(KeyStore, self, pool => sqlx::query_as::<_, Kept>(&sql)
+            .bind(scope)
+            .bind(now_ms() - age_ms)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
         .map_err(unavailable)
     }
 
     /// Frees `key` without an answer (the request failed for a passing reason: a retry runs it).
     pub async fn release(&self, scope: &str, key: &str) -> Result<(), StoreError> {
-        match self {
-            KeyStore::Postgres(pool) => sqlx::query(
-                "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL",
-            )
+        let sql = self
+            .sql("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL");
+        on_pool!(KeyStore, self, pool => sqlx::query(&sql)
             .bind(scope)
             .bind(key)
             .execute(pool)
             .await
-            .map(|_| ()),
-            KeyStore::Embedded(pool) => sqlx::query(
-                "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL",
-            )
-            .bind(scope)
-            .bind(key)
-            .execute(pool)
-            .await
-            .map(|_| ()),
-        }
+            .map(|_| ()))
         .map_err(unavailable)
     }
 
     /// Forgets keys first used more than `age_ms` ago; returns how many.
     pub async fn prune(&self, age_ms: i64) -> Result<u64, StoreError> {
-        let before = now_ms() - age_ms;
-        match self {
-            KeyStore::Postgres(pool) => {
-                sqlx::query("DELETE FROM idempotency_keys WHERE started_at < $1")
-                    .bind(before)
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
-            }
-            KeyStore::Embedded(pool) => {
-                sqlx::query("DELETE FROM idempotency_keys WHERE started_at < ?1")
-                    .bind(before)
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
-            }
-        }
+        let sql = self.sql("DELETE FROM idempotency_keys WHERE started_at < $1");
+        on_pool!(KeyStore, self, pool => sqlx::query(&sql)
+            .bind(now_ms() - age_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
         .map_err(unavailable)
     }
 }

@@ -14,6 +14,28 @@ use sqlx::sqlite::{
 };
 use sqlx::{Postgres, Row};
 
+/// Runs `$body` with `$pool` bound to the pool of `$store` (an enum `$ty` with `Postgres` and
+/// `Embedded` arms), so that one SQL text serves both backends (see [`dialect`]).
+macro_rules! on_pool {
+    ($ty:ident, $store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $ty::Postgres($pool) => $body,
+            $ty::Embedded($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// One SQL text for both backends: written with PostgreSQL's `$1` placeholders, which SQLite
+/// reads as `?1`.
+pub(crate) fn dialect(sql: &'static str, postgres: bool) -> std::borrow::Cow<'static, str> {
+    if postgres {
+        sql.into()
+    } else {
+        sql.replace('$', "?").into()
+    }
+}
+
 /// Which store to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreConfig {

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::store::{open_pools, Pools, StoreConfig, StoreError};
+use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
 #[derive(Clone, Debug)]
 pub enum UserStore {
@@ -42,7 +42,7 @@ pub enum Refresh {
     /// Unknown, expired, or its session is revoked.
     Invalid,
     /// Spent before: the whole session is revoked now.
-    Reused,
+    Reused { session_id: String },
 }
 
 pub fn now_ms() -> i64 {
@@ -53,15 +53,6 @@ pub fn now_ms() -> i64 {
 
 const INSERT_REFRESH: &str =
     "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)";
-
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            UserStore::Postgres($pool) => $body,
-            UserStore::Embedded($pool) => $body,
-        }
-    };
-}
 
 impl UserStore {
     pub async fn open(config: &StoreConfig) -> Result<UserStore, StoreError> {
@@ -74,13 +65,8 @@ impl UserStore {
         )
     }
 
-    /// The same SQL for both backends: PostgreSQL's `$1` placeholders, which SQLite reads
-    /// as `?1`.
     fn sql(&self, sql: &'static str) -> std::borrow::Cow<'static, str> {
-        match self {
-            UserStore::Postgres(_) => sql.into(),
-            UserStore::Embedded(_) => sql.replace('$', "?").into(),
-        }
+        dialect(sql, matches!(self, UserStore::Postgres(_)))
     }
 
     pub async fn create_user(&self, user: &User) -> Result<(), UserError> {
@@ -88,7 +74,7 @@ impl UserStore {
             "INSERT INTO users (id, email, password_hash, first_name, last_name, wallet_id, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         );
-        let result = on_pool!(self, pool => sqlx::query(&sql)
+        let result = on_pool!(UserStore, self, pool => sqlx::query(&sql)
             .bind(&user.id)
             .bind(&user.email)
             .bind(&user.password_hash)
@@ -107,13 +93,13 @@ impl UserStore {
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let sql = self.sql("SELECT * FROM users WHERE email = $1");
-        on_pool!(self, pool => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(pool).await)
+        on_pool!(UserStore, self, pool => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(pool).await)
             .map_err(unavailable)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         let sql = self.sql("SELECT * FROM users WHERE id = $1");
-        on_pool!(self, pool => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(pool).await)
+        on_pool!(UserStore, self, pool => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(pool).await)
             .map_err(unavailable)
     }
 
@@ -135,7 +121,7 @@ impl UserStore {
                 OR email = $3
              ORDER BY last_name, first_name, id LIMIT $2",
         );
-        on_pool!(self, pool => sqlx::query_as::<_, User>(&sql)
+        on_pool!(UserStore, self, pool => sqlx::query_as::<_, User>(&sql)
             .bind(&pattern)
             .bind(i64::from(limit))
             .bind(prefix.to_lowercase())
@@ -151,7 +137,7 @@ impl UserStore {
         last_name: &str,
     ) -> Result<(), StoreError> {
         let sql = self.sql("UPDATE users SET first_name = $2, last_name = $3 WHERE id = $1");
-        on_pool!(self, pool => sqlx::query(&sql)
+        on_pool!(UserStore, self, pool => sqlx::query(&sql)
             .bind(id)
             .bind(first_name)
             .bind(last_name)
@@ -172,7 +158,7 @@ impl UserStore {
         let session =
             self.sql("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)");
         let refresh = self.sql(INSERT_REFRESH);
-        on_pool!(self, pool => async {
+        on_pool!(UserStore, self, pool => async {
             let mut tx = pool.begin().await?;
             sqlx::query(&session)
                 .bind(session_id)
@@ -212,7 +198,7 @@ impl UserStore {
         let revoke =
             self.sql("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");
         let insert = self.sql(INSERT_REFRESH);
-        on_pool!(self, pool => async {
+        on_pool!(UserStore, self, pool => async {
             let mut tx = pool.begin().await?;
             let spent: Option<String> = sqlx::query_scalar(&spend)
                 .bind(presented)
@@ -236,7 +222,7 @@ impl UserStore {
                 (None, Some((session_id, Some(_), _, None))) => {
                     // A spent token presented again: someone holds a copy. End the session.
                     sqlx::query(&revoke).bind(&session_id).bind(now).execute(&mut *tx).await?;
-                    Refresh::Reused
+                    Refresh::Reused { session_id }
                 }
                 _ => Refresh::Invalid,
             };
@@ -249,7 +235,7 @@ impl UserStore {
     pub async fn revoke_session(&self, session_id: &str) -> Result<(), StoreError> {
         let sql =
             self.sql("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");
-        on_pool!(self, pool => sqlx::query(&sql)
+        on_pool!(UserStore, self, pool => sqlx::query(&sql)
             .bind(session_id)
             .bind(now_ms())
             .execute(pool)
@@ -258,11 +244,100 @@ impl UserStore {
         .map_err(unavailable)
     }
 
+    /// Sessions revoked at or after `since_ms`, with when: the access tokens of these may
+    /// still be within their lifetime.
+    pub async fn revoked_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = self.sql("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1");
+        on_pool!(UserStore, self, pool => sqlx::query_as(&sql).bind(since_ms).fetch_all(pool).await)
+            .map_err(unavailable)
+    }
+
+    /// Keeps the note of the transfer `transfer_id` whose request had `fingerprint`; written
+    /// before the transfer is submitted, so that an acknowledged transfer never lacks its note.
+    /// On PostgreSQL, the commit does not wait for its own flush: the transfer's log commit,
+    /// later on the same server, flushes the server's log past it (its log is one sequence). A
+    /// note whose transfer never happened is never shown.
+    pub async fn put_note(
+        &self,
+        transfer_id: u128,
+        fingerprint: u128,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "INSERT INTO transfer_notes (transfer_id, fingerprint, note) VALUES ($1, $2, $3)
+             ON CONFLICT (transfer_id, fingerprint) DO NOTHING",
+        );
+        let (id, fingerprint) = (transfer_id.to_string(), fingerprint.to_string());
+        match self {
+            UserStore::Postgres(pool) => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SET LOCAL synchronous_commit TO off")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(&sql)
+                        .bind(&id)
+                        .bind(&fingerprint)
+                        .bind(note)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await
+                }
+                .await
+            }
+            UserStore::Embedded(pool) => sqlx::query(&sql)
+                .bind(&id)
+                .bind(&fingerprint)
+                .bind(note)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+        }
+        .map_err(unavailable)
+    }
+
+    /// The notes of these (transfer id, fingerprint) pairs, where there are any.
+    pub async fn notes(
+        &self,
+        of: &[(u128, u128)],
+    ) -> Result<std::collections::HashMap<(u128, u128), String>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        if of.is_empty() {
+            return Ok(found);
+        }
+        // A page of history is at most a thousand transfers: one query.
+        let placeholders: Vec<String> = (1..=of.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT transfer_id, fingerprint, note FROM transfer_notes WHERE transfer_id IN ({})",
+            placeholders.join(", ")
+        );
+        let sql = match self {
+            UserStore::Postgres(_) => sql,
+            UserStore::Embedded(_) => sql.replace('$', "?"),
+        };
+        let rows: Vec<(String, String, String)> = on_pool!(UserStore, self, pool => {
+            let mut query = sqlx::query_as(&sql);
+            for (id, _) in of {
+                query = query.bind(id.to_string());
+            }
+            query.fetch_all(pool).await
+        })
+        .map_err(unavailable)?;
+        for (id, fingerprint, note) in rows {
+            if let (Ok(id), Ok(fingerprint)) = (id.parse(), fingerprint.parse()) {
+                if of.contains(&(id, fingerprint)) {
+                    found.insert((id, fingerprint), note);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Whether the session exists and is not revoked.
     pub async fn session_active(&self, session_id: &str) -> Result<bool, StoreError> {
         let sql = self.sql("SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL");
         let count: i64 =
-            on_pool!(self, pool => sqlx::query_scalar(&sql).bind(session_id).fetch_one(pool).await)
+            on_pool!(UserStore, self, pool => sqlx::query_scalar(&sql).bind(session_id).fetch_one(pool).await)
                 .map_err(unavailable)?;
         Ok(count > 0)
     }

@@ -28,7 +28,9 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     emails_are_unique,
-    refresh_tokens_rotate_once_and_reuse_ends_the_session
+    refresh_tokens_rotate_once_and_reuse_ends_the_session,
+    notes_are_found_by_transfer_and_request,
+    kept_answers_are_listed_by_scope
 );
 
 fn user(id: &str, email: &str) -> User {
@@ -109,7 +111,12 @@ async fn refresh_tokens_rotate_once_and_reuse_ends_the_session(store: TestStore)
         .count();
     assert_eq!(wins, 1, "{outcomes:?}");
     // The loser presented a spent token: the session is over, for everyone.
-    assert!(outcomes.contains(&Refresh::Reused), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&Refresh::Reused {
+            session_id: "s1".into()
+        }),
+        "{outcomes:?}"
+    );
     assert!(!users.session_active("s1").await.unwrap());
     for token in [&b"third-a"[..], &b"third-b"[..]] {
         assert_eq!(
@@ -129,4 +136,56 @@ async fn refresh_tokens_rotate_once_and_reuse_ends_the_session(store: TestStore)
     );
     users.revoke_session("s2").await.unwrap();
     assert!(!users.session_active("s2").await.unwrap());
+    let revoked: Vec<String> = users
+        .revoked_since(now_ms() - 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(revoked.contains(&"s1".to_string()) && revoked.contains(&"s2".to_string()));
+    assert!(users
+        .revoked_since(now_ms() + 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn notes_are_found_by_transfer_and_request(store: TestStore) {
+    let users = UserStore::open(&store.config).await.unwrap();
+    let big = u128::MAX - 7;
+    users.put_note(big, 1, "rent for May").await.unwrap();
+    // Another request's note for the same transfer id stays apart; a second write of the
+    // same pair keeps the first.
+    users.put_note(big, 2, "not this one").await.unwrap();
+    users.put_note(big, 1, "overwritten?").await.unwrap();
+    users.put_note(5, 9, "lunch 🍜").await.unwrap();
+    let found = users.notes(&[(big, 1), (5, 9), (6, 1)]).await.unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[&(big, 1)], "rent for May");
+    assert_eq!(found[&(5, 9)], "lunch 🍜");
+    assert!(users.notes(&[]).await.unwrap().is_empty());
+}
+
+async fn kept_answers_are_listed_by_scope(store: TestStore) {
+    use kizo_persistence::keys::KeyStore;
+    let keys = KeyStore::open(&store.config).await.unwrap();
+    keys.keep("a", "k1", b"fp1", 422, b"{\"code\":\"x\"}")
+        .await
+        .unwrap();
+    // The first answer stays.
+    keys.keep("a", "k1", b"fp2", 201, b"{}").await.unwrap();
+    keys.keep("b", "k2", b"fp", 422, b"{}").await.unwrap();
+    let kept = keys.kept("a", 60_000, 10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (
+            kept[0].key.as_str(),
+            kept[0].fingerprint.as_slice(),
+            kept[0].status
+        ),
+        ("k1", &b"fp1"[..], 422)
+    );
+    assert_eq!(kept[0].body, b"{\"code\":\"x\"}");
+    assert!(keys.kept("a", 60_000, 0).await.unwrap().is_empty());
 }
