@@ -200,7 +200,7 @@ impl Actor for ShardActor {
 pub(crate) enum CoordinatorMsg {
     Submit {
         operation: Operation,
-        reply: Option<Reply<Outcome>>,
+        reply: Option<Reply<Answered>>,
     },
     RunRound,
     LookupAccounts {
@@ -244,7 +244,7 @@ pub(crate) struct CoordinatorState {
     stats: Arc<Stats>,
     sequencer: Sequencer,
     committed_lsn: u64,
-    queue: VecDeque<(Operation, Option<Reply<Outcome>>)>,
+    queue: VecDeque<(Operation, Option<Reply<Answered>>)>,
     round_scheduled: bool,
     in_flight: Option<InFlight>,
     /// A view from an earlier round, kept for its memory.
@@ -379,9 +379,9 @@ fn schedule_round(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorStat
 /// Takes whole operations from the queue while the round stays within `events_max` events
 /// (always at least one operation).
 fn take_round(
-    queue: &mut VecDeque<(Operation, Option<Reply<Outcome>>)>,
+    queue: &mut VecDeque<(Operation, Option<Reply<Answered>>)>,
     events_max: usize,
-) -> Vec<(Operation, Option<Reply<Outcome>>)> {
+) -> Vec<(Operation, Option<Reply<Answered>>)> {
     let mut taken = Vec::new();
     let mut events = 0;
     while let Some((operation, _)) = queue.front() {
@@ -395,20 +395,24 @@ fn take_round(
     taken
 }
 
+/// An operation's outcome, and the timestamp of its first event (event `i` has `first + i`).
+pub(crate) type Answered = (Outcome, u64);
+
 /// A round that is decided and logged but not yet answered: its commit may still be on its way
 /// to durability, and its view stands in for the commit until the shards have applied it.
 struct InFlight {
     durable: oneshot::Receiver<Result<Arc<Commit>, WalError>>,
     view: View,
-    replies: Vec<Option<Reply<Outcome>>>,
+    replies: Vec<Option<Reply<Answered>>>,
     outcomes: Vec<Outcome>,
+    timestamps_first: Vec<u64>,
 }
 
 /// Runs one round, overlapped with the previous one: the first reads go out before the
 /// previous commit is applied, so the shards apply it while this round decides.
 async fn run_round(
     state: &mut CoordinatorState,
-    operations: Vec<(Operation, Option<Reply<Outcome>>)>,
+    operations: Vec<(Operation, Option<Reply<Answered>>)>,
 ) {
     if operations.is_empty() {
         finish_in_flight(state).await;
@@ -460,7 +464,7 @@ async fn run_round(
         .round(round.event_count(), wait_started, decide_started);
     if decision.records.is_empty() {
         state.spare_view = round.into_view();
-        return answer(replies, decision.outcomes);
+        return answer(replies, decision.outcomes, decision.timestamps_first);
     }
     let durable = state.wal.append(
         state.committed_lsn + 1,
@@ -472,6 +476,7 @@ async fn run_round(
         view: round.into_view(),
         replies,
         outcomes: decision.outcomes,
+        timestamps_first: decision.timestamps_first,
     });
 }
 
@@ -504,7 +509,11 @@ async fn finish_in_flight(state: &mut CoordinatorState) -> Finished {
                 // A shard that is down catches up from the log when it is back.
                 let _ = shard.send_message(ShardMsg::Apply(commit.clone()));
             }
-            answer(in_flight.replies, in_flight.outcomes);
+            answer(
+                in_flight.replies,
+                in_flight.outcomes,
+                in_flight.timestamps_first,
+            );
             Finished::Committed(Box::new(in_flight.view))
         }
         failed => {
@@ -524,15 +533,16 @@ async fn finish_in_flight(state: &mut CoordinatorState) -> Finished {
     }
 }
 
-fn answer(replies: Vec<Option<Reply<Outcome>>>, outcomes: Vec<Outcome>) {
-    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+fn answer(replies: Vec<Option<Reply<Answered>>>, outcomes: Vec<Outcome>, firsts: Vec<u64>) {
+    debug_assert_eq!(outcomes.len(), firsts.len());
+    for ((reply, outcome), first) in replies.into_iter().zip(outcomes).zip(firsts) {
         if let Some(reply) = reply {
-            let _ = reply.send(Ok(outcome));
+            let _ = reply.send(Ok((outcome, first)));
         }
     }
 }
 
-fn fail_all(replies: Vec<Option<Reply<Outcome>>>, error: &EngineError) {
+fn fail_all(replies: Vec<Option<Reply<Answered>>>, error: &EngineError) {
     for reply in replies.into_iter().flatten() {
         let _ = reply.send(Err(error.clone()));
     }

@@ -153,7 +153,7 @@ impl Engine {
         if accounts.is_empty() {
             return Ok(Vec::new());
         }
-        match self.submit(Operation::CreateAccounts(accounts)).await? {
+        match self.submit(Operation::CreateAccounts(accounts)).await?.0 {
             Outcome::Accounts(results) => Ok(results),
             other => unreachable!("accounts answered with {other:?}"),
         }
@@ -164,12 +164,22 @@ impl Engine {
         &self,
         transfers: Vec<Transfer>,
     ) -> Result<Vec<CreateTransferResult>, EngineError> {
+        Ok(self.create_transfers_stamped(transfers).await?.0)
+    }
+
+    /// Creates transfers; one result per event, in order, and the timestamp of the first
+    /// event: event `i`, if created, has timestamp `first + i` (so a caller can answer with a
+    /// created transfer without looking it up).
+    pub async fn create_transfers_stamped(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> Result<(Vec<CreateTransferResult>, u64), EngineError> {
         check_batch(transfers.len())?;
         if transfers.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         match self.submit(Operation::CreateTransfers(transfers)).await? {
-            Outcome::Transfers(results) => Ok(results),
+            (Outcome::Transfers(results), first) => Ok((results, first)),
             other => unreachable!("transfers answered with {other:?}"),
         }
     }
@@ -248,7 +258,7 @@ impl Engine {
         self.inner.supervisor.stop(None);
     }
 
-    async fn submit(&self, operation: Operation) -> Result<Outcome, EngineError> {
+    async fn submit(&self, operation: Operation) -> Result<crate::actors::Answered, EngineError> {
         let weight = operation.event_count();
         self.ask(weight, |reply| CoordinatorMsg::Submit {
             operation,

@@ -108,6 +108,8 @@ pub struct Decision {
     pub timestamp_max: u64,
     /// One per operation, in order.
     pub outcomes: Vec<Outcome>,
+    /// The timestamp of each operation's first event (event `i` has `first + i`), in order.
+    pub timestamps_first: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -260,6 +262,7 @@ impl Round {
             records: decider.into_records(),
             timestamp_max: self.timestamp_max,
             outcomes,
+            timestamps_first: self.timestamps_first.clone(),
         }
     }
 }

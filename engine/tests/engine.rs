@@ -110,6 +110,18 @@ async fn transfers_lookups_and_history_across_shards() {
         vec![2, 1]
     );
     assert!(transfers[1].timestamp < transfers[0].timestamp);
+    // A stamped batch says each created event's timestamp: the first's, plus the index.
+    let (results, first) = engine
+        .create_transfers_stamped(vec![transfer(4, 100, 101, 1), transfer(5, 101, 100, 1)])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![R::Created, R::Created]);
+    let stamped = engine.lookup_transfers(vec![4, 5]).await.unwrap();
+    assert_eq!(
+        stamped.iter().map(|t| t.timestamp).collect::<Vec<_>>(),
+        vec![first, first + 1]
+    );
+    assert!(first > transfers[0].timestamp);
     let history = engine
         .get_account_transfers(AccountFilter {
             reversed: true,
@@ -119,7 +131,7 @@ async fn transfers_lookups_and_history_across_shards() {
         .unwrap();
     assert_eq!(
         history.iter().map(|t| t.id).collect::<Vec<_>>(),
-        vec![2, 1, 1_000_001]
+        vec![5, 4, 2, 1, 1_000_001]
     );
     engine.shutdown().await;
     assert_eq!(

@@ -726,20 +726,25 @@ pub async fn create(
     );
     transfer.user_data_128 = fingerprint;
     transfer.user_data_32 = if note.is_some() { HAS_NOTE } else { 0 };
-    let result = state.engine.create_transfers(vec![transfer]).await?[0];
+    let (results, timestamp) = state
+        .engine
+        .create_transfers_stamped(vec![transfer])
+        .await?;
+    let result = results[0];
     crate::metrics::results("kizo_transfers_total", [result.code()]);
     match refusal_of(result) {
+        None if result == R::Created => {
+            transfer.timestamp = timestamp;
+            Ok((StatusCode::CREATED, Json(view(&state, &transfer, note))).into_response())
+        }
         None => {
+            // A retry: the same request (the fingerprint matched), answered as the first was.
             let stored = state.engine.lookup_transfers(vec![id]).await?;
             let stored = stored
                 .first()
                 .ok_or_else(|| ApiError::unavailable("the transfer is not readable yet"))?;
             let response = (StatusCode::CREATED, Json(view(&state, stored, note))).into_response();
-            Ok(if result == R::Exists {
-                replayed(response)
-            } else {
-                response
-            })
+            Ok(replayed(response))
         }
         Some(error) if result == R::IdAlreadyFailed => Ok(replayed(error.into_response())),
         Some(error) if error.code == "idempotency_key_reused" => Err(error),

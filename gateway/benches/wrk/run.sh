@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The wallet API under wrk: `bash gateway/benches/wrk/run.sh [seconds] [connections]`.
+#
+# Builds the release gateway, serves it on a fresh PostgreSQL database (kizo_wrk, on
+# DATABASE_ADMIN_URL's server), signs up, funds and logs in 100 users, then runs wrk with
+# 2 threads and 100 connections (by default) for 20 s: every request is an authenticated
+# POST /v1/transfers with a new Idempotency-Key. wrk's "Non-2xx" line must be absent.
+set -euo pipefail
+seconds=${1:-20}
+connections=${2:-100}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+admin=${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
+port=${KIZO_WRK_PORT:-18095}
+work=$(mktemp -d)
+trap 'kill $gateway 2>/dev/null || true; cp "$work/gateway.log" "${TMPDIR:-/tmp}/kizo-wrk-gateway.log"; rm -rf "$work"' EXIT
+
+cargo build --release -q -p kizo-gateway --manifest-path "$root/Cargo.toml"
+psql "$admin" -q -c "DROP DATABASE IF EXISTS kizo_wrk" -c "CREATE DATABASE kizo_wrk"
+DATABASE_URL="${admin%/*}/kizo_wrk" KIZO_LISTEN=127.0.0.1:$port KIZO_DATA_DIR="$work" \
+  KIZO_API_KEY=wrk-api-key-0123456789abcdef0123456789 \
+  KIZO_AUTH_RATE_PER_ADDRESS=100000 KIZO_AUTH_RATE_PER_EMAIL=100000 \
+  "$root/target/release/kizo-gateway" >"$work/gateway.log" 2>&1 &
+gateway=$!
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
+  sleep 0.1
+done
+python3 "$here/setup.py" "http://127.0.0.1:$port" wrk-api-key-0123456789abcdef0123456789 100 "$work/users.lua"
+KIZO_WRK_USERS="$work/users.lua" wrk -t2 -c"$connections" -d"${seconds}s" --latency \
+  -s "$here/transfers.lua" "http://127.0.0.1:$port"
