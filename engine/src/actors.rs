@@ -136,6 +136,7 @@ impl Actor for ShardActor {
         message: ShardMsg,
         state: &mut ShardActorState,
     ) -> Result<(), ActorProcessingErr> {
+        state.stats.shard_dequeued(state.shard.index());
         // A dropped reply means the caller gave up; the shard carries on.
         match message {
             ShardMsg::Read {
@@ -316,6 +317,7 @@ impl Actor for CoordinatorActor {
             CoordinatorMsg::LookupAccounts { ids, reply } => {
                 let pending = scatter(
                     &state.shards,
+                    &state.stats,
                     state.committed_lsn,
                     &ids,
                     |as_of, ids, reply| ShardMsg::LookupAccounts { as_of, ids, reply },
@@ -327,6 +329,7 @@ impl Actor for CoordinatorActor {
             CoordinatorMsg::LookupTransfers { ids, reply } => {
                 let pending = scatter(
                     &state.shards,
+                    &state.stats,
                     state.committed_lsn,
                     &ids,
                     |as_of, ids, reply| ShardMsg::LookupTransfers { as_of, ids, reply },
@@ -338,18 +341,20 @@ impl Actor for CoordinatorActor {
             CoordinatorMsg::AccountTransfers { filter, reply } => {
                 let as_of = state.committed_lsn;
                 let index = shard_of(filter.account_id, state.shards.len());
-                let sent = send(&state.shards, index, |reply| ShardMsg::AccountTransferIds {
-                    as_of,
-                    filter,
-                    reply,
+                let sent = send(&state.shards, &state.stats, index, |reply| {
+                    ShardMsg::AccountTransferIds {
+                        as_of,
+                        filter,
+                        reply,
+                    }
                 });
-                let shards = state.shards.clone();
+                let (shards, stats) = (state.shards.clone(), state.stats.clone());
                 tokio::spawn(async move {
                     let result = async {
                         let ids = receive_all(vec![sent]).await?.remove(0);
                         // Transfers never change once created, so reading them after later
                         // commits returns the same records.
-                        let pending = scatter(&shards, as_of, &ids, |as_of, ids, reply| {
+                        let pending = scatter(&shards, &stats, as_of, &ids, |as_of, ids, reply| {
                             ShardMsg::LookupTransfers { as_of, ids, reply }
                         });
                         gather(pending, &ids, |t: &Transfer| t.id).await
@@ -361,7 +366,7 @@ impl Actor for CoordinatorActor {
                 state.shards[index] = shard;
             }
             CoordinatorMsg::PanicShard(index) => {
-                let _ = state.shards[index].send_message(ShardMsg::Panic);
+                let _ = tell(&state.shards, &state.stats, index, ShardMsg::Panic);
             }
             CoordinatorMsg::Panic => panic!("coordinator: injected panic"),
         }
@@ -425,7 +430,12 @@ async fn run_round(
         state.shards.len(),
         std::mem::take(&mut state.spare_view),
     );
-    let first_reads = send_reads(&state.shards, state.committed_lsn, round.first_reads());
+    let first_reads = send_reads(
+        &state.shards,
+        &state.stats,
+        state.committed_lsn,
+        round.first_reads(),
+    );
     let (unapplied, stale) = match finish_in_flight(state).await {
         Finished::Committed(view) => (Some(*view), false),
         Finished::Nothing => (None, false),
@@ -450,7 +460,7 @@ async fn run_round(
     let decision = loop {
         match step {
             Step::Read(requests) => {
-                let sent = send_reads(&state.shards, state.committed_lsn, requests);
+                let sent = send_reads(&state.shards, &state.stats, state.committed_lsn, requests);
                 match receive_all(sent).await {
                     Ok(replies_read) => step = round.on_reads(replies_read, None),
                     Err(error) => return fail_all(replies, &error),
@@ -505,9 +515,14 @@ async fn finish_in_flight(state: &mut CoordinatorState) -> Finished {
             );
             state.committed_lsn = commit.lsn;
             state.stats.commit(commit.records.len());
-            for shard in &state.shards {
+            for index in 0..state.shards.len() {
                 // A shard that is down catches up from the log when it is back.
-                let _ = shard.send_message(ShardMsg::Apply(commit.clone()));
+                let _ = tell(
+                    &state.shards,
+                    &state.stats,
+                    index,
+                    ShardMsg::Apply(commit.clone()),
+                );
             }
             answer(
                 in_flight.replies,
@@ -558,15 +573,28 @@ type Sent<R> = Vec<(usize, Result<oneshot::Receiver<R>, EngineError>)>;
 /// Sends shard `index` the message `message` builds around a fresh reply channel.
 fn send<R>(
     shards: &[ActorRef<ShardMsg>],
+    stats: &Stats,
     index: usize,
     message: impl FnOnce(oneshot::Sender<R>) -> ShardMsg,
 ) -> (usize, Result<oneshot::Receiver<R>, EngineError>) {
     let (reply, receiver) = oneshot::channel();
-    let sent = shards[index]
-        .send_message(message(reply))
+    let sent = tell(shards, stats, index, message(reply))
         .map(|()| receiver)
         .map_err(|_| shard_unavailable(index));
     (index, sent)
+}
+
+/// Sends shard `index` a message, counted in its mailbox depth until the shard takes it.
+fn tell(
+    shards: &[ActorRef<ShardMsg>],
+    stats: &Stats,
+    index: usize,
+    message: ShardMsg,
+) -> Result<(), ()> {
+    stats.shard_enqueued(index);
+    shards[index].send_message(message).map_err(|_| {
+        stats.shard_dequeued(index);
+    })
 }
 
 /// Waits for every answer, in the order the requests were sent.
@@ -580,6 +608,7 @@ async fn receive_all<R>(sent: Sent<R>) -> Result<Vec<R>, EngineError> {
 
 fn send_reads(
     shards: &[ActorRef<ShardMsg>],
+    stats: &Stats,
     as_of: u64,
     requests: Vec<ReadRequest>,
 ) -> Sent<ReadReply> {
@@ -587,7 +616,7 @@ fn send_reads(
         .into_iter()
         .enumerate()
         .map(|(index, request)| {
-            send(shards, index, |reply| ShardMsg::Read {
+            send(shards, stats, index, |reply| ShardMsg::Read {
                 as_of,
                 request,
                 reply,
@@ -599,6 +628,7 @@ fn send_reads(
 /// Sends each shard the ids it owns, now, so that every shard answers as of the same commit.
 fn scatter<T>(
     shards: &[ActorRef<ShardMsg>],
+    stats: &Stats,
     as_of: u64,
     ids: &[u128],
     message: impl Fn(u64, Vec<u128>, oneshot::Sender<Vec<T>>) -> ShardMsg,
@@ -611,7 +641,7 @@ fn scatter<T>(
         .into_iter()
         .enumerate()
         .filter(|(_, ids)| !ids.is_empty())
-        .map(|(index, ids)| send(shards, index, |reply| message(as_of, ids, reply)))
+        .map(|(index, ids)| send(shards, stats, index, |reply| message(as_of, ids, reply)))
         .collect()
 }
 
@@ -804,7 +834,7 @@ impl Actor for SupervisorActor {
         let id = cell.get_id();
         if let Some(index) = state.shards.iter().position(|s| s.get_id() == id) {
             tracing::error!(shard = index, %reason, "shard failed; restarting it from the log");
-            state.args.stats.shard_restart();
+            state.args.stats.shard_restart(index);
             let mut attempt = 0;
             let shard = loop {
                 match Self::spawn_shard(&myself, &state.args, index).await {

@@ -113,7 +113,7 @@ impl Engine {
             )));
         }
         let coordinator = Arc::new(RwLock::new(None));
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats::new(config.shard_count));
         let args = SupervisorArgs {
             config: config.clone(),
             wal,
@@ -137,6 +137,11 @@ impl Engine {
 
     pub fn shard_count(&self) -> usize {
         self.inner.shard_count
+    }
+
+    /// Messages waiting in each shard's mailbox, by shard index.
+    pub fn shard_mailbox_depths(&self) -> Vec<u64> {
+        self.inner.stats.shard_mailbox_depths()
     }
 
     /// The engine's counters since it started.

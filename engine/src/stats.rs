@@ -6,6 +6,8 @@ use std::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Per shard: messages sent and not yet taken (the mailbox depth; mailboxes are unbounded).
+    shard_queued: Box<[AtomicU64]>,
     rounds: AtomicU64,
     events: AtomicU64,
     commits: AtomicU64,
@@ -52,6 +54,32 @@ fn since(start: Instant) -> u64 {
 }
 
 impl Stats {
+    pub(crate) fn new(shard_count: usize) -> Self {
+        Stats {
+            shard_queued: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+            ..Stats::default()
+        }
+    }
+
+    pub(crate) fn shard_enqueued(&self, index: usize) {
+        add(&self.shard_queued[index], 1);
+    }
+
+    pub(crate) fn shard_dequeued(&self, index: usize) {
+        // Saturating: a message sent before a restart's reset may be taken after it.
+        let _ = self.shard_queued[index].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(1))
+        });
+    }
+
+    /// Messages waiting in each shard's mailbox.
+    pub fn shard_mailbox_depths(&self) -> Vec<u64> {
+        self.shard_queued
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
     pub(crate) fn round(&self, events: usize, wait_started: Instant, decide_started: Instant) {
         add(&self.rounds, 1);
         add(&self.events, events as u64);
@@ -72,8 +100,10 @@ impl Stats {
         add(&self.commit_failures, 1);
     }
 
-    pub(crate) fn shard_restart(&self) {
+    /// A shard failed: its mailbox went with it.
+    pub(crate) fn shard_restart(&self, index: usize) {
         add(&self.shard_restarts, 1);
+        self.shard_queued[index].store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn shard_read(&self, started: Instant) {

@@ -133,6 +133,16 @@ async fn transfers_lookups_and_history_across_shards() {
         history.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![5, 4, 2, 1, 1_000_001]
     );
+    // Every message sent to a shard is taken, in time: the mailboxes empty.
+    let mut depths = engine.shard_mailbox_depths();
+    for _ in 0..100 {
+        if depths.iter().all(|&d| d == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        depths = engine.shard_mailbox_depths();
+    }
+    assert_eq!(depths, vec![0; 4]);
     engine.shutdown().await;
     assert_eq!(
         engine

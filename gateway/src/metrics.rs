@@ -85,6 +85,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
     ] {
         metrics::counter!(name).absolute(value);
     }
+    for (shard, depth) in state.engine.shard_mailbox_depths().into_iter().enumerate() {
+        metrics::gauge!("kizo_engine_shard_mailbox_depth", "shard" => shard.to_string())
+            .set(depth as f64);
+    }
     let wal = state.wal.stats();
     metrics::counter!("kizo_wal_flushed_commits_total").absolute(wal.flushed_commits);
     (

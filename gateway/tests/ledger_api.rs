@@ -450,6 +450,7 @@ async fn metrics_count_requests_transfers_and_flushes() {
         "kizo_transfers_total{result=\"created\"}",
         "kizo_engine_commits_total",
         "kizo_wal_flushes_total",
+        "kizo_engine_shard_mailbox_depth{shard=\"1\"}",
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }

@@ -3,68 +3,10 @@
 
 mod common;
 
-use common::{start, TestStore, API_KEY};
+use common::{send, start, user, TestStore, API_KEY};
 use kizo_persistence::StoreConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-struct Answer {
-    status: StatusCode,
-    replayed: bool,
-    body: Value,
-}
-
-async fn send(
-    method: &str,
-    url: String,
-    token: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> Answer {
-    let client = reqwest::Client::new();
-    let mut request = if method == "GET" {
-        client.get(url)
-    } else {
-        client.post(url)
-    };
-    request = request.bearer_auth(token);
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    Answer {
-        status: response.status(),
-        replayed: response.headers().get("idempotent-replayed").is_some(),
-        body: response.json().await.unwrap_or(Value::Null),
-    }
-}
-
-/// Signs up and logs in; returns the access token and the wallet's id.
-async fn user(base: &str, email: &str) -> (String, String) {
-    let client = reqwest::Client::new();
-    let signup = json!({"email": email, "password": "long enough password", "first_name": "A", "last_name": "B"});
-    let response = client
-        .post(format!("{base}/v1/auth/signup"))
-        .json(&signup)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
-    let wallet = body["accounts"][0]["id"].as_str().unwrap().to_string();
-    let login = json!({"email": email, "password": "long enough password"});
-    let response = client
-        .post(format!("{base}/v1/auth/login"))
-        .json(&login)
-        .send()
-        .await
-        .unwrap();
-    let tokens: Value = response.json().await.unwrap();
-    (tokens["access_token"].as_str().unwrap().to_string(), wallet)
-}
 
 async fn payments_move_money_once_between_owners(store: StoreConfig) {
     let (server, base) = start(&store).await;

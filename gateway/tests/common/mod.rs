@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use kizo_gateway::{Server, ServerConfig};
 use kizo_persistence::StoreConfig;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
 
 pub const API_KEY: &str = "test-key-0123456789abcdef0123456789";
 
@@ -75,4 +77,95 @@ pub async fn start(store: &StoreConfig) -> (Server, String) {
     .expect("the server starts");
     let base = format!("http://{}", server.addr);
     (server, base)
+}
+
+/// An answer as the tests look at it.
+pub struct Answer {
+    pub status: StatusCode,
+    pub replayed: bool,
+    pub body: Value,
+}
+
+/// Sends a request with a bearer token, an optional Idempotency-Key and an optional JSON body.
+pub async fn send(
+    method: &str,
+    url: String,
+    token: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let client = reqwest::Client::new();
+    let mut request = if method == "GET" {
+        client.get(url)
+    } else {
+        client.post(url)
+    };
+    request = request.bearer_auth(token);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    Answer {
+        status: response.status(),
+        replayed: response.headers().get("idempotent-replayed").is_some(),
+        body: response.json().await.unwrap_or(Value::Null),
+    }
+}
+
+/// Signs up and logs in; returns the access token and the wallet's id.
+pub async fn user(base: &str, email: &str) -> (String, String) {
+    let client = reqwest::Client::new();
+    let signup = json!({"email": email, "password": "long enough password", "first_name": "A", "last_name": "B"});
+    let response = client
+        .post(format!("{base}/v1/auth/signup"))
+        .json(&signup)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    let wallet = body["accounts"][0]["id"].as_str().unwrap().to_string();
+    let login = json!({"email": email, "password": "long enough password"});
+    let response = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&login)
+        .send()
+        .await
+        .unwrap();
+    let tokens: Value = response.json().await.unwrap();
+    (tokens["access_token"].as_str().unwrap().to_string(), wallet)
+}
+
+/// Pays `amount` into `wallet` (a UUID) from a bank account of the ledger API (created on first
+/// use), with ledger transfer id `id`.
+pub async fn fund(base: &str, wallet: &str, amount: u64, id: u64) {
+    let bank = json!([{"id": "1", "ledger": 840, "code": 2}]);
+    let created = send(
+        "POST",
+        format!("{base}/v1/ledger/accounts"),
+        API_KEY,
+        None,
+        Some(bank),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let ledger_id = uuid::Uuid::parse_str(wallet).unwrap().as_u128().to_string();
+    let funding = json!([{"id": id.to_string(), "debit_account_id": "1", "credit_account_id": ledger_id,
+        "amount": amount.to_string(), "ledger": 840, "code": 2}]);
+    let answer = send(
+        "POST",
+        format!("{base}/v1/ledger/transfers"),
+        API_KEY,
+        None,
+        Some(funding),
+    )
+    .await;
+    assert_eq!(
+        answer.body["results"][0]["result"], "created",
+        "{}",
+        answer.body
+    );
 }
