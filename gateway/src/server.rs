@@ -62,6 +62,21 @@ pub struct App {
     pub currency: crate::config::Currency,
     pub limits: crate::limits::Limits,
     api_key: Arc<str>,
+    /// Keys the hash that names a new user's wallet (see [`App::wallet_id_of`]).
+    wallet_key: [u8; 32],
+}
+
+impl App {
+    /// The wallet account of the user who signs up with `email`: a hash of it, keyed with a
+    /// secret so that nobody can tell an email's wallet id from the email alone.
+    pub fn wallet_id_of(&self, email: &str) -> u128 {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(self.wallet_key)
+            .chain_update(email.as_bytes())
+            .finalize();
+        u128::from_le_bytes(digest[..16].try_into().expect("16 bytes")).clamp(1, u128::MAX - 1)
+    }
 }
 
 /// A running server.
@@ -132,6 +147,14 @@ impl Server {
             currency: config.currency.clone(),
             limits: crate::limits::Limits::new(config.auth_rates),
             api_key: config.api_key.into(),
+            wallet_key: {
+                use sha2::{Digest, Sha256};
+                Sha256::new()
+                    .chain_update(b"kizo wallet ids\0")
+                    .chain_update(config.password_pepper.as_bytes())
+                    .finalize()
+                    .into()
+            },
         });
         let pruning = tokio::spawn(housekeeping(state.clone()));
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();

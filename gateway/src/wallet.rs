@@ -173,8 +173,10 @@ pub(crate) fn store_error(error: impl std::fmt::Display) -> ApiError {
         (status = 429, description = "Too many attempts: see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
-/// `POST /v1/auth/signup`: a user and their wallet. The wallet is created first: a user
-/// never exists without one (an email already taken leaves an empty wallet nobody owns).
+/// `POST /v1/auth/signup`: a user and their wallet. The wallet is created first, so that a
+/// user never exists without one; its id is a keyed hash of the email, so that two racing
+/// signups with one email (or a retry after a crash between the two writes) make one wallet,
+/// which the user who wins the email owns.
 pub async fn signup(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -197,13 +199,16 @@ pub async fn signup(
         return Err(email_taken());
     }
     let password_hash = state.passwords.hash(request.password).await?;
-    let wallet_id = uuid::Uuid::new_v4().as_u128();
+    let wallet_id = state.wallet_id_of(&email);
     let wallet = Account {
         flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
         ..Account::new(wallet_id, state.currency.ledger, WALLET_CODE)
     };
     let created = state.engine.create_accounts(vec![wallet]).await?;
-    if created[0] != CreateAccountResult::Created {
+    if !matches!(
+        created[0],
+        CreateAccountResult::Created | CreateAccountResult::Exists
+    ) {
         return Err(ApiError::unavailable(format!(
             "the wallet could not be created: {}",
             created[0]

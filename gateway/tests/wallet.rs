@@ -53,6 +53,33 @@ async fn sessions_work_end_to_end(store: StoreConfig) {
         (status, body["code"].as_str()),
         (StatusCode::CONFLICT, Some("email_taken"))
     );
+    // Racing signups with one email: one user, one wallet (the losers' wallet is the same
+    // account, so none is left without an owner).
+    let race = json!({"email": "race@example.com", "password": "correct horse battery", "first_name": "R", "last_name": "C"});
+    let racing: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(call(
+                "POST",
+                url("/v1/auth/signup"),
+                None,
+                Some(race.clone()),
+            ))
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for signup in racing {
+        statuses.push(signup.await.unwrap().0);
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CONFLICT,
+            StatusCode::CONFLICT,
+            StatusCode::CONFLICT
+        ]
+    );
     let (status, body) = call(
         "POST",
         url("/v1/auth/signup"),
