@@ -20,7 +20,7 @@ psql "$admin" -q -c "DROP DATABASE IF EXISTS kizo_wrk" -c "CREATE DATABASE kizo_
 DATABASE_URL="${admin%/*}/kizo_wrk" KIZO_LISTEN=127.0.0.1:$port KIZO_DATA_DIR="$work" \
   KIZO_API_KEY=wrk-api-key-0123456789abcdef0123456789 \
   KIZO_AUTH_RATE_PER_ADDRESS=100000 KIZO_AUTH_RATE_PER_EMAIL=100000 \
-  "$root/target/release/kizo-gateway" >"$work/gateway.log" 2>&1 &
+  RUST_LOG=${RUST_LOG:-info} "$root/target/release/kizo-gateway" >"$work/gateway.log" 2>&1 &
 gateway=$!
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
