@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{send, start, user, TestStore, API_KEY};
+use common::{fund, send, start, user, TestStore};
 use kizo_persistence::StoreConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -16,23 +16,7 @@ async fn payments_move_money_once_between_owners(store: StoreConfig) {
     let (eve, _) = user(&base, "eve@example.com").await;
 
     // Fund Ada through the ledger API: a bank account pays her wallet.
-    let ada_ledger_id = uuid::Uuid::parse_str(&ada_wallet)
-        .unwrap()
-        .as_u128()
-        .to_string();
-    for (path, body) in [
-        (
-            "/v1/ledger/accounts",
-            json!([{"id": "1", "ledger": 840, "code": 2}]),
-        ),
-        (
-            "/v1/ledger/transfers",
-            json!([{"id": "1", "debit_account_id": "1", "credit_account_id": ada_ledger_id, "amount": "10000", "ledger": 840, "code": 2}]),
-        ),
-    ] {
-        let answer = send("POST", url(path), API_KEY, None, Some(body)).await;
-        assert_eq!(answer.body["results"][0]["result"], "created");
-    }
+    fund(&base, &ada_wallet, 10_000, 1).await;
 
     let pay =
         |to: Value, amount: u64| json!({"from_account_id": ada_wallet, "to": to, "amount": amount});
@@ -239,27 +223,7 @@ async fn history_pages_and_user_search() {
     let url = |path: &str| format!("{base}{path}");
     let (ada, ada_wallet) = user(&base, "ada@example.com").await;
     let (bob, bob_wallet) = user(&base, "bob@example.com").await;
-    let ada_ledger_id = uuid::Uuid::parse_str(&ada_wallet)
-        .unwrap()
-        .as_u128()
-        .to_string();
-    send(
-        "POST",
-        url("/v1/ledger/accounts"),
-        API_KEY,
-        None,
-        Some(json!([{"id": "1", "ledger": 840, "code": 2}])),
-    )
-    .await;
-    let funding = json!([{"id": "1", "debit_account_id": "1", "credit_account_id": ada_ledger_id, "amount": "1000", "ledger": 840, "code": 2}]);
-    send(
-        "POST",
-        url("/v1/ledger/transfers"),
-        API_KEY,
-        None,
-        Some(funding),
-    )
-    .await;
+    fund(&base, &ada_wallet, 1_000, 1).await;
     for i in 0..5 {
         let pay = json!({"from_account_id": ada_wallet, "to": {"account_id": bob_wallet}, "amount": 10 + i});
         let answer = send(
