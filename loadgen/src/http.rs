@@ -1,0 +1,287 @@
+//! Kizo's gateway over HTTP: the batch ledger API (an API key) and the wallet API (users,
+//! tokens, Idempotency-Keys).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::target::{Balance, Move, Outcome, Unknown, CODE, LEDGER};
+
+/// How long one request may take before it counts as `timeout` (its outcome unknown).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+    api_key: String,
+}
+
+/// A logged-in wallet user.
+#[derive(Clone, Debug)]
+pub struct WalletUser {
+    pub email: String,
+    pub token: String,
+    /// The wallet's id as the API shows it (a UUID).
+    pub wallet: String,
+}
+
+pub const PASSWORD: &str = "load generator password";
+
+fn number(value: &Value) -> u128 {
+    value.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+pub fn ledger_id(wallet: &str) -> u128 {
+    uuid::Uuid::parse_str(wallet).map_or(0, |u| u.as_u128())
+}
+
+impl Http {
+    pub fn new(base: &str, api_key: &str, connections: usize) -> Http {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections.max(1))
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("an HTTP client");
+        Http {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            api_key: api_key.to_string(),
+        }
+    }
+
+    /// Sends a request; a transport failure, a timeout or a 5xx is an unknown outcome, any
+    /// other status is the server's answer.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Value), Unknown> {
+        let response = request.send().await.map_err(|e| {
+            let code = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else {
+                "transport"
+            };
+            Unknown::new(code, e)
+        })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Unknown::new("transport", e))?;
+        if status.is_server_error() {
+            return Err(Unknown::new(
+                format!("http_{}", status.as_u16()),
+                String::from_utf8_lossy(&body),
+            ));
+        }
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    async fn ledger(&self, path: &str, body: Value) -> Result<Value, Unknown> {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .json(&body);
+        match self.send(request).await? {
+            (status, body) if status.is_success() => Ok(body),
+            (status, body) => Err(Unknown::new(
+                format!("http_{}", status.as_u16()),
+                body["code"].as_str().unwrap_or_default(),
+            )),
+        }
+    }
+
+    pub async fn create_accounts(&self, system: u128, wallets: &[u128]) -> Result<(), Unknown> {
+        let mut events = vec![json!({"id": system.to_string(), "ledger": LEDGER, "code": CODE})];
+        events.extend(wallets.iter().map(|id| {
+            json!({"id": id.to_string(), "ledger": LEDGER, "code": CODE,
+                "flags": {"debits_must_not_exceed_credits": true}})
+        }));
+        for chunk in events.chunks(kizo_engine::BATCH_EVENTS_MAX) {
+            let body = self.ledger("/v1/ledger/accounts", json!(chunk)).await?;
+            let results = body["results"].as_array().cloned().unwrap_or_default();
+            if let Some(bad) = results
+                .iter()
+                .filter_map(|r| r["result"].as_str())
+                .find(|r| !matches!(*r, "created" | "exists"))
+            {
+                return Err(Unknown::new("setup", format!("an account: {bad}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn transfers(&self, moves: &[Move]) -> Result<Vec<Outcome>, Unknown> {
+        // Written by hand: a batch of 8189 through `serde_json::Value` costs the generator
+        // more than the server.
+        let mut events = String::with_capacity(moves.len() * 160 + 2);
+        events.push('[');
+        for (i, m) in moves.iter().enumerate() {
+            if i > 0 {
+                events.push(',');
+            }
+            let _ = write!(
+                events,
+                r#"{{"id":"{}","debit_account_id":"{}","credit_account_id":"{}","amount":"{}","ledger":{LEDGER},"code":{CODE}}}"#,
+                m.id, m.from, m.to, m.amount
+            );
+        }
+        events.push(']');
+        let request = self
+            .client
+            .post(format!("{}/v1/ledger/transfers", self.base))
+            .bearer_auth(&self.api_key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(events);
+        let body = match self.send(request).await? {
+            (status, body) if status.is_success() => body,
+            (status, body) => {
+                return Err(Unknown::new(
+                    format!("http_{}", status.as_u16()),
+                    body["code"].as_str().unwrap_or_default(),
+                ))
+            }
+        };
+        let results = body["results"].as_array().cloned().unwrap_or_default();
+        if results.len() != moves.len() {
+            return Err(Unknown::new("protocol", "one result per event expected"));
+        }
+        Ok(results
+            .iter()
+            .map(|r| match r["result"].as_str().unwrap_or_default() {
+                "created" => Outcome::Created,
+                "exists" => Outcome::Exists,
+                other => Outcome::Refused(other.to_string()),
+            })
+            .collect())
+    }
+
+    pub async fn balances(&self, ids: &[u128]) -> Result<Vec<Balance>, Unknown> {
+        let ids: Vec<String> = ids.iter().map(u128::to_string).collect();
+        let body = self
+            .ledger("/v1/ledger/accounts/lookup", json!({"ids": ids}))
+            .await?;
+        Ok(body["accounts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| Balance {
+                id: number(&a["id"]),
+                debits: number(&a["debits_posted"]),
+                credits: number(&a["credits_posted"]),
+            })
+            .collect())
+    }
+
+    pub async fn find_transfers(&self, ids: &[u128]) -> Result<Vec<Move>, Unknown> {
+        let ids: Vec<String> = ids.iter().map(u128::to_string).collect();
+        let body = self
+            .ledger("/v1/ledger/transfers/lookup", json!({"ids": ids}))
+            .await?;
+        Ok(body["transfers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| Move {
+                id: number(&t["id"]),
+                from: number(&t["debit_account_id"]),
+                to: number(&t["credit_account_id"]),
+                amount: u64::try_from(number(&t["amount"])).unwrap_or(u64::MAX),
+            })
+            .collect())
+    }
+
+    /// Signs up (or, if the email is taken, logs in) and returns the user.
+    pub async fn sign_up_or_in(&self, email: &str) -> Result<WalletUser, Unknown> {
+        let signup = json!({"email": email, "password": PASSWORD, "first_name": "Load", "last_name": "Generator"});
+        let request = self
+            .client
+            .post(format!("{}/v1/auth/signup", self.base))
+            .json(&signup);
+        let (status, _) = self.send(request).await?;
+        if !(status.is_success() || status == reqwest::StatusCode::CONFLICT) {
+            return Err(Unknown::new(format!("signup_{}", status.as_u16()), email));
+        }
+        self.login(email).await
+    }
+
+    pub async fn login(&self, email: &str) -> Result<WalletUser, Unknown> {
+        let request = self
+            .client
+            .post(format!("{}/v1/auth/login", self.base))
+            .json(&json!({"email": email, "password": PASSWORD}));
+        let (status, body) = self.send(request).await?;
+        let token = body["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !status.is_success() || token.is_empty() {
+            return Err(Unknown::new(format!("login_{}", status.as_u16()), email));
+        }
+        let request = self
+            .client
+            .get(format!("{}/v1/me", self.base))
+            .bearer_auth(&token);
+        let (_, me) = self.send(request).await?;
+        let wallet = me["accounts"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok(WalletUser {
+            email: email.to_string(),
+            token,
+            wallet,
+        })
+    }
+
+    /// A wallet GET (`/v1/dashboard`, a history page); the status if not 200.
+    pub async fn wallet_get(&self, user: &WalletUser, path: &str) -> Result<(), Unknown> {
+        let request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&user.token);
+        match self.send(request).await? {
+            (status, _) if status.is_success() => Ok(()),
+            (status, body) => Err(Unknown::new(
+                body["code"]
+                    .as_str()
+                    .map_or_else(|| format!("http_{}", status.as_u16()), str::to_string),
+                path,
+            )),
+        }
+    }
+
+    /// `POST /v1/transfers` with `key`; the ledger id of the transfer when created.
+    pub async fn wallet_transfer(
+        &self,
+        user: &WalletUser,
+        key: &str,
+        to_wallet: &str,
+        amount: u64,
+    ) -> Result<(Outcome, u128), Unknown> {
+        let body = json!({"from_account_id": user.wallet, "to": {"account_id": to_wallet}, "amount": amount});
+        let request = self
+            .client
+            .post(format!("{}/v1/transfers", self.base))
+            .bearer_auth(&user.token)
+            .header("idempotency-key", key)
+            .json(&body);
+        let (status, body) = self.send(request).await?;
+        let id = body["id"].as_str().map_or(0, ledger_id);
+        Ok(match status.as_u16() {
+            201 => (Outcome::Created, id),
+            409 => return Err(Unknown::new("idempotency_key_in_use", key)),
+            _ => (
+                Outcome::Refused(body["code"].as_str().unwrap_or("refused").to_string()),
+                0,
+            ),
+        })
+    }
+}
