@@ -26,12 +26,16 @@ pub const ACCESS_TTL_SECONDS: u64 = 15 * 60;
 /// Refresh tokens live this long (milliseconds).
 pub const REFRESH_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// Hashes and checks passwords on at most one blocking thread per core, so that a storm of
-/// logins queues here instead of taking the threads that carry transfers.
+/// Hashes and checks passwords on threads of its own, one per core, that run at the lowest
+/// scheduling priority (nice 19): when transfers need the cores, they get them, and a storm of
+/// logins waits instead (with hashes at normal priority on both cores, a login storm nearly
+/// doubled transfers' p99). At most one hash per thread is under way; the others queue on the
+/// semaphore.
 #[derive(Clone)]
 pub struct Passwords {
     pepper: Arc<[u8]>,
     permits: Arc<Semaphore>,
+    jobs: crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>,
     /// Checked when the email is unknown, so that both failures take the same time.
     decoy: Arc<str>,
 }
@@ -39,11 +43,26 @@ pub struct Passwords {
 impl Passwords {
     pub fn new(pepper: &str) -> Passwords {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (jobs, queue) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
+        for i in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || {
+                    lowest_priority();
+                    // Ends when every `Passwords` is dropped.
+                    while let Ok(job) = queue.recv() {
+                        job();
+                    }
+                })
+                .expect("a password-hashing thread");
+        }
         let pepper: Arc<[u8]> = pepper.as_bytes().into();
         let decoy = hash_now(&pepper, "a password nobody has").expect("a decoy hash");
         Passwords {
             pepper,
             permits: Arc::new(Semaphore::new(threads)),
+            jobs,
             decoy: decoy.into(),
         }
     }
@@ -77,9 +96,13 @@ impl Passwords {
     ) -> Result<T, ApiError> {
         let _permit = self.permits.acquire().await.map_err(|_| unavailable())?;
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(work)
-            .await
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(work());
+            }))
             .map_err(|_| unavailable())?;
+        let result = result.await.map_err(|_| unavailable())?;
         metrics::histogram!("kizo_password_hash_seconds").record(started.elapsed().as_secs_f64());
         Ok(result)
     }
@@ -87,6 +110,21 @@ impl Passwords {
 
 fn unavailable() -> ApiError {
     ApiError::unavailable("password hashing is unavailable")
+}
+
+/// Lowers the calling thread's scheduling priority to the lowest (Linux: a thread's nice value
+/// is its own). Elsewhere, or if refused, the thread keeps its priority.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: these calls only change the calling thread's scheduling (`0` names the calling
+    // thread on Linux); `param` outlives the call.
+    unsafe {
+        // SCHED_IDLE: run only when nothing else wants the core; nice 19 if that is refused.
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+    }
 }
 
 fn argon(pepper: &[u8]) -> Result<Argon2<'_>, argon2::Error> {
