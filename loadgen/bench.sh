@@ -28,7 +28,16 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 http=http://127.0.0.1:$port
-loadgen() { "$root/target/release/kizo-loadgen" --duration "${seconds}s" --json "$@" 2>>"$work/runs.log"; }
+# Waits until the projector has caught up, so that one run's read-model writes do not land in
+# the next run's figures.
+settle() {
+  for _ in $(seq 600); do
+    lag=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '/^kizo_projector_lag_commits/ {print $2}' | head -1)
+    [ "${lag:-0}" = "0" ] && return
+    sleep 0.5
+  done
+}
+loadgen() { settle; "$root/target/release/kizo-loadgen" --duration "${seconds}s" --json "$@" 2>>"$work/runs.log"; }
 
 row() { # name, json file, [json file of the run to compare p99 with]
   python3 - "$@" <<'PY'
@@ -56,12 +65,12 @@ PY
 
 loadgen --target engine --scenario transfers --vus 256 >"$work/engine.json"
 loadgen --target engine --scenario ledger-batch --vus 8 >"$work/engine-batch.json"
-loadgen --target "$http" --scenario transfers --vus 64 >"$work/http.json"
-loadgen --target "$http" --scenario ledger-batch --vus 4 >"$work/batch.json"
 loadgen --target "$http" --scenario wallet --vus 100 >"$work/wallet.json"
+loadgen --target "$http" --scenario transfers --vus 64 >"$work/http.json"
 loadgen --target "$http" --scenario transfers --vus 56 >"$work/calm.json"
 loadgen --target "$http" --scenario login-storm --vus 64 --login-vus 8 >"$work/storm.json"
 loadgen --target "$http" --scenario double-spend --vus 64 --funded 1000 --accounts 100 >"$work/spend.json"
+loadgen --target "$http" --scenario ledger-batch --vus 4 >"$work/batch.json"
 loadgen --target engine --scenario transfers --vus 256 --compare pg-rowlock >"$work/cmp-engine-uniform.json"
 loadgen --target engine --scenario transfers --vus 256 --hot 10 --compare pg-rowlock >"$work/cmp-engine-hot.json"
 loadgen --target "$http" --scenario transfers --vus 64 --compare pg-rowlock >"$work/cmp-http-uniform.json"
