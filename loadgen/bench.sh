@@ -28,9 +28,10 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 http=http://127.0.0.1:$port
-# Waits until the projector has caught up, so that one run's read-model writes do not land in
-# the next run's figures.
+# Waits until the projector has caught up and PostgreSQL has written its dirty pages
+# (CHECKPOINT), so that one run's writes do not land in the next run's figures.
 settle() {
+  psql "$admin" -q -c CHECKPOINT
   for _ in $(seq 600); do
     lag=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '/^kizo_projector_lag_commits/ {print $2}' | head -1)
     [ "${lag:-0}" = "0" ] && return
@@ -63,14 +64,14 @@ else:
 PY
 }
 
-loadgen --target engine --scenario transfers --vus 256 >"$work/engine.json"
-loadgen --target engine --scenario ledger-batch --vus 8 >"$work/engine-batch.json"
 loadgen --target "$http" --scenario wallet --vus 100 >"$work/wallet.json"
 loadgen --target "$http" --scenario transfers --vus 64 >"$work/http.json"
 loadgen --target "$http" --scenario transfers --vus 56 >"$work/calm.json"
 loadgen --target "$http" --scenario login-storm --vus 64 --login-vus 8 >"$work/storm.json"
 loadgen --target "$http" --scenario double-spend --vus 64 --funded 1000 --accounts 100 >"$work/spend.json"
 loadgen --target "$http" --scenario ledger-batch --vus 4 >"$work/batch.json"
+loadgen --target engine --scenario transfers --vus 256 >"$work/engine.json"
+loadgen --target engine --scenario ledger-batch --vus 8 >"$work/engine-batch.json"
 loadgen --target engine --scenario transfers --vus 256 --compare pg-rowlock >"$work/cmp-engine-uniform.json"
 loadgen --target engine --scenario transfers --vus 256 --hot 10 --compare pg-rowlock >"$work/cmp-engine-hot.json"
 loadgen --target "$http" --scenario transfers --vus 64 --compare pg-rowlock >"$work/cmp-http-uniform.json"

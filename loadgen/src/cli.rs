@@ -195,37 +195,64 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
-/// Opens `target` (`http://...`, `engine` or `pg-rowlock`); the temporary store, if any, lives
-/// as long as the returned guard.
-async fn open(
-    args: &Args,
-    target: &str,
-) -> Result<(Arc<Target>, Option<Http>, Option<tempfile::TempDir>), Unknown> {
+/// Where an in-process engine keeps its log for one run; removed after it.
+enum Scratch {
+    None,
+    /// The embedded store's folder (removed when dropped).
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    /// A PostgreSQL schema of its own.
+    Schema {
+        url: String,
+        name: String,
+    },
+}
+
+impl Scratch {
+    async fn remove(self) {
+        if let Scratch::Schema { url, name } = self {
+            if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .execute(&pool)
+                    .await;
+                pool.close().await;
+            }
+        }
+    }
+}
+
+/// Opens `target` (`http://...`, `engine` or `pg-rowlock`), with the scratch store to remove
+/// after the run.
+async fn open(args: &Args, target: &str) -> Result<(Arc<Target>, Option<Http>, Scratch), Unknown> {
     match target {
         "engine" => {
-            let (store, dir) = match &args.database_url {
-                Some(url) => (
-                    StoreConfig::Postgres {
+            let (store, scratch) = match &args.database_url {
+                Some(url) => {
+                    let name = unique("loadgen_engine");
+                    let store = StoreConfig::Postgres {
                         url: url.clone(),
-                        schema: Some(unique("loadgen_engine")),
-                    },
-                    None,
-                ),
+                        schema: Some(name.clone()),
+                    };
+                    let scratch = Scratch::Schema {
+                        url: url.clone(),
+                        name,
+                    };
+                    (store, scratch)
+                }
                 None => {
                     let dir = tempfile::tempdir().map_err(|e| Unknown::new("store", e))?;
-                    (
-                        StoreConfig::Embedded {
-                            dir: dir.path().to_path_buf(),
-                        },
-                        Some(dir),
-                    )
+                    let store = StoreConfig::Embedded {
+                        dir: dir.path().to_path_buf(),
+                    };
+                    (store, Scratch::Dir(dir))
                 }
             };
-            Ok((
-                Arc::new(Target::engine(&store, args.shards).await?),
-                None,
-                dir,
-            ))
+            match Target::engine(&store, args.shards).await {
+                Ok(engine) => Ok((Arc::new(engine), None, scratch)),
+                Err(error) => {
+                    scratch.remove().await;
+                    Err(error)
+                }
+            }
         }
         "pg-rowlock" => {
             let url = args
@@ -233,7 +260,7 @@ async fn open(
                 .as_deref()
                 .ok_or_else(|| Unknown::new("args", "pg-rowlock needs --database-url"))?;
             let rowlock = Rowlock::open(url, &unique("loadgen_rowlock"), args.pool).await?;
-            Ok((Arc::new(Target::Rowlock(rowlock)), None, None))
+            Ok((Arc::new(Target::Rowlock(rowlock)), None, Scratch::None))
         }
         url if url.starts_with("http://") || url.starts_with("https://") => {
             if args.api_key.is_empty() {
@@ -243,7 +270,11 @@ async fn open(
                 ));
             }
             let http = Http::new(url, &args.api_key, args.vus);
-            Ok((Arc::new(Target::Http(http.clone())), Some(http), None))
+            Ok((
+                Arc::new(Target::Http(http.clone())),
+                Some(http),
+                Scratch::None,
+            ))
         }
         other => Err(Unknown::new(
             "args",
@@ -255,9 +286,10 @@ async fn open(
 /// Runs `args` against `target_name`, printing progress and the table on stderr.
 pub async fn run_one(args: &Args, target_name: &str) -> Result<(RunResult, Outcomes), Unknown> {
     let plan = args.plan()?;
-    let (target, http, _dir) = open(args, target_name).await?;
+    let (target, http, scratch) = open(args, target_name).await?;
     if http.is_none() && matches!(plan.scenario, Scenario::Wallet | Scenario::LoginStorm) {
         target.stop().await;
+        scratch.remove().await;
         return Err(Unknown::new(
             "args",
             "the wallet and login-storm scenarios run over HTTP only",
@@ -294,11 +326,13 @@ pub async fn run_one(args: &Args, target_name: &str) -> Result<(RunResult, Outco
         Ok(outcome) => outcome,
         Err(error) => {
             target.stop().await;
+            scratch.remove().await;
             return Err(error);
         }
     };
     let audited = audit(&target, outcome.system, &outcome.wallets, &outcome.book).await;
     target.stop().await;
+    scratch.remove().await;
     let audited = audited?;
     let requests = outcome.recorder.summaries(outcome.elapsed);
     let mut failures: Vec<String> = audited
