@@ -29,6 +29,53 @@ pub async fn ledger(State(state): State<AppState>, request: Request, next: Next)
     scoped(state, "ledger".to_string(), request, next).await
 }
 
+/// The kept answer `status` and `body`, replayed (`Idempotent-Replayed: true`).
+pub fn replay(status: u16, body: impl Into<Body>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    let mut response = (status, body.into()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    replayed(response)
+}
+
+/// Marks `response` as a replay of the first answer to its key.
+pub fn replayed(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// The same key with another request.
+pub fn reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another request",
+    )
+    .field("Idempotency-Key")
+}
+
+/// The first request with this key is still running.
+pub fn in_use() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_key_in_use",
+        "a request with this Idempotency-Key is still running; retry shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// A key is 1 to [`KEY_LEN_MAX`] visible ASCII characters.
 pub fn key_is_valid(key: &str) -> bool {
     !key.is_empty() && key.len() <= KEY_LEN_MAX && key.bytes().all(|b| b.is_ascii_graphic())
@@ -78,38 +125,9 @@ async fn scoped(state: AppState, scope: String, request: Request, next: Next) ->
         }
     };
     match claim {
-        Claim::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let content_type = if status.is_success() {
-                "application/json"
-            } else {
-                "application/problem+json"
-            };
-            let mut response = (status, body).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            headers.insert(REPLAYED, HeaderValue::from_static("true"));
-            response
-        }
-        Claim::Mismatch => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another request",
-        )
-        .field("Idempotency-Key")
-        .into_response(),
-        Claim::InProgress => {
-            let mut response = ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_use",
-                "a request with this Idempotency-Key is still running; retry shortly",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
+        Claim::Replay { status, body } => replay(status, body),
+        Claim::Mismatch => reused().into_response(),
+        Claim::InProgress => in_use(),
         Claim::Run => {
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
+use crate::idempotency;
 use crate::json::{Json, Query};
 use crate::server::AppState;
 use crate::wallet::{balance_of, store_error, AccountBalance};
@@ -537,7 +538,7 @@ fn fingerprint(from: u128, to: &To, amount: u64, note: Option<&str>) -> u128 {
 
 /// The Idempotency-Key of a wallet transfer: required; 1 to 255 visible ASCII characters.
 fn required_key(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let Some(key) = headers.get(crate::idempotency::HEADER) else {
+    let Some(key) = headers.get(idempotency::HEADER) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "missing_idempotency_key",
@@ -546,8 +547,8 @@ fn required_key(headers: &HeaderMap) -> Result<&str, ApiError> {
         .field("Idempotency-Key"));
     };
     match key.to_str() {
-        Ok(key) if crate::idempotency::key_is_valid(key) => Ok(key),
-        _ => Err(crate::idempotency::invalid_key()),
+        Ok(key) if idempotency::key_is_valid(key) => Ok(key),
+        _ => Err(idempotency::invalid_key()),
     }
 }
 
@@ -562,23 +563,6 @@ fn checked_note(note: Option<String>) -> Result<Option<String>, ApiError> {
         ));
     }
     Ok((!note.is_empty()).then(|| note.to_string()))
-}
-
-fn key_reused() -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency_key_reused",
-        "this Idempotency-Key was used with another request",
-    )
-    .field("Idempotency-Key")
-}
-
-fn replayed(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        crate::idempotency::REPLAYED,
-        axum::http::HeaderValue::from_static("true"),
-    );
-    response
 }
 
 /// The refusal a ledger result stands for; `None` for a transfer that exists.
@@ -606,7 +590,7 @@ fn refusal_of(result: R) -> Option<ApiError> {
         | R::ExistsWithDifferentUserData64
         | R::ExistsWithDifferentUserData32
         | R::ExistsWithDifferentLedger
-        | R::ExistsWithDifferentCode => key_reused(),
+        | R::ExistsWithDifferentCode => idempotency::reused(),
         // Refused earlier, and the refusal's answer was not kept (a crash between the two).
         R::IdAlreadyFailed => refused(
             "transfer_failed",
@@ -662,29 +646,13 @@ pub async fn create(
     let fingerprint = fingerprint(from, &to, request.amount, note.as_deref());
     let id = transfer_id(&caller.user_id, key);
     let Some(_running) = state.transfer_keys.begin(id) else {
-        let mut response = ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_use",
-            "a request with this Idempotency-Key is still running; retry shortly",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("1"),
-        );
-        return Ok(response);
+        return Ok(idempotency::in_use());
     };
     if let Some(kept) = state.transfer_keys.refusal(id) {
         if kept.fingerprint != fingerprint {
-            return Err(key_reused());
+            return Err(idempotency::reused());
         }
-        let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-        let mut response = (status, kept.body).into_response();
-        response.headers_mut().insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/problem+json"),
-        );
-        return Ok(replayed(response));
+        return Ok(idempotency::replay(kept.status, kept.body));
     }
     let to = match to {
         To::Account(id) => id,
@@ -744,9 +712,11 @@ pub async fn create(
                 .first()
                 .ok_or_else(|| ApiError::unavailable("the transfer is not readable yet"))?;
             let response = (StatusCode::CREATED, Json(view(&state, stored, note))).into_response();
-            Ok(replayed(response))
+            Ok(idempotency::replayed(response))
         }
-        Some(error) if result == R::IdAlreadyFailed => Ok(replayed(error.into_response())),
+        Some(error) if result == R::IdAlreadyFailed => {
+            Ok(idempotency::replayed(error.into_response()))
+        }
         Some(error) if error.code == "idempotency_key_reused" => Err(error),
         Some(error) => refuse(&state, id, fingerprint, error).await,
     }

@@ -82,11 +82,17 @@ impl Http {
     }
 
     async fn ledger(&self, path: &str, body: Value) -> Result<Value, Unknown> {
+        self.ledger_text(path, body.to_string()).await
+    }
+
+    /// Posts a JSON text to the ledger API; anything but a 2xx is an error.
+    async fn ledger_text(&self, path: &str, body: String) -> Result<Value, Unknown> {
         let request = self
             .client
             .post(format!("{}{path}", self.base))
             .bearer_auth(&self.api_key)
-            .json(&body);
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
         match self.send(request).await? {
             (status, body) if status.is_success() => Ok(body),
             (status, body) => Err(Unknown::new(
@@ -132,21 +138,7 @@ impl Http {
             );
         }
         events.push(']');
-        let request = self
-            .client
-            .post(format!("{}/v1/ledger/transfers", self.base))
-            .bearer_auth(&self.api_key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(events);
-        let body = match self.send(request).await? {
-            (status, body) if status.is_success() => body,
-            (status, body) => {
-                return Err(Unknown::new(
-                    format!("http_{}", status.as_u16()),
-                    body["code"].as_str().unwrap_or_default(),
-                ))
-            }
-        };
+        let body = self.ledger_text("/v1/ledger/transfers", events).await?;
         let results = body["results"].as_array().cloned().unwrap_or_default();
         if results.len() != moves.len() {
             return Err(Unknown::new("protocol", "one result per event expected"));

@@ -348,9 +348,6 @@ async fn prepare(
                 (1..=plan.accounts as u128).map(|i| base + i).collect()
             }
         }
-        Scenario::DoubleSpend => (1..=plan.accounts.max(2) as u128)
-            .map(|i| base + i)
-            .collect(),
         _ => (1..=plan.accounts.max(2) as u128)
             .map(|i| base + i)
             .collect(),
