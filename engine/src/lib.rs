@@ -10,7 +10,10 @@
 //! - [`routing`]: the stable hash that assigns ids to shards.
 //! - [`stats`]: counters of the engine's work (rounds, commits, time deciding and applying).
 //! - [`local`]: the pure parts stepped synchronously, for tests and the simulator.
-//! - `actors`, [`engine`]: the actors and the [`Engine`] handle. The only async code.
+//! - [`settlement`], [`reconcile`]: deposits and withdrawals through a bank, and
+//!   reconciliation with its statement. Pure.
+//! - `actors`, [`engine`], [`settlement_actors`]: the actors, the [`Engine`] handle, and the
+//!   settlement supervisor and reconciler. The only async code.
 //!
 //! ```
 //! use kizo_engine::{
@@ -45,10 +48,13 @@ mod actors;
 pub mod engine;
 pub mod ledger;
 pub mod local;
+pub mod reconcile;
 pub mod record;
 pub mod results;
 pub mod round;
 pub mod routing;
+pub mod settlement;
+pub mod settlement_actors;
 pub mod shard;
 pub mod stats;
 pub mod types;

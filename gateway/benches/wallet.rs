@@ -57,6 +57,8 @@ fn main() {
                 per_address: std::num::NonZeroU32::new(1_000_000).unwrap(),
                 per_email: std::num::NonZeroU32::new(1_000_000).unwrap(),
             },
+            admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
+            bank: Default::default(),
         })
         .await
         .unwrap();

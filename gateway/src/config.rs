@@ -52,6 +52,35 @@ pub struct Args {
     /// Signup and login attempts allowed per minute for one email.
     #[arg(long, env = "KIZO_AUTH_RATE_PER_EMAIL", default_value_t = 10)]
     pub auth_rate_per_email: u32,
+    /// Key of the admin API (reconciliation; at least 32 characters). In development,
+    /// generated and kept in <data-dir>/admin-api-key when not given.
+    #[arg(long, env = "KIZO_ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<String>,
+    /// The bank's base URL (a `kizo-bank`). Without it, the same bank runs in this process,
+    /// without faults, keeping what it did in <data-dir>/bank.jsonl.
+    #[arg(long, env = "KIZO_BANK_URL")]
+    pub bank_url: Option<String>,
+    /// Token sent to the bank, and expected on its callbacks.
+    #[arg(long, env = "KIZO_BANK_TOKEN", hide_env_values = true)]
+    pub bank_token: Option<String>,
+    /// Settlements driven at once (bank calls in flight at most), 1 to 1024.
+    #[arg(long, env = "KIZO_SETTLEMENT_WORKERS", default_value_t = 16)]
+    pub settlement_workers: usize,
+    /// Bank calls per settlement before an unknown outcome becomes needs_review (1 to 100).
+    #[arg(long, env = "KIZO_SETTLEMENT_ATTEMPTS", default_value_t = 8)]
+    pub settlement_attempts: u32,
+    /// How long one bank call may take, in milliseconds, before its outcome counts as unknown.
+    #[arg(long, env = "KIZO_SETTLEMENT_TIMEOUT_MS", default_value_t = 3_000)]
+    pub settlement_timeout_ms: u64,
+    /// The first retry's delay in milliseconds; it doubles with each retry, up to 60 s.
+    #[arg(long, env = "KIZO_SETTLEMENT_BACKOFF_MS", default_value_t = 1_000)]
+    pub settlement_backoff_ms: u64,
+    /// Seconds between scheduled reconciliations.
+    #[arg(long, env = "KIZO_RECONCILE_EVERY_SECS", default_value_t = 600)]
+    pub reconcile_every_secs: u64,
+    /// Seconds after which a settlement not final and not updated is stuck (re-driven).
+    #[arg(long, env = "KIZO_SETTLEMENT_STUCK_SECS", default_value_t = 900)]
+    pub settlement_stuck_secs: u64,
     /// Production mode: refuse to start without every secret given.
     #[arg(long, env = "KIZO_PRODUCTION")]
     pub production: bool,
@@ -75,6 +104,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("settlement settings: {0}")]
+    Settlement(&'static str),
     #[error(
         "--shards must be between 1 and {}",
         kizo_engine::EngineConfig::SHARD_COUNT_MAX
@@ -135,6 +166,57 @@ impl Args {
                     .ok_or(ConfigError::Rate)?,
                 per_email: std::num::NonZeroU32::new(self.auth_rate_per_email)
                     .ok_or(ConfigError::Rate)?,
+            },
+            admin_api_key: self.secret(
+                &self.admin_api_key,
+                "KIZO_ADMIN_API_KEY",
+                "admin-api-key",
+            )?,
+            bank: self.bank_settings()?,
+        })
+    }
+
+    fn bank_settings(&self) -> Result<crate::server::BankSettings, ConfigError> {
+        use kizo_engine::settlement::Policy;
+        use kizo_engine::settlement_actors::SettlementConfig;
+        use std::time::Duration;
+        if !(1..=1024).contains(&self.settlement_workers) {
+            return Err(ConfigError::Settlement(
+                "--settlement-workers must be 1 to 1024",
+            ));
+        }
+        if !(1..=100).contains(&self.settlement_attempts) {
+            return Err(ConfigError::Settlement(
+                "--settlement-attempts must be 1 to 100",
+            ));
+        }
+        if !(1..=600_000).contains(&self.settlement_timeout_ms)
+            || !(1..=60_000).contains(&self.settlement_backoff_ms)
+        {
+            return Err(ConfigError::Settlement(
+                "--settlement-timeout-ms must be 1 to 600000 and --settlement-backoff-ms 1 to 60000",
+            ));
+        }
+        if self.reconcile_every_secs == 0 || self.settlement_stuck_secs == 0 {
+            return Err(ConfigError::Settlement(
+                "--reconcile-every-secs and --settlement-stuck-secs must be at least 1",
+            ));
+        }
+        Ok(crate::server::BankSettings {
+            url: self.bank_url.clone().filter(|url| !url.trim().is_empty()),
+            token: self.bank_token.clone().filter(|t| !t.is_empty()),
+            journal: Some(self.data_dir.join("bank.jsonl")),
+            settlement: SettlementConfig {
+                policy: Policy {
+                    attempts_max: self.settlement_attempts,
+                    backoff_base_ms: self.settlement_backoff_ms,
+                    backoff_max_ms: 60_000,
+                    attempt_timeout_ms: self.settlement_timeout_ms,
+                },
+                workers_max: self.settlement_workers,
+                tick: Duration::from_millis(100),
+                reconcile_every: Duration::from_secs(self.reconcile_every_secs),
+                stuck_after: Duration::from_secs(self.settlement_stuck_secs),
             },
         })
     }

@@ -15,6 +15,8 @@
 //!   replayed.
 //! - [`transfer_keys`]: `Idempotency-Key` on wallet transfers: the ledger remembers created
 //!   transfers; refusals and running requests are kept here.
+//! - [`settlements`]: deposits and withdrawals through the bank, the bank's callbacks, and the
+//!   admin API of reconciliation.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
 
 pub mod auth;
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payments;
 pub mod server;
+pub mod settlements;
 pub mod transfer_keys;
 pub mod wallet;
 pub mod wire;

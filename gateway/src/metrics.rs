@@ -89,6 +89,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         metrics::gauge!("kizo_engine_shard_mailbox_depth", "shard" => shard.to_string())
             .set(depth as f64);
     }
+    crate::settlements::record_metrics(&state).await;
     let wal = state.wal.stats();
     metrics::counter!("kizo_wal_flushed_commits_total").absolute(wal.flushed_commits);
     (

@@ -33,11 +33,21 @@ use utoipa::{Modify, OpenApi};
         crate::payments::find_users,
         crate::payments::dashboard,
         crate::payments::history_csv,
+        crate::settlements::create_deposit,
+        crate::settlements::deposit,
+        crate::settlements::create_withdrawal,
+        crate::settlements::withdrawal,
+        crate::settlements::callback,
+        crate::settlements::reconcile,
+        crate::settlements::latest_report,
+        crate::settlements::admin_settlement,
     ),
     modifiers(&ApiKey),
     tags(
         (name = "ledger", description = "The batch ledger API, for services: up to 8189 events per call, with an API key."),
         (name = "wallet", description = "The wallet API, for people: signup, login, sessions (access token: `Authorization: Bearer <access_token>`)."),
+        (name = "money", description = "Money in and out through the bank: deposits and withdrawals, settled in the background (pending, processing, succeeded, failed, needs_review)."),
+        (name = "admin", description = "Reconciliation with the bank, with the admin API key."),
         (name = "operations", description = "Health and readiness."),
     )
 )]
@@ -50,6 +60,10 @@ impl Modify for ApiKey {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "admin_api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme(

@@ -537,7 +537,7 @@ fn fingerprint(from: u128, to: &To, amount: u64, note: Option<&str>) -> u128 {
 }
 
 /// The Idempotency-Key of a wallet transfer: required; 1 to 255 visible ASCII characters.
-fn required_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(crate) fn required_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     let Some(key) = headers.get(idempotency::HEADER) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

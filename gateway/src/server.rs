@@ -11,10 +11,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use kizo_engine::{Engine, EngineConfig, Wal};
+use kizo_engine::settlement_actors::{
+    start_reconciler, BankPort, Ports, ReconcilerArgs, ReconcilerMsg, SettlementConfig, Settlements,
+};
+use kizo_engine::{Account, CreateAccountResult, Engine, EngineConfig, Wal};
 use kizo_persistence::keys::KeyStore;
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::ReadModels;
+use kizo_persistence::settlements::SettlementStore;
 use kizo_persistence::users::UserStore;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use tokio::net::TcpListener;
@@ -45,6 +49,32 @@ pub struct ServerConfig {
     pub password_pepper: String,
     pub currency: crate::config::Currency,
     pub auth_rates: crate::limits::AuthRates,
+    /// The key that opens the admin API (reconciliation).
+    pub admin_api_key: String,
+    pub bank: BankSettings,
+}
+
+/// The bank, and how settlements with it are driven.
+#[derive(Clone, Debug, Default)]
+pub struct BankSettings {
+    /// The bank's base URL (`KIZO_BANK_URL`); without it, a bank in this process, without
+    /// faults.
+    pub url: Option<String>,
+    /// Sent to the bank, and expected on its callbacks.
+    pub token: Option<String>,
+    /// Where the in-process bank keeps what it did; in memory when `None`.
+    pub journal: Option<std::path::PathBuf>,
+    pub settlement: SettlementConfig,
+}
+
+/// Deposits and withdrawals: their store, the supervisor that drives them, reconciliation.
+pub struct Money {
+    pub store: SettlementStore,
+    pub ports: Ports,
+    pub policy: kizo_engine::settlement::Policy,
+    pub settlements: Settlements,
+    pub reconciler: ractor::ActorRef<ReconcilerMsg>,
+    pub bank_token: Option<String>,
 }
 
 /// What every handler shares; cloned per request, hence one `Arc`.
@@ -61,7 +91,9 @@ pub struct App {
     pub passwords: crate::auth::Passwords,
     pub currency: crate::config::Currency,
     pub limits: crate::limits::Limits,
+    pub money: Money,
     api_key: Arc<str>,
+    admin_api_key: Arc<str>,
     /// Keys the hash that names a new user's wallet (see [`App::wallet_id_of`]).
     wallet_key: [u8; 32],
 }
@@ -82,6 +114,7 @@ impl App {
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
+    money: (Settlements, ractor::ActorRef<ReconcilerMsg>),
     pruning: tokio::task::JoinHandle<()>,
     engine: Engine,
     projector: Projector,
@@ -97,6 +130,8 @@ pub enum StartError {
     Log(#[from] kizo_engine::WalError),
     #[error("engine: {0}")]
     Engine(#[from] kizo_engine::EngineError),
+    #[error("settlements: {0}")]
+    Settlements(String),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -135,6 +170,7 @@ impl Server {
         })?;
         let keys = KeyStore::open(&config.store).await?;
         let users = UserStore::open(&config.store).await?;
+        let money = start_money(&config, &engine).await?;
         let state = Arc::new(App {
             engine: engine.clone(),
             wal,
@@ -146,7 +182,9 @@ impl Server {
             passwords: crate::auth::Passwords::new(&config.password_pepper),
             currency: config.currency.clone(),
             limits: crate::limits::Limits::new(config.auth_rates),
+            money,
             api_key: config.api_key.into(),
+            admin_api_key: config.admin_api_key.into(),
             wallet_key: {
                 use sha2::{Digest, Sha256};
                 Sha256::new()
@@ -157,6 +195,10 @@ impl Server {
             },
         });
         let pruning = tokio::spawn(housekeeping(state.clone()));
+        let money = (
+            state.money.settlements.clone(),
+            state.money.reconciler.clone(),
+        );
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
         let serving = tokio::spawn(async move {
@@ -172,6 +214,7 @@ impl Server {
         tracing::info!(%addr, store = %config.store.describe(), recovered_commits = recovered, "serving");
         Ok(Server {
             addr,
+            money,
             pruning,
             engine,
             projector,
@@ -185,9 +228,74 @@ impl Server {
         let _ = self.shutdown.send(());
         self.pruning.abort();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.serving).await;
+        // Settlements stop between steps: each step's state is persisted before it acts, so
+        // whatever is under way resumes at the next start.
+        self.money.0.stop();
+        self.money.1.stop(None);
         self.projector.stop().await;
         self.engine.shutdown().await;
     }
+}
+
+/// The bank, the bank's system account, the settlement store, the supervisor (which resumes
+/// every unfinished settlement) and the reconciler.
+async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, StartError> {
+    let ledger = config.currency.ledger;
+    let bank_account = Account::new(
+        crate::settlements::bank_account_id(ledger),
+        ledger,
+        crate::settlements::BANK_ACCOUNT_CODE,
+    );
+    let created = engine.create_accounts(vec![bank_account]).await?;
+    if !matches!(
+        created[0],
+        CreateAccountResult::Created | CreateAccountResult::Exists
+    ) {
+        return Err(StartError::Settlements(format!(
+            "the bank's system account could not be created: {}",
+            created[0]
+        )));
+    }
+    let bank: Arc<dyn BankPort> = match &config.bank.url {
+        Some(url) => Arc::new(kizo_bank::HttpBank::new(
+            url,
+            config.bank.token.clone(),
+            &config.currency.code,
+        )),
+        None => {
+            let bank = kizo_bank::Bank::open(kizo_bank::BankConfig {
+                faults: kizo_bank::Faults::none(),
+                journal: config.bank.journal.clone(),
+                ..kizo_bank::BankConfig::default()
+            })
+            .map_err(|e| StartError::Settlements(e.to_string()))?;
+            Arc::new(kizo_bank::InProcessBank { bank })
+        }
+    };
+    let store = SettlementStore::open(&config.store).await?;
+    let ports = Ports {
+        engine: engine.clone(),
+        bank,
+        store: Arc::new(crate::settlements::StoreAdapter(store.clone())),
+    };
+    let settlements = Settlements::start(ports.clone(), config.bank.settlement.clone())
+        .await
+        .map_err(StartError::Settlements)?;
+    let reconciler = start_reconciler(ReconcilerArgs {
+        ports: ports.clone(),
+        settlements: settlements.clone(),
+        config: config.bank.settlement.clone(),
+    })
+    .await
+    .map_err(StartError::Settlements)?;
+    Ok(Money {
+        store,
+        ports,
+        policy: config.bank.settlement.policy,
+        settlements,
+        reconciler,
+        bank_token: config.bank.token.clone(),
+    })
 }
 
 /// Every few minutes: forgets idempotency keys and revocations past their time, and
@@ -217,6 +325,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_api_key,
         ));
+    let admin = crate::settlements::admin_routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_admin_key,
+    ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -225,6 +337,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ledger)
         .merge(crate::wallet::routes())
         .merge(crate::payments::routes())
+        .merge(crate::settlements::routes())
+        .merge(admin)
         .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -315,18 +429,30 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    require_key(&state.api_key, "the ledger API", request, next).await
+}
+
+async fn require_admin_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    require_key(&state.admin_api_key, "the admin API", request, next).await
+}
+
+async fn require_key(key: &str, api: &str, request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(key) if constant_time_eq(key.as_bytes(), state.api_key.as_bytes()) => {
+        Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => {
             next.run(request).await
         }
         _ => {
             let mut response =
-                ApiError::unauthorized("the ledger API needs `Authorization: Bearer <api key>`")
+                ApiError::unauthorized(format!("{api} needs `Authorization: Bearer <its key>`"))
                     .into_response();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -338,7 +464,7 @@ async fn require_api_key(State(state): State<AppState>, request: Request, next: 
 }
 
 /// Compares without leaking, through timing, how much of a secret matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -48,6 +48,8 @@ impl Running {
             password_pepper: "test-pepper-0123456789abcdef0123456".into(),
             currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
             auth_rates: Default::default(),
+            admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
+            bank: Default::default(),
         })
         .await
         .expect("the server starts");

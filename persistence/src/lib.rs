@@ -8,11 +8,14 @@
 //!   from the log.
 //! - [`keys`]: the HTTP API's idempotency keys, durable.
 //! - [`users`]: users of the wallet API, sessions, refresh tokens.
+//! - [`settlements`]: deposits and withdrawals through the bank, with every transition, and
+//!   reconciliation reports.
 pub mod codec;
 pub mod keys;
 pub mod projection;
 pub mod projector;
 pub mod read_models;
+pub mod settlements;
 pub mod store;
 pub mod users;
 pub mod wal;

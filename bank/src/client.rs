@@ -1,0 +1,198 @@
+//! The bank as settlements see it ([`BankPort`]): over HTTP ([`HttpBank`]), or in process
+//! without faults ([`InProcessBank`], the quick start's bank).
+
+use std::time::Duration;
+
+use kizo_engine::reconcile::Movement;
+use kizo_engine::settlement::{BankOutcome, Kind, Settlement};
+use kizo_engine::settlement_actors::{BankPort, PortFuture};
+
+use crate::model::{movement_of, Record};
+use crate::server::{Answer, Bank, Statement};
+
+/// What a settlement's answer from the bank means.
+fn outcome_of(record: &Record, settlement: &Settlement) -> BankOutcome {
+    if record.direction() != Some(settlement.kind) {
+        return BankOutcome::Unknown(format!(
+            "the bank answered a {} for a {}",
+            record.kind,
+            settlement.kind.code()
+        ));
+    }
+    if record.succeeded() {
+        BankOutcome::Moved {
+            amount: record.amount,
+        }
+    } else {
+        BankOutcome::Declined(record.reason.clone().unwrap_or_else(|| "declined".into()))
+    }
+}
+
+fn path(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Deposit => "collections",
+        Kind::Withdrawal => "payouts",
+    }
+}
+
+/// The bank at a URL (`KIZO_BANK_URL`).
+#[derive(Clone)]
+pub struct HttpBank {
+    base: String,
+    token: Option<String>,
+    currency: String,
+    client: reqwest::Client,
+}
+
+impl HttpBank {
+    pub fn new(base: &str, token: Option<String>, currency: &str) -> HttpBank {
+        HttpBank {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            currency: currency.to_string(),
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+        settlement: &Settlement,
+    ) -> BankOutcome {
+        let response = match self.authorized(request).send().await {
+            Ok(response) => response,
+            Err(error) => return BankOutcome::Unknown(format!("the bank: {error}")),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return match response.json::<Record>().await {
+                Ok(record) => outcome_of(&record, settlement),
+                Err(error) => BankOutcome::Unknown(format!("the bank's answer: {error}")),
+            };
+        }
+        match status.as_u16() {
+            404 => BankOutcome::NotFound,
+            // Our request as such was refused (never retried as is): a definite no.
+            400 | 422 => BankOutcome::Declined(format!("refused by the bank ({status})")),
+            // 409 (the reference holds something else), 401, 5xx: nobody knows what happened.
+            _ => BankOutcome::Unknown(format!("the bank answered {status}")),
+        }
+    }
+}
+
+impl BankPort for HttpBank {
+    fn send<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, BankOutcome> {
+        Box::pin(async move {
+            let url = format!("{}/{}", self.base, path(settlement.kind));
+            let body = serde_json::json!({
+                "reference": uuid::Uuid::from_u128(settlement.id),
+                "amount": settlement.amount,
+                "currency": self.currency,
+                "account": uuid::Uuid::from_u128(settlement.account_id).to_string(),
+            });
+            self.answer(self.client.post(url).json(&body), settlement)
+                .await
+        })
+    }
+
+    fn check<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, BankOutcome> {
+        Box::pin(async move {
+            let url = format!(
+                "{}/{}/{}",
+                self.base,
+                path(settlement.kind),
+                uuid::Uuid::from_u128(settlement.id)
+            );
+            self.answer(self.client.get(url), settlement).await
+        })
+    }
+
+    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, String>> {
+        Box::pin(async move {
+            let mut movements = Vec::new();
+            let mut after = 0u64;
+            loop {
+                let url = format!("{}/statement?after={after}", self.base);
+                let response = self
+                    .authorized(self.client.get(url).timeout(Duration::from_secs(30)))
+                    .send()
+                    .await
+                    .map_err(|e| format!("the bank's statement: {e}"))?;
+                if !response.status().is_success() {
+                    return Err(format!("the bank's statement: {}", response.status()));
+                }
+                let page: Statement = response
+                    .json()
+                    .await
+                    .map_err(|e| format!("the bank's statement: {e}"))?;
+                for record in &page.movements {
+                    if record.direction().is_none() {
+                        return Err(format!("the bank's statement has a {:?}", record.kind));
+                    }
+                    movements.push(movement_of(record));
+                }
+                match page.next_after {
+                    Some(next) if next > after => after = next,
+                    _ => return Ok(movements),
+                }
+            }
+        })
+    }
+}
+
+/// The bank in this process, without faults: no other process to run.
+#[derive(Clone)]
+pub struct InProcessBank {
+    pub bank: Bank,
+}
+
+impl BankPort for InProcessBank {
+    fn send<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, BankOutcome> {
+        Box::pin(async move {
+            let account = uuid::Uuid::from_u128(settlement.account_id).to_string();
+            let reference = uuid::Uuid::from_u128(settlement.id);
+            match self
+                .bank
+                .request(
+                    settlement.kind,
+                    reference,
+                    settlement.amount,
+                    &account,
+                    false,
+                )
+                .await
+            {
+                Answer::Done(record) => outcome_of(&record, settlement),
+                other => BankOutcome::Unknown(format!("{other:?}")),
+            }
+        })
+    }
+
+    fn check<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, BankOutcome> {
+        Box::pin(async move {
+            match self
+                .bank
+                .status(settlement.kind, uuid::Uuid::from_u128(settlement.id))
+                .await
+            {
+                Answer::Done(record) => outcome_of(&record, settlement),
+                Answer::NotFound => BankOutcome::NotFound,
+                other => BankOutcome::Unknown(format!("{other:?}")),
+            }
+        })
+    }
+
+    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, String>> {
+        Box::pin(async move { Ok(self.bank.movements().await) })
+    }
+}

@@ -1,0 +1,712 @@
+//! The actors that carry settlements and reconciliation: they move messages, time and I/O; every
+//! decision is [`crate::settlement`]'s or [`crate::reconcile`]'s.
+//!
+//! - [`SettlementSupervisor`]: keeps every unfinished settlement with its due time, starts a
+//!   worker for each one due (at most `workers_max` at once), resumes every unfinished
+//!   settlement at start, and restarts the settlement of a worker that crashed (from its last
+//!   persisted state).
+//! - A worker drives one settlement until it must wait (a backoff) or ends, persisting each
+//!   state before acting on it ([`advance`]), then reports back and stops.
+//! - [`Reconciler`]: on a schedule and on demand, compares settlements, the bank's statement and
+//!   the ledger; re-drives stuck settlements and unknown outcomes; keeps its report.
+//!
+//! The bank and the settlement store are traits ([`BankPort`], [`SettlementStore`]): the gateway
+//! plugs in the HTTP bank or the in-process one, and PostgreSQL or the embedded store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::reconcile::{reconcile, BankAccountBalance, Movement, Report};
+use crate::settlement::{Action, BankOutcome, LedgerOutcome, Outcome, Policy, Settlement};
+use crate::{CreateTransferResult, Engine, Transfer};
+
+/// A boxed future: the ports are used as trait objects.
+pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The bank, as settlements need it.
+pub trait BankPort: Send + Sync + 'static {
+    /// Asks the bank to move the money: a collection for a deposit, a payout for a withdrawal,
+    /// with the settlement's id as the reference.
+    fn send<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, BankOutcome>;
+    /// What the bank did with the settlement's reference.
+    fn check<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, BankOutcome>;
+    /// Every movement the bank made.
+    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, String>>;
+}
+
+/// Where settlements are kept, durably.
+pub trait SettlementStore: Send + Sync + 'static {
+    /// Writes the settlement's state (a new one or a transition), durably, before it returns.
+    fn save<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, Result<(), String>>;
+    fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, String>>;
+    /// Every settlement that is not final (`needs_review` counts as final here).
+    fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, String>>;
+    /// Every settlement, oldest first, at most `limit`.
+    fn all(&self, limit: usize) -> PortFuture<'_, Result<Vec<Settlement>, String>>;
+    /// Keeps a reconciliation report (the latest is served).
+    fn keep_report<'a>(&'a self, report: &'a Report) -> PortFuture<'a, Result<(), String>>;
+}
+
+/// Settlements known to the supervisor and not final; more are refused (the gateway answers
+/// 503) rather than queued without bound.
+pub const BACKLOG_MAX: usize = 1_000_000;
+/// Settlements reconciliation reads at most.
+pub const RECONCILE_SETTLEMENTS_MAX: usize = 1_000_000;
+
+#[derive(Clone, Debug)]
+pub struct SettlementConfig {
+    pub policy: Policy,
+    /// Settlements driven at once (bank calls in flight at most).
+    pub workers_max: usize,
+    /// How often the supervisor looks for due settlements.
+    pub tick: Duration,
+    /// Reconciliation's schedule.
+    pub reconcile_every: Duration,
+    /// A settlement not final and not updated for this long is stuck.
+    pub stuck_after: Duration,
+}
+
+impl Default for SettlementConfig {
+    fn default() -> Self {
+        SettlementConfig {
+            policy: Policy::default(),
+            workers_max: 16,
+            tick: Duration::from_millis(100),
+            reconcile_every: Duration::from_secs(600),
+            stuck_after: Duration::from_secs(900),
+        }
+    }
+}
+
+/// What a worker needs: the ledger, the bank, the store.
+#[derive(Clone)]
+pub struct Ports {
+    pub engine: Engine,
+    pub bank: Arc<dyn BankPort>,
+    pub store: Arc<dyn SettlementStore>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A jitter for backoffs: spreads the retries of settlements that failed together. Not a secret
+/// and not a decision, so a mix of the id, the attempt and the time is enough.
+fn jitter(settlement: &Settlement) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut x =
+        (settlement.id as u64) ^ (u64::from(settlement.attempts_total) << 40) ^ u64::from(nanos);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
+}
+
+/// Why [`advance`] stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvanceError {
+    #[error("the settlement store: {0}")]
+    Store(String),
+}
+
+/// One step: persists what [`Settlement::start`] says, performs the action, persists the
+/// outcome. Returns the new state and whether the settlement must wait (or is done).
+pub async fn advance(
+    ports: &Ports,
+    policy: &Policy,
+    settlement: &Settlement,
+) -> Result<(Settlement, bool), AdvanceError> {
+    let now = now_ms();
+    let (persisted, action) = settlement.start(now);
+    if persisted != *settlement {
+        ports
+            .store
+            .save(&persisted)
+            .await
+            .map_err(AdvanceError::Store)?;
+    }
+    let outcome = match action {
+        Action::Done | Action::Wait(_) => return Ok((persisted, true)),
+        Action::Hold(t) | Action::Settle(t) | Action::Release(t) => {
+            Outcome::Ledger(ledger(&ports.engine, t).await)
+        }
+        Action::Send | Action::Check => {
+            let started = Instant::now();
+            let call = if action == Action::Send {
+                ports.bank.send(&persisted)
+            } else {
+                ports.bank.check(&persisted)
+            };
+            let timeout = Duration::from_millis(policy.attempt_timeout_ms);
+            let outcome = match tokio::time::timeout(timeout, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => BankOutcome::Unknown(format!("no answer in {timeout:?}")),
+            };
+            let (call, label) = (
+                if action == Action::Send {
+                    "send"
+                } else {
+                    "check"
+                },
+                match &outcome {
+                    BankOutcome::Moved { .. } => "moved",
+                    BankOutcome::Declined(_) => "declined",
+                    BankOutcome::NotFound => "not_found",
+                    BankOutcome::Unknown(_) => "unknown",
+                },
+            );
+            metrics::histogram!("kizo_bank_call_seconds", "call" => call, "outcome" => label)
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("kizo_settlement_attempts_total", "kind" => persisted.kind.code(), "call" => call)
+                .increment(1);
+            Outcome::Bank(outcome)
+        }
+    };
+    let next = persisted.on_outcome(outcome, now_ms(), policy, jitter(&persisted));
+    ports.store.save(&next).await.map_err(AdvanceError::Store)?;
+    if next.phase != persisted.phase {
+        tracing::debug!(
+            settlement = %format_args!("{:032x}", next.id),
+            from = persisted.phase.code(),
+            to = next.phase.code(),
+            "settlement moved"
+        );
+    }
+    Ok((next, false))
+}
+
+async fn ledger(engine: &Engine, transfer: Transfer) -> LedgerOutcome {
+    match engine.create_transfers(vec![transfer]).await {
+        Ok(results) => match results[0] {
+            CreateTransferResult::Created | CreateTransferResult::Exists => LedgerOutcome::Done,
+            other => LedgerOutcome::Refused(other.code()),
+        },
+        Err(error) => {
+            tracing::warn!(%error, "a settlement's ledger transfer could not be made; retrying");
+            LedgerOutcome::Unavailable
+        }
+    }
+}
+
+/// Drives a settlement until it waits or ends.
+pub async fn drive(
+    ports: &Ports,
+    policy: &Policy,
+    mut settlement: Settlement,
+) -> Result<Settlement, AdvanceError> {
+    loop {
+        let (next, stop) = advance(ports, policy, &settlement).await?;
+        settlement = next;
+        if stop {
+            return Ok(settlement);
+        }
+    }
+}
+
+pub enum SupervisorMsg {
+    /// A new settlement (persisted by the caller), or one reconciliation re-drove.
+    Submit(Settlement),
+    /// Act on this settlement now (a bank callback, reconciliation).
+    Wake(u128),
+    /// A worker stopped: the state it left, or `None` when it could not persist.
+    Finished(u128, Option<Settlement>),
+    Tick,
+    Counts(RpcReplyPort<SupervisorCounts>),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SupervisorCounts {
+    pub waiting: usize,
+    pub running: usize,
+    pub worker_restarts: u64,
+}
+
+pub struct SettlementSupervisor;
+
+pub struct SupervisorState {
+    ports: Ports,
+    config: SettlementConfig,
+    /// Unfinished settlements by id, and by (due, id).
+    waiting: HashMap<u128, Settlement>,
+    due: BTreeSet<(u64, u128)>,
+    running: HashMap<ActorId, u128>,
+    running_ids: HashMap<u128, bool>,
+    /// Settlements to reload from the store (their worker crashed or could not persist).
+    reload: BTreeMap<u128, u64>,
+    backlog: Arc<AtomicUsize>,
+    worker_restarts: u64,
+}
+
+impl SupervisorState {
+    fn schedule(&mut self, settlement: Settlement) {
+        if let Some(old) = self.waiting.remove(&settlement.id) {
+            self.due.remove(&(old.due_ms, old.id));
+        }
+        if matches!(settlement.phase, crate::settlement::Phase::Done(_)) {
+            return;
+        }
+        self.due.insert((settlement.due_ms, settlement.id));
+        self.waiting.insert(settlement.id, settlement);
+    }
+
+    fn known(&self) -> usize {
+        self.waiting.len() + self.running_ids.len() + self.reload.len()
+    }
+}
+
+pub struct SupervisorArgs {
+    pub ports: Ports,
+    pub config: SettlementConfig,
+    pub backlog: Arc<AtomicUsize>,
+}
+
+impl Actor for SettlementSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let unfinished = args.ports.store.unfinished().await?;
+        if !unfinished.is_empty() {
+            tracing::info!(count = unfinished.len(), "resuming unfinished settlements");
+        }
+        let mut state = SupervisorState {
+            ports: args.ports,
+            config: args.config,
+            waiting: HashMap::new(),
+            due: BTreeSet::new(),
+            running: HashMap::new(),
+            running_ids: HashMap::new(),
+            reload: BTreeMap::new(),
+            backlog: args.backlog,
+            worker_restarts: 0,
+        };
+        for settlement in unfinished {
+            state.schedule(settlement);
+        }
+        state.backlog.store(state.known(), Ordering::Relaxed);
+        myself.send_interval(state.config.tick, || SupervisorMsg::Tick);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Submit(settlement) => {
+                if let Some(again) = state.running_ids.get_mut(&settlement.id) {
+                    *again = true;
+                } else {
+                    state.schedule(settlement);
+                }
+                start_due(&myself, state).await;
+            }
+            SupervisorMsg::Wake(id) => {
+                if let Some(again) = state.running_ids.get_mut(&id) {
+                    *again = true;
+                } else if let Some(mut settlement) = state.waiting.get(&id).cloned() {
+                    settlement.due_ms = settlement.due_ms.min(now_ms());
+                    state.schedule(settlement);
+                    start_due(&myself, state).await;
+                }
+            }
+            SupervisorMsg::Finished(id, left) => {
+                let again = state.running_ids.remove(&id).unwrap_or(false);
+                match left {
+                    Some(mut settlement) => {
+                        if again {
+                            settlement.due_ms = settlement.due_ms.min(now_ms());
+                        }
+                        state.schedule(settlement);
+                    }
+                    None => {
+                        state.reload.insert(id, now_ms() + 1_000);
+                    }
+                }
+                start_due(&myself, state).await;
+            }
+            SupervisorMsg::Tick => {
+                reload_due(state).await;
+                start_due(&myself, state).await;
+            }
+            SupervisorMsg::Counts(reply) => {
+                let _ = reply.send(SupervisorCounts {
+                    waiting: state.waiting.len() + state.reload.len(),
+                    running: state.running_ids.len(),
+                    worker_restarts: state.worker_restarts,
+                });
+            }
+        }
+        state.backlog.store(state.known(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A worker that stops normally has reported `Finished` first; one that fails has not:
+        // its settlement is reloaded from its last persisted state and driven again.
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
+            SupervisionEvent::ActorTerminated(cell, ..) => (cell, None),
+            _ => return Ok(()),
+        };
+        if let Some(id) = state.running.remove(&cell.get_id()) {
+            if let Some(error) = failure {
+                if state.running_ids.remove(&id).is_some() {
+                    state.worker_restarts += 1;
+                    metrics::counter!("kizo_settlement_worker_restarts_total").increment(1);
+                    tracing::error!(settlement = %format_args!("{id:032x}"), %error, "a settlement worker failed; resuming its settlement");
+                    state.reload.insert(id, now_ms() + 200);
+                }
+            }
+        }
+        start_due(&myself, state).await;
+        state.backlog.store(state.known(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn reload_due(state: &mut SupervisorState) {
+    let now = now_ms();
+    let due: Vec<u128> = state
+        .reload
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in due {
+        match state.ports.store.load(id).await {
+            Ok(Some(settlement)) => {
+                state.reload.remove(&id);
+                state.schedule(settlement);
+            }
+            Ok(None) => {
+                state.reload.remove(&id);
+                tracing::error!(settlement = %format_args!("{id:032x}"), "a settlement to resume is not in the store");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the settlement store is unavailable; retrying");
+                state.reload.insert(id, now + 1_000);
+                return;
+            }
+        }
+    }
+}
+
+async fn start_due(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+    let now = now_ms();
+    while state.running_ids.len() < state.config.workers_max {
+        let Some(&(due, id)) = state.due.first() else {
+            return;
+        };
+        if due > now {
+            return;
+        }
+        state.due.pop_first();
+        let settlement = state.waiting.remove(&id).expect("due and waiting agree");
+        let args = WorkerArgs {
+            ports: state.ports.clone(),
+            policy: state.config.policy,
+            settlement,
+            supervisor: myself.clone(),
+        };
+        match Actor::spawn_linked(None, SettlementWorker, args, myself.get_cell()).await {
+            Ok((worker, _)) => {
+                state.running.insert(worker.get_id(), id);
+                state.running_ids.insert(id, false);
+            }
+            Err(error) => {
+                tracing::error!(%error, "a settlement worker could not start");
+                state.reload.insert(id, now + 1_000);
+                return;
+            }
+        }
+    }
+}
+
+struct SettlementWorker;
+
+struct WorkerArgs {
+    ports: Ports,
+    policy: Policy,
+    settlement: Settlement,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+impl Actor for SettlementWorker {
+    type Msg = ();
+    type State = Option<WorkerArgs>;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        args: WorkerArgs,
+    ) -> Result<Option<WorkerArgs>, ActorProcessingErr> {
+        myself.send_message(())?;
+        Ok(Some(args))
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<()>,
+        _: (),
+        state: &mut Option<WorkerArgs>,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(args) = state.take() else {
+            return Ok(());
+        };
+        let id = args.settlement.id;
+        let left = match drive(&args.ports, &args.policy, args.settlement).await {
+            Ok(settlement) => Some(settlement),
+            Err(error) => {
+                tracing::warn!(settlement = %format_args!("{id:032x}"), %error, "a settlement paused");
+                None
+            }
+        };
+        let _ = args
+            .supervisor
+            .send_message(SupervisorMsg::Finished(id, left));
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+/// The running supervisor, as the gateway holds it.
+#[derive(Clone)]
+pub struct Settlements {
+    pub supervisor: ActorRef<SupervisorMsg>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl Settlements {
+    pub async fn start(ports: Ports, config: SettlementConfig) -> Result<Settlements, String> {
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let (supervisor, _) = Actor::spawn(
+            None,
+            SettlementSupervisor,
+            SupervisorArgs {
+                ports,
+                config,
+                backlog: backlog.clone(),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Settlements {
+            supervisor,
+            backlog,
+        })
+    }
+
+    /// Unfinished settlements the supervisor holds; new ones are refused at [`BACKLOG_MAX`].
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    pub fn submit(&self, settlement: Settlement) {
+        let _ = self
+            .supervisor
+            .send_message(SupervisorMsg::Submit(settlement));
+    }
+
+    pub fn wake(&self, id: u128) {
+        let _ = self.supervisor.send_message(SupervisorMsg::Wake(id));
+    }
+
+    pub async fn counts(&self) -> Option<SupervisorCounts> {
+        ractor::call_t!(self.supervisor, SupervisorMsg::Counts, 5_000).ok()
+    }
+
+    pub fn stop(&self) {
+        self.supervisor.stop(None);
+    }
+}
+
+pub enum ReconcilerMsg {
+    /// Reconcile now; answer with the report (or why there is none).
+    Run(Option<RpcReplyPort<Result<Report, String>>>),
+}
+
+pub struct Reconciler;
+
+pub struct ReconcilerArgs {
+    pub ports: Ports,
+    pub settlements: Settlements,
+    pub config: SettlementConfig,
+}
+
+impl Actor for Reconciler {
+    type Msg = ReconcilerMsg;
+    type State = ReconcilerArgs;
+    type Arguments = ReconcilerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ReconcilerMsg>,
+        args: ReconcilerArgs,
+    ) -> Result<ReconcilerArgs, ActorProcessingErr> {
+        myself.send_interval(args.config.reconcile_every, || ReconcilerMsg::Run(None));
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ReconcilerMsg>,
+        message: ReconcilerMsg,
+        state: &mut ReconcilerArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let ReconcilerMsg::Run(reply) = message;
+        let result = run_reconciliation(state).await;
+        match &result {
+            Ok(report) => {
+                metrics::counter!("kizo_reconciliation_runs_total", "result" => "done")
+                    .increment(1);
+                metrics::gauge!("kizo_reconciliation_unexplained").set(report.unexplained() as f64);
+                metrics::gauge!("kizo_reconciliation_needs_review")
+                    .set(report.needs_review.len() as f64);
+                metrics::gauge!("kizo_reconciliation_stuck").set(report.stuck.len() as f64);
+                if report.unexplained() > 0 {
+                    tracing::error!(
+                        unexplained = report.unexplained(),
+                        "reconciliation found differences"
+                    );
+                } else {
+                    tracing::info!(
+                        settlements = report.settlements,
+                        movements = report.movements,
+                        "reconciliation: the books agree"
+                    );
+                }
+            }
+            Err(error) => {
+                metrics::counter!("kizo_reconciliation_runs_total", "result" => "failed")
+                    .increment(1);
+                tracing::warn!(%error, "reconciliation could not run");
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+        Ok(())
+    }
+}
+
+/// Reads settlements, the ledger and the statement; re-drives what is stuck; keeps the report.
+async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, String> {
+    let ports = &state.ports;
+    // Settlements first: one that succeeded by now has its movement on the statement read next.
+    let mut settlements = ports.store.all(RECONCILE_SETTLEMENTS_MAX).await?;
+    let statement = ports.bank.statement().await?;
+    // The ledger's bank accounts are compared with settlements read on both sides of it; if
+    // any moved meanwhile, read again (a few times), else leave the ledger check out.
+    let mut balances = None;
+    for _ in 0..5 {
+        let read = bank_balances(&ports.engine, &settlements).await?;
+        let again = ports.store.all(RECONCILE_SETTLEMENTS_MAX).await?;
+        let moved = again.len() != settlements.len()
+            || again
+                .iter()
+                .zip(&settlements)
+                .any(|(a, b)| a.phase != b.phase);
+        settlements = again;
+        if !moved {
+            balances = Some(read);
+            break;
+        }
+    }
+    let now = now_ms();
+    let stuck_before = now.saturating_sub(state.config.stuck_after.as_millis() as u64);
+    let mut report = reconcile(
+        &settlements,
+        &statement,
+        balances.as_ref(),
+        now,
+        stuck_before,
+    );
+    // Re-drive: what is stuck, and what ran out of attempts without knowing.
+    for id in &report.stuck {
+        state.settlements.wake(*id);
+    }
+    let mut redriven = 0;
+    for s in &settlements {
+        if let Some(again) = s.redrive(now) {
+            ports.store.save(&again).await?;
+            state.settlements.submit(again);
+            redriven += 1;
+        }
+    }
+    report.redriven = redriven;
+    ports.store.keep_report(&report).await?;
+    Ok(report)
+}
+
+async fn bank_balances(
+    engine: &Engine,
+    settlements: &[Settlement],
+) -> Result<BTreeMap<u32, BankAccountBalance>, String> {
+    let accounts: BTreeMap<u128, u32> = settlements
+        .iter()
+        .map(|s| (s.bank_account_id, s.ledger))
+        .collect();
+    let found = engine
+        .lookup_accounts(accounts.keys().copied().collect())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(found
+        .iter()
+        .map(|a| {
+            (
+                a.ledger,
+                BankAccountBalance {
+                    debits_posted: a.debits_posted,
+                    credits_posted: a.credits_posted,
+                    credits_pending: a.credits_pending,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Starts the reconciler; `run` asks it for a report now.
+pub async fn start_reconciler(args: ReconcilerArgs) -> Result<ActorRef<ReconcilerMsg>, String> {
+    Actor::spawn(None, Reconciler, args)
+        .await
+        .map(|(actor, _)| actor)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs reconciliation now and waits for its report (at most `timeout`).
+pub async fn reconcile_now(
+    reconciler: &ActorRef<ReconcilerMsg>,
+    timeout: Duration,
+) -> Result<Report, String> {
+    match ractor::call_t!(
+        reconciler,
+        |port| ReconcilerMsg::Run(Some(port)),
+        timeout.as_millis() as u64
+    ) {
+        Ok(result) => result,
+        Err(error) => Err(error.to_string()),
+    }
+}

@@ -1,0 +1,614 @@
+//! Money in and out through the bank: deposits and withdrawals (`/v1/deposits`,
+//! `/v1/withdrawals`), the bank's callbacks, and the admin API of reconciliation. The decisions
+//! are `kizo_engine::settlement`'s; the driving is the settlement supervisor's; this module
+//! checks requests, writes the new settlement, and shows settlements to their owner.
+//!
+//! A settlement's id is `hash(user, kind, Idempotency-Key)`, so the settlements table is the
+//! key's durable memory: a retry finds the settlement and answers it again
+//! (`Idempotent-Replayed: true`); another request with the key is 422 `idempotency_key_reused`.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use kizo_engine::reconcile::{Difference, Report};
+use kizo_engine::settlement::{Kind, Phase, Settlement, Status, SETTLEMENT_AMOUNT_MAX};
+use kizo_engine::settlement_actors::{self, PortFuture, BACKLOG_MAX};
+use kizo_persistence::settlements::{Created, Owned, SettlementStore};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::idempotency;
+use crate::json::Json;
+use crate::server::AppState;
+use crate::wallet::store_error;
+
+/// The ledger code of the system account that stands for money at the bank.
+pub const BANK_ACCOUNT_CODE: u16 = 10;
+
+/// The system account that stands for money at the bank, one per ledger (currency).
+pub fn bank_account_id(ledger: u32) -> u128 {
+    // "kizo" "bank" then the ledger: fixed, readable in a dump, never a hash of user input.
+    (0x6b69_7a6f_6261_6e6b_u128 << 64) | u128::from(ledger)
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/deposits", post(create_deposit))
+        .route("/v1/deposits/{id}", get(deposit))
+        .route("/v1/withdrawals", post(create_withdrawal))
+        .route("/v1/withdrawals/{id}", get(withdrawal))
+        .route("/v1/bank/callbacks", post(callback))
+}
+
+pub fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/reconciliation", post(reconcile))
+        .route("/v1/admin/reconciliation/latest", get(latest_report))
+        .route("/v1/admin/settlements/{id}", get(admin_settlement))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSettlement {
+    /// The caller's wallet.
+    pub account_id: uuid::Uuid,
+    /// Minor units, 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    pub amount: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SettlementView {
+    pub id: uuid::Uuid,
+    /// deposit or withdrawal.
+    pub kind: &'static str,
+    pub account_id: uuid::Uuid,
+    pub amount: u64,
+    pub currency: String,
+    /// pending, processing, succeeded, failed or needs_review.
+    pub status: &'static str,
+    /// Why it failed or needs review.
+    pub reason: Option<String>,
+    /// Calls made to the bank.
+    pub attempts: u32,
+    /// Milliseconds since 1970.
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+fn view_of(state: &AppState, s: &Settlement) -> SettlementView {
+    SettlementView {
+        id: uuid::Uuid::from_u128(s.id),
+        kind: s.kind.code(),
+        account_id: uuid::Uuid::from_u128(s.account_id),
+        amount: s.amount,
+        currency: state.currency.code.clone(),
+        status: s.status().code(),
+        reason: s.reason.clone(),
+        attempts: s.attempts_total,
+        created_at_ms: s.created_ms,
+        updated_at_ms: s.updated_ms,
+    }
+}
+
+/// The settlement's answer to its creator: 202 while under way or done, 422 when a withdrawal
+/// was refused before the bank was asked.
+fn answer(state: &AppState, s: &Settlement) -> Response {
+    if s.phase == Phase::Done(Status::Failed) && s.attempts_total == 0 {
+        if let Some(reason) = s.reason.as_deref() {
+            let code = match reason {
+                "insufficient_funds" => "insufficient_funds",
+                "account_closed" => "account_closed",
+                _ => "withdrawal_refused",
+            };
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                format!("the withdrawal was refused: {reason}"),
+            )
+            .into_response();
+        }
+    }
+    (
+        StatusCode::ACCEPTED,
+        [(
+            header::LOCATION,
+            format!("/v1/{}s/{}", s.kind.code(), uuid::Uuid::from_u128(s.id)),
+        )],
+        Json(view_of(state, s)),
+    )
+        .into_response()
+}
+
+/// `POST /v1/deposits`: money from the caller's bank into their wallet. Answered at once
+/// (`pending`); the settlement supervisor collects from the bank and credits the wallet.
+#[utoipa::path(post, path = "/v1/deposits", tag = "money", security(("access_token" = [])),
+    request_body = NewSettlement,
+    params(("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$",
+        description = "Required: names the deposit; retries with the same key get it again")),
+    responses(
+        (status = 202, body = SettlementView),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "idempotency_key_reused, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn create_deposit(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    headers: HeaderMap,
+    Json(request): Json<NewSettlement>,
+) -> Result<Response, ApiError> {
+    create(state, caller, headers, request, Kind::Deposit).await
+}
+
+/// `POST /v1/withdrawals`: money from the caller's wallet to their bank. The amount is held at
+/// once (the available balance drops); it is paid out by the settlement supervisor, and
+/// released if the bank definitely does not pay.
+#[utoipa::path(post, path = "/v1/withdrawals", tag = "money", security(("access_token" = [])),
+    request_body = NewSettlement,
+    params(("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$",
+        description = "Required: names the withdrawal; retries with the same key get it again")),
+    responses(
+        (status = 202, body = SettlementView),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "insufficient_funds, account_closed, withdrawal_refused, idempotency_key_reused, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn create_withdrawal(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    headers: HeaderMap,
+    Json(request): Json<NewSettlement>,
+) -> Result<Response, ApiError> {
+    create(state, caller, headers, request, Kind::Withdrawal).await
+}
+
+async fn create(
+    state: AppState,
+    caller: Authenticated,
+    headers: HeaderMap,
+    request: NewSettlement,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let key = crate::payments::required_key(&headers)?;
+    if request.amount == 0 || request.amount > SETTLEMENT_AMOUNT_MAX {
+        return Err(ApiError::invalid(
+            "amount",
+            format!("1 to {SETTLEMENT_AMOUNT_MAX} minor units"),
+        ));
+    }
+    let account = request.account_id.as_u128();
+    if account != caller.wallet {
+        return Err(ApiError::not_found("no such account"));
+    }
+    let money = &state.money;
+    if money.settlements.backlog() >= BACKLOG_MAX {
+        return Err(
+            ApiError::unavailable("too many settlements under way; retry later")
+                .with_code("settlements_busy"),
+        );
+    }
+    let id = crate::payments::transfer_id(&caller.user_id, &format!("{}\0{key}", kind.code()));
+    let Some(_running) = state.transfer_keys.begin(id) else {
+        return Ok(idempotency::in_use());
+    };
+    let ledger = state.currency.ledger;
+    let fresh = Settlement::new(
+        id,
+        kind,
+        account,
+        bank_account_id(ledger),
+        ledger,
+        request.amount,
+        settlement_actors::now_ms(),
+    );
+    match money
+        .store
+        .create(&caller.user_id, &fresh)
+        .await
+        .map_err(store_error)?
+    {
+        Created::Created => {}
+        Created::Exists(existing) => {
+            let same = existing.user_id == caller.user_id
+                && existing.settlement.kind == kind
+                && existing.settlement.account_id == account
+                && existing.settlement.amount == request.amount;
+            if !same {
+                return Err(idempotency::reused());
+            }
+            // A first request that stopped before its hold is finished by the supervisor.
+            if existing.settlement.phase == Phase::Hold {
+                money.settlements.submit(existing.settlement.clone());
+            }
+            return Ok(idempotency::replayed(answer(&state, &existing.settlement)));
+        }
+    }
+    let settlement = match kind {
+        Kind::Deposit => fresh,
+        // The hold comes before the answer, so the answer tells the truth about the balance.
+        Kind::Withdrawal => {
+            match settlement_actors::advance(&money.ports, &money.policy, &fresh).await {
+                Ok((held, _)) => held,
+                Err(error) => {
+                    tracing::warn!(%error, "a withdrawal's hold was not recorded; the supervisor takes it over");
+                    fresh
+                }
+            }
+        }
+    };
+    if !matches!(settlement.phase, Phase::Done(_)) {
+        money.settlements.submit(settlement.clone());
+    }
+    Ok(answer(&state, &settlement))
+}
+
+async fn own_settlement(
+    state: &AppState,
+    caller: &Authenticated,
+    id: &str,
+    kind: Kind,
+) -> Result<Owned, ApiError> {
+    let id = uuid::Uuid::parse_str(id)
+        .map_err(|_| ApiError::invalid("id", "a UUID"))?
+        .as_u128();
+    match state.money.store.load(id).await.map_err(store_error)? {
+        Some(owned) if owned.user_id == caller.user_id && owned.settlement.kind == kind => {
+            Ok(owned)
+        }
+        _ => Err(ApiError::not_found(format!("no such {}", kind.code()))),
+    }
+}
+
+/// `GET /v1/deposits/{id}`: one of the caller's deposits.
+#[utoipa::path(get, path = "/v1/deposits/{id}", tag = "money", security(("access_token" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, body = SettlementView),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn deposit(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<SettlementView>, ApiError> {
+    let owned = own_settlement(&state, &caller, &id, Kind::Deposit).await?;
+    Ok(Json(view_of(&state, &owned.settlement)))
+}
+
+/// `GET /v1/withdrawals/{id}`: one of the caller's withdrawals.
+#[utoipa::path(get, path = "/v1/withdrawals/{id}", tag = "money", security(("access_token" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, body = SettlementView),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn withdrawal(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<SettlementView>, ApiError> {
+    let owned = own_settlement(&state, &caller, &id, Kind::Withdrawal).await?;
+    Ok(Json(view_of(&state, &owned.settlement)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct BankCallback {
+    pub reference: uuid::Uuid,
+    /// payout or collection.
+    pub kind: String,
+    pub status: String,
+}
+
+/// `POST /v1/bank/callbacks`: the bank says it did something. Nothing in it is trusted: the
+/// settlement it names asks the bank for the status itself, now; a duplicate does nothing more.
+#[utoipa::path(post, path = "/v1/bank/callbacks", tag = "money",
+    request_body = BankCallback,
+    responses(
+        (status = 204, description = "Noted"),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(callback): Json<BankCallback>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(token) = &state.money.bank_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| crate::server::constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return Err(ApiError::unauthorized(
+                "a callback carries the bank's token",
+            ));
+        }
+    }
+    state.money.settlements.wake(callback.reference.as_u128());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A difference, as the report shows it.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DifferenceView {
+    pub reference: uuid::Uuid,
+    pub kind: String,
+    /// What we recorded, in minor units (0: nothing).
+    pub ours: u64,
+    /// What the bank moved (0: nothing).
+    pub bank: u64,
+    pub detail: String,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LedgerCheckView {
+    pub ledger: u32,
+    /// Deposits minus withdrawals that succeeded (decimal).
+    pub expected_net: String,
+    /// The bank account's debits minus credits posted (decimal).
+    pub ledger_net: String,
+    pub expected_held: String,
+    pub ledger_held: String,
+    pub holds: bool,
+}
+
+/// A reconciliation report.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReportView {
+    pub at_ms: u64,
+    /// Differences nothing in progress explains: zero when the books agree.
+    pub unexplained: u64,
+    pub settlements: u64,
+    pub movements: u64,
+    pub matched: u64,
+    pub unsettled_with_movement: u64,
+    pub missing_in_ledger: Vec<DifferenceView>,
+    pub missing_at_bank: Vec<DifferenceView>,
+    pub amount_mismatches: Vec<DifferenceView>,
+    pub duplicates: Vec<DifferenceView>,
+    pub stuck: Vec<uuid::Uuid>,
+    pub needs_review: Vec<uuid::Uuid>,
+    pub redriven: u64,
+    pub ledger_checked: bool,
+    pub ledger: Vec<LedgerCheckView>,
+}
+
+/// Lines listed per kind of difference (the counts are whole).
+const REPORT_LINES_MAX: usize = 1_000;
+
+pub fn report_view(report: &Report) -> ReportView {
+    let lines = |list: &[Difference]| {
+        list.iter()
+            .take(REPORT_LINES_MAX)
+            .map(|d| DifferenceView {
+                reference: uuid::Uuid::from_u128(d.reference),
+                kind: d.kind.code().to_string(),
+                ours: d.ours,
+                bank: d.bank,
+                detail: d.detail.to_string(),
+            })
+            .collect()
+    };
+    let ids = |list: &[u128]| {
+        list.iter()
+            .take(REPORT_LINES_MAX)
+            .map(|id| uuid::Uuid::from_u128(*id))
+            .collect()
+    };
+    ReportView {
+        at_ms: report.at_ms,
+        unexplained: report.unexplained(),
+        settlements: report.settlements,
+        movements: report.movements,
+        matched: report.matched,
+        unsettled_with_movement: report.unsettled_with_movement,
+        missing_in_ledger: lines(&report.missing_in_ledger),
+        missing_at_bank: lines(&report.missing_at_bank),
+        amount_mismatches: lines(&report.amount_mismatches),
+        duplicates: lines(&report.duplicates),
+        stuck: ids(&report.stuck),
+        needs_review: ids(&report.needs_review),
+        redriven: report.redriven,
+        ledger_checked: report.ledger_checked,
+        ledger: report
+            .ledger
+            .iter()
+            .map(|(ledger, c)| LedgerCheckView {
+                ledger: *ledger,
+                expected_net: c.expected_net.to_string(),
+                ledger_net: c.ledger_net.to_string(),
+                expected_held: c.expected_held.to_string(),
+                ledger_held: c.ledger_held.to_string(),
+                holds: c.holds(),
+            })
+            .collect(),
+    }
+}
+
+/// How long an on-demand reconciliation may take.
+const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `POST /v1/admin/reconciliation`: reconcile now; answers the report.
+#[utoipa::path(post, path = "/v1/admin/reconciliation", tag = "admin", security(("admin_api_key" = [])),
+    responses(
+        (status = 200, body = ReportView),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "reconciliation_failed: the bank or the store could not be read", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn reconcile(State(state): State<AppState>) -> Result<Json<ReportView>, ApiError> {
+    match settlement_actors::reconcile_now(&state.money.reconciler, RECONCILE_TIMEOUT).await {
+        Ok(report) => Ok(Json(report_view(&report))),
+        Err(error) => Err(ApiError::unavailable(error).with_code("reconciliation_failed")),
+    }
+}
+
+/// `GET /v1/admin/reconciliation/latest`: the latest report (scheduled or on demand).
+#[utoipa::path(get, path = "/v1/admin/reconciliation/latest", tag = "admin", security(("admin_api_key" = [])),
+    responses(
+        (status = 200, body = ReportView),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn latest_report(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state
+        .money
+        .store
+        .latest_report()
+        .await
+        .map_err(store_error)?
+    {
+        Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
+        None => Err(ApiError::not_found("no reconciliation has run yet")),
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TransitionView {
+    pub at_ms: i64,
+    pub phase: String,
+    pub attempts: i32,
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AdminSettlementView {
+    pub settlement: SettlementView,
+    pub user_id: String,
+    /// hold, send, check, settle, release, succeeded, failed or needs_review.
+    pub phase: &'static str,
+    pub transitions: Vec<TransitionView>,
+}
+
+/// `GET /v1/admin/settlements/{id}`: a settlement with every transition it went through.
+#[utoipa::path(get, path = "/v1/admin/settlements/{id}", tag = "admin", security(("admin_api_key" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, body = AdminSettlementView),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_settlement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AdminSettlementView>, ApiError> {
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|_| ApiError::invalid("id", "a UUID"))?
+        .as_u128();
+    let owned = state
+        .money
+        .store
+        .load(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("no such settlement"))?;
+    let transitions = state
+        .money
+        .store
+        .transitions(id)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(AdminSettlementView {
+        settlement: view_of(&state, &owned.settlement),
+        phase: owned.settlement.phase.code(),
+        user_id: owned.user_id,
+        transitions: transitions
+            .into_iter()
+            .map(|(at_ms, phase, attempts, reason)| TransitionView {
+                at_ms,
+                phase,
+                attempts,
+                reason,
+            })
+            .collect(),
+    }))
+}
+
+/// The settlement store as the settlement actors use it.
+pub struct StoreAdapter(pub SettlementStore);
+
+impl settlement_actors::SettlementStore for StoreAdapter {
+    fn save<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.0.save(settlement).await.map_err(|e| e.to_string()) })
+    }
+
+    fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, String>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .load(id)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|o| o.settlement))
+        })
+    }
+
+    fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, String>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .unfinished()
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|o| o.settlement)
+                .collect())
+        })
+    }
+
+    fn all(&self, limit: usize) -> PortFuture<'_, Result<Vec<Settlement>, String>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .all(limit)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|o| o.settlement)
+                .collect())
+        })
+    }
+
+    fn keep_report<'a>(&'a self, report: &'a Report) -> PortFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let json = serde_json::to_string(&report_view(report)).map_err(|e| e.to_string())?;
+            self.0
+                .keep_report(report.at_ms, report.unexplained(), &json)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Records the settlements' gauges (by status, and the supervisor's queue) for `/metrics`.
+pub async fn record_metrics(state: &AppState) {
+    if let Ok(counts) = state.money.store.count_by_status().await {
+        for (status, count) in counts {
+            metrics::gauge!("kizo_settlements", "status" => status.code()).set(count as f64);
+        }
+    }
+    if let Some(counts) = state.money.settlements.counts().await {
+        metrics::gauge!("kizo_settlements_waiting").set(counts.waiting as f64);
+        metrics::gauge!("kizo_settlements_running").set(counts.running as f64);
+    }
+}
