@@ -710,3 +710,215 @@ pub async fn reconcile_now(
         Err(error) => Err(error.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::settlement::{Kind, Phase, Status};
+    use crate::{Account, AccountFlags, EngineConfig, MemoryWal};
+
+    /// A bank in memory that can crash its caller once, after doing the work.
+    #[derive(Default)]
+    struct TestBank {
+        moved: Mutex<BTreeMap<u128, u64>>,
+        panic_once_after_work: AtomicBool,
+        sends: AtomicU32,
+    }
+
+    impl BankPort for TestBank {
+        fn send<'a>(&'a self, s: &'a Settlement) -> PortFuture<'a, BankOutcome> {
+            Box::pin(async move {
+                self.sends.fetch_add(1, Ordering::SeqCst);
+                let amount = *self.moved.lock().unwrap().entry(s.id).or_insert(s.amount);
+                if self.panic_once_after_work.swap(false, Ordering::SeqCst) {
+                    panic!("the worker dies after the bank moved the money");
+                }
+                BankOutcome::Moved { amount }
+            })
+        }
+
+        fn check<'a>(&'a self, s: &'a Settlement) -> PortFuture<'a, BankOutcome> {
+            Box::pin(async move {
+                match self.moved.lock().unwrap().get(&s.id) {
+                    Some(amount) => BankOutcome::Moved { amount: *amount },
+                    None => BankOutcome::NotFound,
+                }
+            })
+        }
+
+        fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, String>> {
+            Box::pin(async move { Ok(vec![]) })
+        }
+    }
+
+    #[derive(Default)]
+    struct TestStore(Mutex<BTreeMap<u128, Settlement>>);
+
+    impl SettlementStore for TestStore {
+        fn save<'a>(&'a self, s: &'a Settlement) -> PortFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                self.0.lock().unwrap().insert(s.id, s.clone());
+                Ok(())
+            })
+        }
+        fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, String>> {
+            Box::pin(async move { Ok(self.0.lock().unwrap().get(&id).cloned()) })
+        }
+        fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, String>> {
+            Box::pin(async move {
+                Ok(self
+                    .0
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .filter(|s| !matches!(s.phase, Phase::Done(_)))
+                    .cloned()
+                    .collect())
+            })
+        }
+        fn all(&self, _: usize) -> PortFuture<'_, Result<Vec<Settlement>, String>> {
+            Box::pin(async move { Ok(self.0.lock().unwrap().values().cloned().collect()) })
+        }
+        fn keep_report<'a>(&'a self, _: &'a Report) -> PortFuture<'a, Result<(), String>> {
+            Box::pin(async move { Ok(()) })
+        }
+    }
+
+    const BANK_ACCOUNT: u128 = 1;
+    const WALLET: u128 = 2;
+
+    async fn ledger() -> Engine {
+        let engine = Engine::start(EngineConfig::default(), MemoryWal::new())
+            .await
+            .unwrap();
+        let wallet = Account {
+            flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            ..Account::new(WALLET, 840, 1)
+        };
+        engine
+            .create_accounts(vec![Account::new(BANK_ACCOUNT, 840, 10), wallet])
+            .await
+            .unwrap();
+        engine
+            .create_transfers(vec![Transfer::new(99, BANK_ACCOUNT, WALLET, 1_000, 840, 1)])
+            .await
+            .unwrap();
+        engine
+    }
+
+    fn config() -> SettlementConfig {
+        SettlementConfig {
+            policy: Policy {
+                attempts_max: 5,
+                backoff_base_ms: 10,
+                backoff_max_ms: 50,
+                attempt_timeout_ms: 1_000,
+            },
+            tick: Duration::from_millis(10),
+            ..SettlementConfig::default()
+        }
+    }
+
+    async fn until_final(store: &TestStore, ids: &[u128]) -> Vec<Settlement> {
+        for _ in 0..500 {
+            let all: Vec<Settlement> = ids
+                .iter()
+                .map(|id| store.0.lock().unwrap()[id].clone())
+                .collect();
+            if all.iter().all(|s| matches!(s.phase, Phase::Done(_))) {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the settlements did not end: {:?}", store.0.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_crashed_workers_settlement_is_resumed_and_not_sent_again() {
+        let engine = ledger().await;
+        let bank = Arc::new(TestBank {
+            panic_once_after_work: AtomicBool::new(true),
+            ..TestBank::default()
+        });
+        let store = Arc::new(TestStore::default());
+        let ports = Ports {
+            engine: engine.clone(),
+            bank: bank.clone(),
+            store: store.clone(),
+        };
+        let settlements = Settlements::start(ports, config()).await.unwrap();
+        let deposit = Settlement::new(7, Kind::Deposit, WALLET, BANK_ACCOUNT, 840, 250, now_ms());
+        store.save(&deposit).await.unwrap();
+        settlements.submit(deposit);
+        let done = until_final(&store, &[7]).await;
+        assert_eq!(done[0].phase, Phase::Done(Status::Succeeded));
+        assert_eq!(
+            bank.sends.load(Ordering::SeqCst),
+            1,
+            "asked, not sent again"
+        );
+        assert_eq!(settlements.counts().await.unwrap().worker_restarts, 1);
+        let wallet = engine.lookup_accounts(vec![WALLET]).await.unwrap()[0];
+        assert_eq!(wallet.credits_posted, 1_250);
+        settlements.stop();
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn unfinished_settlements_resume_at_start() {
+        let engine = ledger().await;
+        let bank = Arc::new(TestBank::default());
+        let store = Arc::new(TestStore::default());
+        let now = now_ms();
+        // Stopped in each phase: a deposit before its first call, one whose call's outcome is
+        // unknown (the bank did it), a withdrawal before its hold, one to settle.
+        let send = Settlement::new(1, Kind::Deposit, WALLET, BANK_ACCOUNT, 840, 10, now);
+        let check = Settlement {
+            phase: Phase::Check,
+            attempts: 1,
+            attempts_total: 1,
+            ..Settlement::new(2, Kind::Deposit, WALLET, BANK_ACCOUNT, 840, 20, now)
+        };
+        bank.moved.lock().unwrap().insert(2, 20);
+        let hold = Settlement::new(3, Kind::Withdrawal, WALLET, BANK_ACCOUNT, 840, 30, now);
+        let too_much = Settlement::new(4, Kind::Withdrawal, WALLET, BANK_ACCOUNT, 840, 5_000, now);
+        for s in [&send, &check, &hold, &too_much] {
+            store.save(s).await.unwrap();
+        }
+        let ports = Ports {
+            engine: engine.clone(),
+            bank: bank.clone(),
+            store: store.clone(),
+        };
+        let settlements = Settlements::start(ports, config()).await.unwrap();
+        let done = until_final(&store, &[1, 2, 3, 4]).await;
+        let phases: Vec<Phase> = done.iter().map(|s| s.phase).collect();
+        assert_eq!(
+            phases,
+            [
+                Phase::Done(Status::Succeeded),
+                Phase::Done(Status::Succeeded),
+                Phase::Done(Status::Succeeded),
+                Phase::Done(Status::Failed)
+            ]
+        );
+        assert_eq!(done[3].reason.as_deref(), Some("insufficient_funds"));
+        assert_eq!(
+            bank.sends.load(Ordering::SeqCst),
+            2,
+            "the one in doubt was only asked"
+        );
+        let wallet = engine.lookup_accounts(vec![WALLET]).await.unwrap()[0];
+        assert_eq!(
+            wallet.credits_posted - wallet.debits_posted,
+            1_000 + 10 + 20 - 30
+        );
+        assert_eq!(wallet.debits_pending, 0);
+        settlements.stop();
+        engine.shutdown().await;
+    }
+}

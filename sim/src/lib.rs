@@ -8,11 +8,14 @@
 //! - [`rng`]: the seeded generator, the only randomness.
 //! - [`log`]: the simulated log store, holding real frames.
 //! - [`model`]: the reference ledger.
+//! - [`settlements`]: deposits and withdrawals: the settlement state machine against a
+//!   simulated bank with the mock bank's faults, and reconciliation.
 //! - [`world`]: one run: workload, faults, checks, the trace hash.
 
 pub mod log;
 pub mod model;
 pub mod rng;
+pub mod settlements;
 pub mod world;
 
 pub use world::{Failure, Mutation, Options, Report, World};

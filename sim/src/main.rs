@@ -47,6 +47,8 @@ enum MutationArg {
     DropRecord,
     /// Rounds are acknowledged before their commit is durable.
     AckBeforeDurable,
+    /// A bank call that timed out counts as declined: the withdrawal's hold is released.
+    ReleaseOnUnknown,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         mutation: args.mutation.map(|m| match m {
             MutationArg::DropRecord => Mutation::DropRecord,
             MutationArg::AckBeforeDurable => Mutation::AckBeforeDurable,
+            MutationArg::ReleaseOnUnknown => Mutation::ReleaseOnUnknown,
         }),
     };
     if let Some(seed) = args.seed {
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
     }
     eprintln!("\r{} {}", bar(1.0), totals.line(started.elapsed()));
     println!("faults injected: {:?}", totals.faults);
+    println!("settlements: {:?}", totals.settlements);
     let mut results: Vec<_> = totals.results.iter().collect();
     results.sort_by(|a, b| b.1.cmp(a.1));
     println!("results decided ({} codes): {results:?}", results.len());
@@ -143,6 +147,7 @@ struct Totals {
     events: u64,
     faults: BTreeMap<&'static str, u64>,
     results: BTreeMap<&'static str, u64>,
+    settlements: BTreeMap<&'static str, u64>,
 }
 
 impl Totals {
@@ -156,6 +161,9 @@ impl Totals {
         }
         for (code, count) in &report.results {
             *self.results.entry(code).or_default() += count;
+        }
+        for (what, count) in &report.settlements {
+            *self.settlements.entry(what).or_default() += count;
         }
     }
 

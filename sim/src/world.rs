@@ -16,6 +16,7 @@ use kizo_engine::{
 use crate::log::SimLog;
 use crate::model::Model;
 use crate::rng::Rng;
+use crate::settlements::{BankFaults, Effect, Settlements, BANK_ACCOUNT};
 
 /// A deliberately broken build, to show that the checks catch one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum Mutation {
     DropRecord,
     /// Acknowledge a round before its commit is durable (and lose it if a crash follows).
     AckBeforeDurable,
+    /// A settlement takes a bank call that timed out for a decline, and releases the hold.
+    ReleaseOnUnknown,
 }
 
 #[derive(Clone, Debug)]
@@ -56,6 +59,8 @@ pub struct Report {
     pub faults: BTreeMap<&'static str, u64>,
     /// Results decided, by code (accounts and transfers together).
     pub results: BTreeMap<&'static str, u64>,
+    /// Settlements by final status, bank calls, re-drives by reconciliation.
+    pub settlements: BTreeMap<&'static str, u64>,
     pub failure: Option<Failure>,
     /// The deliberately broken build the run used, if any (its command-line name).
     pub mutation: Option<&'static str>,
@@ -71,8 +76,10 @@ pub struct Failure {
 
 const TRACE_KEPT: usize = 40;
 const BANK: u128 = 1;
-const LEDGER: u32 = 1;
-const MS: u64 = 1_000_000;
+pub(crate) const LEDGER: u32 = 1;
+pub(crate) const MS: u64 = 1_000_000;
+/// Steps settlements may take to end once faults stop (backoffs included).
+const SETTLE_STEPS_MAX: u64 = 40_000;
 /// Steps the run may take to answer everything once faults stop.
 const DRAIN_STEPS_MAX: u64 = 2_000;
 
@@ -126,6 +133,8 @@ pub struct World {
     acked_accounts: BTreeSet<u128>,
     acked_transfers: BTreeSet<u128>,
     rates: FaultRates,
+    settlements: Settlements,
+    bank_faults: BankFaults,
     faulty: bool,
     report: Report,
     trace: VecDeque<String>,
@@ -136,6 +145,7 @@ impl World {
         let mutation = options.mutation.map(|m| match m {
             Mutation::DropRecord => "drop-record",
             Mutation::AckBeforeDurable => "ack-before-durable",
+            Mutation::ReleaseOnUnknown => "release-on-unknown",
         });
         let mut rng = Rng::new(seed);
         let shard_count = rng.between(1, 4) as usize;
@@ -145,6 +155,14 @@ impl World {
             slow_flush: rng.between(0, 200) as u32,
             corruption: rng.between(0, 2) as u32,
             clock_jump: rng.between(0, 15) as u32,
+        };
+        let bank_faults = BankFaults {
+            slow: rng.between(0, 100) as u32,
+            error: rng.between(0, 100) as u32,
+            lost_answer: rng.between(0, 100) as u32,
+            decline: rng.between(0, 150) as u32,
+            callback: rng.between(0, 300) as u32,
+            outage: rng.between(0, 20) as u32,
         };
         World {
             rng,
@@ -168,6 +186,8 @@ impl World {
             acked_accounts: BTreeSet::new(),
             acked_transfers: BTreeSet::new(),
             rates,
+            settlements: Settlements::new(),
+            bank_faults,
             faulty: true,
             report: Report {
                 seed,
@@ -225,9 +245,146 @@ impl World {
                 self.round()?;
             }
         }
+        self.settle_all()?;
         self.check_state("at the end")?;
         self.hash_state();
         Ok(())
+    }
+
+    /// Faults have stopped: every settlement must end; then reconciliation (which re-drives
+    /// the unknown outcomes) must find the ledger and the bank's statement in agreement, and
+    /// nothing left for review.
+    fn settle_all(&mut self) -> Result<(), String> {
+        self.settlements.outage = false;
+        for pass in 0..2 {
+            let deadline = self.step + SETTLE_STEPS_MAX;
+            while !self.settlements.all_final()
+                || self.settlements.busy()
+                || !self.queue.is_empty()
+                || self.flight.is_some()
+            {
+                if self.step >= deadline {
+                    return Err(format!(
+                        "liveness: settlements still under way {SETTLE_STEPS_MAX} steps after faults stopped ({} pending, {} processing)",
+                        self.settlements.count(kizo_engine::settlement::Status::Pending),
+                        self.settlements.count(kizo_engine::settlement::Status::Processing)
+                    ));
+                }
+                self.step += 1;
+                self.clock += 5 * MS;
+                if self.flight.is_some() {
+                    self.complete_flight()?;
+                } else if !self.queue.is_empty() {
+                    self.round()?;
+                } else {
+                    self.settlements.tick(
+                        &mut self.rng,
+                        self.clock,
+                        &self.bank_faults,
+                        self.options.mutation == Some(Mutation::ReleaseOnUnknown),
+                    );
+                    self.start_settlement()?;
+                }
+            }
+            self.engine.settle();
+            let bank = self.engine.account(BANK_ACCOUNT).map(|a| {
+                kizo_engine::reconcile::BankAccountBalance {
+                    debits_posted: a.debits_posted,
+                    credits_posted: a.credits_posted,
+                    credits_pending: a.credits_pending,
+                }
+            });
+            let report = self.settlements.reconcile(bank, self.clock / MS);
+            let (settlements, movements, redriven) =
+                (report.settlements, report.movements, report.redriven);
+            self.note(|| format!("reconciliation {pass}: {settlements} settlements, {movements} movements, {redriven} re-driven"));
+            if report.unexplained() > 0 {
+                return Err(format!(
+                    "reconciliation: the ledger and the bank disagree: {report:?}"
+                ));
+            }
+            *self.report.settlements.entry("redriven").or_default() += report.redriven;
+            if report.redriven == 0 {
+                for status in kizo_engine::settlement::Status::ALL {
+                    *self.report.settlements.entry(status.code()).or_default() +=
+                        self.settlements.count(status) as u64;
+                }
+                *self.report.settlements.entry("bank_movements").or_default() += report.movements;
+                if !report.needs_review.is_empty() {
+                    let reasons: Vec<String> = report
+                        .needs_review
+                        .iter()
+                        .map(|id| format!("{id:x}: {:?}", self.settlements.store[id].reason))
+                        .collect();
+                    return Err(format!("reconciliation: settlements need review with the bank reachable: {reasons:?}"));
+                }
+                return Ok(());
+            }
+        }
+        Err("reconciliation re-drove settlements twice and they still did not end".into())
+    }
+
+    /// One step of deposits and withdrawals: a new one, a worker's action, the bank at work,
+    /// an outage beginning or ending.
+    fn settlement_step(&mut self) -> Result<(), String> {
+        let now_ms = self.clock / MS;
+        match self.rng.below(10) {
+            // As in the gateway, the bank's account exists before any settlement.
+            0..=1 if self.acked_accounts.contains(&BANK_ACCOUNT) => {
+                if let Some(id) = self.settlements.create(&mut self.rng, now_ms) {
+                    self.note(|| format!("settlement {id:x} asked for"));
+                }
+            }
+            0..=1 => {}
+            2..=5 => self.start_settlement()?,
+            6..=8 => {
+                let broken = self.options.mutation == Some(Mutation::ReleaseOnUnknown);
+                self.settlements
+                    .tick(&mut self.rng, self.clock, &self.bank_faults, broken);
+            }
+            _ => {
+                if self.settlements.outage || self.rng.chance(self.bank_faults.outage * 10) {
+                    self.settlements.outage = !self.settlements.outage;
+                    self.fault("bank_outage_toggle");
+                    let on = self.settlements.outage;
+                    self.note(|| format!("the bank is {}", if on { "down" } else { "back" }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_settlement(&mut self) -> Result<(), String> {
+        let faulty = self.faulty;
+        let effect =
+            self.settlements
+                .start_one(&mut self.rng, self.clock, &self.bank_faults, faulty)?;
+        if let Some(Effect::Ledger(id, transfer)) = effect {
+            let number = self.next_request;
+            self.next_request += 1;
+            self.queue.push_back(Request {
+                number,
+                operation: Operation::CreateTransfers(vec![transfer]),
+            });
+            self.settlements.waiting_on(id, number);
+            self.note(|| format!("settlement {id:x} asks the ledger (request {number})"));
+        }
+        Ok(())
+    }
+
+    /// Requests of settlements are not retried by clients: a settlement whose request failed
+    /// or was lost asks again itself. Returns the others.
+    fn without_settlements(&mut self, requests: Vec<Request>, failed: bool) -> Vec<Operation> {
+        let now_ms = self.clock / MS;
+        let mut others = Vec::new();
+        for request in requests {
+            match self.settlements.of_request(request.number) {
+                Some(id) if failed => self.settlements.on_ledger(id, None, &mut self.rng, now_ms),
+                Some(_) => {}
+                None => others.push(request.operation),
+            }
+        }
+        others
     }
 
     fn note(&mut self, event: impl FnOnce() -> String) {
@@ -254,9 +411,12 @@ impl World {
         *self.report.faults.entry(kind).or_default() += 1;
     }
 
-    /// The bank (no limits) and a first few wallets, funded.
+    /// The bank (no limits), the settlements' bank account, and a first few wallets, funded.
     fn bootstrap(&mut self) {
-        let mut accounts = vec![Account::new(BANK, LEDGER, 1)];
+        let mut accounts = vec![
+            Account::new(BANK, LEDGER, 1),
+            Account::new(BANK_ACCOUNT, LEDGER, 1),
+        ];
         for _ in 0..self.rng.between(3, 12) {
             accounts.push(self.new_account(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS));
         }
@@ -337,6 +497,9 @@ impl World {
             self.fault("clock_jump");
             self.note(|| format!("clock jumps {} s", by / 1_000 / MS));
             return Ok(());
+        }
+        if self.rng.chance(250) {
+            return self.settlement_step();
         }
         match self.rng.below(100) {
             0..=34 => self.submit(),
@@ -649,8 +812,8 @@ impl World {
             self.model.back_to(flight.model_mark);
             self.model.timestamp_last = timestamp_last;
             self.model.keep();
-            self.retries
-                .extend(flight.requests.into_iter().map(|r| r.operation));
+            let others = self.without_settlements(flight.requests, true);
+            self.retries.extend(others);
             return Ok(());
         }
         let commit = self.commit_of(&flight.decided);
@@ -673,7 +836,14 @@ impl World {
     /// What a client keeps from an answer: what was created must stay; ids that failed for a
     /// transient reason are burned.
     fn answer(&mut self, requests: &[Request], outcomes: &[Outcome]) {
+        let now_ms = self.clock / MS;
         for (request, outcome) in requests.iter().zip(outcomes) {
+            if let (Some(id), Outcome::Transfers(results)) =
+                (self.settlements.of_request(request.number), outcome)
+            {
+                self.settlements
+                    .on_ledger(id, Some(results[0]), &mut self.rng, now_ms);
+            }
             match (&request.operation, outcome) {
                 (Operation::CreateTransfers(events), Outcome::Transfers(results)) => {
                     for (event, result) in events.iter().zip(results) {
@@ -688,6 +858,13 @@ impl World {
                     for (event, result) in events.iter().zip(results) {
                         if *result == CreateAccountResult::Created {
                             self.acked_accounts.insert(event.id);
+                            let wallet = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+                            if event.flags.0 & !AccountFlags::LINKED.0 == wallet.0
+                                && event.ledger == LEDGER
+                                && event.code != 0
+                            {
+                                self.settlements.wallets.push(event.id);
+                            }
                         }
                     }
                 }
@@ -710,11 +887,13 @@ impl World {
                 self.model.back_to(flight.model_mark);
             }
             self.model.keep();
-            self.retries
-                .extend(flight.requests.into_iter().map(|r| r.operation));
+            let others = self.without_settlements(flight.requests, false);
+            self.retries.extend(others);
         }
-        self.retries
-            .extend(self.queue.drain(..).map(|r| r.operation));
+        let queued: Vec<Request> = self.queue.drain(..).collect();
+        let others = self.without_settlements(queued, false);
+        self.retries.extend(others);
+        self.settlements.crash();
         self.note(|| "crash and restart".to_string());
         self.restart()
     }
@@ -819,6 +998,65 @@ impl World {
                 return Err(format!(
                     "{when}: transfer {id} failed for good, yet it exists"
                 ));
+            }
+        }
+        self.check_settlements(when)
+    }
+
+    /// Each settlement's ledger and bank agree with its persisted phase: held funds stay held
+    /// while the bank's answer is not in, money moved at the bank is recorded when the
+    /// settlement says so, and a failed settlement moved nothing.
+    fn check_settlements(&self, when: &str) -> Result<(), String> {
+        use kizo_engine::settlement::{Kind, Phase, Status};
+        use kizo_engine::PendingStatus;
+        for s in self.settlements.store.values() {
+            let hold_status = (s.kind == Kind::Withdrawal)
+                .then(|| self.engine.pending_status(s.hold_transfer().id))
+                .flatten();
+            let settled = self.engine.transfer(s.settle_transfer().id).is_some();
+            let bank = self
+                .settlements
+                .books
+                .status(s.kind, uuid::Uuid::from_u128(s.id));
+            let moved = bank.is_some_and(|r| r.succeeded());
+            let fail = |what: &str| {
+                Err(format!(
+                    "{when}: settlement {:x} ({:?}, {:?}): {what}",
+                    s.id, s.kind, s.phase
+                ))
+            };
+            if s.kind == Kind::Withdrawal {
+                let allowed: &[PendingStatus] = match s.phase {
+                    Phase::Send | Phase::Check | Phase::Done(Status::NeedsReview) => {
+                        &[PendingStatus::Pending]
+                    }
+                    Phase::Settle => &[PendingStatus::Pending, PendingStatus::Posted],
+                    Phase::Release => &[PendingStatus::Pending, PendingStatus::Voided],
+                    Phase::Done(Status::Succeeded) => &[PendingStatus::Posted],
+                    _ => &[],
+                };
+                if !allowed.is_empty() && !hold_status.is_some_and(|h| allowed.contains(&h)) {
+                    return fail(&format!("its hold is {hold_status:?}"));
+                }
+                if s.phase == Phase::Done(Status::Failed)
+                    && hold_status.is_some_and(|h| h != PendingStatus::Voided)
+                {
+                    return fail(&format!("failed, yet its hold is {hold_status:?}"));
+                }
+            }
+            match s.phase {
+                Phase::Done(Status::Succeeded) if !settled || !moved => {
+                    return fail(&format!(
+                        "succeeded, yet recorded {settled}, moved at the bank {moved}"
+                    ))
+                }
+                Phase::Done(Status::Failed) if settled || moved => {
+                    return fail(&format!(
+                        "failed, yet recorded {settled}, moved at the bank {moved}"
+                    ))
+                }
+                Phase::Settle if !moved => return fail("settling money the bank did not move"),
+                _ => {}
             }
         }
         Ok(())

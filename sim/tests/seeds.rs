@@ -70,7 +70,11 @@ fn a_seed_replays_exactly() {
 /// A broken build is caught within a few seeds: the checks can fail.
 #[test]
 fn broken_builds_are_caught() {
-    for mutation in [Mutation::DropRecord, Mutation::AckBeforeDurable] {
+    for mutation in [
+        Mutation::DropRecord,
+        Mutation::AckBeforeDurable,
+        Mutation::ReleaseOnUnknown,
+    ] {
         let caught = (1..=20).find(|&seed| {
             let options = Options {
                 mutation: Some(mutation),
