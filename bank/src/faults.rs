@@ -1,4 +1,5 @@
-//! Fault injection: how late, how often wrong, how often declined. Rates are shares of calls
+//! Fault injection: how late (a least latency plus uniform jitter, and a share of slow calls),
+//! how often wrong, how often declined. Rates are shares of calls
 //! (0 to 1). The defaults are the seed project's mock bank: 5% of calls slow (5 s), 2% errors,
 //! about 7% declines; plus, here, answers that come too late after the work is done, duplicate
 //! callbacks, and an outage switch.
@@ -8,9 +9,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Every call's latency, in milliseconds.
+    /// Every call's least latency, in milliseconds.
     #[arg(long, env = "KIZO_BANK_LATENCY_MS", default_value_t = 20)]
     pub latency_ms: u64,
+    /// Up to this much more, uniformly, in milliseconds.
+    #[arg(long, env = "KIZO_BANK_LATENCY_JITTER_MS", default_value_t = 30)]
+    pub latency_jitter_ms: u64,
     /// Share of calls that take `slow_ms` instead.
     #[arg(long, env = "KIZO_BANK_SLOW_RATE", default_value_t = 0.05)]
     pub slow_rate: f64,
@@ -43,6 +47,7 @@ impl Default for Faults {
     fn default() -> Self {
         Faults {
             latency_ms: 20,
+            latency_jitter_ms: 30,
             slow_rate: 0.05,
             slow_ms: 5_000,
             error_rate: 0.02,
@@ -73,6 +78,7 @@ impl Faults {
     pub fn none() -> Faults {
         Faults {
             latency_ms: 0,
+            latency_jitter_ms: 0,
             slow_rate: 0.0,
             slow_ms: 0,
             error_rate: 0.0,
@@ -98,6 +104,7 @@ impl Faults {
         }
         for (name, ms) in [
             ("latency_ms", self.latency_ms),
+            ("latency_jitter_ms", self.latency_jitter_ms),
             ("slow_ms", self.slow_ms),
             ("timeout_ms", self.timeout_ms),
         ] {
@@ -110,13 +117,14 @@ impl Faults {
 
     /// Draws one call's fate; `uniform` gives numbers in [0, 1).
     pub fn plan(&self, mut uniform: impl FnMut() -> f64) -> Plan {
+        let jitter = (uniform() * (self.latency_jitter_ms + 1) as f64) as u64;
         let mut roll = |rate: f64| uniform() < rate;
         Plan {
             outage: self.outage,
             delay_ms: if roll(self.slow_rate) {
                 self.slow_ms
             } else {
-                self.latency_ms
+                self.latency_ms + jitter.min(self.latency_jitter_ms)
             },
             error: roll(self.error_rate),
             late_ms: if roll(self.timeout_rate) {
