@@ -481,7 +481,6 @@ impl Settlement {
             }
             (Phase::Settle, Outcome::Ledger(LedgerOutcome::Done)) => {
                 next.phase = Phase::Done(Status::Succeeded);
-                next.reason = None;
             }
             (Phase::Settle, Outcome::Ledger(LedgerOutcome::Refused(code))) => {
                 // The bank moved the money and the ledger will not record it: a person decides.
@@ -526,6 +525,27 @@ impl Settlement {
             due_ms: now_ms,
             updated_ms: now_ms,
             reason: None,
+            ..self.clone()
+        })
+    }
+
+    /// A person settles a `needs_review` settlement after looking at the bank: `bank_moved`
+    /// records the movement in the ledger (credit, or post the hold); otherwise the settlement
+    /// fails (a withdrawal's hold is released). Other settlements are left as they are.
+    pub fn resolve(&self, bank_moved: bool, now_ms: u64) -> Option<Settlement> {
+        (self.phase == Phase::Done(Status::NeedsReview)).then(|| Settlement {
+            phase: match (bank_moved, self.kind) {
+                (true, _) => Phase::Settle,
+                (false, Kind::Withdrawal) => Phase::Release,
+                (false, Kind::Deposit) => Phase::Done(Status::Failed),
+            },
+            reason: Some(if bank_moved {
+                "resolved: the bank moved it".to_string()
+            } else {
+                "resolved: the bank did not move it".to_string()
+            }),
+            due_ms: now_ms,
+            updated_ms: now_ms,
             ..self.clone()
         })
     }
@@ -723,6 +743,32 @@ mod tests {
             1_000,
         );
         assert_eq!((s.phase, s.due_ms), (Phase::Hold, 1_000 + LEDGER_RETRY_MS));
+    }
+
+    #[test]
+    fn a_person_resolves_what_needs_review() {
+        let (_, s) = step(&withdrawal(), Outcome::Ledger(LedgerOutcome::Done), 1_000);
+        let (_, s) = step(&s, Outcome::Bank(BankOutcome::Moved { amount: 7 }), 1_000);
+        assert_eq!(s.status(), Status::NeedsReview);
+        assert!(
+            deposit().resolve(true, 2_000).is_none(),
+            "only what needs review"
+        );
+        let paid = s.resolve(true, 2_000).unwrap();
+        let (action, paid) = step(&paid, Outcome::Ledger(LedgerOutcome::Done), 2_000);
+        assert!(
+            matches!(action, Action::Settle(t) if t.flags.contains(TransferFlags::POST_PENDING_TRANSFER))
+        );
+        assert_eq!(paid.status(), Status::Succeeded);
+        assert_eq!(paid.reason.as_deref(), Some("resolved: the bank moved it"));
+        let unpaid = s.resolve(false, 2_000).unwrap();
+        let (action, unpaid) = step(&unpaid, Outcome::Ledger(LedgerOutcome::Done), 2_000);
+        assert!(matches!(action, Action::Release(_)));
+        assert_eq!(unpaid.status(), Status::Failed);
+        assert_eq!(
+            unpaid.reason.as_deref(),
+            Some("resolved: the bank did not move it")
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use utoipa::{Modify, OpenApi};
         crate::settlements::reconcile,
         crate::settlements::latest_report,
         crate::settlements::admin_settlement,
+        crate::settlements::resolve,
     ),
     modifiers(&ApiKey),
     tags(

@@ -109,11 +109,7 @@ pub async fn history_csv(
             } else {
                 t.debit_account_id
             };
-            let status = if t.flags.contains(kizo_engine::TransferFlags::PENDING) {
-                "pending"
-            } else {
-                "posted"
-            };
+            let status = status_of(t);
             text.push_str(&format!(
                 "{},{},{},{},{},{},{},{}\n",
                 uuid::Uuid::from_u128(t.id),
@@ -165,10 +161,11 @@ fn csv_field(text: &str) -> String {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Dashboard {
     pub account: AccountBalance,
-    /// Sums of this calendar month (UTC), in minor units.
+    /// Sums of this calendar month (UTC), in minor units, of money that moved (a withdrawal's
+    /// hold counts once it is paid out).
     pub sent_this_month: u128,
     pub received_this_month: u128,
-    /// Transfers this month, sent and received.
+    /// Transfers this month that moved money, sent and received.
     pub transfers_this_month: u64,
     /// The 5 latest, newest first.
     pub latest: Vec<TransferView>,
@@ -220,7 +217,7 @@ pub async fn dashboard(
                 ..kizo_engine::AccountFilter::all(id, kizo_engine::BATCH_EVENTS_MAX as u32)
             })
             .await?;
-        for t in &page {
+        for t in page.iter().filter(|t| moved_money(t)) {
             count += 1;
             if t.debit_account_id == id {
                 sent += t.amount;
@@ -447,7 +444,10 @@ pub struct TransferView {
     pub to_account_id: uuid::Uuid,
     pub amount: u64,
     pub currency: String,
-    /// posted (final).
+    /// payment (between users), deposit or withdrawal (through the bank).
+    pub kind: &'static str,
+    /// posted; pending (a withdrawal's hold, until it is paid out: then a posted withdrawal
+    /// follows); voided (a hold released).
     pub status: &'static str,
     /// Nanoseconds since 1970, assigned by the ledger.
     pub timestamp: u64,
@@ -460,6 +460,33 @@ pub const NOTE_MAX_CHARS: usize = 280;
 /// `user_data_32` of a wallet transfer that has a note (kept apart, by id and fingerprint).
 const HAS_NOTE: u32 = 1;
 
+fn kind_of(t: &Transfer) -> &'static str {
+    match t.code {
+        kizo_engine::settlement::DEPOSIT_CODE => "deposit",
+        kizo_engine::settlement::WITHDRAWAL_CODE => "withdrawal",
+        _ => "payment",
+    }
+}
+
+fn status_of(t: &Transfer) -> &'static str {
+    if t.flags.contains(kizo_engine::TransferFlags::PENDING) {
+        "pending"
+    } else if t
+        .flags
+        .contains(kizo_engine::TransferFlags::VOID_PENDING_TRANSFER)
+    {
+        "voided"
+    } else {
+        "posted"
+    }
+}
+
+/// Whether a transfer moved money for good: a hold is not yet, its release never; its post is
+/// the movement.
+fn moved_money(t: &Transfer) -> bool {
+    status_of(t) == "posted"
+}
+
 fn view(state: &AppState, t: &Transfer, note: Option<String>) -> TransferView {
     TransferView {
         id: uuid::Uuid::from_u128(t.id),
@@ -467,7 +494,8 @@ fn view(state: &AppState, t: &Transfer, note: Option<String>) -> TransferView {
         to_account_id: uuid::Uuid::from_u128(t.credit_account_id),
         amount: u64::try_from(t.amount).unwrap_or(u64::MAX),
         currency: state.currency.code.clone(),
-        status: "posted",
+        kind: kind_of(t),
+        status: status_of(t),
         timestamp: t.timestamp,
         note,
     }

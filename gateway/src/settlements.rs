@@ -48,6 +48,7 @@ pub fn admin_routes() -> Router<AppState> {
         .route("/v1/admin/reconciliation", post(reconcile))
         .route("/v1/admin/reconciliation/latest", get(latest_report))
         .route("/v1/admin/settlements/{id}", get(admin_settlement))
+        .route("/v1/admin/settlements/{id}/resolve", post(resolve))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -542,6 +543,64 @@ pub async fn admin_settlement(
             })
             .collect(),
     }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resolution {
+    /// What the bank's own records say: true if it moved the money for this reference.
+    pub bank_moved: bool,
+}
+
+/// `POST /v1/admin/settlements/{id}/resolve`: a person settles a `needs_review` settlement after
+/// looking at the bank. The supervisor then records it in the ledger (credit, post or release).
+#[utoipa::path(post, path = "/v1/admin/settlements/{id}/resolve", tag = "admin", security(("admin_api_key" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    request_body = Resolution,
+    responses(
+        (status = 202, body = SettlementView),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "not_under_review", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(resolution): Json<Resolution>,
+) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|_| ApiError::invalid("id", "a UUID"))?
+        .as_u128();
+    let owned = state
+        .money
+        .store
+        .load(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("no such settlement"))?;
+    let Some(resolved) = owned
+        .settlement
+        .resolve(resolution.bank_moved, settlement_actors::now_ms())
+    else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_under_review",
+            format!("the settlement is {}", owned.settlement.status().code()),
+        ));
+    };
+    state
+        .money
+        .store
+        .save(&resolved)
+        .await
+        .map_err(store_error)?;
+    tracing::warn!(settlement = %uuid::Uuid::from_u128(id), bank_moved = resolution.bank_moved, "a settlement was resolved by hand");
+    state.money.settlements.submit(resolved.clone());
+    Ok((StatusCode::ACCEPTED, Json(view_of(&state, &resolved))).into_response())
 }
 
 /// The settlement store as the settlement actors use it.

@@ -140,6 +140,46 @@ async fn flows(store: TestStore) {
         account.body
     );
 
+    // The history shows the deposit, the hold and its payout; the month's sums count money
+    // that moved, once.
+    let history = send(
+        "GET",
+        format!("{base}/v1/accounts/{wallet}/transfers"),
+        &token,
+        None,
+        None,
+    )
+    .await;
+    let lines: Vec<(&str, &str, u64)> = history.body["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap(),
+                t["status"].as_str().unwrap(),
+                t["amount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("withdrawal", "posted", 400),
+            ("withdrawal", "pending", 400),
+            ("deposit", "posted", 1_000)
+        ]
+    );
+    let dashboard = send("GET", format!("{base}/v1/dashboard"), &token, None, None).await;
+    assert_eq!(
+        (
+            dashboard.body["sent_this_month"].as_u64(),
+            dashboard.body["received_this_month"].as_u64()
+        ),
+        (Some(400), Some(1_000))
+    );
+    assert_eq!(dashboard.body["transfers_this_month"], 2);
+
     // Only the owner sees them; the stranger's wallet is not theirs to fill.
     let hidden = send(
         "GET",
@@ -247,6 +287,18 @@ async fn flows(store: TestStore) {
         .map(|t| t["phase"].as_str().unwrap())
         .collect();
     assert_eq!(phases, ["hold", "send", "check", "settle", "succeeded"]);
+    let settled = send(
+        "POST",
+        format!("{base}/v1/admin/settlements/{out_id}/resolve"),
+        ADMIN_KEY,
+        None,
+        Some(json!({"bank_moved": false})),
+    )
+    .await;
+    assert_eq!(
+        (settled.status, settled.body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_under_review"))
+    );
     server.stop().await;
     store.clean().await;
 }
