@@ -58,6 +58,28 @@ impl LedgerCheck {
     }
 }
 
+/// One ledger's sums over every account (from the read models): double entry means the debits
+/// equal the credits, posted and pending; no account may break its limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerTotals {
+    pub ledger: u32,
+    pub accounts: u64,
+    pub debits_posted: u128,
+    pub credits_posted: u128,
+    pub debits_pending: u128,
+    pub credits_pending: u128,
+    /// Accounts whose balances break their `*_must_not_exceed_*` flag.
+    pub over_limit: u64,
+}
+
+impl LedgerTotals {
+    pub fn holds(&self) -> bool {
+        self.debits_posted == self.credits_posted
+            && self.debits_pending == self.credits_pending
+            && self.over_limit == 0
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     pub at_ms: u64,
@@ -81,6 +103,8 @@ pub struct Report {
     /// Per ledger; empty when the ledger could not be read still (settlements kept moving).
     pub ledger: BTreeMap<u32, LedgerCheck>,
     pub ledger_checked: bool,
+    /// The ledger's invariants over every account, per ledger (empty when not read).
+    pub ledger_totals: Vec<LedgerTotals>,
     /// Settlements reconciliation gave another round of attempts.
     pub redriven: u64,
 }
@@ -92,7 +116,8 @@ impl Report {
             + self.missing_at_bank.len()
             + self.amount_mismatches.len()
             + self.duplicates.len()
-            + self.ledger.values().filter(|c| !c.holds()).count()) as u64
+            + self.ledger.values().filter(|c| !c.holds()).count()
+            + self.ledger_totals.iter().filter(|t| !t.holds()).count()) as u64
     }
 }
 
@@ -290,5 +315,29 @@ mod tests {
         assert_eq!(report.unexplained(), 1);
         assert_eq!(report.ledger[&840].expected_net, 500);
         assert_eq!(report.ledger[&840].ledger_net, 400);
+    }
+
+    #[test]
+    fn a_ledger_whose_sums_do_not_balance_is_a_difference() {
+        let mut report = reconcile(&[], &[], None, 0, 0);
+        let balanced = LedgerTotals {
+            ledger: 840,
+            accounts: 2,
+            debits_posted: 5,
+            credits_posted: 5,
+            ..LedgerTotals::default()
+        };
+        report.ledger_totals = vec![balanced];
+        assert_eq!(report.unexplained(), 0);
+        report.ledger_totals = vec![LedgerTotals {
+            credits_posted: 4,
+            ..balanced
+        }];
+        assert_eq!(report.unexplained(), 1);
+        report.ledger_totals = vec![LedgerTotals {
+            over_limit: 1,
+            ..balanced
+        }];
+        assert_eq!(report.unexplained(), 1);
     }
 }

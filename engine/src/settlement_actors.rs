@@ -53,6 +53,11 @@ pub trait SettlementStore: Send + Sync + 'static {
     fn keep_report<'a>(&'a self, report: &'a Report) -> PortFuture<'a, Result<(), String>>;
 }
 
+/// The ledger's totals over every account, per ledger (the read models in production).
+pub trait LedgerTotalsPort: Send + Sync + 'static {
+    fn totals(&self) -> PortFuture<'_, Result<Vec<crate::reconcile::LedgerTotals>, String>>;
+}
+
 /// Settlements known to the supervisor and not final; more are refused (the gateway answers
 /// 503) rather than queued without bound.
 pub const BACKLOG_MAX: usize = 1_000_000;
@@ -552,6 +557,8 @@ pub struct Reconciler;
 
 pub struct ReconcilerArgs {
     pub ports: Ports,
+    /// Checks the ledger's invariants over every account when given.
+    pub totals: Option<Arc<dyn LedgerTotalsPort>>,
     pub settlements: Settlements,
     pub config: SettlementConfig,
 }
@@ -657,6 +664,9 @@ async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, String> {
         }
     }
     report.redriven = redriven;
+    if let Some(totals) = &state.totals {
+        report.ledger_totals = totals.totals().await?;
+    }
     ports.store.keep_report(&report).await?;
     Ok(report)
 }

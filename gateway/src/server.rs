@@ -281,8 +281,10 @@ async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, St
     let settlements = Settlements::start(ports.clone(), config.bank.settlement.clone())
         .await
         .map_err(StartError::Settlements)?;
+    let read_models = kizo_persistence::read_models::ReadModels::open(&config.store).await?;
     let reconciler = start_reconciler(ReconcilerArgs {
         ports: ports.clone(),
+        totals: Some(Arc::new(crate::settlements::Totals(read_models))),
         settlements: settlements.clone(),
         config: config.bank.settlement.clone(),
     })

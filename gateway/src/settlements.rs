@@ -390,6 +390,24 @@ pub struct ReportView {
     pub redriven: u64,
     pub ledger_checked: bool,
     pub ledger: Vec<LedgerCheckView>,
+    /// The ledger's invariants over every account (from the read models, which may trail the
+    /// log by a moment but are always a consistent prefix of it).
+    pub ledger_totals: Vec<LedgerTotalsView>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LedgerTotalsView {
+    pub ledger: u32,
+    pub accounts: u64,
+    /// Decimal sums over every account.
+    pub debits_posted: String,
+    pub credits_posted: String,
+    pub debits_pending: String,
+    pub credits_pending: String,
+    /// Accounts that break their limit (must be 0).
+    pub over_limit: u64,
+    /// Debits equal credits, posted and pending, and no account breaks its limit.
+    pub holds: bool,
 }
 
 /// Lines listed per kind of difference (the counts are whole).
@@ -439,6 +457,20 @@ pub fn report_view(report: &Report) -> ReportView {
                 expected_held: c.expected_held.to_string(),
                 ledger_held: c.ledger_held.to_string(),
                 holds: c.holds(),
+            })
+            .collect(),
+        ledger_totals: report
+            .ledger_totals
+            .iter()
+            .map(|t| LedgerTotalsView {
+                ledger: t.ledger,
+                accounts: t.accounts,
+                debits_posted: t.debits_posted.to_string(),
+                credits_posted: t.credits_posted.to_string(),
+                debits_pending: t.debits_pending.to_string(),
+                credits_pending: t.credits_pending.to_string(),
+                over_limit: t.over_limit,
+                holds: t.holds(),
             })
             .collect(),
     }
@@ -656,6 +688,15 @@ impl settlement_actors::SettlementStore for StoreAdapter {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+/// The ledger's totals from the read models, for reconciliation.
+pub struct Totals(pub kizo_persistence::read_models::ReadModels);
+
+impl settlement_actors::LedgerTotalsPort for Totals {
+    fn totals(&self) -> PortFuture<'_, Result<Vec<kizo_engine::reconcile::LedgerTotals>, String>> {
+        Box::pin(async move { self.0.ledger_totals().await.map_err(|e| e.to_string()) })
     }
 }
 

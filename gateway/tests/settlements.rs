@@ -263,6 +263,11 @@ async fn flows(store: TestStore) {
     assert_eq!(report.body["unexplained"], 0, "{}", report.body);
     assert_eq!(report.body["matched"], 2);
     assert_eq!(report.body["ledger"][0]["ledger_net"], "600");
+    assert_eq!(
+        report.body["ledger_totals"][0]["holds"], true,
+        "{}",
+        report.body
+    );
     let latest = send(
         "GET",
         format!("{base}/v1/admin/reconciliation/latest"),
@@ -578,6 +583,7 @@ async fn thousands_of_settlements_survive_a_faulty_bank_and_a_killed_gateway() {
     assert_eq!(report.body["unexplained"], 0, "{}", report.body);
     eprintln!("reconciliation: {}", report.body);
     assert_eq!(report.body["ledger_checked"], true);
+    assert_eq!(report.body["ledger_totals"][0]["holds"], true);
     assert_eq!(
         report.body["matched"].as_u64(),
         Some(succeeded.len() as u64)

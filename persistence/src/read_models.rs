@@ -22,6 +22,9 @@ pub enum Direction {
     All,
 }
 
+/// One ledger's sums over every account, as [`ReadModels::ledger_totals`] reads them.
+pub use kizo_engine::reconcile::LedgerTotals;
+
 /// The most rows one history query returns.
 pub const HISTORY_LIMIT_MAX: u32 = 1000;
 
@@ -101,6 +104,64 @@ impl ReadModels {
             }
         };
         account.map_err(unavailable)
+    }
+
+    /// Per ledger, the sums of every account's balances and the accounts that break their
+    /// limit, read in one statement (one snapshot: the projector writes a commit's accounts in
+    /// one transaction, so the sums balance whenever the ledger did).
+    pub async fn ledger_totals(&self) -> Result<Vec<LedgerTotals>, StoreError> {
+        use futures_util::TryStreamExt;
+        let mut totals: std::collections::BTreeMap<u32, LedgerTotals> = Default::default();
+        let mut add = |account: Account| -> Result<(), StoreError> {
+            let t = totals
+                .entry(account.ledger)
+                .or_insert_with(|| LedgerTotals {
+                    ledger: account.ledger,
+                    ..LedgerTotals::default()
+                });
+            let sum = |a: u128, b: u128| {
+                a.checked_add(b)
+                    .ok_or_else(|| StoreError::Unavailable("ledger totals overflow u128".into()))
+            };
+            t.accounts += 1;
+            t.debits_posted = sum(t.debits_posted, account.debits_posted)?;
+            t.credits_posted = sum(t.credits_posted, account.credits_posted)?;
+            t.debits_pending = sum(t.debits_pending, account.debits_pending)?;
+            t.credits_pending = sum(t.credits_pending, account.credits_pending)?;
+            let debits = account.debits_posted.saturating_add(account.debits_pending);
+            let credits = account
+                .credits_posted
+                .saturating_add(account.credits_pending);
+            if (account
+                .flags
+                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+                && debits > account.credits_posted)
+                || (account
+                    .flags
+                    .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+                    && credits > account.debits_posted)
+            {
+                t.over_limit += 1;
+            }
+            Ok(())
+        };
+        match self {
+            ReadModels::Postgres(pool) => {
+                let sql = format!("SELECT {PG_ACCOUNT_SELECT} FROM accounts");
+                let mut rows = sqlx::query(&sql).fetch(pool);
+                while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+                    add(account_of(&row).map_err(unavailable)?)?;
+                }
+            }
+            ReadModels::Embedded(pool) => {
+                let sql = format!("SELECT {SQLITE_ACCOUNT_SELECT} FROM accounts");
+                let mut rows = sqlx::query(&sql).fetch(pool);
+                while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+                    add(account_of(&row).map_err(unavailable)?)?;
+                }
+            }
+        }
+        Ok(totals.into_values().collect())
     }
 
     pub async fn transfer(&self, id: u128) -> Result<Option<TransferRow>, StoreError> {
