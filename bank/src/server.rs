@@ -167,9 +167,10 @@ impl Bank {
                 let line = serde_json::to_string(&record).expect("records serialize");
                 let written = writeln!(file, "{line}").and_then(|()| file.sync_data());
                 if let Err(error) = written {
-                    // The books changed in memory only: stop answering rather than forget.
-                    tracing::error!(%error, "the bank's journal failed");
-                    panic!("the bank's journal failed: {error}");
+                    // The books changed in memory only: stop the process rather than answer
+                    // for a movement it would forget at its next start.
+                    tracing::error!(%error, "the bank's journal failed; stopping");
+                    std::process::exit(70);
                 }
             }
         }
