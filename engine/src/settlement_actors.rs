@@ -651,9 +651,10 @@ async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, String> {
         now,
         stuck_before,
     );
-    // Re-drive: what is stuck, and what ran out of attempts without knowing.
-    for id in &report.stuck {
-        state.settlements.wake(*id);
+    // Re-drive: what is stuck (handed to the supervisor again, in case it never had it), and
+    // what ran out of attempts without knowing.
+    for s in settlements.iter().filter(|s| report.stuck.contains(&s.id)) {
+        state.settlements.submit(s.clone());
     }
     let mut redriven = 0;
     for s in &settlements {
@@ -928,6 +929,56 @@ mod tests {
             1_000 + 10 + 20 - 30
         );
         assert_eq!(wallet.debits_pending, 0);
+        settlements.stop();
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn reconciliation_hands_a_stuck_settlement_back_to_the_supervisor() {
+        let engine = ledger().await;
+        let bank = Arc::new(TestBank::default());
+        let store = Arc::new(TestStore::default());
+        let ports = Ports {
+            engine: engine.clone(),
+            bank: bank.clone(),
+            store: store.clone(),
+        };
+        let config = SettlementConfig {
+            stuck_after: Duration::from_secs(1),
+            ..config()
+        };
+        let settlements = Settlements::start(ports.clone(), config.clone())
+            .await
+            .unwrap();
+        // Written, but never handed to the supervisor (its request was cut short).
+        let lost = Settlement {
+            updated_ms: now_ms() - 10_000,
+            ..Settlement::new(
+                5,
+                Kind::Deposit,
+                WALLET,
+                BANK_ACCOUNT,
+                840,
+                40,
+                now_ms() - 10_000,
+            )
+        };
+        store.save(&lost).await.unwrap();
+        let reconciler = start_reconciler(ReconcilerArgs {
+            ports,
+            totals: None,
+            settlements: settlements.clone(),
+            config,
+        })
+        .await
+        .unwrap();
+        let report = reconcile_now(&reconciler, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(report.stuck, vec![5]);
+        let done = until_final(&store, &[5]).await;
+        assert_eq!(done[0].phase, Phase::Done(Status::Succeeded));
+        reconciler.stop(None);
         settlements.stop();
         engine.shutdown().await;
     }

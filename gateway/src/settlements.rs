@@ -182,7 +182,26 @@ async fn create(
     request: NewSettlement,
     kind: Kind,
 ) -> Result<Response, ApiError> {
-    let key = crate::payments::required_key(&headers)?;
+    let key = crate::payments::required_key(&headers)?.to_string();
+    // On a task of its own: a client that goes away must not cut the work between writing the
+    // settlement and handing it to the supervisor.
+    tokio::spawn(create_settlement(state, caller, key, request, kind))
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "a settlement request failed");
+            Err(ApiError::unavailable(
+                "the request failed; retry it with the same key",
+            ))
+        })
+}
+
+async fn create_settlement(
+    state: AppState,
+    caller: Authenticated,
+    key: String,
+    request: NewSettlement,
+    kind: Kind,
+) -> Result<Response, ApiError> {
     if request.amount == 0 || request.amount > SETTLEMENT_AMOUNT_MAX {
         return Err(ApiError::invalid(
             "amount",
