@@ -1,0 +1,116 @@
+//! Settlements and reconciliation reports, on both stores.
+
+mod common;
+
+use common::TestStore;
+use kizo_engine::settlement::{Kind, Phase, Settlement, Status};
+use kizo_persistence::settlements::{Created, SettlementStore, REPORTS_KEPT};
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::TestStore::postgres(stringify!($test))).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::TestStore::embedded()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_settlement_is_created_once_and_every_transition_is_kept,
+    the_latest_of_many_reports_is_served
+);
+
+fn withdrawal(id: u128, amount: u64) -> Settlement {
+    Settlement::new(
+        id,
+        Kind::Withdrawal,
+        u128::MAX - 1,
+        1 << 64,
+        840,
+        amount,
+        1_000,
+    )
+}
+
+async fn a_settlement_is_created_once_and_every_transition_is_kept(store: TestStore) {
+    let settlements = SettlementStore::open(&store.config).await.unwrap();
+    let first = withdrawal(u128::MAX - 2, 500);
+    assert_eq!(
+        settlements.create("user-1", &first).await.unwrap(),
+        Created::Created
+    );
+    // The same id again: the first one is answered, untouched.
+    let again = withdrawal(u128::MAX - 2, 999);
+    match settlements.create("user-2", &again).await.unwrap() {
+        Created::Exists(existing) => {
+            assert_eq!(existing.user_id, "user-1");
+            assert_eq!(existing.settlement, first);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut moved = first.clone();
+    for (phase, at) in [
+        (Phase::Send, 1_001),
+        (Phase::Check, 1_002),
+        (Phase::Settle, 1_003),
+    ] {
+        moved = Settlement {
+            phase,
+            attempts: u32::from(phase == Phase::Check) + moved.attempts,
+            attempts_total: u32::from(phase == Phase::Check) + moved.attempts_total,
+            updated_ms: at,
+            reason: Some("a reason, kept".into()),
+            ..moved
+        };
+        settlements.save(&moved).await.unwrap();
+    }
+    let loaded = settlements.load(first.id).await.unwrap().unwrap();
+    assert_eq!(loaded.settlement, moved);
+    assert_eq!(settlements.unfinished().await.unwrap().len(), 1);
+    let done = Settlement {
+        phase: Phase::Done(Status::Succeeded),
+        updated_ms: 1_004,
+        ..moved
+    };
+    settlements.save(&done).await.unwrap();
+    assert!(settlements.unfinished().await.unwrap().is_empty());
+    let phases: Vec<String> = settlements
+        .transitions(first.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, phase, _, _)| phase)
+        .collect();
+    assert_eq!(phases, ["hold", "send", "check", "settle", "succeeded"]);
+    let counts = settlements.count_by_status().await.unwrap();
+    assert!(counts.contains(&(Status::Succeeded, 1)));
+    assert!(counts.contains(&(Status::Pending, 0)));
+    // Saving a settlement that was never created is refused, not silently ignored.
+    assert!(settlements.save(&withdrawal(5, 5)).await.is_err());
+    assert_eq!(settlements.all(10).await.unwrap().len(), 1);
+}
+
+async fn the_latest_of_many_reports_is_served(store: TestStore) {
+    let settlements = SettlementStore::open(&store.config).await.unwrap();
+    assert_eq!(settlements.latest_report().await.unwrap(), None);
+    for at in 0..(REPORTS_KEPT as u64 + 5) {
+        settlements
+            .keep_report(at, 0, &format!("{{\"at_ms\":{at}}}"))
+            .await
+            .unwrap();
+    }
+    let latest = settlements.latest_report().await.unwrap().unwrap();
+    assert_eq!(latest, format!("{{\"at_ms\":{}}}", REPORTS_KEPT + 4));
+}
