@@ -318,6 +318,66 @@ async fn deposits_and_withdrawals_settle_on_postgres() {
     flows(TestStore::postgres("settlements")).await;
 }
 
+/// The quick start's setup: the bank in process, keeping its books in the data folder. A
+/// restart of the gateway is a restart of the bank too: both must remember.
+#[tokio::test]
+async fn the_in_process_bank_remembers_across_a_restart() {
+    let store = TestStore::embedded();
+    let journal = tempfile::tempdir().unwrap();
+    let config = || kizo_gateway::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: store.config.clone(),
+        shard_count: 2,
+        api_key: common::API_KEY.into(),
+        jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
+        password_pepper: "test-pepper-0123456789abcdef0123456".into(),
+        currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
+        auth_rates: Default::default(),
+        admin_api_key: ADMIN_KEY.into(),
+        bank: kizo_gateway::server::BankSettings {
+            journal: Some(journal.path().join("bank.jsonl")),
+            ..Default::default()
+        },
+    };
+    let server = kizo_gateway::Server::start(config()).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    let (token, wallet) = user(&base, "quick@example.com").await;
+    let deposit = send(
+        "POST",
+        format!("{base}/v1/deposits"),
+        &token,
+        Some("q-1"),
+        Some(json!({"account_id": wallet, "amount": 2_500})),
+    )
+    .await;
+    let id = deposit.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        settle(&base, &token, "deposit", &id).await["status"],
+        "succeeded"
+    );
+    server.stop().await;
+
+    let server = kizo_gateway::Server::start(config()).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    let report = send(
+        "POST",
+        format!("{base}/v1/admin/reconciliation"),
+        ADMIN_KEY,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(report.body["unexplained"], 0, "{}", report.body);
+    assert_eq!(
+        (
+            report.body["matched"].as_u64(),
+            report.body["movements"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    server.stop().await;
+}
+
 /// A free port on the loopback (the tests' processes are told their port up front).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
