@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -396,20 +396,24 @@ fn answer(answer: Answer) -> Response {
     }
 }
 
+/// A JSON body, or the 400 that refuses it.
+fn body_of<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, String> {
+    body.map(|Json(value)| value)
+        .map_err(|rejection| rejection.body_text())
+}
+
+fn invalid_request(detail: &str) -> Response {
+    problem(StatusCode::BAD_REQUEST, "invalid_request", detail)
+}
+
 async fn move_money(
     bank: Bank,
     direction: Direction,
     body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &rejection.body_text(),
-            )
-        }
+    let request = match body_of(body) {
+        Ok(request) => request,
+        Err(detail) => return invalid_request(&detail),
     };
     if request.amount == 0 || request.amount > AMOUNT_MAX {
         return problem(
@@ -515,18 +519,11 @@ async fn get_faults(State(bank): State<Bank>) -> Json<Faults> {
 
 async fn put_faults(
     State(bank): State<Bank>,
-    _headers: HeaderMap,
     body: Result<Json<Faults>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Json(faults) = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &rejection.body_text(),
-            )
-        }
+    let faults = match body_of(body) {
+        Ok(faults) => faults,
+        Err(detail) => return invalid_request(&detail),
     };
     if let Err(detail) = faults.check() {
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_faults", &detail);
