@@ -106,7 +106,7 @@ impl SettlementStore {
     pub async fn open(config: &StoreConfig) -> Result<SettlementStore, StoreError> {
         let migrations = sqlx::migrate!("./migrations/sqlite_settlements");
         Ok(
-            match open_pools(config, 4, "settlements.db", &migrations).await? {
+            match open_pools(config, 16, "settlements.db", &migrations).await? {
                 Pools::Postgres(pool) => SettlementStore::Postgres(pool),
                 Pools::Embedded(pool) => SettlementStore::Embedded(pool),
             },

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The wallet API under wrk: `bash gateway/benches/wrk/run.sh [seconds] [connections]`.
+# The wallet API under wrk: `bash gateway/benches/wrk/run.sh [seconds] [connections] [script]`.
 #
 # Builds the release gateway, serves it on a fresh PostgreSQL database (kizo_wrk, on
 # DATABASE_ADMIN_URL's server), signs up, funds and logs in 100 users, then runs wrk with
 # 2 threads and 100 connections (by default) for 20 s: every request is an authenticated
-# POST /v1/transfers with a new Idempotency-Key. wrk's "Non-2xx" line must be absent.
+# POST /v1/transfers (script `transfers`, the default) or POST /v1/deposits (`deposits`, through
+# the in-process bank) with a new Idempotency-Key. wrk's "Non-2xx" line must be absent. After
+# deposits, it waits until every settlement has ended and prints how long that took.
 set -euo pipefail
 seconds=${1:-20}
 connections=${2:-100}
+script=${3:-transfers}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 admin=${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -28,4 +31,15 @@ for _ in $(seq 100); do
 done
 python3 "$here/setup.py" "http://127.0.0.1:$port" wrk-api-key-0123456789abcdef0123456789 100 "$work/users.lua"
 KIZO_WRK_USERS="$work/users.lua" wrk -t2 -c"$connections" -d"${seconds}s" --latency \
-  -s "$here/transfers.lua" "http://127.0.0.1:$port"
+  -s "$here/$script.lua" "http://127.0.0.1:$port"
+if [ "$script" = deposits ]; then
+  started=$(date +%s.%N)
+  while :; do
+    metrics=$(curl -fs "http://127.0.0.1:$port/metrics")
+    under_way=$(echo "$metrics" | awk '/^kizo_settlements\{status="(pending|processing)"\}/ {s += $2} END {print s + 0}')
+    [ "$under_way" = 0 ] && break
+    sleep 0.2
+  done
+  echo "$metrics" | grep '^kizo_settlements{'
+  echo "every settlement ended $(echo "$(date +%s.%N) - $started" | bc) s after wrk stopped"
+fi
