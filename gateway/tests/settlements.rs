@@ -180,34 +180,16 @@ async fn flows(store: TestStore) {
     );
     assert_eq!(dashboard.body["transfers_this_month"], 2);
 
-    // Only the owner sees them; the stranger's wallet is not theirs to fill.
-    let hidden = send(
-        "GET",
-        format!("{base}/v1/deposits/{id}"),
-        &stranger,
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
-    let hidden = send(
-        "GET",
-        format!("{base}/v1/withdrawals/{out_id}"),
-        &stranger,
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
-    let wrong_kind = send(
-        "GET",
-        format!("{base}/v1/withdrawals/{id}"),
-        &token,
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(wrong_kind.status, StatusCode::NOT_FOUND);
+    // Only the owner sees them, each under its own kind; the stranger's wallet is not theirs
+    // to fill.
+    for (path, who) in [
+        (format!("deposits/{id}"), &stranger),
+        (format!("withdrawals/{out_id}"), &stranger),
+        (format!("withdrawals/{id}"), &token),
+    ] {
+        let hidden = send("GET", format!("{base}/v1/{path}"), who, None, None).await;
+        assert_eq!(hidden.status, StatusCode::NOT_FOUND, "{path}");
+    }
     let not_theirs = send(
         "POST",
         format!("{base}/v1/deposits"),

@@ -1,6 +1,7 @@
 //! The write-ahead log on each backend: the same tests run on PostgreSQL and on the embedded
 //! store.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -14,28 +15,6 @@ use kizo_persistence::projection::TransferStatus;
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::{Direction, ReadModels};
 use kizo_persistence::WalConfig;
-
-/// Runs each test once per backend.
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::TestStore::postgres(stringify!($test))).await;
-                }
-            )*
-        }
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::TestStore::embedded()).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     acknowledged_changes_survive_a_restart,

@@ -1,31 +1,11 @@
 //! Settlements and reconciliation reports, on both stores.
 
+#[macro_use]
 mod common;
 
 use common::TestStore;
 use kizo_engine::settlement::{Kind, Phase, Settlement, Status};
 use kizo_persistence::settlements::{Created, SettlementStore, REPORTS_KEPT};
-
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::TestStore::postgres(stringify!($test))).await;
-                }
-            )*
-        }
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::TestStore::embedded()).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     a_settlement_is_created_once_and_every_transition_is_kept,

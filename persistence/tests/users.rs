@@ -1,30 +1,10 @@
 //! Users, sessions and refresh tokens, on both stores.
 
+#[macro_use]
 mod common;
 
 use common::TestStore;
 use kizo_persistence::users::{now_ms, Refresh, User, UserError, UserStore};
-
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::TestStore::postgres(stringify!($test))).await;
-                }
-            )*
-        }
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::TestStore::embedded()).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     emails_are_unique,

@@ -86,12 +86,6 @@ pub struct Settlements {
     pub wallets: Vec<u128>,
 }
 
-/// What the driver asks the world to do.
-pub enum Effect {
-    /// Enqueue this transfer for the settlement; tell it the request's number.
-    Ledger(u128, Transfer),
-}
-
 impl Settlements {
     pub fn new() -> Settlements {
         Settlements {
@@ -138,13 +132,15 @@ impl Settlements {
     }
 
     /// Starts the next action of a settlement that is due and not running, as a worker would.
+    /// Returns the ledger transfer the world must enqueue for that settlement, if any (then
+    /// tell [`Settlements::waiting_on`] the request's number).
     pub fn start_one(
         &mut self,
         rng: &mut Rng,
         now_ns: u64,
         faults: &BankFaults,
         faulty: bool,
-    ) -> Result<Option<Effect>, String> {
+    ) -> Result<Option<(u128, Transfer)>, String> {
         let now_ms = now_ns / crate::world::MS;
         let due: Vec<u128> = self
             .store
@@ -168,7 +164,7 @@ impl Settlements {
             Action::Hold(t) | Action::Settle(t) | Action::Release(t) => {
                 self.running
                     .insert(id, (persisted, Waiting::Ledger { request: u64::MAX }));
-                Ok(Some(Effect::Ledger(id, t)))
+                Ok(Some((id, t)))
             }
             Action::Send | Action::Check => {
                 let send = action == Action::Send;

@@ -16,7 +16,7 @@ use kizo_engine::{
 use crate::log::SimLog;
 use crate::model::Model;
 use crate::rng::Rng;
-use crate::settlements::{BankFaults, Effect, Settlements, BANK_ACCOUNT};
+use crate::settlements::{BankFaults, Settlements, BANK_ACCOUNT};
 
 /// A deliberately broken build, to show that the checks catch one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,10 +356,10 @@ impl World {
 
     fn start_settlement(&mut self) -> Result<(), String> {
         let faulty = self.faulty;
-        let effect =
+        let ledger =
             self.settlements
                 .start_one(&mut self.rng, self.clock, &self.bank_faults, faulty)?;
-        if let Some(Effect::Ledger(id, transfer)) = effect {
+        if let Some((id, transfer)) = ledger {
             let number = self.next_request;
             self.next_request += 1;
             self.queue.push_back(Request {

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The wallet API under wrk: `bash gateway/benches/wrk/run.sh [seconds] [connections] [script]`.
+# The wallet API under wrk: `bash gateway/benches/wrk/run.sh [seconds] [connections] [requests]`.
 #
 # Builds the release gateway, serves it on a fresh PostgreSQL database (kizo_wrk, on
 # DATABASE_ADMIN_URL's server), signs up, funds and logs in 100 users, then runs wrk with
 # 2 threads and 100 connections (by default) for 20 s: every request is an authenticated
-# POST /v1/transfers (script `transfers`, the default) or POST /v1/deposits (`deposits`, through
+# POST /v1/transfers (requests `transfers`, the default) or POST /v1/deposits (`deposits`, through
 # the in-process bank) with a new Idempotency-Key. wrk's "Non-2xx" line must be absent. After
 # deposits, it waits until every settlement has ended and prints how long that took.
 set -euo pipefail
 seconds=${1:-20}
 connections=${2:-100}
-script=${3:-transfers}
+requests=${3:-transfers}
+case "$requests" in transfers|deposits) ;; *) echo "the requests are transfers or deposits" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 admin=${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -30,9 +31,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 python3 "$here/setup.py" "http://127.0.0.1:$port" wrk-api-key-0123456789abcdef0123456789 100 "$work/users.lua"
-KIZO_WRK_USERS="$work/users.lua" wrk -t2 -c"$connections" -d"${seconds}s" --latency \
-  -s "$here/$script.lua" "http://127.0.0.1:$port"
-if [ "$script" = deposits ]; then
+KIZO_WRK_USERS="$work/users.lua" KIZO_WRK_REQUEST="$requests" wrk -t2 -c"$connections" -d"${seconds}s" --latency \
+  -s "$here/wallet.lua" "http://127.0.0.1:$port"
+if [ "$requests" = deposits ]; then
   started=$(date +%s.%N)
   while :; do
     metrics=$(curl -fs "http://127.0.0.1:$port/metrics")

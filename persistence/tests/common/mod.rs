@@ -2,6 +2,30 @@
 //! `DATABASE_URL`, default the local server) or embedded (a temporary folder).
 #![allow(dead_code)]
 
+/// Runs each named `async fn(TestStore)` as two tests: `postgres::NAME` and `embedded::NAME`
+/// (the test files say `#[macro_use] mod common;`).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::TestStore::postgres(stringify!($test))).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::TestStore::embedded()).await;
+                }
+            )*
+        }
+    };
+}
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
