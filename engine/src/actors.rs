@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
-use crate::engine::{Clock, EngineConfig, EngineError};
+use crate::engine::{Baseline, Clock, EngineConfig, EngineError};
+use crate::image::LedgerImage;
 use crate::ledger::View;
 use crate::record::Commit;
 use crate::round::{Operation, Outcome, Sequencer, Step};
@@ -59,6 +60,8 @@ pub(crate) struct ShardActor;
 pub(crate) struct ShardArgs {
     pub index: usize,
     pub shard_count: usize,
+    /// The image to start from instead of LSN 1.
+    pub base: Option<Arc<LedgerImage>>,
     pub wal: Arc<dyn Wal>,
     pub stats: Arc<Stats>,
 }
@@ -115,8 +118,14 @@ impl Actor for ShardActor {
         _myself: ActorRef<ShardMsg>,
         args: ShardArgs,
     ) -> Result<ShardActorState, ActorProcessingErr> {
+        let shard = match &args.base {
+            Some(image) => ShardState::from_image(args.index, args.shard_count, image),
+            None => ShardState::new(args.index, args.shard_count),
+        };
+        let base_lsn = shard.applied_lsn();
+        drop(args.base);
         let mut state = ShardActorState {
-            shard: ShardState::new(args.index, args.shard_count),
+            shard,
             wal: args.wal,
             stats: args.stats,
         };
@@ -124,8 +133,9 @@ impl Actor for ShardActor {
         state.catch_up(last).await?;
         tracing::debug!(
             shard = args.index,
+            base_lsn,
             lsn = last,
-            "shard recovered from the log"
+            "shard recovered from its base image and the log after it"
         );
         Ok(state)
     }
@@ -677,6 +687,7 @@ pub(crate) struct SupervisorArgs {
     pub stats: Arc<Stats>,
     /// Where the engine handle finds the coordinator; replaced when it restarts.
     pub coordinator_slot: Arc<RwLock<Option<ActorRef<CoordinatorMsg>>>>,
+    pub baseline: Option<Arc<dyn Baseline>>,
 }
 
 pub(crate) struct SupervisorState {
@@ -695,19 +706,59 @@ impl SupervisorActor {
         args: &SupervisorArgs,
         index: usize,
     ) -> Result<ActorRef<ShardMsg>, ActorProcessingErr> {
+        let base = Self::load_base(args).await;
         let (shard, _) = Actor::spawn_linked(
             None,
             ShardActor,
-            Self::shard_args(args, index),
+            Self::shard_args(args, index, base),
             myself.get_cell(),
         )
         .await?;
         Ok(shard)
     }
 
-    fn shard_args(args: &SupervisorArgs, index: usize) -> ShardArgs {
+    /// The baseline's image, if it has one that belongs to this log: its LSN is durable and
+    /// its last commit's timestamp is the log's. Anything else is reported, and the shards
+    /// start from the log alone, which is always enough.
+    async fn load_base(args: &SupervisorArgs) -> Option<Arc<LedgerImage>> {
+        let baseline = args.baseline.clone()?;
+        let last = args.wal.last_lsn();
+        let loaded = tokio::task::spawn_blocking(move || baseline.load(last))
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|loaded| loaded);
+        let image = match loaded {
+            Ok(Some(image)) if image.lsn > 0 => image,
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::error!(%error, "no snapshot could be loaded; recovering from the log alone");
+                return None;
+            }
+        };
+        let belongs = match args.wal.read(image.lsn, image.lsn).await {
+            Ok(commits) => commits.first().map(|c| c.timestamp_max) == Some(image.timestamp_max),
+            Err(_) => false,
+        };
+        if !belongs {
+            tracing::error!(
+                lsn = image.lsn,
+                log_last_lsn = last,
+                "the snapshot does not match this log (another database, or a log that was \
+                 replaced); recovering from the log alone"
+            );
+            return None;
+        }
+        Some(Arc::new(image))
+    }
+
+    fn shard_args(
+        args: &SupervisorArgs,
+        index: usize,
+        base: Option<Arc<LedgerImage>>,
+    ) -> ShardArgs {
         ShardArgs {
             index,
+            base,
             shard_count: args.config.shard_count,
             wal: args.wal.clone(),
             stats: args.stats.clone(),
@@ -744,16 +795,18 @@ impl Actor for SupervisorActor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        // Every shard replays the log at once: recovery takes as long as the slowest shard.
+        // Every shard rebuilds at once: recovery takes as long as the slowest shard.
+        let base = Self::load_base(&args).await;
         let mut starting = tokio::task::JoinSet::new();
         for index in 0..args.config.shard_count {
-            let shard_args = Self::shard_args(&args, index);
+            let shard_args = Self::shard_args(&args, index, base.clone());
             let supervisor = myself.get_cell();
             starting.spawn(async move {
                 let spawned = Actor::spawn_linked(None, ShardActor, shard_args, supervisor).await;
                 (index, spawned.map(|(shard, _)| shard))
             });
         }
+        drop(base);
         let mut started = vec![None; args.config.shard_count];
         let mut failure = None;
         while let Some(joined) = starting.join_next().await {

@@ -9,6 +9,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::actors::{CoordinatorMsg, Reply, SupervisorActor, SupervisorArgs, SupervisorMsg};
+use crate::image::LedgerImage;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::round::{Operation, Outcome};
 use crate::stats::{Stats, StatsSnapshot};
@@ -44,6 +45,15 @@ impl Clock for SystemClock {
             .expect("the clock is after 1970");
         u64::try_from(since_epoch.as_nanos()).expect("the clock is before 2554")
     }
+}
+
+/// Where shards are rebuilt from instead of LSN 1: the newest saved image of the ledger.
+pub trait Baseline: Send + Sync + 'static {
+    /// The newest usable image at or before `log_last_lsn` (the log's last durable commit), or
+    /// none. Blocking: it reads files. An image that cannot be used is the implementation's to
+    /// report and skip; an error here means that none could be looked for, and the log alone
+    /// is used.
+    fn load(&self, log_last_lsn: u64) -> Result<Option<LedgerImage>, String>;
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +108,17 @@ impl Engine {
         wal: Arc<dyn Wal>,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, EngineError> {
+        Self::start_from(config, wal, clock, None).await
+    }
+
+    /// Starts as [`Engine::start`] does, but each shard is rebuilt from the image `baseline`
+    /// gives (a snapshot) and only the log after it, at start and whenever a shard restarts.
+    pub async fn start_from(
+        config: EngineConfig,
+        wal: Arc<dyn Wal>,
+        clock: Arc<dyn Clock>,
+        baseline: Option<Arc<dyn Baseline>>,
+    ) -> Result<Engine, EngineError> {
         if !(1..=EngineConfig::SHARD_COUNT_MAX).contains(&config.shard_count) {
             return Err(EngineError::Start(format!(
                 "shard_count must be between 1 and {}",
@@ -120,6 +141,7 @@ impl Engine {
             clock,
             stats: stats.clone(),
             coordinator_slot: coordinator.clone(),
+            baseline,
         };
         let (supervisor, _) = Actor::spawn(None, SupervisorActor, args)
             .await

@@ -5,6 +5,7 @@
 //! - [`types`], [`results`]: accounts, transfers and the result codes of the API.
 //! - [`ledger`]: the decision logic ([`ledger::Decider`]) over a [`ledger::View`]. Pure.
 //! - [`shard`]: one shard's state; answers reads, applies commits. Pure.
+//! - [`image`]: the whole ledger as plain data at one LSN (what a snapshot holds). Pure.
 //! - [`round`]: the cross-shard commit protocol (read, decide, log, apply). Pure.
 //! - [`record`], [`wal`]: the write-ahead-log records and the log boundary.
 //! - [`routing`]: the stable hash that assigns ids to shards.
@@ -46,6 +47,7 @@
 
 mod actors;
 pub mod engine;
+pub mod image;
 pub mod ledger;
 pub mod local;
 pub mod reconcile;
@@ -60,7 +62,8 @@ pub mod stats;
 pub mod types;
 pub mod wal;
 
-pub use engine::{Clock, Engine, EngineConfig, EngineError, SystemClock};
+pub use engine::{Baseline, Clock, Engine, EngineConfig, EngineError, SystemClock};
+pub use image::{ImageError, LedgerImage};
 pub use record::{Commit, Record};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use stats::StatsSnapshot;

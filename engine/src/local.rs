@@ -3,6 +3,7 @@
 //! function calls, with the log kept as a list of commits. Unit tests, property tests and the simulator use it to exercise exactly the
 //! production logic without a runtime.
 
+use crate::image::LedgerImage;
 use crate::ledger::View;
 use crate::record::Commit;
 use crate::results::{CreateAccountResult, CreateTransferResult};
@@ -76,8 +77,28 @@ impl LocalEngine {
 
     /// Rebuilds an engine from a log, as a restart does.
     pub fn recover(shard_count: usize, commits: &[Commit]) -> Self {
+        Self::recover_from(shard_count, None, commits)
+    }
+
+    /// Rebuilds an engine from a snapshot's image and the whole log (LSN 1 onwards), as a
+    /// restart does: only the commits after the image's LSN are applied.
+    pub fn recover_from(
+        shard_count: usize,
+        base: Option<&LedgerImage>,
+        commits: &[Commit],
+    ) -> Self {
         let mut engine = Self::new(shard_count);
-        for commit in commits {
+        if let Some(image) = base {
+            assert!(
+                image.lsn <= commits.len() as u64,
+                "a snapshot is never ahead of its log"
+            );
+            engine.shards = (0..shard_count)
+                .map(|i| ShardState::from_image(i, shard_count, image))
+                .collect();
+        }
+        let applied = base.map_or(0, |image| image.lsn as usize);
+        for commit in &commits[applied..] {
             for shard in &mut engine.shards {
                 shard.apply(commit);
             }
@@ -86,6 +107,15 @@ impl LocalEngine {
         engine.sequencer = Sequencer::resume_after(timestamp_last);
         engine.commits = commits.to_vec();
         engine
+    }
+
+    /// The whole ledger as of the last applied commit.
+    pub fn image(&self) -> LedgerImage {
+        assert!(
+            self.unapplied.is_none(),
+            "settle() before looking at the state"
+        );
+        ShardState::image_of(&self.shards)
     }
 
     pub fn commits(&self) -> &[Commit] {

@@ -10,6 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use ahash::AHashMap;
 
+use crate::image::LedgerImage;
 use crate::record::{Commit, Record};
 use crate::results::CreateTransferResult;
 use crate::routing::shard_of;
@@ -62,6 +63,8 @@ pub struct ShardState {
     /// Pending transfers with a timeout that are still pending: (expires_at, timestamp, id).
     expiry: BTreeSet<(u64, u64, u128)>,
     applied_lsn: u64,
+    /// The largest timestamp of the commits applied.
+    timestamp_max: u64,
     /// Reads served so far.
     reads: u64,
 }
@@ -77,8 +80,97 @@ impl ShardState {
             pending: AHashMap::new(),
             expiry: BTreeSet::new(),
             applied_lsn: 0,
+            timestamp_max: 0,
             reads: 0,
         }
+    }
+
+    /// The shard `index` of `shard_count` as of `image`: the accounts, transfers, statuses and
+    /// failures whose ids it owns, and the history of each of its accounts (every transfer
+    /// that touches it, from whichever shard owns the transfer). The image must have passed
+    /// [`LedgerImage::check`].
+    pub fn from_image(index: usize, shard_count: usize, image: &LedgerImage) -> Self {
+        let mut shard = Self::new(index, shard_count);
+        let owns = |id: u128| shard_of(id, shard_count) == index;
+        shard
+            .accounts
+            .reserve(image.accounts.len() / shard_count + 1);
+        for account in image.accounts.iter().filter(|a| owns(a.id)) {
+            let local = LocalAccount {
+                account: *account,
+                history: Vec::new(),
+                read_mark: 0,
+            };
+            shard.accounts.insert(account.id, local);
+        }
+        for transfer in &image.transfers {
+            shard.store_transfer(transfer);
+            for (account_id, is_debit) in [
+                (transfer.debit_account_id, true),
+                (transfer.credit_account_id, false),
+            ] {
+                if let Some(local) = shard.local_account(account_id) {
+                    local.record(transfer, is_debit);
+                }
+            }
+        }
+        for &(id, status) in image.pending.iter().filter(|p| owns(p.0)) {
+            shard.pending.insert(id, status);
+            let transfer = shard
+                .transfers
+                .get(id)
+                .expect("a pending status has its transfer");
+            if let (PendingStatus::Pending, Some(expires_at)) = (status, transfer.expires_at()) {
+                shard.expiry.insert((expires_at, transfer.timestamp, id));
+            }
+        }
+        for &(id, result) in image.failed.iter().filter(|f| owns(f.0)) {
+            shard.transfers.fail(id, result);
+        }
+        shard.applied_lsn = image.lsn;
+        shard.timestamp_max = image.timestamp_max;
+        shard
+    }
+
+    /// Adds what this shard owns to `image` (in no particular order: see
+    /// [`LedgerImage::canonicalize`]).
+    fn export_into(&self, image: &mut LedgerImage) {
+        image.lsn = self.applied_lsn;
+        image.timestamp_max = image.timestamp_max.max(self.timestamp_max);
+        image
+            .accounts
+            .extend(self.accounts.values().map(|local| local.account));
+        image
+            .transfers
+            .extend(self.transfers.chunks.iter().flatten().copied());
+        image
+            .pending
+            .extend(self.pending.iter().map(|(id, status)| (*id, *status)));
+        image.failed.extend(
+            self.transfers
+                .by_id
+                .iter()
+                .filter_map(|(id, slot)| match slot {
+                    Slot::Failed(result) => Some((*id, *result)),
+                    Slot::Transfer(_) => None,
+                }),
+        );
+    }
+
+    /// The whole ledger held by `shards`, all at one LSN, in canonical order.
+    pub fn image_of(shards: &[ShardState]) -> LedgerImage {
+        let mut image = LedgerImage::default();
+        assert!(
+            shards
+                .windows(2)
+                .all(|w| w[0].applied_lsn == w[1].applied_lsn),
+            "the shards of one image are at one LSN"
+        );
+        for shard in shards {
+            shard.export_into(&mut image);
+        }
+        image.canonicalize();
+        image
     }
 
     pub fn index(&self) -> usize {
@@ -162,6 +254,7 @@ impl ShardState {
         }
         if part.end == commit.records.len() {
             self.applied_lsn = commit.lsn;
+            self.timestamp_max = commit.timestamp_max;
         }
     }
 
