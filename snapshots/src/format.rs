@@ -1,0 +1,514 @@
+//! The snapshot format, in memory: a [`LedgerImage`] split by id hash into parts, each part an
+//! `rkyv` archive, described by a JSON [`Manifest`] with each file's length and CRC-32. Pure:
+//! bytes in, bytes out; [`crate::dir`] puts them on a disk.
+//!
+//! Every part repeats the manifest's LSN, timestamp, part index and count, so a manifest that
+//! does not belong to its files is caught even when every checksum matches.
+
+use kizo_engine::routing::shard_of;
+use kizo_engine::{
+    Account, AccountFlags, CreateTransferResult, LedgerImage, PendingStatus, Transfer,
+    TransferFlags,
+};
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use serde::{Deserialize, Serialize};
+
+/// What the files of a snapshot are: refused when it differs.
+pub const FORMAT: &str = "kizo-snapshot";
+/// The version of the part layout; a reader refuses any other.
+pub const FORMAT_VERSION: u32 = 1;
+/// The manifest's file name inside a snapshot.
+pub const MANIFEST: &str = "manifest.json";
+/// Most parts in one snapshot (they are written and read in parallel).
+pub const PARTS_MAX: u32 = 256;
+/// Largest manifest accepted (it lists at most `PARTS_MAX` files).
+pub const MANIFEST_BYTES_MAX: u64 = 1 << 20;
+
+/// The description of a snapshot, written last: a snapshot without one is unfinished.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    /// The last commit included.
+    pub lsn: u64,
+    /// The largest timestamp assigned up to `lsn` (ns since the epoch); also ties the snapshot
+    /// to its log: the log's commit `lsn` has the same.
+    pub timestamp_max: u64,
+    /// When the snapshot was written (RFC 3339).
+    pub created_at: String,
+    /// How many parts the ids are split into, by the shards' hash. Any shard count loads any
+    /// snapshot: each shard takes the ids it owns.
+    pub shard_count: u32,
+    pub accounts: u64,
+    pub transfers: u64,
+    pub pending: u64,
+    pub failed: u64,
+    /// The parts' bytes, summed.
+    pub bytes: u64,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    pub name: String,
+    pub bytes: u64,
+    /// CRC-32 (IEEE) of the file's bytes.
+    pub crc32: u32,
+}
+
+/// Why bytes are not a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("manifest: {0}")]
+    Manifest(String),
+    #[error(
+        "{file}: checksum mismatch (the manifest says {expected:08x}, the file has {actual:08x})"
+    )]
+    Checksum {
+        file: String,
+        expected: u32,
+        actual: u32,
+    },
+    #[error("{file}: {bytes} bytes, the manifest says {expected}")]
+    Length {
+        file: String,
+        bytes: u64,
+        expected: u64,
+    },
+    #[error("{file}: not a valid part: {detail}")]
+    Decode { file: String, detail: String },
+    #[error("{file}: does not match the manifest: {detail}")]
+    Mismatch { file: String, detail: String },
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct Part {
+    format_version: u32,
+    lsn: u64,
+    timestamp_max: u64,
+    index: u32,
+    count: u32,
+    accounts: Vec<AccountRow>,
+    /// In timestamp order.
+    transfers: Vec<TransferRow>,
+    pending: Vec<(u128, u8)>,
+    failed: Vec<(u128, u32)>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct AccountRow {
+    id: u128,
+    debits_pending: u128,
+    debits_posted: u128,
+    credits_pending: u128,
+    credits_posted: u128,
+    user_data_128: u128,
+    user_data_64: u64,
+    timestamp: u64,
+    user_data_32: u32,
+    ledger: u32,
+    code: u16,
+    flags: u16,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct TransferRow {
+    id: u128,
+    debit_account_id: u128,
+    credit_account_id: u128,
+    amount: u128,
+    pending_id: u128,
+    user_data_128: u128,
+    user_data_64: u64,
+    timestamp: u64,
+    user_data_32: u32,
+    timeout: u32,
+    ledger: u32,
+    code: u16,
+    flags: u16,
+}
+
+impl From<&Account> for AccountRow {
+    fn from(a: &Account) -> Self {
+        Self {
+            id: a.id,
+            debits_pending: a.debits_pending,
+            debits_posted: a.debits_posted,
+            credits_pending: a.credits_pending,
+            credits_posted: a.credits_posted,
+            user_data_128: a.user_data_128,
+            user_data_64: a.user_data_64,
+            timestamp: a.timestamp,
+            user_data_32: a.user_data_32,
+            ledger: a.ledger,
+            code: a.code,
+            flags: a.flags.0,
+        }
+    }
+}
+
+impl From<&ArchivedAccountRow> for Account {
+    fn from(a: &ArchivedAccountRow) -> Self {
+        Self {
+            id: a.id.to_native(),
+            debits_pending: a.debits_pending.to_native(),
+            debits_posted: a.debits_posted.to_native(),
+            credits_pending: a.credits_pending.to_native(),
+            credits_posted: a.credits_posted.to_native(),
+            user_data_128: a.user_data_128.to_native(),
+            user_data_64: a.user_data_64.to_native(),
+            timestamp: a.timestamp.to_native(),
+            user_data_32: a.user_data_32.to_native(),
+            ledger: a.ledger.to_native(),
+            code: a.code.to_native(),
+            flags: AccountFlags(a.flags.to_native()),
+        }
+    }
+}
+
+impl From<&Transfer> for TransferRow {
+    fn from(t: &Transfer) -> Self {
+        Self {
+            id: t.id,
+            debit_account_id: t.debit_account_id,
+            credit_account_id: t.credit_account_id,
+            amount: t.amount,
+            pending_id: t.pending_id,
+            user_data_128: t.user_data_128,
+            user_data_64: t.user_data_64,
+            timestamp: t.timestamp,
+            user_data_32: t.user_data_32,
+            timeout: t.timeout,
+            ledger: t.ledger,
+            code: t.code,
+            flags: t.flags.0,
+        }
+    }
+}
+
+impl From<&ArchivedTransferRow> for Transfer {
+    fn from(t: &ArchivedTransferRow) -> Self {
+        Self {
+            id: t.id.to_native(),
+            debit_account_id: t.debit_account_id.to_native(),
+            credit_account_id: t.credit_account_id.to_native(),
+            amount: t.amount.to_native(),
+            pending_id: t.pending_id.to_native(),
+            user_data_128: t.user_data_128.to_native(),
+            user_data_64: t.user_data_64.to_native(),
+            timestamp: t.timestamp.to_native(),
+            user_data_32: t.user_data_32.to_native(),
+            timeout: t.timeout.to_native(),
+            ledger: t.ledger.to_native(),
+            code: t.code.to_native(),
+            flags: TransferFlags(t.flags.to_native()),
+        }
+    }
+}
+
+fn status_code(status: PendingStatus) -> u8 {
+    match status {
+        PendingStatus::Pending => 0,
+        PendingStatus::Posted => 1,
+        PendingStatus::Voided => 2,
+        PendingStatus::Expired => 3,
+    }
+}
+
+fn status_from(code: u8) -> Option<PendingStatus> {
+    Some(match code {
+        0 => PendingStatus::Pending,
+        1 => PendingStatus::Posted,
+        2 => PendingStatus::Voided,
+        3 => PendingStatus::Expired,
+        _ => return None,
+    })
+}
+
+/// The name of part `index`.
+pub fn part_name(index: u32) -> String {
+    format!("part-{index:03}.rkyv")
+}
+
+/// A snapshot in memory: its manifest and its parts' bytes, named as in the manifest.
+pub struct Encoded {
+    pub manifest: Manifest,
+    pub parts: Vec<(String, AlignedVec)>,
+}
+
+impl Encoded {
+    pub fn manifest_bytes(&self) -> Vec<u8> {
+        let mut bytes =
+            serde_json::to_vec_pretty(&self.manifest).expect("a manifest always serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+/// Encodes `image` (canonical, see [`LedgerImage::canonicalize`]) in `shard_count` parts,
+/// in parallel.
+pub fn encode(image: &LedgerImage, shard_count: u32, created_at: &str) -> Encoded {
+    assert!((1..=PARTS_MAX).contains(&shard_count));
+    let count = shard_count as usize;
+    let parts: Vec<(String, AlignedVec)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..count)
+            .map(|index| scope.spawn(move || encode_part(image, index, count)))
+            .collect();
+        workers
+            .into_iter()
+            .enumerate()
+            .map(|(index, worker)| {
+                let bytes = worker.join().expect("encoding a part never panics");
+                (part_name(index as u32), bytes)
+            })
+            .collect()
+    });
+    let files: Vec<FileEntry> = parts
+        .iter()
+        .map(|(name, bytes)| FileEntry {
+            name: name.clone(),
+            bytes: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        })
+        .collect();
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        lsn: image.lsn,
+        timestamp_max: image.timestamp_max,
+        created_at: created_at.into(),
+        shard_count,
+        accounts: image.accounts.len() as u64,
+        transfers: image.transfers.len() as u64,
+        pending: image.pending.len() as u64,
+        failed: image.failed.len() as u64,
+        bytes: files.iter().map(|f| f.bytes).sum(),
+        files,
+    };
+    Encoded { manifest, parts }
+}
+
+fn encode_part(image: &LedgerImage, index: usize, count: usize) -> AlignedVec {
+    let mine = |id: u128| shard_of(id, count) == index;
+    let part = Part {
+        format_version: FORMAT_VERSION,
+        lsn: image.lsn,
+        timestamp_max: image.timestamp_max,
+        index: index as u32,
+        count: count as u32,
+        accounts: image
+            .accounts
+            .iter()
+            .filter(|a| mine(a.id))
+            .map(AccountRow::from)
+            .collect(),
+        transfers: image
+            .transfers
+            .iter()
+            .filter(|t| mine(t.id))
+            .map(TransferRow::from)
+            .collect(),
+        pending: image
+            .pending
+            .iter()
+            .filter(|p| mine(p.0))
+            .map(|&(id, status)| (id, status_code(status)))
+            .collect(),
+        failed: image
+            .failed
+            .iter()
+            .filter(|f| mine(f.0))
+            .map(|&(id, result)| (id, result as u32))
+            .collect(),
+    };
+    rkyv::to_bytes::<rancor::Error>(&part).expect("a part always serializes")
+}
+
+/// Reads a manifest, checking what can be checked without the parts.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, FormatError> {
+    let manifest: Manifest =
+        serde_json::from_slice(bytes).map_err(|error| FormatError::Manifest(error.to_string()))?;
+    let bad = |detail: String| Err(FormatError::Manifest(detail));
+    if manifest.format != FORMAT {
+        return bad(format!("format {:?}, expected {FORMAT:?}", manifest.format));
+    }
+    if manifest.format_version != FORMAT_VERSION {
+        return bad(format!(
+            "format version {}, this build reads {FORMAT_VERSION}",
+            manifest.format_version
+        ));
+    }
+    if !(1..=PARTS_MAX).contains(&manifest.shard_count) {
+        return bad(format!("shard count {}", manifest.shard_count));
+    }
+    let expected: Vec<String> = (0..manifest.shard_count).map(part_name).collect();
+    let listed: Vec<&String> = manifest.files.iter().map(|f| &f.name).collect();
+    if listed.len() != expected.len() || listed.iter().zip(&expected).any(|(a, b)| *a != b) {
+        return bad(format!("files {listed:?}, expected {expected:?}"));
+    }
+    if manifest.bytes != manifest.files.iter().map(|f| f.bytes).sum::<u64>() {
+        return bad("bytes is not the sum of the files' bytes".into());
+    }
+    Ok(manifest)
+}
+
+/// Checks the parts against the manifest (length, checksum, decoding, headers, counts) and
+/// decodes them, in parallel, into one canonical image. Does not run [`LedgerImage::check`].
+pub fn decode(manifest: &Manifest, parts: &[AlignedVec]) -> Result<LedgerImage, FormatError> {
+    if parts.len() != manifest.files.len() {
+        return Err(FormatError::Manifest(format!(
+            "{} files listed, {} given",
+            manifest.files.len(),
+            parts.len()
+        )));
+    }
+    let decoded: Vec<Result<LedgerImage, FormatError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = manifest
+            .files
+            .iter()
+            .zip(parts)
+            .enumerate()
+            .map(|(index, (entry, bytes))| {
+                scope.spawn(move || decode_part(manifest, index as u32, entry, bytes))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("decoding a part never panics"))
+            .collect()
+    });
+    let mut image = LedgerImage {
+        lsn: manifest.lsn,
+        timestamp_max: manifest.timestamp_max,
+        ..LedgerImage::default()
+    };
+    let mut decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let total = |f: fn(&LedgerImage) -> usize| decoded.iter().map(f).sum::<usize>();
+    image.accounts.reserve_exact(total(|p| p.accounts.len()));
+    image.transfers.reserve_exact(total(|p| p.transfers.len()));
+    for part in &mut decoded {
+        image.accounts.append(&mut part.accounts);
+        image.transfers.append(&mut part.transfers);
+        image.pending.append(&mut part.pending);
+        image.failed.append(&mut part.failed);
+    }
+    let counts = [
+        image.accounts.len(),
+        image.transfers.len(),
+        image.pending.len(),
+        image.failed.len(),
+    ];
+    let listed = [
+        manifest.accounts,
+        manifest.transfers,
+        manifest.pending,
+        manifest.failed,
+    ];
+    if counts.iter().zip(listed).any(|(&n, m)| n as u64 != m) {
+        return Err(FormatError::Manifest(format!(
+            "counts {listed:?} (accounts, transfers, pending, failed), the parts hold {counts:?}"
+        )));
+    }
+    // Each part is sorted: a stable sort merges the runs in about linear time.
+    image.accounts.sort_by_key(|a| a.id);
+    image.transfers.sort_by_key(|t| t.timestamp);
+    image.pending.sort_by_key(|p| p.0);
+    image.failed.sort_by_key(|f| f.0);
+    Ok(image)
+}
+
+fn decode_part(
+    manifest: &Manifest,
+    index: u32,
+    entry: &FileEntry,
+    bytes: &AlignedVec,
+) -> Result<LedgerImage, FormatError> {
+    let file = || entry.name.clone();
+    if bytes.len() as u64 != entry.bytes {
+        return Err(FormatError::Length {
+            file: file(),
+            bytes: bytes.len() as u64,
+            expected: entry.bytes,
+        });
+    }
+    let actual = crc32fast::hash(bytes);
+    if actual != entry.crc32 {
+        return Err(FormatError::Checksum {
+            file: file(),
+            expected: entry.crc32,
+            actual,
+        });
+    }
+    let part = rkyv::access::<ArchivedPart, rancor::Error>(bytes).map_err(|error| {
+        FormatError::Decode {
+            file: file(),
+            detail: error.to_string(),
+        }
+    })?;
+    let header = (
+        part.format_version.to_native(),
+        part.lsn.to_native(),
+        part.timestamp_max.to_native(),
+        part.index.to_native(),
+        part.count.to_native(),
+    );
+    let expected = (
+        FORMAT_VERSION,
+        manifest.lsn,
+        manifest.timestamp_max,
+        index,
+        manifest.shard_count,
+    );
+    if header != expected {
+        return Err(FormatError::Mismatch {
+            file: file(),
+            detail: format!(
+                "(version, LSN, timestamp, part, parts) is {header:?}, the manifest says {expected:?}"
+            ),
+        });
+    }
+    let count = manifest.shard_count as usize;
+    let misplaced = |id: u128| shard_of(id, count) != index as usize;
+    let decode_error = |detail: String| FormatError::Decode {
+        file: file(),
+        detail,
+    };
+    let accounts: Vec<Account> = part.accounts.iter().map(Account::from).collect();
+    let transfers: Vec<Transfer> = part.transfers.iter().map(Transfer::from).collect();
+    let mut pending = Vec::with_capacity(part.pending.len());
+    for entry in part.pending.iter() {
+        let id = entry.0.to_native();
+        let status = status_from(entry.1)
+            .ok_or_else(|| decode_error(format!("pending status {} of {id}", entry.1)))?;
+        pending.push((id, status));
+    }
+    let mut failed = Vec::with_capacity(part.failed.len());
+    for entry in part.failed.iter() {
+        let id = entry.0.to_native();
+        let result = CreateTransferResult::from_u32(entry.1.to_native())
+            .filter(|r| r.is_transient())
+            .ok_or_else(|| decode_error(format!("failure code {} of {id}", entry.1)))?;
+        failed.push((id, result));
+    }
+    let stray = accounts
+        .iter()
+        .map(|a| a.id)
+        .chain(transfers.iter().map(|t| t.id))
+        .chain(pending.iter().map(|p| p.0))
+        .chain(failed.iter().map(|f| f.0))
+        .find(|&id| misplaced(id));
+    if let Some(id) = stray {
+        return Err(decode_error(format!("id {id} belongs to another part")));
+    }
+    Ok(LedgerImage {
+        lsn: manifest.lsn,
+        timestamp_max: manifest.timestamp_max,
+        accounts,
+        transfers,
+        pending,
+        failed,
+    })
+}

@@ -1,0 +1,30 @@
+//! Snapshots of the ledger: restarts that replay only the log after the newest snapshot,
+//! backups, and the state as of any point of the log.
+//!
+//! - [`format`]: a [`LedgerImage`](kizo_engine::LedgerImage) as `rkyv` parts and a JSON
+//!   manifest with checksums. Pure.
+//! - [`dir`]: snapshots in a folder, written atomically, read with every check, pruned; the
+//!   file system behind [`dir::Disk`] so the simulator can crash mid-write.
+//! - [`rebuild`]: the ledger as of an LSN or a time: the best snapshot plus the log after it.
+//! - [`actor`]: the snapshot actor (periodic and on-demand snapshots, retention) and the
+//!   [`Baseline`](kizo_engine::Baseline) the engine starts from.
+//! - `kizo-snapshot` (`src/bin`, [`cli`]): list, verify, inspect, create, restore, export.
+//!
+//! Nothing here decides anything about money: images are produced and applied by the engine's
+//! own shard state machine.
+
+pub mod actor;
+pub mod cli;
+pub mod dir;
+pub mod format;
+pub mod rebuild;
+
+pub use actor::{DirBaseline, Policy, SnapshotActor, SnapshotMsg, Snapshots, Taken};
+pub use dir::{RealDisk, SnapshotDir, SnapshotError};
+pub use format::Manifest;
+pub use rebuild::{rebuild, Base, RebuildError, Rebuilt, Target};
+
+/// The time as RFC 3339 with milliseconds, as manifests record it.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

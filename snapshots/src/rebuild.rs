@@ -1,0 +1,170 @@
+//! The ledger as of any point of its log: the best snapshot at or before that point, plus the
+//! commits after it, applied by the shard state machine itself (one shard that owns every id).
+//! The snapshot actor, `kizo-snapshot create` and `restore` all come through here.
+
+use std::sync::Arc;
+
+use kizo_engine::shard::ShardState;
+use kizo_engine::wal::{Wal, WalError};
+use kizo_engine::LedgerImage;
+
+use crate::dir::{Disk, Skipped, SnapshotDir, SnapshotError};
+
+/// How far to go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The log's last durable commit.
+    Latest,
+    /// Up to and including this commit.
+    Lsn(u64),
+    /// Every commit whose timestamps are all at or before this time (ns since the epoch).
+    Time(u64),
+}
+
+/// Where to start from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// The newest valid snapshot at or before the target.
+    BestSnapshot,
+    /// LSN 1: the log alone, ignoring every snapshot.
+    LogOnly,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Log(#[from] WalError),
+    #[error("LSN {lsn} is past the end of the log ({last})")]
+    PastTheEnd { lsn: u64, last: u64 },
+}
+
+/// A rebuilt ledger, and how it was got.
+#[derive(Debug)]
+pub struct Rebuilt {
+    pub image: LedgerImage,
+    /// The snapshot started from, if any.
+    pub base: Option<String>,
+    /// Commits applied after it.
+    pub replayed: u64,
+    /// Snapshots passed over (damaged, or not of this log).
+    pub skipped: Vec<Skipped>,
+}
+
+/// Commits read from the log at once.
+const COMMITS_PER_READ: u64 = 1024;
+
+/// Rebuilds the ledger as of `target`. `progress(done, total)` is called after each batch of
+/// commits. CPU work runs on tokio's blocking threads, so that a running server's request
+/// workers are not held.
+pub async fn rebuild<D: Disk + 'static>(
+    dir: Option<Arc<SnapshotDir<D>>>,
+    wal: &dyn Wal,
+    target: Target,
+    base: Base,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Rebuilt, RebuildError> {
+    let last = wal.last_lsn();
+    let upper = match target {
+        Target::Lsn(lsn) if lsn > last => return Err(RebuildError::PastTheEnd { lsn, last }),
+        Target::Lsn(lsn) => lsn,
+        Target::Latest | Target::Time(_) => last,
+    };
+    let mut skipped = Vec::new();
+    let mut start = None;
+    if let (Some(dir), Base::BestSnapshot) = (dir, base) {
+        // Which snapshots could serve: at or before the target, and of this log (its commit at
+        // the snapshot's LSN has the snapshot's timestamp), checked against the log first.
+        let mut of_this_log = std::collections::HashMap::new();
+        for listed in dir.list()? {
+            let Ok(manifest) = &listed.manifest else {
+                continue;
+            };
+            if manifest.lsn == 0 || manifest.lsn > upper {
+                continue;
+            }
+            let commit = wal.read(manifest.lsn, manifest.lsn).await?;
+            let belongs = commit.first().map(|c| c.timestamp_max) == Some(manifest.timestamp_max);
+            of_this_log.insert(manifest.lsn, belongs);
+        }
+        let found = tokio::task::spawn_blocking(move || {
+            dir.newest_valid(|manifest| {
+                if manifest.lsn > upper {
+                    return Err(format!("after the target LSN {upper}"));
+                }
+                if let Target::Time(time) = target {
+                    if manifest.timestamp_max > time {
+                        return Err("after the target time".into());
+                    }
+                }
+                match of_this_log.get(&manifest.lsn) {
+                    Some(true) => Ok(()),
+                    _ => Err("not of this log: its LSN's commit has another timestamp".into()),
+                }
+            })
+        })
+        .await
+        .expect("loading a snapshot never panics")?;
+        skipped.extend(found.1);
+        start = found.0;
+    }
+    let (base_name, image) = match start {
+        Some((manifest, image)) => (Some(crate::dir::snapshot_name(manifest.lsn)), image),
+        None => (None, LedgerImage::default()),
+    };
+    let from = image.lsn + 1;
+    let mut shard = tokio::task::spawn_blocking(move || ShardState::from_image(0, 1, &image))
+        .await
+        .expect("rebuilding a shard never panics");
+    let total = upper.saturating_sub(from - 1);
+    let mut next = from;
+    let mut replayed = 0;
+    'replay: while next <= upper {
+        let to = upper.min(next + COMMITS_PER_READ - 1);
+        let commits = wal.read(next, to).await?;
+        if commits.len() as u64 != to - next + 1 {
+            return Err(WalError::Corrupt {
+                lsn: next,
+                detail: format!(
+                    "asked for {} commits, read {}",
+                    to - next + 1,
+                    commits.len()
+                ),
+            }
+            .into());
+        }
+        let cut = match target {
+            Target::Time(time) => commits
+                .iter()
+                .position(|c| c.timestamp_max > time)
+                .unwrap_or(commits.len()),
+            _ => commits.len(),
+        };
+        let applied = cut as u64;
+        let stopped = cut < commits.len();
+        shard = tokio::task::spawn_blocking(move || {
+            for commit in &commits[..cut] {
+                shard.apply(commit);
+            }
+            shard
+        })
+        .await
+        .expect("applying a durable commit never panics");
+        replayed += applied;
+        next += applied;
+        progress(replayed, total);
+        if stopped {
+            break 'replay;
+        }
+    }
+    let image = tokio::task::spawn_blocking(move || ShardState::image_of(&[shard]))
+        .await
+        .expect("exporting never panics");
+    Ok(Rebuilt {
+        image,
+        base: base_name,
+        replayed,
+        skipped,
+    })
+}
