@@ -44,7 +44,8 @@ impl LedgerImage {
     /// Checks everything a decided ledger guarantees, without trusting any stored balance:
     /// order and uniqueness, that every transfer names existing accounts, that each balance is
     /// exactly the sum of the transfers that made it, that debits equal credits per ledger and
-    /// that no account is over its limit. Linear in the image, plus one hash map of accounts.
+    /// that no account is over its limit. One pass over the transfers per thread, each thread
+    /// with a hash map of its share of the accounts.
     pub fn check(&self) -> Result<(), ImageError> {
         let fail = |detail: String| Err(ImageError(detail));
         if let Some(pair) = self.accounts.windows(2).find(|w| w[0].id >= w[1].id) {
@@ -69,29 +70,83 @@ impl LedgerImage {
         if self.lsn == 0 && !(self.accounts.is_empty() && self.transfers.is_empty()) {
             return fail("an image at LSN 0 holds data".into());
         }
-        let mut derived: ahash::AHashMap<u128, [u128; 4]> = self
-            .accounts
+        if self.accounts.is_empty() && !self.transfers.is_empty() {
+            return fail("transfers without accounts".into());
+        }
+        if let Some((id, _)) = self
+            .failed
             .iter()
-            .map(|a| {
-                debug_assert!(a.timestamp <= self.timestamp_max);
-                (a.id, [0; 4])
-            })
-            .collect();
-        let mut transfer_ids = ahash::AHashSet::with_capacity(self.transfers.len());
+            .find(|(id, _)| self.pending.binary_search_by_key(id, |p| p.0).is_ok())
+        {
+            return fail(format!("id {id} is both pending and a failure"));
+        }
+        // The transfers are scanned once per thread; each thread derives the balances of one
+        // slice of the accounts and checks the uniqueness of one slice of the transfer ids.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min(self.accounts.len().max(1));
+        let results: Vec<Result<usize, ImageError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|k| scope.spawn(move || self.check_slice(k, threads)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().expect("checking never panics"))
+                .collect()
+        });
+        let mut pending_seen = 0;
+        for result in results {
+            pending_seen += result?;
+        }
+        if pending_seen != self.pending.len() {
+            return fail(format!(
+                "{} pending statuses for {pending_seen} pending transfers",
+                self.pending.len()
+            ));
+        }
+        let mut per_ledger: std::collections::BTreeMap<u32, [u128; 4]> = Default::default();
+        for account in &self.accounts {
+            let totals = per_ledger.entry(account.ledger).or_default();
+            let stored = [
+                account.debits_pending,
+                account.debits_posted,
+                account.credits_pending,
+                account.credits_posted,
+            ];
+            for (total, value) in totals.iter_mut().zip(stored) {
+                *total = total.wrapping_add(value);
+            }
+        }
+        for (ledger, [dp, dpo, cp, cpo]) in per_ledger {
+            if dp != cp || dpo != cpo {
+                return fail(format!("ledger {ledger}: debits and credits differ"));
+            }
+        }
+        Ok(())
+    }
+
+    /// One thread's share of [`LedgerImage::check`]: the balances and limits of the `k`th of
+    /// `threads` slices of the accounts, and the uniqueness, timestamps and pending statuses of
+    /// the transfers whose id falls to it. Returns how many of its transfers are pending.
+    fn check_slice(&self, k: usize, threads: usize) -> Result<usize, ImageError> {
+        let fail = |detail: String| Err(ImageError(detail));
+        let bound = |i: usize| self.accounts.len() * i / threads;
+        let mine = &self.accounts[bound(k)..bound(k + 1)];
+        let (Some(low), Some(high)) = (mine.first().map(|a| a.id), mine.last().map(|a| a.id))
+        else {
+            return Ok(0);
+        };
+        let mut derived: ahash::AHashMap<u128, [u128; 4]> =
+            mine.iter().map(|a| (a.id, [0; 4])).collect();
+        // (u128 division is a slow loop: fold to 64 bits first.)
+        let owns_transfer =
+            |id: u128| ((id as u64 ^ (id >> 64) as u64) % threads as u64) as usize == k;
+        let mut transfer_ids = ahash::AHashSet::with_capacity(self.transfers.len() / threads);
         let mut pending_seen = 0usize;
         for transfer in &self.transfers {
-            if transfer.timestamp > self.timestamp_max || transfer.timestamp == 0 {
-                return fail(format!(
-                    "transfer {} has timestamp {}",
-                    transfer.id, transfer.timestamp
-                ));
-            }
-            if !transfer_ids.insert(transfer.id) {
-                return fail(format!("transfer {} stored twice", transfer.id));
-            }
             let is_pending = transfer.flags.contains(TransferFlags::PENDING);
             let status = if is_pending {
-                pending_seen += 1;
                 match self.pending.binary_search_by_key(&transfer.id, |p| p.0) {
                     Ok(at) => Some(self.pending[at].1),
                     Err(_) => {
@@ -101,24 +156,58 @@ impl LedgerImage {
             } else {
                 None
             };
+            if owns_transfer(transfer.id) {
+                if transfer.timestamp > self.timestamp_max || transfer.timestamp == 0 {
+                    return fail(format!(
+                        "transfer {} has timestamp {}",
+                        transfer.id, transfer.timestamp
+                    ));
+                }
+                if !transfer_ids.insert(transfer.id) {
+                    return fail(format!("transfer {} stored twice", transfer.id));
+                }
+                if self
+                    .failed
+                    .binary_search_by_key(&transfer.id, |f| f.0)
+                    .is_ok()
+                {
+                    return fail(format!(
+                        "id {} is both a transfer and a failure",
+                        transfer.id
+                    ));
+                }
+                pending_seen += usize::from(is_pending);
+            }
             // Which balance the transfer's amount stands in now: a void moves nothing, a
             // pending transfer counts only while it is still pending.
             let slot = match status {
-                Some(PendingStatus::Pending) => Some(0),
-                Some(_) => None,
+                Some(PendingStatus::Pending) => 0,
+                Some(_) => continue,
                 None if transfer
                     .flags
                     .contains(TransferFlags::VOID_PENDING_TRANSFER) =>
                 {
-                    None
+                    continue
                 }
-                None => Some(1),
+                None => 1,
             };
-            let Some(slot) = slot else { continue };
             for (account_id, side) in [
                 (transfer.debit_account_id, 0),
                 (transfer.credit_account_id, 2),
             ] {
+                if account_id < low || account_id > high {
+                    if self
+                        .accounts
+                        .binary_search_by_key(&account_id, |a| a.id)
+                        .is_err()
+                    {
+                        return fail(format!(
+                            "transfer {} names unknown account {account_id}",
+                            transfer.id
+                        ));
+                    }
+                    continue;
+                }
                 let Some(balances) = derived.get_mut(&account_id) else {
                     return fail(format!(
                         "transfer {} names unknown account {account_id}",
@@ -132,17 +221,13 @@ impl LedgerImage {
                 };
             }
         }
-        if pending_seen != self.pending.len() {
-            return fail(format!(
-                "{} pending statuses for {pending_seen} pending transfers",
-                self.pending.len()
-            ));
-        }
-        if let Some((id, _)) = self.failed.iter().find(|(id, _)| transfer_ids.contains(id)) {
-            return fail(format!("id {id} is both a transfer and a failure"));
-        }
-        let mut per_ledger: std::collections::BTreeMap<u32, [u128; 4]> = Default::default();
-        for account in &self.accounts {
+        for account in mine {
+            if account.timestamp > self.timestamp_max {
+                return fail(format!(
+                    "account {} has a timestamp after the image's",
+                    account.id
+                ));
+            }
             let derived = derived[&account.id];
             let stored = [
                 account.debits_pending,
@@ -167,16 +252,7 @@ impl LedgerImage {
             {
                 return fail(format!("account {} is over its limit", account.id));
             }
-            let totals = per_ledger.entry(account.ledger).or_default();
-            for (total, value) in totals.iter_mut().zip(stored) {
-                *total = total.wrapping_add(value);
-            }
         }
-        for (ledger, [dp, dpo, cp, cpo]) in per_ledger {
-            if dp != cp || dpo != cpo {
-                return fail(format!("ledger {ledger}: debits and credits differ"));
-            }
-        }
-        Ok(())
+        Ok(pending_seen)
     }
 }

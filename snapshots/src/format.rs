@@ -5,7 +5,6 @@
 //! Every part repeats the manifest's LSN, timestamp, part index and count, so a manifest that
 //! does not belong to its files is caught even when every checksum matches.
 
-use kizo_engine::routing::shard_of;
 use kizo_engine::{
     Account, AccountFlags, CreateTransferResult, LedgerImage, PendingStatus, Transfer,
     TransferFlags,
@@ -38,8 +37,8 @@ pub struct Manifest {
     pub timestamp_max: u64,
     /// When the snapshot was written (RFC 3339).
     pub created_at: String,
-    /// How many parts the ids are split into, by the shards' hash. Any shard count loads any
-    /// snapshot: each shard takes the ids it owns.
+    /// How many parts the lists are split into (contiguous slices, read in parallel). Any
+    /// shard count loads any snapshot: each shard takes the ids it owns.
     pub shard_count: u32,
     pub accounts: u64,
     pub transfers: u64,
@@ -248,11 +247,18 @@ impl Encoded {
     }
 }
 
-/// Encodes `image` (canonical, see [`LedgerImage::canonicalize`]) in `shard_count` parts,
-/// in parallel.
-pub fn encode(image: &LedgerImage, shard_count: u32, created_at: &str) -> Encoded {
-    assert!((1..=PARTS_MAX).contains(&shard_count));
-    let count = shard_count as usize;
+/// The `index`th of `count` contiguous slices of `items`.
+fn slice_of<T>(items: &[T], index: usize, count: usize) -> &[T] {
+    let bound = |i: usize| items.len() * i / count;
+    &items[bound(index)..bound(index + 1)]
+}
+
+/// Encodes `image` (canonical, see [`LedgerImage::canonicalize`]) in `parts` parts, in
+/// parallel. Part `i` holds the `i`th contiguous slice of each list, so that the parts read
+/// back in order are the canonical image again, without sorting.
+pub fn encode(image: &LedgerImage, parts: u32, created_at: &str) -> Encoded {
+    assert!((1..=PARTS_MAX).contains(&parts));
+    let count = parts as usize;
     let parts: Vec<(String, AlignedVec)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..count)
             .map(|index| scope.spawn(move || encode_part(image, index, count)))
@@ -280,7 +286,7 @@ pub fn encode(image: &LedgerImage, shard_count: u32, created_at: &str) -> Encode
         lsn: image.lsn,
         timestamp_max: image.timestamp_max,
         created_at: created_at.into(),
-        shard_count,
+        shard_count: count as u32,
         accounts: image.accounts.len() as u64,
         transfers: image.transfers.len() as u64,
         pending: image.pending.len() as u64,
@@ -292,35 +298,26 @@ pub fn encode(image: &LedgerImage, shard_count: u32, created_at: &str) -> Encode
 }
 
 fn encode_part(image: &LedgerImage, index: usize, count: usize) -> AlignedVec {
-    let mine = |id: u128| shard_of(id, count) == index;
     let part = Part {
         format_version: FORMAT_VERSION,
         lsn: image.lsn,
         timestamp_max: image.timestamp_max,
         index: index as u32,
         count: count as u32,
-        accounts: image
-            .accounts
+        accounts: slice_of(&image.accounts, index, count)
             .iter()
-            .filter(|a| mine(a.id))
             .map(AccountRow::from)
             .collect(),
-        transfers: image
-            .transfers
+        transfers: slice_of(&image.transfers, index, count)
             .iter()
-            .filter(|t| mine(t.id))
             .map(TransferRow::from)
             .collect(),
-        pending: image
-            .pending
+        pending: slice_of(&image.pending, index, count)
             .iter()
-            .filter(|p| mine(p.0))
             .map(|&(id, status)| (id, status_code(status)))
             .collect(),
-        failed: image
-            .failed
+        failed: slice_of(&image.failed, index, count)
             .iter()
-            .filter(|f| mine(f.0))
             .map(|&(id, result)| (id, result as u32))
             .collect(),
     };
@@ -365,41 +362,29 @@ pub fn decode(manifest: &Manifest, parts: &[AlignedVec]) -> Result<LedgerImage, 
             parts.len()
         )));
     }
-    let decoded: Vec<Result<LedgerImage, FormatError>> = std::thread::scope(|scope| {
+    // 1. Every part checked and opened, in parallel.
+    let opened: Vec<Result<&ArchivedPart, FormatError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = manifest
             .files
             .iter()
             .zip(parts)
             .enumerate()
             .map(|(index, (entry, bytes))| {
-                scope.spawn(move || decode_part(manifest, index as u32, entry, bytes))
+                scope.spawn(move || open_part(manifest, index as u32, entry, bytes))
             })
             .collect();
         workers
             .into_iter()
-            .map(|worker| worker.join().expect("decoding a part never panics"))
+            .map(|worker| worker.join().expect("opening a part never panics"))
             .collect()
     });
-    let mut image = LedgerImage {
-        lsn: manifest.lsn,
-        timestamp_max: manifest.timestamp_max,
-        ..LedgerImage::default()
-    };
-    let mut decoded = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let total = |f: fn(&LedgerImage) -> usize| decoded.iter().map(f).sum::<usize>();
-    image.accounts.reserve_exact(total(|p| p.accounts.len()));
-    image.transfers.reserve_exact(total(|p| p.transfers.len()));
-    for part in &mut decoded {
-        image.accounts.append(&mut part.accounts);
-        image.transfers.append(&mut part.transfers);
-        image.pending.append(&mut part.pending);
-        image.failed.append(&mut part.failed);
-    }
+    let opened = opened.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let sum = |f: fn(&ArchivedPart) -> usize| opened.iter().map(|p| f(p)).sum::<usize>();
     let counts = [
-        image.accounts.len(),
-        image.transfers.len(),
-        image.pending.len(),
-        image.failed.len(),
+        sum(|p| p.accounts.len()),
+        sum(|p| p.transfers.len()),
+        sum(|p| p.pending.len()),
+        sum(|p| p.failed.len()),
     ];
     let listed = [
         manifest.accounts,
@@ -412,20 +397,47 @@ pub fn decode(manifest: &Manifest, parts: &[AlignedVec]) -> Result<LedgerImage, 
             "counts {listed:?} (accounts, transfers, pending, failed), the parts hold {counts:?}"
         )));
     }
-    // Each part is sorted: a stable sort merges the runs in about linear time.
-    image.accounts.sort_by_key(|a| a.id);
-    image.transfers.sort_by_key(|t| t.timestamp);
-    image.pending.sort_by_key(|p| p.0);
-    image.failed.sort_by_key(|f| f.0);
+    // 2. Each part converted into its own slice of the image's lists, in parallel.
+    let mut image = LedgerImage {
+        lsn: manifest.lsn,
+        timestamp_max: manifest.timestamp_max,
+        accounts: vec![Account::default(); counts[0]],
+        transfers: vec![Transfer::default(); counts[1]],
+        pending: vec![(0, PendingStatus::Pending); counts[2]],
+        failed: vec![(0, CreateTransferResult::ExceedsCredits); counts[3]],
+    };
+    let mut accounts = image.accounts.as_mut_slice();
+    let mut transfers = image.transfers.as_mut_slice();
+    let mut pending = image.pending.as_mut_slice();
+    let mut failed = image.failed.as_mut_slice();
+    let converted: Vec<Result<(), FormatError>> = std::thread::scope(|scope| {
+        let mut workers = Vec::new();
+        for (part, entry) in opened.iter().zip(&manifest.files) {
+            let (a, rest) = std::mem::take(&mut accounts).split_at_mut(part.accounts.len());
+            accounts = rest;
+            let (t, rest) = std::mem::take(&mut transfers).split_at_mut(part.transfers.len());
+            transfers = rest;
+            let (p, rest) = std::mem::take(&mut pending).split_at_mut(part.pending.len());
+            pending = rest;
+            let (f, rest) = std::mem::take(&mut failed).split_at_mut(part.failed.len());
+            failed = rest;
+            workers.push(scope.spawn(move || convert_part(part, &entry.name, a, t, p, f)));
+        }
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("converting a part never panics"))
+            .collect()
+    });
+    converted.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(image)
 }
 
-fn decode_part(
+fn open_part<'a>(
     manifest: &Manifest,
     index: u32,
     entry: &FileEntry,
-    bytes: &AlignedVec,
-) -> Result<LedgerImage, FormatError> {
+    bytes: &'a AlignedVec,
+) -> Result<&'a ArchivedPart, FormatError> {
     let file = || entry.name.clone();
     if bytes.len() as u64 != entry.bytes {
         return Err(FormatError::Length {
@@ -470,45 +482,39 @@ fn decode_part(
             ),
         });
     }
-    let count = manifest.shard_count as usize;
-    let misplaced = |id: u128| shard_of(id, count) != index as usize;
+    Ok(part)
+}
+
+fn convert_part(
+    part: &ArchivedPart,
+    file: &str,
+    accounts: &mut [Account],
+    transfers: &mut [Transfer],
+    pending: &mut [(u128, PendingStatus)],
+    failed: &mut [(u128, CreateTransferResult)],
+) -> Result<(), FormatError> {
     let decode_error = |detail: String| FormatError::Decode {
-        file: file(),
+        file: file.into(),
         detail,
     };
-    let accounts: Vec<Account> = part.accounts.iter().map(Account::from).collect();
-    let transfers: Vec<Transfer> = part.transfers.iter().map(Transfer::from).collect();
-    let mut pending = Vec::with_capacity(part.pending.len());
-    for entry in part.pending.iter() {
-        let id = entry.0.to_native();
-        let status = status_from(entry.1)
-            .ok_or_else(|| decode_error(format!("pending status {} of {id}", entry.1)))?;
-        pending.push((id, status));
+    for (to, from) in accounts.iter_mut().zip(part.accounts.iter()) {
+        *to = Account::from(from);
     }
-    let mut failed = Vec::with_capacity(part.failed.len());
-    for entry in part.failed.iter() {
-        let id = entry.0.to_native();
-        let result = CreateTransferResult::from_u32(entry.1.to_native())
+    for (to, from) in transfers.iter_mut().zip(part.transfers.iter()) {
+        *to = Transfer::from(from);
+    }
+    for (to, from) in pending.iter_mut().zip(part.pending.iter()) {
+        let id = from.0.to_native();
+        let status = status_from(from.1)
+            .ok_or_else(|| decode_error(format!("pending status {} of {id}", from.1)))?;
+        *to = (id, status);
+    }
+    for (to, from) in failed.iter_mut().zip(part.failed.iter()) {
+        let id = from.0.to_native();
+        let result = CreateTransferResult::from_u32(from.1.to_native())
             .filter(|r| r.is_transient())
-            .ok_or_else(|| decode_error(format!("failure code {} of {id}", entry.1)))?;
-        failed.push((id, result));
+            .ok_or_else(|| decode_error(format!("failure code {} of {id}", from.1)))?;
+        *to = (id, result);
     }
-    let stray = accounts
-        .iter()
-        .map(|a| a.id)
-        .chain(transfers.iter().map(|t| t.id))
-        .chain(pending.iter().map(|p| p.0))
-        .chain(failed.iter().map(|f| f.0))
-        .find(|&id| misplaced(id));
-    if let Some(id) = stray {
-        return Err(decode_error(format!("id {id} belongs to another part")));
-    }
-    Ok(LedgerImage {
-        lsn: manifest.lsn,
-        timestamp_max: manifest.timestamp_max,
-        accounts,
-        transfers,
-        pending,
-        failed,
-    })
+    Ok(())
 }
