@@ -70,6 +70,7 @@ fn main() {
         auth_rates: Default::default(),
         admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
         bank: Default::default(),
+        snapshots: Default::default(),
         })
         .await
         .unwrap();

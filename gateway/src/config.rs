@@ -81,6 +81,22 @@ pub struct Args {
     /// Seconds after which a settlement not final and not updated is stuck (re-driven).
     #[arg(long, env = "KIZO_SETTLEMENT_STUCK_SECS", default_value_t = 900)]
     pub settlement_stuck_secs: u64,
+    /// The snapshots' folder (default: <data-dir>/snapshots). Start-up loads the newest valid
+    /// snapshot there and replays only the log after it.
+    #[arg(long, env = "KIZO_SNAPSHOT_DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Take no snapshots, and start from the log alone.
+    #[arg(long, env = "KIZO_NO_SNAPSHOTS")]
+    pub no_snapshots: bool,
+    /// A snapshot once this many records were committed since the last one...
+    #[arg(long, env = "KIZO_SNAPSHOT_EVERY_RECORDS", default_value_t = 1_000_000)]
+    pub snapshot_every_records: u64,
+    /// ...or once this many seconds passed with at least one new commit.
+    #[arg(long, env = "KIZO_SNAPSHOT_EVERY_SECS", default_value_t = 600)]
+    pub snapshot_every_secs: u64,
+    /// Snapshots kept (the oldest are removed).
+    #[arg(long, env = "KIZO_SNAPSHOTS_KEPT", default_value_t = 3)]
+    pub snapshots_kept: usize,
     /// Production mode: refuse to start without every secret given.
     #[arg(long, env = "KIZO_PRODUCTION")]
     pub production: bool,
@@ -106,6 +122,8 @@ pub enum ConfigError {
     },
     #[error("settlement settings: {0}")]
     Settlement(&'static str),
+    #[error("snapshot settings: {0}")]
+    Snapshots(&'static str),
     #[error(
         "--shards must be between 1 and {}",
         kizo_engine::EngineConfig::SHARD_COUNT_MAX
@@ -173,6 +191,32 @@ impl Args {
                 "admin-api-key",
             )?,
             bank: self.bank_settings()?,
+            snapshots: self.snapshot_settings()?,
+        })
+    }
+
+    fn snapshot_settings(&self) -> Result<crate::server::SnapshotSettings, ConfigError> {
+        if self.snapshot_every_records == 0 || self.snapshot_every_secs == 0 {
+            return Err(ConfigError::Snapshots(
+                "--snapshot-every-records and --snapshot-every-secs must be at least 1",
+            ));
+        }
+        if !(1..=1000).contains(&self.snapshots_kept) {
+            return Err(ConfigError::Snapshots("--snapshots-kept must be 1 to 1000"));
+        }
+        let dir = (!self.no_snapshots).then(|| {
+            self.snapshot_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("snapshots"))
+        });
+        Ok(crate::server::SnapshotSettings {
+            dir,
+            policy: kizo_snapshots::Policy {
+                every_records: self.snapshot_every_records,
+                every: std::time::Duration::from_secs(self.snapshot_every_secs),
+                keep: self.snapshots_kept,
+                ..kizo_snapshots::Policy::default()
+            },
         })
     }
 

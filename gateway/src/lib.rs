@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod payments;
 pub mod server;
 pub mod settlements;
+pub mod snapshots;
 pub mod transfer_keys;
 pub mod wallet;
 pub mod wire;

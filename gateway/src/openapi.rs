@@ -42,13 +42,15 @@ use utoipa::{Modify, OpenApi};
         crate::settlements::latest_report,
         crate::settlements::admin_settlement,
         crate::settlements::resolve,
+        crate::snapshots::take,
+        crate::snapshots::list,
     ),
     modifiers(&ApiKey),
     tags(
         (name = "ledger", description = "The batch ledger API, for services: up to 8189 events per call, with an API key."),
         (name = "wallet", description = "The wallet API, for people: signup, login, sessions (access token: `Authorization: Bearer <access_token>`)."),
         (name = "money", description = "Money in and out through the bank: deposits and withdrawals, settled in the background (pending, processing, succeeded, failed, needs_review)."),
-        (name = "admin", description = "Reconciliation with the bank, with the admin API key."),
+        (name = "admin", description = "Reconciliation with the bank, settlements needing review, and snapshots, with the admin API key."),
         (name = "operations", description = "Health and readiness."),
     )
 )]

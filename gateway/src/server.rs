@@ -49,9 +49,19 @@ pub struct ServerConfig {
     pub password_pepper: String,
     pub currency: crate::config::Currency,
     pub auth_rates: crate::limits::AuthRates,
-    /// The key that opens the admin API (reconciliation).
+    /// The key that opens the admin API (reconciliation, settlements, snapshots).
     pub admin_api_key: String,
     pub bank: BankSettings,
+    pub snapshots: SnapshotSettings,
+}
+
+/// Where snapshots are kept and when they are taken.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotSettings {
+    /// The snapshots' folder; without one, the server starts from the log alone and takes
+    /// no snapshots.
+    pub dir: Option<std::path::PathBuf>,
+    pub policy: kizo_snapshots::Policy,
 }
 
 /// The bank, and how settlements with it are driven.
@@ -92,6 +102,8 @@ pub struct App {
     pub currency: crate::config::Currency,
     pub limits: crate::limits::Limits,
     pub money: Money,
+    /// The snapshot actor, when the server keeps snapshots.
+    pub snapshots: Option<kizo_snapshots::Snapshots>,
     api_key: Arc<str>,
     admin_api_key: Arc<str>,
     /// Keys the hash that names a new user's wallet (see [`App::wallet_id_of`]).
@@ -115,6 +127,7 @@ impl App {
 pub struct Server {
     pub addr: SocketAddr,
     money: (Settlements, ractor::ActorRef<ReconcilerMsg>),
+    snapshots: Option<kizo_snapshots::Snapshots>,
     pruning: tokio::task::JoinHandle<()>,
     engine: Engine,
     projector: Projector,
@@ -132,6 +145,8 @@ pub enum StartError {
     Engine(#[from] kizo_engine::EngineError),
     #[error("settlements: {0}")]
     Settlements(String),
+    #[error("snapshots: {0}")]
+    Snapshots(String),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -146,14 +161,37 @@ impl Server {
         let store = LogStore::open(&config.store).await?;
         let wal = DurableWal::open(store, WalConfig::default()).await?;
         let recovered = wal.last_lsn();
-        let engine = Engine::start(
+        let snapshot_dir = config
+            .snapshots
+            .dir
+            .as_ref()
+            .map(|dir| Arc::new(kizo_snapshots::SnapshotDir::new(dir)));
+        let baseline = snapshot_dir.clone().map(|dir| {
+            Arc::new(kizo_snapshots::DirBaseline(dir)) as Arc<dyn kizo_engine::Baseline>
+        });
+        let engine = Engine::start_from(
             EngineConfig {
                 shard_count: config.shard_count,
                 ..EngineConfig::default()
             },
             wal.clone(),
+            Arc::new(kizo_engine::SystemClock),
+            baseline,
         )
         .await?;
+        let snapshots = match snapshot_dir {
+            Some(dir) => Some(
+                kizo_snapshots::Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
+                    dir,
+                    wal: wal.clone(),
+                    engine: engine.clone(),
+                    policy: config.snapshots.policy.clone(),
+                })
+                .await
+                .map_err(StartError::Snapshots)?,
+            ),
+            None => None,
+        };
         let read_models = ReadModels::open(&config.store).await?;
         let projector =
             Projector::start(wal.clone(), read_models, ProjectorConfig::default()).await?;
@@ -183,6 +221,7 @@ impl Server {
             currency: config.currency.clone(),
             limits: crate::limits::Limits::new(config.auth_rates),
             money,
+            snapshots: snapshots.clone(),
             api_key: config.api_key.into(),
             admin_api_key: config.admin_api_key.into(),
             wallet_key: {
@@ -215,6 +254,7 @@ impl Server {
         Ok(Server {
             addr,
             money,
+            snapshots,
             pruning,
             engine,
             projector,
@@ -232,6 +272,9 @@ impl Server {
         // whatever is under way resumes at the next start.
         self.money.0.stop();
         self.money.1.stop(None);
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.stop();
+        }
         self.projector.stop().await;
         self.engine.shutdown().await;
     }
@@ -327,10 +370,12 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_api_key,
         ));
-    let admin = crate::settlements::admin_routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_admin_key,
-    ));
+    let admin = crate::settlements::admin_routes()
+        .merge(crate::snapshots::admin_routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_key,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

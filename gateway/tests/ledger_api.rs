@@ -50,6 +50,7 @@ impl Running {
             auth_rates: Default::default(),
             admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
             bank: Default::default(),
+            snapshots: Default::default(),
         })
         .await
         .expect("the server starts");

@@ -13,12 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{send, start, user, TestStore};
+use common::{send, start, user, TestStore, ADMIN_KEY};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const ADMIN_KEY: &str = "admin-key-for-tests-0123456789abcdef";
 
 async fn settle(base: &str, token: &str, kind: &str, id: &str) -> Value {
     for _ in 0..400 {
@@ -320,6 +318,7 @@ async fn the_in_process_bank_remembers_across_a_restart() {
             journal: Some(journal.path().join("bank.jsonl")),
             ..Default::default()
         },
+        snapshots: Default::default(),
     };
     let server = kizo_gateway::Server::start(config()).await.unwrap();
     let base = format!("http://{}", server.addr);

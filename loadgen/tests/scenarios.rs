@@ -37,6 +37,7 @@ async fn gateway(dir: &std::path::Path) -> Server {
         },
         admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
         bank: Default::default(),
+        snapshots: Default::default(),
     })
     .await
     .unwrap()

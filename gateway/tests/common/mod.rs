@@ -61,8 +61,18 @@ impl TestStore {
     }
 }
 
+pub const ADMIN_KEY: &str = "admin-key-for-tests-0123456789abcdef";
+
 /// Starts a server on `store`; returns it and its base URL.
 pub async fn start(store: &StoreConfig) -> (Server, String) {
+    start_with(store, Default::default()).await
+}
+
+/// Starts a server on `store` that keeps snapshots as `snapshots` says.
+pub async fn start_with(
+    store: &StoreConfig,
+    snapshots: kizo_gateway::server::SnapshotSettings,
+) -> (Server, String) {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         store: store.clone(),
@@ -72,8 +82,9 @@ pub async fn start(store: &StoreConfig) -> (Server, String) {
         password_pepper: "test-pepper-0123456789abcdef0123456".into(),
         currency: kizo_gateway::config::Currency::parse("USD").unwrap(),
         auth_rates: Default::default(),
-        admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
+        admin_api_key: ADMIN_KEY.into(),
         bank: Default::default(),
+        snapshots,
     })
     .await
     .expect("the server starts");
