@@ -49,6 +49,8 @@ enum MutationArg {
     AckBeforeDurable,
     /// A bank call that timed out counts as declined: the withdrawal's hold is released.
     ReleaseOnUnknown,
+    /// A restart from a snapshot skips the log after it.
+    SkipLogTail,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
             MutationArg::DropRecord => Mutation::DropRecord,
             MutationArg::AckBeforeDurable => Mutation::AckBeforeDurable,
             MutationArg::ReleaseOnUnknown => Mutation::ReleaseOnUnknown,
+            MutationArg::SkipLogTail => Mutation::SkipLogTail,
         }),
     };
     if let Some(seed) = args.seed {

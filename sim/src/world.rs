@@ -13,6 +13,11 @@ use kizo_engine::{
     TransferFlags, AMOUNT_MAX,
 };
 
+use kizo_engine::LedgerImage;
+use kizo_snapshots::dir::SnapshotDir;
+use kizo_snapshots::Manifest;
+
+use crate::disk::SimDisk;
 use crate::log::SimLog;
 use crate::model::Model;
 use crate::rng::Rng;
@@ -27,6 +32,8 @@ pub enum Mutation {
     AckBeforeDurable,
     /// A settlement takes a bank call that timed out for a decline, and releases the hold.
     ReleaseOnUnknown,
+    /// A restart from a snapshot does not replay the log after it.
+    SkipLogTail,
 }
 
 #[derive(Clone, Debug)]
@@ -104,7 +111,15 @@ struct FaultRates {
     slow_flush: u32,
     corruption: u32,
     clock_jump: u32,
+    snapshot: u32,
+    /// A bit of a stored snapshot file rots.
+    snapshot_rot: u32,
+    /// A snapshot's write is cut short by the process dying (per mille of snapshots).
+    snapshot_crash: u32,
 }
+
+/// Snapshots kept by the simulated snapshot actor.
+const SNAPSHOTS_KEPT: usize = 2;
 
 pub struct World {
     rng: Rng,
@@ -114,6 +129,8 @@ pub struct World {
     shard_count: usize,
     engine: LocalEngine,
     log: SimLog,
+    disk: SimDisk,
+    snapshots: SnapshotDir<SimDisk>,
     /// The durable state as the model sees it (plus the sequencer's last timestamp).
     model: Model,
     queue: VecDeque<Request>,
@@ -146,6 +163,7 @@ impl World {
             Mutation::DropRecord => "drop-record",
             Mutation::AckBeforeDurable => "ack-before-durable",
             Mutation::ReleaseOnUnknown => "release-on-unknown",
+            Mutation::SkipLogTail => "skip-log-tail",
         });
         let mut rng = Rng::new(seed);
         let shard_count = rng.between(1, 4) as usize;
@@ -155,7 +173,11 @@ impl World {
             slow_flush: rng.between(0, 200) as u32,
             corruption: rng.between(0, 2) as u32,
             clock_jump: rng.between(0, 15) as u32,
+            snapshot: rng.between(0, 20) as u32,
+            snapshot_rot: rng.between(0, 4) as u32,
+            snapshot_crash: rng.between(0, 400) as u32,
         };
+        let disk = SimDisk::default();
         let bank_faults = BankFaults {
             slow: rng.between(0, 100) as u32,
             error: rng.between(0, 100) as u32,
@@ -172,6 +194,8 @@ impl World {
             shard_count,
             engine: LocalEngine::new(shard_count),
             log: SimLog::default(),
+            snapshots: SnapshotDir::on("/data/snapshots", disk.clone()),
+            disk,
             model: Model::default(),
             queue: VecDeque::new(),
             flight: None,
@@ -490,6 +514,17 @@ impl World {
         }
         if self.rng.chance(corruption) && self.log.frame_count() > 0 {
             return self.corruption();
+        }
+        let (snapshot, rot) = (self.rates.snapshot, self.rates.snapshot_rot);
+        if self.rng.chance(snapshot) {
+            return self.snapshot();
+        }
+        if self.rng.chance(rot) {
+            if let Some(path) = self.disk.rot(&mut self.rng) {
+                self.fault("snapshot_rot");
+                self.note(|| format!("a bit of {} rots", path.display()));
+            }
+            return Ok(());
         }
         if self.rng.chance(jump) {
             let by = self.rng.between(2_000, 20_000) * MS;
@@ -898,14 +933,97 @@ impl World {
         self.restart()
     }
 
-    fn restart(&mut self) -> Result<(), String> {
-        let commits = self.log.read_all().map_err(|damage| {
+    /// The snapshot actor's work, as in production: the newest valid snapshot plus the durable
+    /// log after it, applied by the shard state machine, written through the real snapshot
+    /// code onto the simulated disk; then pruning. The process may die at any operation of
+    /// the write; then the machine loses what was not durable, and restarts.
+    fn snapshot(&mut self) -> Result<(), String> {
+        let commits = self.durable_commits()?;
+        let (base, _) = self
+            .snapshots
+            .newest_valid(|m| of_this_log(m, &commits))
+            .map_err(|e| format!("snapshots could not be listed: {e}"))?;
+        let base = base.map(|(_, image)| image);
+        let image = LocalEngine::recover_from(1, base.as_ref(), &commits).image();
+        if self.flight.is_none() {
+            self.engine.settle();
+            if self.engine.image() != image {
+                return Err(format!(
+                    "the snapshot rebuilt at LSN {} differs from the engine's state",
+                    image.lsn
+                ));
+            }
+        }
+        image
+            .check()
+            .map_err(|e| format!("a snapshot at LSN {}: {e}", image.lsn))?;
+        let dies = self.rng.chance(self.rates.snapshot_crash);
+        if dies {
+            let after = self.rng.below(16);
+            self.disk.die_after(after);
+        }
+        let parts = self.rng.between(1, 4) as u32;
+        self.fault("snapshot");
+        self.note(|| format!("snapshot at LSN {} in {parts} parts", image.lsn));
+        let written = self
+            .snapshots
+            .write(&image, parts, "simulated")
+            .and_then(|_| self.snapshots.prune(SNAPSHOTS_KEPT));
+        match written {
+            Ok(_) if dies => {
+                // The process dies later, after the snapshot is in place.
+                self.disk.power_loss(&mut self.rng);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(_) if self.disk.is_dead() => {
+                self.fault("crash_during_snapshot");
+                let lost = self.disk.power_loss(&mut self.rng);
+                self.note(|| format!("the process dies writing it; {lost} folder entries lost"));
+                self.crash()
+            }
+            Err(error) => Err(format!("a snapshot could not be written: {error}")),
+        }
+    }
+
+    fn durable_commits(&self) -> Result<Vec<Commit>, String> {
+        self.log.read_all().map_err(|damage| {
             format!(
                 "recovery refused an undamaged log at LSN {}: {}",
                 damage.lsn, damage.detail
             )
-        })?;
-        self.engine = LocalEngine::recover(self.shard_count, &commits);
+        })
+    }
+
+    /// The restart as in production: unfinished snapshots removed, the newest valid one that
+    /// belongs to the log loaded, the log after it replayed, with a shard count that may differ
+    /// from the last run's.
+    fn restart(&mut self) -> Result<(), String> {
+        let commits = self.durable_commits()?;
+        self.snapshots
+            .remove_unfinished()
+            .map_err(|e| format!("unfinished snapshots could not be removed: {e}"))?;
+        let (found, skipped) = self
+            .snapshots
+            .newest_valid(|m| of_this_log(m, &commits))
+            .map_err(|e| format!("snapshots could not be listed: {e}"))?;
+        for skipped in skipped {
+            self.fault("snapshot_skipped");
+            self.note(|| format!("{} passed over: {}", skipped.name, skipped.error));
+        }
+        let base: Option<LedgerImage> = found.map(|(_, image)| image);
+        let base_lsn = base.as_ref().map_or(0, |image| image.lsn);
+        self.shard_count = self.rng.between(1, 4) as usize;
+        let shards = self.shard_count;
+        self.note(|| {
+            format!("restart with {shards} shards from LSN {base_lsn} and the log after it")
+        });
+        let replayed = if self.options.mutation == Some(Mutation::SkipLogTail) && base_lsn > 0 {
+            &commits[..base_lsn as usize]
+        } else {
+            &commits[..]
+        };
+        self.engine = LocalEngine::recover_from(self.shard_count, base.as_ref(), replayed);
         self.model.timestamp_last = commits.last().map_or(0, |c| c.timestamp_max);
         self.check_state("after a restart")
     }
@@ -1077,6 +1195,19 @@ impl World {
             }
         }
         self.mix(self.log.last_lsn());
+    }
+}
+
+/// Whether a snapshot's manifest belongs to this log: its LSN is in it, and that commit's
+/// timestamp is the snapshot's.
+fn of_this_log(manifest: &Manifest, commits: &[Commit]) -> Result<(), String> {
+    match manifest
+        .lsn
+        .checked_sub(1)
+        .and_then(|i| commits.get(i as usize))
+    {
+        Some(commit) if commit.timestamp_max == manifest.timestamp_max => Ok(()),
+        _ => Err(format!("not of this log (LSN {})", manifest.lsn)),
     }
 }
 

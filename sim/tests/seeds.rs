@@ -74,6 +74,7 @@ fn broken_builds_are_caught() {
         Mutation::DropRecord,
         Mutation::AckBeforeDurable,
         Mutation::ReleaseOnUnknown,
+        Mutation::SkipLogTail,
     ] {
         let caught = (1..=20).find(|&seed| {
             let options = Options {
