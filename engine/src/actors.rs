@@ -119,7 +119,7 @@ impl Actor for ShardActor {
         args: ShardArgs,
     ) -> Result<ShardActorState, ActorProcessingErr> {
         let shard = match &args.base {
-            Some(image) => ShardState::from_image(args.index, args.shard_count, image),
+            Some(image) => ShardState::from_image(args.index, args.shard_count, image)?,
             None => ShardState::new(args.index, args.shard_count),
         };
         let base_lsn = shard.applied_lsn();
@@ -707,14 +707,23 @@ impl SupervisorActor {
         index: usize,
     ) -> Result<ActorRef<ShardMsg>, ActorProcessingErr> {
         let base = Self::load_base(args).await;
-        let (shard, _) = Actor::spawn_linked(
-            None,
-            ShardActor,
-            Self::shard_args(args, index, base),
-            myself.get_cell(),
-        )
-        .await?;
-        Ok(shard)
+        let with_base = base.is_some();
+        let spawn = |base| {
+            Actor::spawn_linked(
+                None,
+                ShardActor,
+                Self::shard_args(args, index, base),
+                myself.get_cell(),
+            )
+        };
+        match spawn(base).await {
+            Ok((shard, _)) => Ok(shard),
+            Err(error) if with_base => {
+                tracing::error!(shard = index, %error, "the shard refused the snapshot; recovering it from the log alone");
+                Ok(spawn(None).await?.0)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// The baseline's image, if it has one that belongs to this log: its LSN is durable and
@@ -785,21 +794,18 @@ impl SupervisorActor {
     }
 }
 
-impl Actor for SupervisorActor {
-    type Msg = SupervisorMsg;
-    type State = SupervisorState;
-    type Arguments = SupervisorArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SupervisorMsg>,
-        args: SupervisorArgs,
-    ) -> Result<SupervisorState, ActorProcessingErr> {
-        // Every shard rebuilds at once: recovery takes as long as the slowest shard.
-        let base = Self::load_base(&args).await;
+impl SupervisorActor {
+    /// Starts every shard at once from `base` (or the log alone); on failure, stops those
+    /// that started and says whether a base was used.
+    async fn spawn_all(
+        myself: &ActorRef<SupervisorMsg>,
+        args: &SupervisorArgs,
+        base: Option<Arc<LedgerImage>>,
+    ) -> Result<Vec<ActorRef<ShardMsg>>, (ActorProcessingErr, bool)> {
+        let with_base = base.is_some();
         let mut starting = tokio::task::JoinSet::new();
         for index in 0..args.config.shard_count {
-            let shard_args = Self::shard_args(&args, index, base.clone());
+            let shard_args = Self::shard_args(args, index, base.clone());
             let supervisor = myself.get_cell();
             starting.spawn(async move {
                 let spawned = Actor::spawn_linked(None, ShardActor, shard_args, supervisor).await;
@@ -820,12 +826,38 @@ impl Actor for SupervisorActor {
             for shard in started.into_iter().flatten() {
                 shard.stop(None);
             }
-            return Err(error);
+            return Err((error, with_base));
         }
-        let shards: Vec<_> = started
+        Ok(started
             .into_iter()
             .map(|shard| shard.expect("every shard started"))
-            .collect();
+            .collect())
+    }
+}
+
+impl Actor for SupervisorActor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        // Every shard rebuilds at once: recovery takes as long as the slowest shard. A shard
+        // that refuses the snapshot (it does not add up) sends them all back to the log.
+        let mut base = Self::load_base(&args).await;
+        let shards = loop {
+            match Self::spawn_all(&myself, &args, base.take()).await {
+                Ok(shards) => break shards,
+                Err((error, true)) => tracing::error!(
+                    %error,
+                    "a shard refused the snapshot; recovering every shard from the log alone"
+                ),
+                Err((error, false)) => return Err(error),
+            }
+        };
         let coordinator = Self::spawn_coordinator(&myself, &args, shards.clone()).await?;
         Ok(SupervisorState {
             args,

@@ -6,7 +6,8 @@
 //! shard count or the order in which the shards were asked, so two images compare with `==`.
 
 use crate::results::CreateTransferResult;
-use crate::types::{Account, AccountFlags, PendingStatus, Transfer, TransferFlags};
+use crate::shard::ShardState;
+use crate::types::{Account, PendingStatus, Transfer, TransferFlags};
 
 /// The ledger after commit `lsn`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,11 +43,20 @@ impl LedgerImage {
     }
 
     /// Checks everything a decided ledger guarantees, without trusting any stored balance:
-    /// order and uniqueness, that every transfer names existing accounts, that each balance is
-    /// exactly the sum of the transfers that made it, that debits equal credits per ledger and
-    /// that no account is over its limit. One pass over the transfers per thread, each thread
-    /// with a hash map of its share of the accounts.
+    /// the image's structure ([`LedgerImage::check_structure`]), then, by building the one
+    /// shard that owns every id ([`ShardState::from_image`]), that every transfer names
+    /// existing accounts, that each balance is exactly what its transfers make, that no id is
+    /// stored twice and that no account is over its limit.
     pub fn check(&self) -> Result<(), ImageError> {
+        self.check_structure()?;
+        ShardState::from_image(0, 1, self).map(drop)
+    }
+
+    /// The checks that need no shard, each one pass over a list: every list in its order
+    /// without repeats, timestamps within the image's clock, one status per pending transfer,
+    /// and, per ledger, debits equal to credits. Start-up runs these before the shards build
+    /// themselves, and the shards check the rest as they build.
+    pub fn check_structure(&self) -> Result<(), ImageError> {
         let fail = |detail: String| Err(ImageError(detail));
         if let Some(pair) = self.accounts.windows(2).find(|w| w[0].id >= w[1].id) {
             return fail(format!("account {} out of order or repeated", pair[1].id));
@@ -70,189 +80,142 @@ impl LedgerImage {
         if self.lsn == 0 && !(self.accounts.is_empty() && self.transfers.is_empty()) {
             return fail("an image at LSN 0 holds data".into());
         }
-        if self.accounts.is_empty() && !self.transfers.is_empty() {
-            return fail("transfers without accounts".into());
+        let late = |timestamp: u64| timestamp == 0 || timestamp > self.timestamp_max;
+        if let Some(a) = self.accounts.iter().find(|a| late(a.timestamp)) {
+            return fail(format!("account {} has timestamp {}", a.id, a.timestamp));
         }
-        if let Some((id, _)) = self
-            .failed
+        if let Some(t) = self.transfers.last().filter(|t| late(t.timestamp)) {
+            return fail(format!("transfer {} has timestamp {}", t.id, t.timestamp));
+        }
+        let pending = self
+            .transfers
             .iter()
-            .find(|(id, _)| self.pending.binary_search_by_key(id, |p| p.0).is_ok())
-        {
-            return fail(format!("id {id} is both pending and a failure"));
-        }
-        // The transfers are scanned once per thread; each thread derives the balances of one
-        // slice of the accounts and checks the uniqueness of one slice of the transfer ids.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8)
-            .min(self.accounts.len().max(1));
-        let results: Vec<Result<usize, ImageError>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|k| scope.spawn(move || self.check_slice(k, threads)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| worker.join().expect("checking never panics"))
-                .collect()
-        });
-        let mut pending_seen = 0;
-        for result in results {
-            pending_seen += result?;
-        }
-        if pending_seen != self.pending.len() {
+            .filter(|t| t.flags.contains(TransferFlags::PENDING))
+            .count();
+        if pending != self.pending.len() {
             return fail(format!(
-                "{} pending statuses for {pending_seen} pending transfers",
+                "{} pending statuses for {pending} pending transfers",
                 self.pending.len()
             ));
         }
-        let mut per_ledger: std::collections::BTreeMap<u32, [u128; 4]> = Default::default();
+        // Per ledger (few of them): debits pending, posted, credits pending, posted.
+        let mut ledgers: Vec<(u32, [u128; 4])> = Vec::new();
         for account in &self.accounts {
-            let totals = per_ledger.entry(account.ledger).or_default();
-            let stored = [
+            let at = match ledgers.iter().position(|(l, _)| *l == account.ledger) {
+                Some(at) => at,
+                None => {
+                    ledgers.push((account.ledger, [0; 4]));
+                    ledgers.len() - 1
+                }
+            };
+            let balances = [
                 account.debits_pending,
                 account.debits_posted,
                 account.credits_pending,
                 account.credits_posted,
             ];
-            for (total, value) in totals.iter_mut().zip(stored) {
+            for (total, value) in ledgers[at].1.iter_mut().zip(balances) {
                 *total = total.wrapping_add(value);
             }
         }
-        for (ledger, [dp, dpo, cp, cpo]) in per_ledger {
-            if dp != cp || dpo != cpo {
-                return fail(format!("ledger {ledger}: debits and credits differ"));
-            }
+        if let Some((ledger, _)) = ledgers
+            .iter()
+            .find(|(_, [dp, dpo, cp, cpo])| dp != cp || dpo != cpo)
+        {
+            return fail(format!("ledger {ledger}: debits and credits differ"));
         }
         Ok(())
     }
+}
 
-    /// One thread's share of [`LedgerImage::check`]: the balances and limits of the `k`th of
-    /// `threads` slices of the accounts, and the uniqueness, timestamps and pending statuses of
-    /// the transfers whose id falls to it. Returns how many of its transfers are pending.
-    fn check_slice(&self, k: usize, threads: usize) -> Result<usize, ImageError> {
-        let fail = |detail: String| Err(ImageError(detail));
-        let bound = |i: usize| self.accounts.len() * i / threads;
-        let mine = &self.accounts[bound(k)..bound(k + 1)];
-        let (Some(low), Some(high)) = (mine.first().map(|a| a.id), mine.last().map(|a| a.id))
-        else {
-            return Ok(0);
-        };
-        let mut derived: ahash::AHashMap<u128, [u128; 4]> =
-            mine.iter().map(|a| (a.id, [0; 4])).collect();
-        // (u128 division is a slow loop: fold to 64 bits first.)
-        let owns_transfer =
-            |id: u128| ((id as u64 ^ (id >> 64) as u64) % threads as u64) as usize == k;
-        let mut transfer_ids = ahash::AHashSet::with_capacity(self.transfers.len() / threads);
-        let mut pending_seen = 0usize;
-        for transfer in &self.transfers {
-            let is_pending = transfer.flags.contains(TransferFlags::PENDING);
-            let status = if is_pending {
-                match self.pending.binary_search_by_key(&transfer.id, |p| p.0) {
-                    Ok(at) => Some(self.pending[at].1),
-                    Err(_) => {
-                        return fail(format!("pending transfer {} has no status", transfer.id))
-                    }
-                }
-            } else {
-                None
-            };
-            if owns_transfer(transfer.id) {
-                if transfer.timestamp > self.timestamp_max || transfer.timestamp == 0 {
-                    return fail(format!(
-                        "transfer {} has timestamp {}",
-                        transfer.id, transfer.timestamp
-                    ));
-                }
-                if !transfer_ids.insert(transfer.id) {
-                    return fail(format!("transfer {} stored twice", transfer.id));
-                }
-                if self
-                    .failed
-                    .binary_search_by_key(&transfer.id, |f| f.0)
-                    .is_ok()
-                {
-                    return fail(format!(
-                        "id {} is both a transfer and a failure",
-                        transfer.id
-                    ));
-                }
-                pending_seen += usize::from(is_pending);
-            }
-            // Which balance the transfer's amount stands in now: a void moves nothing, a
-            // pending transfer counts only while it is still pending.
-            let slot = match status {
-                Some(PendingStatus::Pending) => 0,
-                Some(_) => continue,
-                None if transfer
-                    .flags
-                    .contains(TransferFlags::VOID_PENDING_TRANSFER) =>
-                {
-                    continue
-                }
-                None => 1,
-            };
-            for (account_id, side) in [
-                (transfer.debit_account_id, 0),
-                (transfer.credit_account_id, 2),
-            ] {
-                if account_id < low || account_id > high {
-                    if self
-                        .accounts
-                        .binary_search_by_key(&account_id, |a| a.id)
-                        .is_err()
-                    {
-                        return fail(format!(
-                            "transfer {} names unknown account {account_id}",
-                            transfer.id
-                        ));
-                    }
-                    continue;
-                }
-                let Some(balances) = derived.get_mut(&account_id) else {
-                    return fail(format!(
-                        "transfer {} names unknown account {account_id}",
-                        transfer.id
-                    ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalEngine;
+    use crate::round::Operation;
+    use crate::types::AccountFlags;
+
+    /// Ten wallets funded by a bank, payments, and a pending transfer posted and one voided.
+    fn image() -> LedgerImage {
+        let mut engine = LocalEngine::new(2);
+        let mut accounts = vec![Account::new(1, 1, 1)];
+        accounts.extend((2..=11).map(|id| Account {
+            flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            ..Account::new(id * 1_000, 1, 1)
+        }));
+        engine.execute(vec![Operation::CreateAccounts(accounts)], 1_000);
+        let mut transfers: Vec<Transfer> = (2..=11)
+            .map(|id| Transfer::new(id, 1, id * 1_000, 500, 1, 1))
+            .collect();
+        transfers.push(Transfer {
+            flags: TransferFlags::PENDING,
+            ..Transfer::new(20, 2_000, 3_000, 100, 1, 1)
+        });
+        transfers.push(Transfer {
+            flags: TransferFlags::PENDING,
+            ..Transfer::new(21, 4_000, 5_000, 100, 1, 1)
+        });
+        transfers.push(Transfer {
+            pending_id: 20,
+            amount: 60,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::new(22, 0, 0, 0, 0, 0)
+        });
+        transfers.push(Transfer {
+            pending_id: 21,
+            flags: TransferFlags::VOID_PENDING_TRANSFER,
+            ..Transfer::new(23, 0, 0, 0, 0, 0)
+        });
+        let outcomes = engine.execute(vec![Operation::CreateTransfers(transfers)], 2_000);
+        assert!(
+            format!("{outcomes:?}").matches("Created").count() == 14,
+            "{outcomes:?}"
+        );
+        engine.image()
+    }
+
+    #[test]
+    fn an_engine_image_passes() {
+        assert_eq!(image().check(), Ok(()));
+    }
+
+    #[test]
+    fn every_kind_of_inconsistency_is_found() {
+        type Tamper = fn(&mut LedgerImage);
+        let cases: [(&str, Tamper); 8] = [
+            ("unknown account inside the range", |i| {
+                i.transfers[3].credit_account_id = 4_500
+            }),
+            ("unknown account past the end", |i| {
+                i.transfers[3].credit_account_id = 99_999
+            }),
+            ("a void names an unknown account", |i| {
+                let void = i.transfers.iter_mut().find(|t| t.id == 23).unwrap();
+                void.debit_account_id = 4_001;
+            }),
+            ("a transfer stored twice", |i| {
+                let copy = Transfer {
+                    timestamp: i.timestamp_max,
+                    ..i.transfers[0]
                 };
-                let sum = &mut balances[side + slot];
-                *sum = match sum.checked_add(transfer.amount) {
-                    Some(total) => total,
-                    None => return fail(format!("account {account_id} overflows")),
-                };
-            }
+                i.transfers.push(copy);
+            }),
+            ("a pending transfer without its status", |i| {
+                i.pending.clear()
+            }),
+            ("a status flipped", |i| {
+                i.pending[1].1 = PendingStatus::Pending
+            }),
+            ("an account out of order", |i| i.accounts.swap(2, 3)),
+            ("a transfer and a failure", |i| {
+                i.failed
+                    .push((i.transfers[0].id, CreateTransferResult::ExceedsCredits))
+            }),
+        ];
+        for (what, tamper) in cases {
+            let mut tampered = image();
+            tamper(&mut tampered);
+            assert!(tampered.check().is_err(), "{what} went unnoticed");
         }
-        for account in mine {
-            if account.timestamp > self.timestamp_max {
-                return fail(format!(
-                    "account {} has a timestamp after the image's",
-                    account.id
-                ));
-            }
-            let derived = derived[&account.id];
-            let stored = [
-                account.debits_pending,
-                account.debits_posted,
-                account.credits_pending,
-                account.credits_posted,
-            ];
-            if stored != derived {
-                return fail(format!(
-                    "account {} holds {stored:?} (debits pending, posted, credits pending, \
-                     posted); its transfers make {derived:?}",
-                    account.id
-                ));
-            }
-            let flags = account.flags;
-            let debits = account.debits_pending.checked_add(account.debits_posted);
-            let credits = account.credits_pending.checked_add(account.credits_posted);
-            if flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-                && debits.is_none_or(|d| d > account.credits_posted)
-                || flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-                    && credits.is_none_or(|c| c > account.debits_posted)
-            {
-                return fail(format!("account {} is over its limit", account.id));
-            }
-        }
-        Ok(pending_seen)
     }
 }

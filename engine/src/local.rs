@@ -95,7 +95,8 @@ impl LocalEngine {
             );
             engine.shards = (0..shard_count)
                 .map(|i| ShardState::from_image(i, shard_count, image))
-                .collect();
+                .collect::<Result<_, _>>()
+                .expect("a snapshot's image describes a ledger");
         }
         let applied = base.map_or(0, |image| image.lsn as usize);
         for commit in &commits[applied..] {

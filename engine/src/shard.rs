@@ -10,11 +10,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use ahash::AHashMap;
 
-use crate::image::LedgerImage;
+use crate::image::{ImageError, LedgerImage};
 use crate::record::{Commit, Record};
 use crate::results::CreateTransferResult;
 use crate::routing::shard_of;
-use crate::types::{Account, AccountFilter, PendingStatus, Transfer, TransferFlags};
+use crate::types::{Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags};
 
 /// What a round needs from one shard: only ids this shard owns.
 #[derive(Clone, Debug, Default)]
@@ -87,9 +87,19 @@ impl ShardState {
 
     /// The shard `index` of `shard_count` as of `image`: the accounts, transfers, statuses and
     /// failures whose ids it owns, and the history of each of its accounts (every transfer
-    /// that touches it, from whichever shard owns the transfer). The image must have passed
-    /// [`LedgerImage::check`].
-    pub fn from_image(index: usize, shard_count: usize, image: &LedgerImage) -> Self {
+    /// that touches it, from whichever shard owns the transfer).
+    ///
+    /// Nothing in the image is trusted: its accounts' balances are not copied but derived
+    /// from the transfers (in the same pass that builds the histories, at the cost of a few
+    /// additions), then compared with the image's, and the limits checked. An image that does
+    /// not describe a ledger the engine could have made is refused; the shards never panic on
+    /// it. The image's order is [`LedgerImage::check_structure`]'s to check.
+    pub fn from_image(
+        index: usize,
+        shard_count: usize,
+        image: &LedgerImage,
+    ) -> Result<Self, ImageError> {
+        let fail = |detail: String| Err(ImageError(detail));
         let mut shard = Self::new(index, shard_count);
         let owns = |id: u128| shard_of(id, shard_count) == index;
         shard
@@ -97,39 +107,130 @@ impl ShardState {
             .reserve(image.accounts.len() / shard_count + 1);
         for account in image.accounts.iter().filter(|a| owns(a.id)) {
             let local = LocalAccount {
-                account: *account,
+                account: Account {
+                    debits_pending: 0,
+                    debits_posted: 0,
+                    credits_pending: 0,
+                    credits_posted: 0,
+                    ..*account
+                },
                 history: Vec::new(),
                 read_mark: 0,
             };
             shard.accounts.insert(account.id, local);
         }
         for transfer in &image.transfers {
-            shard.store_transfer(transfer);
+            if owns(transfer.id) && !shard.transfers.try_insert(*transfer) {
+                return fail(format!("transfer {} stored twice", transfer.id));
+            }
+            // Where the amount stands now: pending while the transfer is, posted for a
+            // single-phase transfer or a post; a void, or a resolved pending transfer, moves
+            // nothing (its post or void is a transfer of its own).
+            let pending = transfer.flags.contains(TransferFlags::PENDING);
+            let counts = if pending {
+                match image.pending.binary_search_by_key(&transfer.id, |p| p.0) {
+                    Ok(at) => image.pending[at].1 == PendingStatus::Pending,
+                    Err(_) => {
+                        return fail(format!("pending transfer {} has no status", transfer.id))
+                    }
+                }
+            } else {
+                !transfer
+                    .flags
+                    .contains(TransferFlags::VOID_PENDING_TRANSFER)
+            };
             for (account_id, is_debit) in [
                 (transfer.debit_account_id, true),
                 (transfer.credit_account_id, false),
             ] {
-                if let Some(local) = shard.local_account(account_id) {
-                    local.record(transfer, is_debit);
+                if !owns(account_id) {
+                    continue;
+                }
+                let Some(local) = shard.accounts.get_mut(&account_id) else {
+                    return fail(format!(
+                        "transfer {} names unknown account {account_id}",
+                        transfer.id
+                    ));
+                };
+                if local
+                    .history
+                    .last()
+                    .is_some_and(|h| h.timestamp >= transfer.timestamp)
+                {
+                    return fail(format!("transfer {} out of timestamp order", transfer.id));
+                }
+                local.record(transfer, is_debit);
+                if counts {
+                    let a = &mut local.account;
+                    let balance = match (is_debit, pending) {
+                        (true, true) => &mut a.debits_pending,
+                        (true, false) => &mut a.debits_posted,
+                        (false, true) => &mut a.credits_pending,
+                        (false, false) => &mut a.credits_posted,
+                    };
+                    *balance = match balance.checked_add(transfer.amount) {
+                        Some(sum) => sum,
+                        None => return fail(format!("account {account_id} overflows")),
+                    };
                 }
             }
         }
+        for stored in image.accounts.iter().filter(|a| owns(a.id)) {
+            let derived = &shard.accounts[&stored.id].account;
+            if derived != stored {
+                return fail(format!(
+                    "account {} holds debits {}+{} (pending+posted) and credits {}+{}; its \
+                     transfers make {}+{} and {}+{}",
+                    stored.id,
+                    stored.debits_pending,
+                    stored.debits_posted,
+                    stored.credits_pending,
+                    stored.credits_posted,
+                    derived.debits_pending,
+                    derived.debits_posted,
+                    derived.credits_pending,
+                    derived.credits_posted
+                ));
+            }
+            let debits = stored.debits_pending.checked_add(stored.debits_posted);
+            let credits = stored.credits_pending.checked_add(stored.credits_posted);
+            if stored
+                .flags
+                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+                && debits.is_none_or(|d| d > stored.credits_posted)
+                || stored
+                    .flags
+                    .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+                    && credits.is_none_or(|c| c > stored.debits_posted)
+            {
+                return fail(format!("account {} is over its limit", stored.id));
+            }
+        }
         for &(id, status) in image.pending.iter().filter(|p| owns(p.0)) {
+            let Some(transfer) = shard.transfers.get(id).copied() else {
+                return fail(format!(
+                    "a pending status for transfer {id}, which is not stored"
+                ));
+            };
+            if !transfer.flags.contains(TransferFlags::PENDING) {
+                return fail(format!(
+                    "a pending status for transfer {id}, which is not pending"
+                ));
+            }
             shard.pending.insert(id, status);
-            let transfer = shard
-                .transfers
-                .get(id)
-                .expect("a pending status has its transfer");
             if let (PendingStatus::Pending, Some(expires_at)) = (status, transfer.expires_at()) {
                 shard.expiry.insert((expires_at, transfer.timestamp, id));
             }
         }
         for &(id, result) in image.failed.iter().filter(|f| owns(f.0)) {
+            if shard.transfers.find(id).is_some() {
+                return fail(format!("id {id} is both a transfer and a failure"));
+            }
             shard.transfers.fail(id, result);
         }
         shard.applied_lsn = image.lsn;
         shard.timestamp_max = image.timestamp_max;
-        shard
+        Ok(shard)
     }
 
     /// Adds what this shard owns to `image` (in no particular order: see
@@ -555,17 +656,24 @@ impl TransferStore {
     }
 
     fn insert(&mut self, transfer: Transfer) {
+        let id = transfer.id;
+        assert!(
+            self.try_insert(transfer),
+            "transfer {id} created or failed twice"
+        );
+    }
+
+    /// Stores `transfer` unless its id is already stored or failed (then `false`).
+    fn try_insert(&mut self, transfer: Transfer) -> bool {
         let position = self.len as u64;
         let fingerprint = self.fingerprint(transfer.id);
         // A vacant fingerprint proves the id new; only a taken one needs the full check.
         if let Entry::Vacant(entry) = self.index.entry(fingerprint) {
             entry.insert(position);
         } else {
-            assert!(
-                self.find(transfer.id).is_none(),
-                "transfer {} created or failed twice",
-                transfer.id
-            );
+            if self.find(transfer.id).is_some() {
+                return false;
+            }
             self.by_id.insert(transfer.id, Slot::Transfer(position));
         }
         if self.len.is_multiple_of(Self::CHUNK) {
@@ -576,6 +684,7 @@ impl TransferStore {
             .expect("a chunk with room")
             .push(transfer);
         self.len += 1;
+        true
     }
 
     fn fail(&mut self, id: u128, result: CreateTransferResult) {

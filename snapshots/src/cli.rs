@@ -181,7 +181,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Verify { snapshot } => {
             let (dir, name) = cli.resolve(snapshot)?;
             let started = Instant::now();
-            let loaded = tokio::task::spawn_blocking(move || dir.load(&name))
+            let loaded = tokio::task::spawn_blocking(move || dir.verify(&name))
                 .await
                 .map_err(usage)?;
             let (manifest, _) = loaded.map_err(|error| CliError::Fault(error.to_string()))?;

@@ -257,8 +257,9 @@ impl<D: Disk> SnapshotDir<D> {
         })
     }
 
-    /// Reads snapshot `name` whole: every file against the manifest, then the ledger's
-    /// invariants over the decoded image.
+    /// Reads snapshot `name` whole: every file against the manifest, then the image's
+    /// structure ([`LedgerImage::check_structure`]; the shards that build from it check the
+    /// rest, and [`SnapshotDir::verify`] everything).
     pub fn load(&self, name: &str) -> Result<Loaded, SnapshotError> {
         if lsn_of(name).is_none() {
             return Err(SnapshotError::NotFound(name.into()));
@@ -295,6 +296,19 @@ impl<D: Disk> SnapshotDir<D> {
                 image.lsn
             ))));
         }
+        image
+            .check_structure()
+            .map_err(|source| SnapshotError::Invalid {
+                name: name.into(),
+                source,
+            })?;
+        Ok((manifest, image))
+    }
+
+    /// Reads snapshot `name` as [`SnapshotDir::load`] does, and checks every invariant of the
+    /// ledger in it ([`LedgerImage::check`]).
+    pub fn verify(&self, name: &str) -> Result<Loaded, SnapshotError> {
+        let (manifest, image) = self.load(name)?;
         image.check().map_err(|source| SnapshotError::Invalid {
             name: name.into(),
             source,

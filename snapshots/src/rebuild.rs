@@ -109,14 +109,29 @@ pub async fn rebuild<D: Disk + 'static>(
         skipped.extend(found.1);
         start = found.0;
     }
-    let (base_name, image) = match start {
-        Some((manifest, image)) => (Some(crate::dir::snapshot_name(manifest.lsn)), image),
-        None => (None, LedgerImage::default()),
-    };
-    let from = image.lsn + 1;
-    let mut shard = tokio::task::spawn_blocking(move || ShardState::from_image(0, 1, &image))
+    let base_name = start
+        .as_ref()
+        .map(|(manifest, _)| crate::dir::snapshot_name(manifest.lsn));
+    let image = start.map(|(_, image)| image).unwrap_or_default();
+    let from_base = tokio::task::spawn_blocking(move || ShardState::from_image(0, 1, &image))
         .await
         .expect("rebuilding a shard never panics");
+    // A snapshot that does not add up is passed over for the log alone.
+    let (base_name, mut shard) = match (from_base, base_name) {
+        (Ok(shard), name) => (name, shard),
+        (Err(source), name) => {
+            let name = name.expect("the empty image always adds up");
+            skipped.push(Skipped {
+                error: SnapshotError::Invalid {
+                    name: name.clone(),
+                    source,
+                },
+                name,
+            });
+            (None, ShardState::new(0, 1))
+        }
+    };
+    let from = shard.applied_lsn() + 1;
     let total = upper.saturating_sub(from - 1);
     let mut next = from;
     let mut replayed = 0;
