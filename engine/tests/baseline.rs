@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 
 use kizo_engine::local::LocalEngine;
-use kizo_engine::round::Operation;
 use kizo_engine::{
     Account, AccountFlags, Baseline, CreateTransferResult, Engine, EngineConfig, LedgerImage,
     MemoryWal, SystemClock, Transfer, Wal,
