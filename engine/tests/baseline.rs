@@ -45,19 +45,24 @@ async fn ledger(cut: u64) -> (Arc<MemoryWal>, LedgerImage, Vec<Account>) {
     (wal, image, state)
 }
 
-#[tokio::test]
-async fn the_engine_starts_from_the_image_and_the_log_after_it() {
-    let (wal, image, state) = ledger(2).await;
-    assert_eq!(image.lsn, 2);
+/// An engine on `wal` that starts from `image` (and what the log holds after it).
+async fn start_from(wal: &Arc<MemoryWal>, image: LedgerImage) -> Engine {
     let baseline = Arc::new(Fixed(Mutex::new(Some(image))));
-    let engine = Engine::start_from(
+    Engine::start_from(
         EngineConfig::default(),
         wal.clone(),
         Arc::new(SystemClock),
         Some(baseline),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_engine_starts_from_the_image_and_the_log_after_it() {
+    let (wal, image, state) = ledger(2).await;
+    assert_eq!(image.lsn, 2);
+    let engine = start_from(&wal, image).await;
     assert_eq!(
         engine.lookup_accounts(vec![1, 2, 3, 4]).await.unwrap(),
         state
@@ -83,15 +88,7 @@ async fn an_image_that_does_not_add_up_is_refused_for_the_log() {
     image.accounts[2].credits_posted = a;
     assert_eq!(image.check_structure(), Ok(()));
     assert!(image.check().is_err());
-    let baseline = Arc::new(Fixed(Mutex::new(Some(image))));
-    let engine = Engine::start_from(
-        EngineConfig::default(),
-        wal.clone(),
-        Arc::new(SystemClock),
-        Some(baseline),
-    )
-    .await
-    .unwrap();
+    let engine = start_from(&wal, image).await;
     assert_eq!(
         engine.lookup_accounts(vec![1, 2, 3, 4]).await.unwrap(),
         state
@@ -105,15 +102,7 @@ async fn an_image_of_another_log_is_refused() {
     let (_, mut other, _) = ledger(3).await;
     other.timestamp_max += 1; // not this log's commit 3
     assert!(other.lsn <= wal.last_lsn());
-    let baseline = Arc::new(Fixed(Mutex::new(Some(other))));
-    let engine = Engine::start_from(
-        EngineConfig::default(),
-        wal.clone(),
-        Arc::new(SystemClock),
-        Some(baseline),
-    )
-    .await
-    .unwrap();
+    let engine = start_from(&wal, other).await;
     assert_eq!(
         engine.lookup_accounts(vec![1, 2, 3, 4]).await.unwrap(),
         state
