@@ -58,15 +58,66 @@ impl LedgerImage {
     /// themselves, and the shards check the rest as they build.
     pub fn check_structure(&self) -> Result<(), ImageError> {
         let fail = |detail: String| Err(ImageError(detail));
-        if let Some(pair) = self.accounts.windows(2).find(|w| w[0].id >= w[1].id) {
-            return fail(format!("account {} out of order or repeated", pair[1].id));
+        if self.lsn == 0 && !(self.accounts.is_empty() && self.transfers.is_empty()) {
+            return fail("an image at LSN 0 holds data".into());
         }
-        if let Some(pair) = self
-            .transfers
-            .windows(2)
-            .find(|w| w[0].timestamp >= w[1].timestamp)
+        let late = |timestamp: u64| timestamp == 0 || timestamp > self.timestamp_max;
+        // One pass over the accounts (the largest list): order, timestamps, and per ledger
+        // (few of them) debits pending, posted, credits pending, posted.
+        let mut ledgers: Vec<(u32, [u128; 4])> = Vec::new();
+        let mut at = 0;
+        let mut previous = None;
+        for account in &self.accounts {
+            if previous.is_some_and(|id| id >= account.id) {
+                return fail(format!("account {} out of order or repeated", account.id));
+            }
+            previous = Some(account.id);
+            if late(account.timestamp) {
+                return fail(format!(
+                    "account {} has timestamp {}",
+                    account.id, account.timestamp
+                ));
+            }
+            if ledgers.get(at).is_none_or(|(l, _)| *l != account.ledger) {
+                at = match ledgers.iter().position(|(l, _)| *l == account.ledger) {
+                    Some(found) => found,
+                    None => {
+                        ledgers.push((account.ledger, [0; 4]));
+                        ledgers.len() - 1
+                    }
+                };
+            }
+            let totals = &mut ledgers[at].1;
+            totals[0] = totals[0].wrapping_add(account.debits_pending);
+            totals[1] = totals[1].wrapping_add(account.debits_posted);
+            totals[2] = totals[2].wrapping_add(account.credits_pending);
+            totals[3] = totals[3].wrapping_add(account.credits_posted);
+        }
+        if let Some((ledger, _)) = ledgers
+            .iter()
+            .find(|(_, [dp, dpo, cp, cpo])| dp != cp || dpo != cpo)
         {
-            return fail(format!("transfer {} out of timestamp order", pair[1].id));
+            return fail(format!("ledger {ledger}: debits and credits differ"));
+        }
+        // One pass over the transfers: order (so every timestamp is within the image's clock
+        // when the last one is), and how many are pending.
+        let mut pending = 0;
+        let mut previous = 0;
+        for transfer in &self.transfers {
+            if transfer.timestamp <= previous {
+                return fail(format!("transfer {} out of timestamp order", transfer.id));
+            }
+            previous = transfer.timestamp;
+            pending += usize::from(transfer.flags.contains(TransferFlags::PENDING));
+        }
+        if late(previous) && !self.transfers.is_empty() {
+            return fail(format!("a transfer has timestamp {previous}"));
+        }
+        if pending != self.pending.len() {
+            return fail(format!(
+                "{} pending statuses for {pending} pending transfers",
+                self.pending.len()
+            ));
         }
         if let Some(pair) = self.pending.windows(2).find(|w| w[0].0 >= w[1].0) {
             return fail(format!(
@@ -76,53 +127,6 @@ impl LedgerImage {
         }
         if let Some(pair) = self.failed.windows(2).find(|w| w[0].0 >= w[1].0) {
             return fail(format!("failed id {} out of order or repeated", pair[1].0));
-        }
-        if self.lsn == 0 && !(self.accounts.is_empty() && self.transfers.is_empty()) {
-            return fail("an image at LSN 0 holds data".into());
-        }
-        let late = |timestamp: u64| timestamp == 0 || timestamp > self.timestamp_max;
-        if let Some(a) = self.accounts.iter().find(|a| late(a.timestamp)) {
-            return fail(format!("account {} has timestamp {}", a.id, a.timestamp));
-        }
-        if let Some(t) = self.transfers.last().filter(|t| late(t.timestamp)) {
-            return fail(format!("transfer {} has timestamp {}", t.id, t.timestamp));
-        }
-        let pending = self
-            .transfers
-            .iter()
-            .filter(|t| t.flags.contains(TransferFlags::PENDING))
-            .count();
-        if pending != self.pending.len() {
-            return fail(format!(
-                "{} pending statuses for {pending} pending transfers",
-                self.pending.len()
-            ));
-        }
-        // Per ledger (few of them): debits pending, posted, credits pending, posted.
-        let mut ledgers: Vec<(u32, [u128; 4])> = Vec::new();
-        for account in &self.accounts {
-            let at = match ledgers.iter().position(|(l, _)| *l == account.ledger) {
-                Some(at) => at,
-                None => {
-                    ledgers.push((account.ledger, [0; 4]));
-                    ledgers.len() - 1
-                }
-            };
-            let balances = [
-                account.debits_pending,
-                account.debits_posted,
-                account.credits_pending,
-                account.credits_posted,
-            ];
-            for (total, value) in ledgers[at].1.iter_mut().zip(balances) {
-                *total = total.wrapping_add(value);
-            }
-        }
-        if let Some((ledger, _)) = ledgers
-            .iter()
-            .find(|(_, [dp, dpo, cp, cpo])| dp != cp || dpo != cpo)
-        {
-            return fail(format!("ledger {ledger}: debits and credits differ"));
         }
         Ok(())
     }
