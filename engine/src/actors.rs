@@ -16,7 +16,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::engine::{Baseline, Clock, EngineConfig, EngineError};
-use crate::image::LedgerImage;
+use crate::image::{of_this_log, LedgerImage};
 use crate::ledger::View;
 use crate::record::Commit;
 use crate::round::{Operation, Outcome, Sequencer, Step};
@@ -744,10 +744,9 @@ impl SupervisorActor {
                 return None;
             }
         };
-        let belongs = match args.wal.read(image.lsn, image.lsn).await {
-            Ok(commits) => commits.first().map(|c| c.timestamp_max) == Some(image.timestamp_max),
-            Err(_) => false,
-        };
+        let commit = args.wal.read(image.lsn, image.lsn).await.ok();
+        let commit = commit.as_ref().and_then(|commits| commits.first());
+        let belongs = of_this_log(image.lsn, image.timestamp_max, commit.map(|c| &**c));
         if !belongs {
             tracing::error!(
                 lsn = image.lsn,

@@ -5,6 +5,7 @@
 //! An image is canonical: the same ledger state always gives the same image, whatever the
 //! shard count or the order in which the shards were asked, so two images compare with `==`.
 
+use crate::record::Commit;
 use crate::results::CreateTransferResult;
 use crate::shard::ShardState;
 use crate::types::{Account, PendingStatus, Transfer, TransferFlags};
@@ -26,6 +27,14 @@ pub struct LedgerImage {
     pub pending: Vec<(u128, PendingStatus)>,
     /// Ids that failed for a transient reason, with that reason, ordered by id.
     pub failed: Vec<(u128, CreateTransferResult)>,
+}
+
+/// Whether a saved ledger state after commit `lsn`, whose last timestamp is `timestamp_max`,
+/// belongs to a log whose commit `lsn` is `commit_at_lsn`: the same LSN and the same
+/// timestamp (timestamps are unique across a log, so another log's state, or a state of a log
+/// that was replaced, does not match).
+pub fn of_this_log(lsn: u64, timestamp_max: u64, commit_at_lsn: Option<&Commit>) -> bool {
+    commit_at_lsn.is_some_and(|c| c.lsn == lsn && c.timestamp_max == timestamp_max)
 }
 
 /// Why an image does not describe a ledger the engine could have produced.

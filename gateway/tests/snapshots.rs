@@ -25,6 +25,22 @@ async fn call(method: &str, url: String, key: &str, body: Option<Value>) -> (Sta
     )
 }
 
+/// A snapshot now, through the admin API.
+async fn snapshot_now(base: &str) -> (StatusCode, Value) {
+    call(
+        "POST",
+        format!("{base}/v1/admin/snapshots"),
+        ADMIN_KEY,
+        None,
+    )
+    .await
+}
+
+/// A POST to the batch ledger API.
+async fn ledger(base: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    call("POST", format!("{base}{path}"), API_KEY, body).await
+}
+
 /// `count` transfers of 1..=count cents from account 1 to accounts 2..=9, ids from `first`.
 async fn transfers(base: &str, first: u64, count: u64) {
     let batch: Vec<Value> = (first..first + count)
@@ -34,13 +50,7 @@ async fn transfers(base: &str, first: u64, count: u64) {
                    "ledger": 840, "code": 1})
         })
         .collect();
-    let (status, body) = call(
-        "POST",
-        format!("{base}/v1/ledger/transfers"),
-        API_KEY,
-        Some(json!(batch)),
-    )
-    .await;
+    let (status, body) = ledger(base, "/v1/ledger/transfers", Some(json!(batch))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
         body["results"]
@@ -55,10 +65,9 @@ async fn transfers(base: &str, first: u64, count: u64) {
 /// Every account and a page of one account's history, as the API shows them.
 async fn state(base: &str) -> (Value, Value) {
     let ids: Vec<String> = (1..=9).map(|i| i.to_string()).collect();
-    let (status, accounts) = call(
-        "POST",
-        format!("{base}/v1/ledger/accounts/lookup"),
-        API_KEY,
+    let (status, accounts) = ledger(
+        base,
+        "/v1/ledger/accounts/lookup",
         Some(json!({ "ids": ids })),
     )
     .await;
@@ -88,26 +97,14 @@ async fn snapshots_flow(store: TestStore) {
     let accounts: Vec<Value> = (1..=9)
         .map(|i| json!({"id": i.to_string(), "ledger": 840, "code": 1}))
         .collect();
-    let (status, _) = call(
-        "POST",
-        format!("{base}/v1/ledger/accounts"),
-        API_KEY,
-        Some(json!(accounts)),
-    )
-    .await;
+    let (status, _) = ledger(&base, "/v1/ledger/accounts", Some(json!(accounts))).await;
     assert_eq!(status, StatusCode::OK);
     transfers(&base, 100, 500).await;
 
     // Only the admin key opens it.
     let (status, body) = call("POST", format!("{base}/v1/admin/snapshots"), API_KEY, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, taken) = call(
-        "POST",
-        format!("{base}/v1/admin/snapshots"),
-        ADMIN_KEY,
-        None,
-    )
-    .await;
+    let (status, taken) = snapshot_now(&base).await;
     assert_eq!(status, StatusCode::CREATED, "{taken}");
     assert_eq!(taken["written"], true);
     assert_eq!(
@@ -117,13 +114,7 @@ async fn snapshots_flow(store: TestStore) {
     assert_eq!(taken["snapshot"]["transfers"], 500);
     let first_lsn = taken["snapshot"]["lsn"].as_u64().unwrap();
     // Nothing new: the same snapshot, not written again.
-    let (status, again) = call(
-        "POST",
-        format!("{base}/v1/admin/snapshots"),
-        ADMIN_KEY,
-        None,
-    )
-    .await;
+    let (status, again) = snapshot_now(&base).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(
         (again["written"].clone(), again["snapshot"]["lsn"].as_u64()),
@@ -131,13 +122,7 @@ async fn snapshots_flow(store: TestStore) {
     );
 
     transfers(&base, 1_000, 300).await;
-    let (status, taken) = call(
-        "POST",
-        format!("{base}/v1/admin/snapshots"),
-        ADMIN_KEY,
-        None,
-    )
-    .await;
+    let (status, taken) = snapshot_now(&base).await;
     assert_eq!(status, StatusCode::CREATED, "{taken}");
     assert!(taken["replayed"].as_u64().unwrap() > 0);
     assert_eq!(taken["snapshot"]["transfers"], 800);
@@ -152,11 +137,7 @@ async fn snapshots_flow(store: TestStore) {
     let (server, base) = common::start_with(&store.config, settings.clone()).await;
     assert_eq!(state(&base).await, before);
     // Retries of ids from before, in the snapshot and in the tail, are still known.
-    let (_, body) = call(
-        "POST",
-        format!("{base}/v1/ledger/transfers"),
-        API_KEY,
-        Some(json!([
+    let (_, body) = ledger(&base, "/v1/ledger/transfers", Some(json!([
             {"id": "100", "debit_account_id": "1", "credit_account_id": "2", "amount": "1", "ledger": 840, "code": 1},
             {"id": "2000", "debit_account_id": "1", "credit_account_id": "2", "amount": "61", "ledger": 840, "code": 1},
         ])),
@@ -185,13 +166,7 @@ async fn snapshots_flow(store: TestStore) {
 
     // A server without snapshots says so.
     let (server, base) = common::start(&store.config).await;
-    let (status, body) = call(
-        "POST",
-        format!("{base}/v1/admin/snapshots"),
-        ADMIN_KEY,
-        None,
-    )
-    .await;
+    let (status, body) = snapshot_now(&base).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::CONFLICT, Some("snapshots_disabled"))

@@ -293,26 +293,13 @@ fn list(cli: &Cli, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
 
 /// An account id as the API shows it (a UUID) or as a decimal u128.
 pub fn parse_account_id(text: &str) -> Option<u128> {
-    if text.contains('-') {
-        let hex: String = text.chars().filter(|c| *c != '-').collect();
-        (hex.len() == 32)
-            .then(|| u128::from_str_radix(&hex, 16).ok())
-            .flatten()
-    } else {
-        text.parse().ok()
-    }
+    text.parse()
+        .ok()
+        .or_else(|| uuid::Uuid::parse_str(text).ok().map(|u| u.as_u128()))
 }
 
 fn uuid_of(id: u128) -> String {
-    let hex = format!("{id:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    uuid::Uuid::from_u128(id).to_string()
 }
 
 fn account_json(a: &Account) -> serde_json::Value {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use kizo_engine::image::of_this_log;
 use kizo_engine::shard::ShardState;
 use kizo_engine::wal::{Wal, WalError};
 use kizo_engine::LedgerImage;
@@ -76,7 +77,7 @@ pub async fn rebuild<D: Disk + 'static>(
     if let (Some(dir), Base::BestSnapshot) = (dir, base) {
         // Which snapshots could serve: at or before the target, and of this log (its commit at
         // the snapshot's LSN has the snapshot's timestamp), checked against the log first.
-        let mut of_this_log = std::collections::HashMap::new();
+        let mut belongs = std::collections::HashMap::new();
         for listed in dir.list()? {
             let Ok(manifest) = &listed.manifest else {
                 continue;
@@ -85,8 +86,12 @@ pub async fn rebuild<D: Disk + 'static>(
                 continue;
             }
             let commit = wal.read(manifest.lsn, manifest.lsn).await?;
-            let belongs = commit.first().map(|c| c.timestamp_max) == Some(manifest.timestamp_max);
-            of_this_log.insert(manifest.lsn, belongs);
+            let of_this = of_this_log(
+                manifest.lsn,
+                manifest.timestamp_max,
+                commit.first().map(|c| &**c),
+            );
+            belongs.insert(manifest.lsn, of_this);
         }
         let found = tokio::task::spawn_blocking(move || {
             dir.newest_valid(|manifest| {
@@ -98,7 +103,7 @@ pub async fn rebuild<D: Disk + 'static>(
                         return Err("after the target time".into());
                     }
                 }
-                match of_this_log.get(&manifest.lsn) {
+                match belongs.get(&manifest.lsn) {
                     Some(true) => Ok(()),
                     _ => Err("not of this log: its LSN's commit has another timestamp".into()),
                 }
