@@ -251,77 +251,62 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
     let mut tx = pool.begin().await.map_err(unavailable)?;
     move_progress_postgres(&mut tx, name, p).await?;
     if !p.accounts.is_empty() {
-        let mut columns = Columns::new(13);
+        let mut rows = CopyRows::with_capacity(p.accounts.len() * 200);
         for (a, lsn) in &p.accounts {
-            columns.push([
-                hex(a.id),
-                a.ledger.to_string(),
-                a.code.to_string(),
-                a.flags.0.to_string(),
-                a.debits_pending.to_string(),
-                a.debits_posted.to_string(),
-                a.credits_pending.to_string(),
-                a.credits_posted.to_string(),
-                a.user_data_128.to_string(),
-                a.user_data_64.to_string(),
-                a.user_data_32.to_string(),
-                a.timestamp.to_string(),
-                lsn.to_string(),
-            ]);
+            rows.row(13);
+            rows.uuid(a.id);
+            rows.bigint(a.ledger.into())?;
+            rows.integer(a.code.into());
+            rows.integer(a.flags.0.into());
+            rows.numeric(a.debits_pending);
+            rows.numeric(a.debits_posted);
+            rows.numeric(a.credits_pending);
+            rows.numeric(a.credits_posted);
+            rows.numeric(a.user_data_128);
+            rows.numeric(a.user_data_64.into());
+            rows.bigint(a.user_data_32.into())?;
+            rows.bigint(a.timestamp)?;
+            rows.bigint(*lsn)?;
         }
-        columns
-            .bind(sqlx::query(
-                "INSERT INTO accounts (id, ledger, code, flags, debits_pending, debits_posted,
-                     credits_pending, credits_posted, user_data_128, user_data_64, user_data_32,
-                     timestamp, lsn)
-                 SELECT * FROM UNNEST($1::text[]::uuid[], $2::text[]::int8[], $3::text[]::int4[],
-                     $4::text[]::int4[], $5::text[]::numeric[], $6::text[]::numeric[],
-                     $7::text[]::numeric[], $8::text[]::numeric[], $9::text[]::numeric[],
-                     $10::text[]::numeric[], $11::text[]::int8[], $12::text[]::int8[],
-                     $13::text[]::int8[])",
-            ))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        rows.copy_into(
+            &mut tx,
+            "COPY accounts (id, ledger, code, flags, debits_pending, debits_posted,
+                 credits_pending, credits_posted, user_data_128, user_data_64, user_data_32,
+                 timestamp, lsn) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
     }
     if !p.transfers.is_empty() {
-        let mut columns = Columns::new(14);
-        let mut pending_ids = Vec::with_capacity(p.transfers.len());
+        let mut rows = CopyRows::with_capacity(p.transfers.len() * 240);
         for row in &p.transfers {
             let t = &row.transfer;
-            pending_ids.push((t.pending_id != 0).then(|| hex(t.pending_id)));
-            columns.push([
-                hex(t.id),
-                hex(t.debit_account_id),
-                hex(t.credit_account_id),
-                t.amount.to_string(),
-                t.user_data_128.to_string(),
-                t.user_data_64.to_string(),
-                t.user_data_32.to_string(),
-                t.timeout.to_string(),
-                t.ledger.to_string(),
-                t.code.to_string(),
-                t.flags.0.to_string(),
-                t.timestamp.to_string(),
-                row.status.as_str().to_string(),
-                row.lsn.to_string(),
-            ]);
+            // In TRANSFER_COLUMNS' order.
+            rows.row(15);
+            rows.uuid(t.id);
+            rows.uuid(t.debit_account_id);
+            rows.uuid(t.credit_account_id);
+            rows.numeric(t.amount);
+            if t.pending_id == 0 {
+                rows.null();
+            } else {
+                rows.uuid(t.pending_id);
+            }
+            rows.numeric(t.user_data_128);
+            rows.numeric(t.user_data_64.into());
+            rows.bigint(t.user_data_32.into())?;
+            rows.bigint(t.timeout.into())?;
+            rows.bigint(t.ledger.into())?;
+            rows.integer(t.code.into());
+            rows.integer(t.flags.0.into());
+            rows.bigint(t.timestamp)?;
+            rows.text(row.status.as_str());
+            rows.bigint(row.lsn)?;
         }
-        columns
-            .bind(sqlx::query(
-                "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount,
-                     user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags,
-                     timestamp, status, lsn, pending_id)
-                 SELECT * FROM UNNEST($1::text[]::uuid[], $2::text[]::uuid[], $3::text[]::uuid[],
-                     $4::text[]::numeric[], $5::text[]::numeric[], $6::text[]::numeric[],
-                     $7::text[]::int8[], $8::text[]::int8[], $9::text[]::int8[],
-                     $10::text[]::int4[], $11::text[]::int4[], $12::text[]::int8[], $13::text[],
-                     $14::text[]::int8[], $15::text[]::uuid[])",
-            ))
-            .bind(pending_ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        rows.copy_into(
+            &mut tx,
+            &format!("COPY transfers ({TRANSFER_COLUMNS}) FROM STDIN (FORMAT binary)"),
+        )
+        .await?;
     }
     if !p.resolved.is_empty() {
         let ids: Vec<String> = p.resolved.iter().map(|(id, _)| hex(*id)).collect();
@@ -521,6 +506,108 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
 }
 
 /// Column-wise text arrays for one `UNNEST` statement.
+/// Rows in `COPY ... FROM STDIN`'s binary format, written straight into one buffer: a bulk
+/// insert that PostgreSQL neither parses (as it would text) nor builds arrays for (as
+/// `UNNEST` needs). Each value is in its type's wire form (`uuid_recv`, `numeric_recv`, ...),
+/// so the column types must match exactly: see the migrations.
+struct CopyRows {
+    bytes: Vec<u8>,
+}
+
+impl CopyRows {
+    fn with_capacity(bytes: usize) -> Self {
+        let mut rows = Self {
+            bytes: Vec::with_capacity(bytes + 32),
+        };
+        // The signature, then flags and header extension length (both zero).
+        rows.bytes.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        rows.bytes.extend_from_slice(&0i32.to_be_bytes());
+        rows.bytes.extend_from_slice(&0i32.to_be_bytes());
+        rows
+    }
+
+    fn row(&mut self, fields: i16) {
+        self.bytes.extend_from_slice(&fields.to_be_bytes());
+    }
+
+    fn value(&mut self, bytes: &[u8]) {
+        let length = i32::try_from(bytes.len()).expect("a value far below 2 GiB");
+        self.bytes.extend_from_slice(&length.to_be_bytes());
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn null(&mut self) {
+        self.bytes.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
+    fn uuid(&mut self, id: u128) {
+        self.value(&id.to_be_bytes());
+    }
+
+    fn integer(&mut self, value: i32) {
+        self.value(&value.to_be_bytes());
+    }
+
+    /// A BIGINT column holds what the ledger keeps as u64 (timestamps, LSNs): anything past
+    /// i64 is refused, never wrapped.
+    fn bigint(&mut self, value: u64) -> Result<(), StoreError> {
+        let value = i64::try_from(value).map_err(|_| {
+            StoreError::Unavailable(format!("{value} does not fit a BIGINT column"))
+        })?;
+        self.value(&value.to_be_bytes());
+        Ok(())
+    }
+
+    /// NUMERIC's wire form: digit count, weight, sign and display scale, then base-10000
+    /// digits, most significant first (trailing zero digits left out, as PostgreSQL stores it).
+    fn numeric(&mut self, value: u128) {
+        let mut digits = [0i16; 10]; // u128::MAX has 39 decimal digits: 10 base-10000 digits
+        let mut count = 0;
+        let mut rest = value;
+        while rest > 0 {
+            digits[count] = (rest % 10_000) as i16;
+            rest /= 10_000;
+            count += 1;
+        }
+        // digits[0] is the least significant; the weight is that of the most significant.
+        let weight = count.saturating_sub(1) as i16;
+        let trailing_zeros = digits[..count].iter().take_while(|d| **d == 0).count();
+        let kept = count - trailing_zeros;
+        let length = 8 + 2 * kept;
+        self.bytes
+            .extend_from_slice(&i32::try_from(length).expect("small").to_be_bytes());
+        for header in [kept as i16, weight, 0, 0] {
+            self.bytes.extend_from_slice(&header.to_be_bytes());
+        }
+        for digit in digits[trailing_zeros..count].iter().rev() {
+            self.bytes.extend_from_slice(&digit.to_be_bytes());
+        }
+    }
+
+    fn text(&mut self, value: &str) {
+        self.value(value.as_bytes());
+    }
+
+    async fn copy_into(
+        mut self,
+        connection: &mut sqlx::PgConnection,
+        statement: &str,
+    ) -> Result<(), StoreError> {
+        self.bytes.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut copy = connection
+            .copy_in_raw(statement)
+            .await
+            .map_err(unavailable)?;
+        if let Err(error) = copy.send(self.bytes).await {
+            // Leaves the connection usable; the caller's transaction then rolls back.
+            let _ = copy.abort(error.to_string()).await;
+            return Err(unavailable(error));
+        }
+        copy.finish().await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
 struct Columns {
     columns: Vec<Vec<String>>,
 }

@@ -23,6 +23,7 @@ on_both_backends!(
     a_damaged_frame_stops_the_start_naming_its_lsn,
     a_gap_in_the_log_stops_the_start,
     the_projector_feeds_the_read_models_and_resumes_after_a_restart,
+    the_read_models_keep_every_value_exactly,
 );
 
 async fn acknowledged_changes_survive_a_restart(store: TestStore) {
@@ -333,5 +334,91 @@ async fn assert_read_models_match(engine: &Engine, read_models: &ReadModels) {
             assert_eq!(row.transfer, transfer);
             assert_eq!(row.transfer.ledger, LEDGER);
         }
+    }
+}
+
+/// Every column's extremes survive the read models' bulk insert (PostgreSQL's binary `COPY`:
+/// base-10000 NUMERIC digits with zeros inside and at the end, the largest u128 and u64, a
+/// null pending id beside a set one).
+async fn the_read_models_keep_every_value_exactly(store: TestStore) {
+    use kizo_engine::{Account, AccountFlags};
+    use kizo_persistence::projection::{Projection, TransferRow};
+    let read_models = ReadModels::open(&store.config).await.unwrap();
+    let amounts = [
+        u128::MAX,
+        1,
+        10_000,
+        100_000_000_000,
+        100_000_000_000_000_000_001,
+        10u128.pow(38),
+    ];
+    let accounts: Vec<(Account, u64)> = amounts
+        .iter()
+        .enumerate()
+        .map(|(i, &amount)| {
+            let account = Account {
+                id: u128::MAX - i as u128,
+                debits_pending: amount,
+                debits_posted: amount / 3,
+                credits_pending: 0,
+                credits_posted: amount / 7,
+                user_data_128: amount,
+                user_data_64: u64::MAX - i as u64,
+                user_data_32: u32::MAX,
+                ledger: u32::MAX,
+                code: u16::MAX,
+                flags: AccountFlags::CLOSED | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+                timestamp: i64::MAX as u64 - i as u64,
+            };
+            (account, 7 + i as u64)
+        })
+        .collect();
+    let transfers: Vec<TransferRow> = amounts
+        .iter()
+        .enumerate()
+        .map(|(i, &amount)| TransferRow {
+            transfer: Transfer {
+                id: 1 + i as u128,
+                debit_account_id: u128::MAX,
+                credit_account_id: u128::MAX - 1,
+                amount,
+                pending_id: if i % 2 == 0 { 0 } else { u128::MAX - 5 },
+                user_data_128: amount,
+                user_data_64: u64::MAX,
+                user_data_32: u32::MAX,
+                timeout: u32::MAX,
+                ledger: u32::MAX,
+                code: u16::MAX,
+                flags: TransferFlags::PENDING,
+                timestamp: i64::MAX as u64 - 100 - i as u64,
+            },
+            status: [
+                TransferStatus::Posted,
+                TransferStatus::Pending,
+                TransferStatus::Voided,
+                TransferStatus::Expired,
+            ][i % 4],
+            lsn: 7,
+        })
+        .collect();
+    let projection = Projection {
+        first_lsn: 1,
+        last_lsn: 7,
+        accounts: accounts.clone(),
+        transfers: transfers.clone(),
+        ..Projection::default()
+    };
+    read_models.apply("values", &projection).await.unwrap();
+    for (account, _) in &accounts {
+        assert_eq!(
+            read_models.account(account.id).await.unwrap(),
+            Some(*account)
+        );
+    }
+    for row in &transfers {
+        assert_eq!(
+            read_models.transfer(row.transfer.id).await.unwrap(),
+            Some(*row)
+        );
     }
 }
