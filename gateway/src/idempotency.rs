@@ -77,6 +77,22 @@ pub fn in_use() -> Response {
 }
 
 /// A key is 1 to [`KEY_LEN_MAX`] visible ASCII characters.
+/// The request's `Idempotency-Key` header as sent, taken alone (extracting the whole
+/// `HeaderMap` copies every header). Never refuses: the handler checks it in its turn, so a
+/// missing key is reported after the token and the body, as before.
+pub struct KeyHeader(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for KeyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(KeyHeader(parts.headers.get(HEADER).cloned()))
+    }
+}
+
 pub fn key_is_valid(key: &str) -> bool {
     !key.is_empty() && key.len() <= KEY_LEN_MAX && key.bytes().all(|b| b.is_ascii_graphic())
 }

@@ -20,7 +20,12 @@ async fn main() -> ExitCode {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only for a person at a terminal: escape codes in a log file are noise, and
+        // formatting them is a measurable part of each request's span.
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(filter)
+            .init();
     }
     let config = match args.server_config() {
         Ok(config) => config,

@@ -2,7 +2,6 @@
 //! and latency histogram), transfers by result, the engine's and the log's counters, and the
 //! projector's lag (recorded where they happen, through the `metrics` facade).
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -42,34 +41,80 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Counts and times every routed request.
+/// Counts and times every routed request. The handles of each (route, method, status) are
+/// made once and kept: building the labels and looking them up in the registry allocates,
+/// and this runs on every request.
 pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let labels = [
-        ("route", route),
-        ("method", method),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("kizo_http_requests_total", &labels).increment(1);
-    metrics::histogram!("kizo_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let (requests, duration) = request_handles(route, method, response.status().as_u16());
+    requests.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
     response
 }
 
+/// Handles by route, then by (method, status).
+type RequestHandles = std::collections::HashMap<
+    Box<str>,
+    std::collections::HashMap<(axum::http::Method, u16), Handles>,
+>;
+type Handles = (metrics::Counter, metrics::Histogram);
+
+/// The most (route, method, status) triples whose handles are kept; beyond it, handles are
+/// made per request (the metrics are the same, only slower). Routes and methods are the
+/// router's own, so the count is bounded anyway; this is the explicit limit.
+const REQUEST_HANDLES_MAX: usize = 1024;
+
+fn request_handles(route: Option<MatchedPath>, method: axum::http::Method, status: u16) -> Handles {
+    use std::sync::RwLock;
+    static HANDLES: OnceLock<RwLock<(RequestHandles, usize)>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let route = route.as_ref().map_or("unmatched", |path| path.as_str());
+    let key = (method, status);
+    if let Some(found) = handles
+        .read()
+        .expect("metrics handles lock")
+        .0
+        .get(route)
+        .and_then(|by_method| by_method.get(&key))
+    {
+        return found.clone();
+    }
+    let labels = [
+        ("route", route.to_string()),
+        ("method", key.0.to_string()),
+        ("status", status.to_string()),
+    ];
+    let made = (
+        metrics::counter!("kizo_http_requests_total", &labels),
+        metrics::histogram!("kizo_http_request_duration_seconds", &labels),
+    );
+    let mut handles = handles.write().expect("metrics handles lock");
+    let (by_route, count) = &mut *handles;
+    if *count < REQUEST_HANDLES_MAX {
+        let by_method = by_route.entry(route.into()).or_default();
+        if by_method.insert(key, made.clone()).is_none() {
+            *count += 1;
+        }
+    }
+    made
+}
+
 /// Counts results by code, one increment per code.
-pub fn results<'a>(name: &'static str, codes: impl IntoIterator<Item = &'a str>) {
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+pub fn results(name: &'static str, codes: impl IntoIterator<Item = &'static str>) {
+    // A batch holds few distinct codes: a short list beats a map, and static labels are not
+    // copied.
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
     for code in codes {
-        *counts.entry(code).or_default() += 1;
+        match counts.iter_mut().find(|(seen, _)| *seen == code) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((code, 1)),
+        }
     }
     for (code, count) in counts {
-        metrics::counter!(name, "result" => code.to_string()).increment(count);
+        metrics::counter!(name, "result" => code).increment(count);
     }
 }
 

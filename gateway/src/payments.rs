@@ -3,7 +3,7 @@
 //! A transfer is final when it is answered: created, or refused with a reason.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -565,8 +565,8 @@ fn fingerprint(from: u128, to: &To, amount: u64, note: Option<&str>) -> u128 {
 }
 
 /// The Idempotency-Key of a wallet transfer: required; 1 to 255 visible ASCII characters.
-pub(crate) fn required_key(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let Some(key) = headers.get(idempotency::HEADER) else {
+pub(crate) fn required_key(header: &idempotency::KeyHeader) -> Result<&str, ApiError> {
+    let Some(key) = &header.0 else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "missing_idempotency_key",
@@ -646,10 +646,10 @@ fn refusal_of(result: R) -> Option<ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     caller: Authenticated,
-    headers: HeaderMap,
+    key: idempotency::KeyHeader,
     Json(request): Json<NewTransfer>,
 ) -> Result<Response, ApiError> {
-    let key = required_key(&headers)?;
+    let key = required_key(&key)?;
     if request.amount == 0 || request.amount > AMOUNT_MAX {
         return Err(ApiError::invalid(
             "amount",

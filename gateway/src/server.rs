@@ -240,6 +240,13 @@ impl Server {
         );
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
+        // Answers go out whole in one write; Nagle's algorithm would only hold one back behind
+        // a delayed acknowledgement.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set on a connection");
+            }
+        });
         let serving = tokio::spawn(async move {
             axum::serve(
                 listener,
