@@ -76,7 +76,6 @@ pub fn in_use() -> Response {
     response
 }
 
-/// A key is 1 to [`KEY_LEN_MAX`] visible ASCII characters.
 /// The request's `Idempotency-Key` header as sent, taken alone (extracting the whole
 /// `HeaderMap` copies every header). Never refuses: the handler checks it in its turn, so a
 /// missing key is reported after the token and the body, as before.
@@ -93,6 +92,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for KeyHeader {
     }
 }
 
+/// A key is 1 to [`KEY_LEN_MAX`] visible ASCII characters.
 pub fn key_is_valid(key: &str) -> bool {
     !key.is_empty() && key.len() <= KEY_LEN_MAX && key.bytes().all(|b| b.is_ascii_graphic())
 }

@@ -151,7 +151,7 @@ async fn the_audit_fails_when_the_ledger_is_tampered_with() {
     // Kizo over HTTP: a transfer the run never made, between two of its accounts.
     let dir = tempfile::tempdir().unwrap();
     let server = gateway(dir.path()).await;
-    let http = kizo_loadgen::http::Http::new(&format!("http://{}", server.addr), KEY, 4);
+    let http = kizo_loadgen::http::Http::new(&format!("http://{}", server.addr), KEY, 4).unwrap();
     let target = Arc::new(Target::Http(http.clone()));
     let outcomes = run(target.clone(), Some(http), plan(), |_| {})
         .await

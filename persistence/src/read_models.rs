@@ -322,6 +322,16 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         .map_err(unavailable)?;
     }
     if !p.balances.is_empty() {
+        // One index lookup per account changed. Left to itself, the planner joins a batch of
+        // a few thousand changes by hashing the whole accounts table (with its dead row
+        // versions), which costs in proportion to every account there is, on every batch.
+        sqlx::query(
+            "SELECT set_config('enable_hashjoin', 'off', true),
+                    set_config('enable_mergejoin', 'off', true)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         let mut columns = Columns::new(9);
         for (id, c) in &p.balances {
             columns.push([
