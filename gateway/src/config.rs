@@ -26,7 +26,8 @@ pub struct Args {
     /// Folder of the embedded store, and of the secrets generated in development.
     #[arg(long, env = "KIZO_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Number of shards (1 to 256). Default: one per core. Fixed for the life of the data.
+    /// Number of shards (1 to 256). Default: one per core. May change between restarts: the log
+    /// and snapshots do not depend on it.
     #[arg(long, env = "KIZO_SHARDS")]
     pub shards: Option<usize>,
     /// Key of the batch ledger API (at least 32 characters). In development, generated and
