@@ -646,10 +646,10 @@ fn refusal_of(result: R) -> Option<ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     caller: Authenticated,
-    key: idempotency::KeyHeader,
+    key_header: idempotency::KeyHeader,
     Json(request): Json<NewTransfer>,
 ) -> Result<Response, ApiError> {
-    let key = required_key(&key)?;
+    let key = required_key(&key_header)?;
     if request.amount == 0 || request.amount > AMOUNT_MAX {
         return Err(ApiError::invalid(
             "amount",

@@ -143,10 +143,10 @@ fn answer(state: &AppState, s: &Settlement) -> Response {
 pub async fn create_deposit(
     State(state): State<AppState>,
     caller: Authenticated,
-    key: crate::idempotency::KeyHeader,
+    key_header: crate::idempotency::KeyHeader,
     Json(request): Json<NewSettlement>,
 ) -> Result<Response, ApiError> {
-    create(state, caller, key, request, Kind::Deposit).await
+    create(state, caller, key_header, request, Kind::Deposit).await
 }
 
 /// `POST /v1/withdrawals`: money from the caller's wallet to their bank. The amount is held at
@@ -169,20 +169,20 @@ pub async fn create_deposit(
 pub async fn create_withdrawal(
     State(state): State<AppState>,
     caller: Authenticated,
-    key: crate::idempotency::KeyHeader,
+    key_header: crate::idempotency::KeyHeader,
     Json(request): Json<NewSettlement>,
 ) -> Result<Response, ApiError> {
-    create(state, caller, key, request, Kind::Withdrawal).await
+    create(state, caller, key_header, request, Kind::Withdrawal).await
 }
 
 async fn create(
     state: AppState,
     caller: Authenticated,
-    key: crate::idempotency::KeyHeader,
+    key_header: crate::idempotency::KeyHeader,
     request: NewSettlement,
     kind: Kind,
 ) -> Result<Response, ApiError> {
-    let key = crate::payments::required_key(&key)?.to_string();
+    let key = crate::payments::required_key(&key_header)?.to_string();
     // On a task of its own: a client that goes away must not cut the work between writing the
     // settlement and handing it to the supervisor.
     tokio::spawn(create_settlement(state, caller, key, request, kind))
