@@ -33,6 +33,13 @@ done
 python3 "$here/setup.py" "http://127.0.0.1:$port" wrk-api-key-0123456789abcdef0123456789 100 "$work/users.lua"
 KIZO_WRK_USERS="$work/users.lua" KIZO_WRK_REQUEST="$requests" wrk -t2 -c"$connections" -d"${seconds}s" --latency \
   -s "$here/wallet.lua" "http://127.0.0.1:$port"
+# The log's slow flushes: every request waits for the flush that holds its commit, so a few
+# slow ones (the disk's fsync) are enough to set the p99.
+curl -fs "http://127.0.0.1:$port/metrics" | awk '
+  /^kizo_wal_flush_seconds_bucket\{le="0.01"\}/ {fast = $2}
+  /^kizo_wal_flush_seconds_bucket\{le="0.1"\}/ {tenth = $2}
+  /^kizo_wal_flush_seconds_count/ {all = $2}
+  END {printf "log flushes: %d, over 10 ms: %d, over 100 ms: %d\n", all, all - fast, all - tenth}'
 if [ "$requests" = deposits ]; then
   started=$(date +%s.%N)
   while :; do
