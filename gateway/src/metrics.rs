@@ -69,14 +69,13 @@ const REQUEST_HANDLES_MAX: usize = 1024;
 
 fn request_handles(route: Option<MatchedPath>, method: axum::http::Method, status: u16) -> Handles {
     use std::sync::RwLock;
-    static HANDLES: OnceLock<RwLock<(RequestHandles, usize)>> = OnceLock::new();
+    static HANDLES: OnceLock<RwLock<RequestHandles>> = OnceLock::new();
     let handles = HANDLES.get_or_init(Default::default);
     let route = route.as_ref().map_or("unmatched", |path| path.as_str());
     let key = (method, status);
     if let Some(found) = handles
         .read()
         .expect("metrics handles lock")
-        .0
         .get(route)
         .and_then(|by_method| by_method.get(&key))
     {
@@ -91,13 +90,14 @@ fn request_handles(route: Option<MatchedPath>, method: axum::http::Method, statu
         metrics::counter!("kizo_http_requests_total", &labels),
         metrics::histogram!("kizo_http_request_duration_seconds", &labels),
     );
+    // Only on a miss, so counting here costs nothing per request.
     let mut handles = handles.write().expect("metrics handles lock");
-    let (by_route, count) = &mut *handles;
-    if *count < REQUEST_HANDLES_MAX {
-        let by_method = by_route.entry(route.into()).or_default();
-        if by_method.insert(key, made.clone()).is_none() {
-            *count += 1;
-        }
+    let kept: usize = handles.values().map(std::collections::HashMap::len).sum();
+    if kept < REQUEST_HANDLES_MAX {
+        handles
+            .entry(route.into())
+            .or_default()
+            .insert(key, made.clone());
     }
     made
 }

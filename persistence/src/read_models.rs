@@ -515,7 +515,6 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
     tx.commit().await.map_err(unavailable)
 }
 
-/// Column-wise text arrays for one `UNNEST` statement.
 /// Rows in `COPY ... FROM STDIN`'s binary format, written straight into one buffer: a bulk
 /// insert that PostgreSQL neither parses (as it would text) nor builds arrays for (as
 /// `UNNEST` needs). Each value is in its type's wire form (`uuid_recv`, `numeric_recv`, ...),
@@ -618,6 +617,7 @@ impl CopyRows {
     }
 }
 
+/// Column-wise text arrays for one `UNNEST` statement.
 struct Columns {
     columns: Vec<Vec<String>>,
 }

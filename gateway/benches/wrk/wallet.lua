@@ -5,7 +5,7 @@
 --
 -- The request text is assembled from parts made once per user (wrk.format builds a header
 -- table per request): wrk shares the two cores with the server, so what it spends is taken
--- from the figure. The bytes sent are the same as wrk.format's.
+-- from the figure. The request is the same as wrk.format's (headers in a fixed order).
 dofile(os.getenv("KIZO_WRK_USERS"))
 local kind = os.getenv("KIZO_WRK_REQUEST") or "transfers"
 
