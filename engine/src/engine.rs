@@ -58,7 +58,8 @@ pub trait Baseline: Send + Sync + 'static {
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// How many shards own the accounts. Fixed for the life of the data.
+    /// How many shards own the accounts. It may change between runs: neither the log nor a
+    /// snapshot depends on it.
     pub shard_count: usize,
     /// Events (or looked-up ids) admitted at once, across all callers; further callers wait
     /// (backpressure instead of unbounded mailboxes). At least one full batch.

@@ -354,7 +354,10 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, FormatError> {
 
 /// Checks the parts against the manifest (length, checksum, decoding, headers, counts) and
 /// decodes them, in parallel, into one canonical image. Does not run [`LedgerImage::check`].
-pub fn decode(manifest: &Manifest, parts: &[AlignedVec]) -> Result<LedgerImage, FormatError> {
+pub fn decode<B: std::ops::Deref<Target = [u8]> + Sync>(
+    manifest: &Manifest,
+    parts: &[B],
+) -> Result<LedgerImage, FormatError> {
     if parts.len() != manifest.files.len() {
         return Err(FormatError::Manifest(format!(
             "{} files listed, {} given",
@@ -436,7 +439,7 @@ fn open_part<'a>(
     manifest: &Manifest,
     index: u32,
     entry: &FileEntry,
-    bytes: &'a AlignedVec,
+    bytes: &'a [u8],
 ) -> Result<&'a ArchivedPart, FormatError> {
     let file = || entry.name.clone();
     if bytes.len() as u64 != entry.bytes {

@@ -308,3 +308,51 @@ fn writing_the_same_lsn_again_replaces_the_snapshot() {
     assert_eq!((manifest, loaded), (again, image));
     assert_eq!(dir.list().unwrap().len(), 1);
 }
+
+/// Parts of a megabyte and more are mapped instead of read: a large ledger loads back exactly
+/// from its mapped parts, and a flipped byte in one is caught by its checksum all the same.
+#[test]
+fn large_parts_are_mapped_and_checked() {
+    use kizo_snapshots::dir::{Disk, PartBytes, MAP_FROM_BYTES};
+    let folder = tempfile::tempdir().unwrap();
+    let dir = SnapshotDir::new(folder.path());
+    let mut image = LedgerImage {
+        lsn: 7,
+        timestamp_max: 30_000,
+        ..LedgerImage::default()
+    };
+    image.accounts = (1..=20_000u128)
+        .map(|i| Account {
+            timestamp: i as u64,
+            ..Account::new(i * 0x9e37_79b9_7f4a_7c15, 840, 1)
+        })
+        .collect();
+    image.canonicalize();
+    dir.write(&image, 2, "2026-12-02T00:00:00Z").unwrap();
+    let folder_of = dir.path_of(&snapshot_name(image.lsn));
+    for part in 0..2 {
+        let path = folder_of.join(part_name(part));
+        assert!(std::fs::metadata(&path).unwrap().len() >= MAP_FROM_BYTES);
+        let read = kizo_snapshots::RealDisk.read_part(&path, u64::MAX).unwrap();
+        assert!(matches!(read, PartBytes::Mapped(_)));
+        assert_eq!(&*read, &std::fs::read(&path).unwrap()[..]);
+    }
+    let (_, loaded) = dir.load(&snapshot_name(image.lsn)).unwrap();
+    assert_eq!(loaded, image);
+    let path = folder_of.join(part_name(1));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let error = dir.load(&snapshot_name(image.lsn)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SnapshotError::Format {
+                source: FormatError::Checksum { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
