@@ -81,36 +81,17 @@ impl Disk for RealDisk {
     }
 
     fn read(&self, path: &Path, limit: u64) -> io::Result<AlignedVec> {
-        let mut file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        if len > limit {
-            return Err(io::Error::other(format!(
-                "{len} bytes, more than the {limit} allowed"
-            )));
-        }
-        let mut bytes = AlignedVec::with_capacity(len as usize);
-        bytes.resize(len as usize, 0);
-        file.read_exact(&mut bytes)?;
-        let mut rest = [0u8; 1];
-        if file.read(&mut rest)? != 0 {
-            return Err(io::Error::other("the file grew while it was read"));
-        }
-        Ok(bytes)
+        let (file, len) = open_within(path, limit)?;
+        read_whole(file, len)
     }
 
     /// Large parts are mapped from the page cache, which holds them anyway after they were
     /// written or read once: reading them would copy gigabytes into fresh memory, which a
     /// virtual machine must first back and zero (a quarter of a 10M-account start-up).
     fn read_part(&self, path: &Path, limit: u64) -> io::Result<PartBytes> {
-        let file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        if len > limit {
-            return Err(io::Error::other(format!(
-                "{len} bytes, more than the {limit} allowed"
-            )));
-        }
+        let (file, len) = open_within(path, limit)?;
         if len < MAP_FROM_BYTES {
-            return self.read(path, limit).map(PartBytes::Read);
+            return read_whole(file, len).map(PartBytes::Read);
         }
         // SAFETY: a part file is written whole under a temporary name and renamed into place;
         // nothing writes or truncates it afterwards (pruning removes whole folders, which
@@ -147,6 +128,30 @@ impl Disk for RealDisk {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_dir_all(path)
     }
+}
+
+/// Opens `path` for reading, refused when longer than `limit` bytes; with its length.
+fn open_within(path: &Path, limit: u64) -> io::Result<(std::fs::File, u64)> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(io::Error::other(format!(
+            "{len} bytes, more than the {limit} allowed"
+        )));
+    }
+    Ok((file, len))
+}
+
+/// Reads the `len` bytes of `file`, refusing a file that grew meanwhile.
+fn read_whole(mut file: std::fs::File, len: u64) -> io::Result<AlignedVec> {
+    let mut bytes = AlignedVec::with_capacity(len as usize);
+    bytes.resize(len as usize, 0);
+    file.read_exact(&mut bytes)?;
+    let mut rest = [0u8; 1];
+    if file.read(&mut rest)? != 0 {
+        return Err(io::Error::other("the file grew while it was read"));
+    }
+    Ok(bytes)
 }
 
 /// Why a snapshot could not be written or read.

@@ -153,6 +153,19 @@ fn two_snapshots() -> (tempfile::TempDir, SnapshotDir, LedgerImage, LedgerImage)
     (folder, dir, older, newer)
 }
 
+fn assert_checksum_error(error: &SnapshotError) {
+    assert!(
+        matches!(
+            error,
+            SnapshotError::Format {
+                source: FormatError::Checksum { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
 /// The newest valid snapshot, asserting that exactly the newer one was passed over.
 fn newest_after_damage(dir: &SnapshotDir, older: &LedgerImage) -> SnapshotError {
     let (found, mut skipped) = dir.newest_valid(|_| Ok(())).unwrap();
@@ -177,16 +190,7 @@ fn a_flipped_byte_anywhere_in_a_part_is_detected() {
         bytes[at] ^= 0x10;
         std::fs::write(&part, &bytes).unwrap();
         let error = newest_after_damage(&dir, &older);
-        assert!(
-            matches!(
-                error,
-                SnapshotError::Format {
-                    source: FormatError::Checksum { .. },
-                    ..
-                }
-            ),
-            "{error}"
-        );
+        assert_checksum_error(&error);
     }
 }
 
@@ -345,14 +349,5 @@ fn large_parts_are_mapped_and_checked() {
     bytes[middle] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
     let error = dir.load(&snapshot_name(image.lsn)).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            SnapshotError::Format {
-                source: FormatError::Checksum { .. },
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert_checksum_error(&error);
 }
