@@ -94,8 +94,9 @@ impl Disk for RealDisk {
             return read_whole(file, len).map(PartBytes::Read);
         }
         // SAFETY: a part file is written whole under a temporary name and renamed into place;
-        // nothing writes or truncates it afterwards (pruning removes whole folders, which
-        // leaves a mapping intact). Its bytes are checked against the manifest's CRC-32 before
+        // nothing writes or truncates it afterwards. Pruning, and writing a snapshot again at
+        // the same LSN, remove whole folders (moved aside first), which unlinks the files and
+        // leaves a mapping intact. Its bytes are checked against the manifest's CRC-32 before
         // anything is decoded from them.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
         if map.len() as u64 != len {
