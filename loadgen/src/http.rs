@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::lane::{Endpoint, Lane};
 use crate::target::{Balance, Move, Outcome, Unknown, CODE, LEDGER};
 
 /// How long one request may take before it counts as `timeout` (its outcome unknown).
@@ -17,14 +18,33 @@ pub struct Http {
     base: String,
     /// `Bearer <API key>`, made once.
     api_auth: reqwest::header::HeaderValue,
-    /// The URLs sent on every request of a run, parsed once: parsing a URL per request was
-    /// a tenth of the generator's time, which the server on the same cores then lacks.
-    hot: std::sync::Arc<HotUrls>,
+    hot: std::sync::Arc<Hot>,
 }
 
-struct HotUrls {
-    ledger_transfers: reqwest::Url,
+/// What the requests sent all through a run need, made once.
+struct Hot {
+    /// The wallet API's transfer URL, parsed once: parsing a URL per request was a tenth of
+    /// the generator's time, which the server on the same cores then lacks.
     wallet_transfers: reqwest::Url,
+    /// Ledger transfers go through the workers' own connections (one lane per worker).
+    endpoint: Endpoint,
+    lanes: Box<[tokio::sync::Mutex<Lane>]>,
+}
+
+/// The ledger API's transfers: the requests of the `transfers`, `ledger-batch`,
+/// `double-spend` and `login-storm` scenarios.
+const LEDGER_TRANSFERS: &str = "/v1/ledger/transfers";
+
+/// One result of a ledger batch; the rest of the answer is not read.
+#[derive(serde::Deserialize)]
+struct LedgerResults<'a> {
+    #[serde(borrow)]
+    results: Vec<LedgerResult<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct LedgerResult<'a> {
+    result: &'a str,
 }
 
 /// A logged-in wallet user.
@@ -47,12 +67,15 @@ pub fn ledger_id(wallet: &str) -> u128 {
 }
 
 impl Http {
-    /// A client of the gateway at `base`; refused when `base` is not a URL or the API key
-    /// cannot be sent as a header.
+    /// A client of the gateway at `base` (`http://HOST:PORT`), with a lane for each of
+    /// `connections` workers; refused when `base` is not such a URL or the API key cannot be
+    /// sent as a header.
     pub fn new(base: &str, api_key: &str, connections: usize) -> Result<Http, Unknown> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(connections.max(1))
             .timeout(REQUEST_TIMEOUT)
+            // A proxy in the environment would be measured along with the server.
+            .no_proxy()
             // The API never redirects: a redirect is an answer to report, not to follow (and
             // the redirect layer parses every request's URL again).
             .redirect(reqwest::redirect::Policy::none())
@@ -67,9 +90,12 @@ impl Http {
             .map_err(|_| Unknown::new("args", "the API key holds characters a header cannot"))?;
         api_auth.set_sensitive(true);
         Ok(Http {
-            hot: std::sync::Arc::new(HotUrls {
-                ledger_transfers: url("/v1/ledger/transfers")?,
+            hot: std::sync::Arc::new(Hot {
                 wallet_transfers: url("/v1/transfers")?,
+                endpoint: Endpoint::new(&base, api_auth.clone())?,
+                lanes: (0..connections.max(1))
+                    .map(|_| tokio::sync::Mutex::new(Lane::default()))
+                    .collect(),
             }),
             client,
             base,
@@ -107,21 +133,14 @@ impl Http {
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
+    /// Posts JSON to the ledger API; anything but a 2xx is an error.
     async fn ledger(&self, path: &str, body: Value) -> Result<Value, Unknown> {
-        self.ledger_text(path, body.to_string()).await
-    }
-
-    /// Posts a JSON text to the ledger API; anything but a 2xx is an error.
-    async fn ledger_text(&self, path: &str, body: String) -> Result<Value, Unknown> {
-        let request = if path == self.hot.ledger_transfers.path() {
-            self.client.post(self.hot.ledger_transfers.clone())
-        } else {
-            self.client.post(format!("{}{path}", self.base))
-        };
-        let request = request
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
             .header(reqwest::header::AUTHORIZATION, self.api_auth.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+            .body(body.to_string());
         match self.send(request).await? {
             (status, body) if status.is_success() => Ok(body),
             (status, body) => Err(Unknown::new(
@@ -151,7 +170,9 @@ impl Http {
         Ok(())
     }
 
-    pub async fn transfers(&self, moves: &[Move]) -> Result<Vec<Outcome>, Unknown> {
+    /// Creates transfers on `lane`'s connection (a worker's own; any lane will do outside a
+    /// run).
+    pub async fn transfers(&self, lane: usize, moves: &[Move]) -> Result<Vec<Outcome>, Unknown> {
         // Written by hand: a batch of 8189 through `serde_json::Value` costs the generator
         // more than the server.
         let mut events = String::with_capacity(moves.len() * 160 + 2);
@@ -167,14 +188,34 @@ impl Http {
             );
         }
         events.push(']');
-        let body = self.ledger_text("/v1/ledger/transfers", events).await?;
-        let results = body["results"].as_array().map_or(&[][..], Vec::as_slice);
+        let hot = &self.hot;
+        let (status, body) = hot.lanes[lane % hot.lanes.len()]
+            .lock()
+            .await
+            .post(&hot.endpoint, LEDGER_TRANSFERS, events, REQUEST_TIMEOUT)
+            .await?;
+        if status.is_server_error() {
+            return Err(Unknown::new(
+                format!("http_{}", status.as_u16()),
+                String::from_utf8_lossy(&body),
+            ));
+        }
+        if !status.is_success() {
+            let code = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|problem| problem["code"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            return Err(Unknown::new(format!("http_{}", status.as_u16()), code));
+        }
+        let results = serde_json::from_slice::<LedgerResults>(&body)
+            .map_err(|e| Unknown::new("protocol", e))?
+            .results;
         if results.len() != moves.len() {
             return Err(Unknown::new("protocol", "one result per event expected"));
         }
         Ok(results
             .iter()
-            .map(|r| match r["result"].as_str().unwrap_or_default() {
+            .map(|r| match r.result {
                 "created" => Outcome::Created,
                 "exists" => Outcome::Exists,
                 other => Outcome::Refused(other.to_string()),

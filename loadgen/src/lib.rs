@@ -1,7 +1,7 @@
 //! `kizo-loadgen`: Kizo's own load generator, and the proof of its numbers.
 //!
 //! A run drives a scenario ([`scenario`]) against a target ([`target`]): Kizo's gateway over
-//! HTTP ([`http`]), Kizo's engine in this process, or the row-locking PostgreSQL design Kizo
+//! HTTP ([`http`], each worker on its own connection: [`lane`]), Kizo's engine in this process, or the row-locking PostgreSQL design Kizo
 //! replaces ([`baseline`]). Load is a closed loop of virtual users or an open loop at a fixed
 //! rate, timed from each request's intended send time ([`schedule`]). Latencies go into
 //! histograms ([`stats`]); the end is a table, `--json`, or an HTML page ([`report`]). Every run
@@ -12,6 +12,7 @@ pub mod audit;
 pub mod baseline;
 pub mod cli;
 pub mod http;
+pub mod lane;
 pub mod report;
 pub mod scenario;
 pub mod schedule;

@@ -83,11 +83,36 @@ pub struct Outcomes {
 }
 
 /// A live view of the run for the progress line.
-#[derive(Default)]
 pub struct Live {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
-    pub latency: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    /// Latencies so far, a shard per thread (while there are more shards than threads): one
+    /// shared histogram behind one lock made the runtime's threads queue for it on every
+    /// request.
+    latency: Vec<Mutex<hdrhistogram::Histogram<u64>>>,
+}
+
+/// Shards of [`Live`]'s latencies: more than the runtime's threads on a few cores.
+const LIVE_SHARDS: usize = 16;
+
+thread_local! {
+    /// This thread's shard of [`Live`]'s latencies.
+    static LIVE_SHARD: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) as usize % LIVE_SHARDS
+    };
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: (0..LIVE_SHARDS)
+                .map(|_| Mutex::new(crate::stats::coarse_histogram()))
+                .collect(),
+        }
+    }
 }
 
 impl Live {
@@ -96,20 +121,21 @@ impl Live {
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let mut histogram = self.latency.lock().expect("not poisoned");
-        let histogram = histogram.get_or_insert_with(|| {
-            hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid bounds")
-        });
-        let _ = histogram.record((latency.as_micros() as u64).clamp(1, 600_000_000));
+        let shard = LIVE_SHARD.with(|shard| *shard);
+        let mut histogram = self.latency[shard].lock().expect("not poisoned");
+        histogram
+            .record(crate::stats::micros(latency))
+            .expect("clamped into range");
     }
 
     /// p99 so far, in milliseconds.
     pub fn p99_ms(&self) -> f64 {
-        self.latency
-            .lock()
-            .expect("not poisoned")
-            .as_ref()
-            .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0)
+        let mut all = crate::stats::coarse_histogram();
+        for shard in &self.latency {
+            all.add(&*shard.lock().expect("not poisoned"))
+                .expect("same bounds");
+        }
+        all.value_at_quantile(0.99) as f64 / 1000.0
     }
 }
 
@@ -159,13 +185,14 @@ impl Shared {
 /// Sends `moves` and books the answers.
 async fn send_moves(
     shared: &Shared,
+    worker: usize,
     recorder: &mut Recorder,
     book: &mut Book,
     kind: &'static str,
     due: Instant,
     moves: Vec<Move>,
 ) {
-    match shared.target.transfers(&moves).await {
+    match shared.target.transfers(worker, &moves).await {
         Ok(outcomes) => {
             let mut error = None;
             for (m, outcome) in moves.into_iter().zip(outcomes) {
@@ -219,11 +246,11 @@ async fn step(
     match plan.scenario {
         Scenario::Transfers => {
             let m = pick_move(rng);
-            send_moves(shared, recorder, book, "transfer", due, vec![m]).await;
+            send_moves(shared, worker, recorder, book, "transfer", due, vec![m]).await;
         }
         Scenario::LedgerBatch => {
             let moves = (0..plan.batch).map(|_| pick_move(rng)).collect();
-            send_moves(shared, recorder, book, "batch", due, moves).await;
+            send_moves(shared, worker, recorder, book, "batch", due, moves).await;
         }
         Scenario::DoubleSpend => {
             let to = shared.wallets[1 + rng.below(shared.wallets.len() - 1)];
@@ -233,7 +260,7 @@ async fn step(
                 to,
                 amount: DOUBLE_SPEND_AMOUNT,
             };
-            send_moves(shared, recorder, book, "spend", due, vec![m]).await;
+            send_moves(shared, worker, recorder, book, "spend", due, vec![m]).await;
         }
         Scenario::LoginStorm => {
             let http = shared.http.as_ref().expect("login-storm runs over HTTP");
@@ -248,7 +275,7 @@ async fn step(
                 );
             } else {
                 let m = pick_move(rng);
-                send_moves(shared, recorder, book, "transfer", due, vec![m]).await;
+                send_moves(shared, worker, recorder, book, "transfer", due, vec![m]).await;
             }
         }
         Scenario::Wallet => {
@@ -392,7 +419,7 @@ async fn fund(shared: &Shared, book: &mut Book) -> Result<(), Unknown> {
             .collect()
     };
     for chunk in moves.chunks(kizo_engine::BATCH_EVENTS_MAX) {
-        let outcomes = shared.target.transfers(chunk).await?;
+        let outcomes = shared.target.transfers(0, chunk).await?;
         for (m, outcome) in chunk.iter().zip(outcomes) {
             match outcome {
                 Outcome::Created | Outcome::Exists => book.acknowledged.push(*m),

@@ -167,7 +167,7 @@ async fn the_audit_fails_when_the_ledger_is_tampered_with() {
         amount: 5,
     };
     assert_eq!(
-        target.transfers(&[sneaky]).await.unwrap(),
+        target.transfers(0, &[sneaky]).await.unwrap(),
         vec![Outcome::Created]
     );
     let tampered = audit(&target, outcomes.system, &outcomes.wallets, &outcomes.book)
