@@ -76,8 +76,9 @@ impl Http {
             .timeout(REQUEST_TIMEOUT)
             // A proxy in the environment would be measured along with the server.
             .no_proxy()
-            // The API never redirects: a redirect is an answer to report, not to follow (and
-            // the redirect layer parses every request's URL again).
+            // The API never redirects: a redirect is an answer to report, not to follow.
+            // (`reqwest` still parses each answer's URL again, whatever the policy: the
+            // requests sent all through a run go through the lanes instead.)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Unknown::new("args", e))?;
