@@ -86,6 +86,11 @@ pub struct Args {
     /// Run the same scenario on this baseline after the target, and print the ratios.
     #[arg(long, value_parser = ["pg-rowlock"])]
     pub compare: Option<String>,
+    /// The generator's threads (at most 1024). Default: 1 for an HTTP target, whose server
+    /// shares the machine (one thread drives thousands of requests per second, and a second
+    /// one mostly sleeps and wakes); one per core for `engine` and `pg-rowlock`.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// `250ms`, `10s`, `2m`.
@@ -144,6 +149,16 @@ struct Comparison {
 }
 
 impl Args {
+    /// The generator's threads: `--threads`, or the target's default.
+    pub fn threads(&self) -> Result<usize, Unknown> {
+        match self.threads {
+            Some(threads @ 1..=1024) => Ok(threads),
+            Some(_) => Err(Unknown::new("args", "--threads: 1 to 1024")),
+            None if self.target.starts_with("http://") => Ok(1),
+            None => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
+        }
+    }
+
     fn plan(&self) -> Result<Plan, Unknown> {
         if self.vus == 0 || self.vus > 100_000 {
             return Err(Unknown::new("args", "--vus: 1 to 100000"));
@@ -470,6 +485,30 @@ pub async fn run(args: Args) -> Result<bool, Unknown> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_target_gets_one_thread_unless_told_otherwise() {
+        let threads = |argv: &[&str]| {
+            Args::try_parse_from([&["kizo-loadgen"], argv].concat())
+                .unwrap()
+                .threads()
+        };
+        assert_eq!(threads(&["--target", "http://127.0.0.1:8080"]).unwrap(), 1);
+        assert_eq!(
+            threads(&["--target", "http://127.0.0.1:8080", "--threads", "3"]).unwrap(),
+            3
+        );
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(threads(&["--target", "engine"]).unwrap(), cores);
+        assert_eq!(threads(&["--target", "pg-rowlock"]).unwrap(), cores);
+        for refused in ["0", "1025"] {
+            assert_eq!(
+                threads(&["--threads", refused]).unwrap_err().code,
+                "args",
+                "{refused}"
+            );
+        }
+    }
 
     #[test]
     fn durations_and_percentages_parse_with_their_units() {

@@ -9,10 +9,17 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = kizo_loadgen::cli::Args::parse();
-    match kizo_loadgen::cli::run(args).await {
+    let runtime = args.threads().and_then(|threads| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .map_err(|e| kizo_loadgen::target::Unknown::new("runtime", e))
+    });
+    let result = runtime.and_then(|runtime| runtime.block_on(kizo_loadgen::cli::run(args)));
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
