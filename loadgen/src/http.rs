@@ -47,6 +47,25 @@ struct LedgerResult<'a> {
     result: &'a str,
 }
 
+/// A 5xx: the request's outcome is unknown (the audit finds out).
+fn unknown_if_server_error(status: reqwest::StatusCode, body: &[u8]) -> Result<(), Unknown> {
+    if status.is_server_error() {
+        return Err(Unknown::new(
+            format!("http_{}", status.as_u16()),
+            String::from_utf8_lossy(body),
+        ));
+    }
+    Ok(())
+}
+
+/// A ledger API answer other than a 2xx, named by its problem's `code`.
+fn refusal(status: reqwest::StatusCode, problem: &Value) -> Unknown {
+    Unknown::new(
+        format!("http_{}", status.as_u16()),
+        problem["code"].as_str().unwrap_or_default(),
+    )
+}
+
 /// A logged-in wallet user.
 #[derive(Clone, Debug)]
 pub struct WalletUser {
@@ -125,12 +144,7 @@ impl Http {
             .bytes()
             .await
             .map_err(|e| Unknown::new("transport", e))?;
-        if status.is_server_error() {
-            return Err(Unknown::new(
-                format!("http_{}", status.as_u16()),
-                String::from_utf8_lossy(&body),
-            ));
-        }
+        unknown_if_server_error(status, &body)?;
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
@@ -144,10 +158,7 @@ impl Http {
             .body(body.to_string());
         match self.send(request).await? {
             (status, body) if status.is_success() => Ok(body),
-            (status, body) => Err(Unknown::new(
-                format!("http_{}", status.as_u16()),
-                body["code"].as_str().unwrap_or_default(),
-            )),
+            (status, problem) => Err(refusal(status, &problem)),
         }
     }
 
@@ -195,18 +206,10 @@ impl Http {
             .await
             .post(&hot.endpoint, LEDGER_TRANSFERS, events, REQUEST_TIMEOUT)
             .await?;
-        if status.is_server_error() {
-            return Err(Unknown::new(
-                format!("http_{}", status.as_u16()),
-                String::from_utf8_lossy(&body),
-            ));
-        }
+        unknown_if_server_error(status, &body)?;
         if !status.is_success() {
-            let code = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|problem| problem["code"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            return Err(Unknown::new(format!("http_{}", status.as_u16()), code));
+            let problem = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(refusal(status, &problem));
         }
         let results = serde_json::from_slice::<LedgerResults>(&body)
             .map_err(|e| Unknown::new("protocol", e))?
