@@ -214,6 +214,9 @@ pub(crate) enum CoordinatorMsg {
         reply: Option<Reply<Answered>>,
     },
     RunRound,
+    /// The commit in flight has an outcome: the next round can start, with every operation
+    /// that arrived while it was being written.
+    Durable,
     LookupAccounts {
         ids: Vec<u128>,
         reply: Reply<Vec<Account>>,
@@ -318,12 +321,11 @@ impl Actor for CoordinatorActor {
             }
             CoordinatorMsg::RunRound => {
                 state.round_scheduled = false;
-                let operations = take_round(&mut state.queue, state.config.round_events_max);
-                run_round(state, operations).await;
-                if !state.queue.is_empty() || state.in_flight.is_some() {
-                    schedule_round(&myself, state);
+                if state.in_flight.is_none() {
+                    next_round(&myself, state).await;
                 }
             }
+            CoordinatorMsg::Durable => next_round(&myself, state).await,
             CoordinatorMsg::LookupAccounts { ids, reply } => {
                 let pending = scatter(
                     &state.shards,
@@ -384,8 +386,21 @@ impl Actor for CoordinatorActor {
     }
 }
 
+/// Finishes the round in flight, if any, and runs the next one with what is queued. While a
+/// commit is being written, operations only queue: the next round starts when it is durable
+/// (`Durable`), so that it takes everything that arrived during the write instead of waiting
+/// for it with the few that arrived before.
+async fn next_round(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState) {
+    let operations = take_round(&mut state.queue, state.config.round_events_max);
+    run_round(myself, state, operations).await;
+    if state.in_flight.is_none() && !state.queue.is_empty() {
+        schedule_round(myself, state);
+    }
+}
+
 fn schedule_round(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState) {
-    if !state.round_scheduled {
+    // A round in flight schedules the next one itself when its commit is durable.
+    if !state.round_scheduled && state.in_flight.is_none() {
         // Behind every message already queued: they join this round.
         state.round_scheduled = myself.send_message(CoordinatorMsg::RunRound).is_ok();
     }
@@ -426,6 +441,7 @@ struct InFlight {
 /// Runs one round, overlapped with the previous one: the first reads go out before the
 /// previous commit is applied, so the shards apply it while this round decides.
 async fn run_round(
+    myself: &ActorRef<CoordinatorMsg>,
     state: &mut CoordinatorState,
     operations: Vec<(Operation, Option<Reply<Answered>>)>,
 ) {
@@ -486,11 +502,20 @@ async fn run_round(
         state.spare_view = round.into_view();
         return answer(replies, decision.outcomes, decision.timestamps_first);
     }
-    let durable = state.wal.append(
+    let written = state.wal.append(
         state.committed_lsn + 1,
         decision.timestamp_max,
         decision.records,
     );
+    let (outcome, durable) = oneshot::channel();
+    let coordinator = myself.clone();
+    tokio::spawn(async move {
+        // A log that stopped drops `outcome` unsent, which the receiver reads as such.
+        if let Ok(result) = written.await {
+            let _ = outcome.send(result);
+        }
+        let _ = coordinator.send_message(CoordinatorMsg::Durable);
+    });
     state.in_flight = Some(InFlight {
         durable,
         view: round.into_view(),
