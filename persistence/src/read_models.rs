@@ -3,7 +3,10 @@
 //! beside the log; the embedded default keeps them in their own SQLite file (`read.db`), so
 //! that the projector never waits on the log's writer.
 
-use sqlx::postgres::PgPool;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgPool, PgTypeInfo};
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 
@@ -332,36 +335,42 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let mut columns = Columns::new(9);
+        // Binary parameters: PostgreSQL neither parses text nor casts it, and each account's
+        // four balances change by one signed amount each.
+        let mut ids = Vec::with_capacity(p.balances.len());
+        let mut deltas: [Vec<Delta>; 4] =
+            std::array::from_fn(|_| Vec::with_capacity(p.balances.len()));
         for (id, c) in &p.balances {
-            columns.push([
-                hex(*id),
-                c.debits_pending.plus.to_string(),
-                c.debits_pending.minus.to_string(),
-                c.debits_posted.plus.to_string(),
-                c.debits_posted.minus.to_string(),
-                c.credits_pending.plus.to_string(),
-                c.credits_pending.minus.to_string(),
-                c.credits_posted.plus.to_string(),
-                c.credits_posted.minus.to_string(),
-            ]);
+            ids.push(Uuid(*id));
+            let changes = [
+                c.debits_pending,
+                c.debits_posted,
+                c.credits_pending,
+                c.credits_posted,
+            ];
+            for (column, change) in deltas.iter_mut().zip(changes) {
+                column.push(Delta::of(change));
+            }
         }
-        let updated = columns
-            .bind(sqlx::query(
-                "UPDATE accounts a SET
-                     debits_pending = a.debits_pending + u.dpp - u.dpm,
-                     debits_posted = a.debits_posted + u.dqp - u.dqm,
-                     credits_pending = a.credits_pending + u.cpp - u.cpm,
-                     credits_posted = a.credits_posted + u.cqp - u.cqm
-                 FROM UNNEST($1::text[]::uuid[], $2::text[]::numeric[], $3::text[]::numeric[],
-                     $4::text[]::numeric[], $5::text[]::numeric[], $6::text[]::numeric[],
-                     $7::text[]::numeric[], $8::text[]::numeric[], $9::text[]::numeric[])
-                     AS u(id, dpp, dpm, dqp, dqm, cpp, cpm, cqp, cqm)
-                 WHERE a.id = u.id",
-            ))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        let [debits_pending, debits_posted, credits_pending, credits_posted] = deltas;
+        let updated = sqlx::query(
+            "UPDATE accounts a SET
+                 debits_pending = a.debits_pending + u.dp,
+                 debits_posted = a.debits_posted + u.dq,
+                 credits_pending = a.credits_pending + u.cp,
+                 credits_posted = a.credits_posted + u.cq
+             FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[])
+                 AS u(id, dp, dq, cp, cq)
+             WHERE a.id = u.id",
+        )
+        .bind(ids)
+        .bind(debits_pending)
+        .bind(debits_posted)
+        .bind(credits_pending)
+        .bind(credits_posted)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         if updated.rows_affected() != p.balances.len() as u64 {
             // The transaction rolls back: the read models lack an account the log created.
             return Err(StoreError::Unavailable(format!(
@@ -567,30 +576,9 @@ impl CopyRows {
         Ok(())
     }
 
-    /// NUMERIC's wire form: digit count, weight, sign and display scale, then base-10000
-    /// digits, most significant first (trailing zero digits left out, as PostgreSQL stores it).
     fn numeric(&mut self, value: u128) {
-        let mut digits = [0i16; 10]; // u128::MAX has 39 decimal digits: 10 base-10000 digits
-        let mut count = 0;
-        let mut rest = value;
-        while rest > 0 {
-            digits[count] = (rest % 10_000) as i16;
-            rest /= 10_000;
-            count += 1;
-        }
-        // digits[0] is the least significant; the weight is that of the most significant.
-        let weight = count.saturating_sub(1) as i16;
-        let trailing_zeros = digits[..count].iter().take_while(|d| **d == 0).count();
-        let kept = count - trailing_zeros;
-        let length = 8 + 2 * kept;
-        self.bytes
-            .extend_from_slice(&i32::try_from(length).expect("small").to_be_bytes());
-        for header in [kept as i16, weight, 0, 0] {
-            self.bytes.extend_from_slice(&header.to_be_bytes());
-        }
-        for digit in digits[trailing_zeros..count].iter().rev() {
-            self.bytes.extend_from_slice(&digit.to_be_bytes());
-        }
+        let (bytes, length) = numeric_wire(value, false);
+        self.value(&bytes[..length]);
     }
 
     fn text(&mut self, value: &str) {
@@ -617,33 +605,103 @@ impl CopyRows {
     }
 }
 
-/// Column-wise text arrays for one `UNNEST` statement.
-struct Columns {
-    columns: Vec<Vec<String>>,
+/// NUMERIC's wire form (`numeric_recv`), and its length: digit count, weight, sign and
+/// display scale, then base-10000 digits, most significant first (trailing zero digits left
+/// out, as PostgreSQL stores it).
+fn numeric_wire(magnitude: u128, negative: bool) -> ([u8; NUMERIC_WIRE_MAX], usize) {
+    const NEGATIVE: i16 = 0x4000;
+    let mut digits = [0i16; 10]; // u128::MAX has 39 decimal digits: 10 base-10000 digits
+    let mut count = 0;
+    let mut rest = magnitude;
+    while rest > 0 {
+        digits[count] = (rest % 10_000) as i16;
+        rest /= 10_000;
+        count += 1;
+    }
+    // digits[0] is the least significant; the weight is that of the most significant.
+    let weight = count.saturating_sub(1) as i16;
+    let trailing_zeros = digits[..count].iter().take_while(|d| **d == 0).count();
+    let kept = count - trailing_zeros;
+    let sign = if negative && magnitude != 0 {
+        NEGATIVE
+    } else {
+        0
+    };
+    let mut bytes = [0u8; NUMERIC_WIRE_MAX];
+    let mut length = 0;
+    let values = [kept as i16, weight, sign, 0]
+        .into_iter()
+        .chain(digits[trailing_zeros..count].iter().rev().copied());
+    for value in values {
+        bytes[length..length + 2].copy_from_slice(&value.to_be_bytes());
+        length += 2;
+    }
+    (bytes, length)
 }
 
-impl Columns {
-    fn new(count: usize) -> Self {
-        Self {
-            columns: vec![Vec::new(); count],
+/// The header's 4 fields and 10 digits, 2 bytes each.
+const NUMERIC_WIRE_MAX: usize = 28;
+
+/// A balance's change (`plus - minus`), bound as a binary NUMERIC.
+struct Delta {
+    magnitude: u128,
+    negative: bool,
+}
+
+impl Delta {
+    fn of(change: crate::projection::Change) -> Self {
+        match change.plus.checked_sub(change.minus) {
+            Some(magnitude) => Delta {
+                magnitude,
+                negative: false,
+            },
+            None => Delta {
+                magnitude: change.minus - change.plus,
+                negative: true,
+            },
         }
     }
+}
 
-    fn push<const N: usize>(&mut self, row: [String; N]) {
-        debug_assert_eq!(N, self.columns.len());
-        for (column, value) in self.columns.iter_mut().zip(row) {
-            column.push(value);
-        }
+impl sqlx::Type<sqlx::Postgres> for Delta {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1700)) // numeric
     }
+}
 
-    fn bind(
-        self,
-        mut query: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        for column in self.columns {
-            query = query.bind(column);
-        }
-        query
+impl PgHasArrayType for Delta {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1231)) // numeric[]
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for Delta {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        let (bytes, length) = numeric_wire(self.magnitude, self.negative);
+        buf.extend_from_slice(&bytes[..length]);
+        Ok(IsNull::No)
+    }
+}
+
+/// An id bound as a binary UUID.
+struct Uuid(u128);
+
+impl sqlx::Type<sqlx::Postgres> for Uuid {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(2950)) // uuid
+    }
+}
+
+impl PgHasArrayType for Uuid {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(2951)) // uuid[]
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for Uuid {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        buf.extend_from_slice(&self.0.to_be_bytes());
+        Ok(IsNull::No)
     }
 }
 

@@ -339,10 +339,11 @@ async fn assert_read_models_match(engine: &Engine, read_models: &ReadModels) {
 
 /// Every column's extremes survive the read models' bulk insert (PostgreSQL's binary `COPY`:
 /// base-10000 NUMERIC digits with zeros inside and at the end, the largest u128 and u64, a
-/// null pending id beside a set one).
+/// null pending id beside a set one), and so do balance changes up and down (binary NUMERIC
+/// parameters with a sign).
 async fn the_read_models_keep_every_value_exactly(store: TestStore) {
     use kizo_engine::{Account, AccountFlags};
-    use kizo_persistence::projection::{Projection, TransferRow};
+    use kizo_persistence::projection::{BalanceChange, Change, Projection, TransferRow};
     let read_models = ReadModels::open(&store.config).await.unwrap();
     let amounts = [
         u128::MAX,
@@ -419,6 +420,48 @@ async fn the_read_models_keep_every_value_exactly(store: TestStore) {
         assert_eq!(
             read_models.transfer(row.transfer.id).await.unwrap(),
             Some(*row)
+        );
+    }
+    // Balances moved both ways, by amounts up to u128::MAX, and not at all.
+    let mut balances = std::collections::BTreeMap::new();
+    let mut expected = Vec::new();
+    for (account, _) in &accounts {
+        let a = account;
+        let change = BalanceChange {
+            debits_pending: Change {
+                plus: 0,
+                minus: a.debits_pending - 1,
+            },
+            debits_posted: Change {
+                plus: a.debits_pending - a.debits_posted,
+                minus: 0,
+            },
+            credits_pending: Change::default(),
+            credits_posted: Change {
+                plus: 10_000,
+                minus: 10_000 + a.credits_posted,
+            },
+        };
+        balances.insert(a.id, change);
+        expected.push(Account {
+            debits_pending: change.debits_pending.apply(a.debits_pending),
+            debits_posted: change.debits_posted.apply(a.debits_posted),
+            credits_pending: change.credits_pending.apply(a.credits_pending),
+            credits_posted: change.credits_posted.apply(a.credits_posted),
+            ..*a
+        });
+    }
+    let moved = Projection {
+        first_lsn: 8,
+        last_lsn: 8,
+        balances,
+        ..Projection::default()
+    };
+    read_models.apply("values", &moved).await.unwrap();
+    for account in &expected {
+        assert_eq!(
+            read_models.account(account.id).await.unwrap(),
+            Some(*account)
         );
     }
 }
