@@ -30,6 +30,13 @@ pub struct Args {
     /// and snapshots do not depend on it.
     #[arg(long, env = "KIZO_SHARDS")]
     pub shards: Option<usize>,
+    /// Threads that serve requests and run the engine's actors (1 to 1024). Default: one per
+    /// core but one, at least one. The log's database usually shares the machine, and on a
+    /// small one a thread per core loses more to the threads waking and preempting each other
+    /// than it gains (docs/benchmarks.md: about a quarter of the wallet API's throughput on 2
+    /// cores).
+    #[arg(long, env = "KIZO_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Key of the batch ledger API (at least 32 characters). In development, generated and
     /// kept in <data-dir>/api-key when not given.
     #[arg(long, env = "KIZO_API_KEY", hide_env_values = true)]
@@ -125,6 +132,8 @@ pub enum ConfigError {
     Settlement(&'static str),
     #[error("snapshot settings: {0}")]
     Snapshots(&'static str),
+    #[error("--worker-threads must be between 1 and {WORKER_THREADS_MAX}")]
+    WorkerThreads,
     #[error(
         "--shards must be between 1 and {}",
         kizo_engine::EngineConfig::SHARD_COUNT_MAX
@@ -133,6 +142,7 @@ pub enum ConfigError {
 }
 
 pub const API_KEY_MIN: usize = 32;
+pub const WORKER_THREADS_MAX: usize = 1024;
 
 /// The wallets' currency: its code and the ledger that holds it (ISO 4217 numeric).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +169,18 @@ impl Currency {
 }
 
 impl Args {
+    /// The runtime's worker threads: `--worker-threads`, or one per core but one.
+    pub fn worker_threads(&self) -> Result<usize, ConfigError> {
+        match self.worker_threads {
+            Some(n) if (1..=WORKER_THREADS_MAX).contains(&n) => Ok(n),
+            Some(_) => Err(ConfigError::WorkerThreads),
+            None => Ok(std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .saturating_sub(1)
+                .max(1)),
+        }
+    }
+
     pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
         let store =
             StoreConfig::from_settings(self.database_url.clone(), Some(self.data_dir.clone()));
@@ -368,5 +390,19 @@ mod tests {
             args(&["--shards", "0"]).server_config(),
             Err(ConfigError::Shards)
         ));
+        assert!(matches!(
+            args(&["--worker-threads", "0"]).worker_threads(),
+            Err(ConfigError::WorkerThreads)
+        ));
+        assert!(matches!(
+            args(&["--worker-threads", "1025"]).worker_threads(),
+            Err(ConfigError::WorkerThreads)
+        ));
+        assert_eq!(
+            args(&["--worker-threads", "3"]).worker_threads().unwrap(),
+            3
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(args(&[]).worker_threads().unwrap(), (cores - 1).max(1));
     }
 }

@@ -10,8 +10,7 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if args.json_logs {
@@ -27,6 +26,26 @@ async fn main() -> ExitCode {
             .with_env_filter(filter)
             .init();
     }
+    let runtime = args.worker_threads().map(|threads| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    });
+    match runtime {
+        Ok(Ok(runtime)) => runtime.block_on(serve(args)),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "the runtime could not start");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            tracing::error!(%error, "configuration");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> ExitCode {
     let config = match args.server_config() {
         Ok(config) => config,
         Err(error) => {
