@@ -33,8 +33,7 @@ pub struct Args {
     /// Threads that serve requests and run the engine's actors (1 to 1024). Default: one per
     /// core but one, at least one. The log's database usually shares the machine, and on a
     /// small one a thread per core loses more to the threads waking and preempting each other
-    /// than it gains (docs/benchmarks.md: about a quarter of the wallet API's throughput on 2
-    /// cores).
+    /// than it gains (docs/benchmarks.md, the wallet API, change 8).
     #[arg(long, env = "KIZO_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// Key of the batch ledger API (at least 32 characters). In development, generated and
