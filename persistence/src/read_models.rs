@@ -341,7 +341,7 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         let mut deltas: [Vec<Delta>; 4] =
             std::array::from_fn(|_| Vec::with_capacity(p.balances.len()));
         for (id, c) in &p.balances {
-            ids.push(Uuid(*id));
+            ids.push(uuid::Uuid::from_u128(*id));
             let changes = [
                 c.debits_pending,
                 c.debits_posted,
@@ -679,28 +679,6 @@ impl sqlx::Encode<'_, sqlx::Postgres> for Delta {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
         let (bytes, length) = numeric_wire(self.magnitude, self.negative);
         buf.extend_from_slice(&bytes[..length]);
-        Ok(IsNull::No)
-    }
-}
-
-/// An id bound as a binary UUID.
-struct Uuid(u128);
-
-impl sqlx::Type<sqlx::Postgres> for Uuid {
-    fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_oid(Oid(2950)) // uuid
-    }
-}
-
-impl PgHasArrayType for Uuid {
-    fn array_type_info() -> PgTypeInfo {
-        PgTypeInfo::with_oid(Oid(2951)) // uuid[]
-    }
-}
-
-impl sqlx::Encode<'_, sqlx::Postgres> for Uuid {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        buf.extend_from_slice(&self.0.to_be_bytes());
         Ok(IsNull::No)
     }
 }
