@@ -99,9 +99,12 @@ impl Projection {
             !commits.is_empty(),
             "a projection covers at least one commit"
         );
+        // Nearly every record is a transfer: sized once rather than grown by doubling.
+        let records = commits.iter().map(|commit| commit.records.len()).sum();
         let mut projection = Projection {
             first_lsn: commits[0].lsn,
             last_lsn: commits[commits.len() - 1].lsn,
+            transfers: Vec::with_capacity(records),
             ..Projection::default()
         };
         for (index, commit) in commits.iter().enumerate() {

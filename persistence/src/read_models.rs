@@ -167,12 +167,16 @@ impl ReadModels {
         Ok(totals.into_values().collect())
     }
 
+    /// A transfer by id, for checks and tools: on PostgreSQL only pending transfers are indexed
+    /// by id, so this scans for the others (the request path asks the engine).
     pub async fn transfer(&self, id: u128) -> Result<Option<TransferRow>, StoreError> {
         let transfer = match self {
             ReadModels::Postgres(pool) => {
-                let sql =
-                    format!("SELECT {PG_TRANSFER_SELECT} FROM transfers WHERE id = $1::text::uuid");
-                let row = sqlx::query(&sql).bind(hex(id)).fetch_optional(pool).await;
+                let sql = format!("SELECT {PG_TRANSFER_SELECT} FROM transfers WHERE id = $1");
+                let row = sqlx::query(&sql)
+                    .bind(uuid::Uuid::from_u128(id))
+                    .fetch_optional(pool)
+                    .await;
                 row.and_then(|row| row.as_ref().map(transfer_of).transpose())
             }
             ReadModels::Embedded(pool) => {
@@ -311,23 +315,10 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         )
         .await?;
     }
-    if !p.resolved.is_empty() {
-        let ids: Vec<String> = p.resolved.iter().map(|(id, _)| hex(*id)).collect();
-        let statuses: Vec<&str> = p.resolved.iter().map(|(_, s)| s.as_str()).collect();
-        sqlx::query(
-            "UPDATE transfers t SET status = u.status
-             FROM UNNEST($1::text[]::uuid[], $2::text[]) AS u(id, status) WHERE t.id = u.id",
-        )
-        .bind(ids)
-        .bind(statuses)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-    }
-    if !p.balances.is_empty() {
-        // One index lookup per account changed. Left to itself, the planner joins a batch of
-        // a few thousand changes by hashing the whole accounts table (with its dead row
-        // versions), which costs in proportion to every account there is, on every batch.
+    if !p.resolved.is_empty() || !p.balances.is_empty() {
+        // One index lookup per row changed. Left to itself, the planner joins a batch of a few
+        // thousand changes by hashing the whole table (with its dead row versions), which
+        // costs in proportion to every row there is, on every batch.
         sqlx::query(
             "SELECT set_config('enable_hashjoin', 'off', true),
                     set_config('enable_mergejoin', 'off', true)",
@@ -335,6 +326,33 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+    }
+    if !p.resolved.is_empty() {
+        // Only pending transfers are indexed by id (see the migrations), and only a pending
+        // transfer is ever resolved.
+        let ids: Vec<uuid::Uuid> = p
+            .resolved
+            .iter()
+            .map(|(id, _)| uuid::Uuid::from_u128(*id))
+            .collect();
+        let statuses: Vec<&str> = p.resolved.iter().map(|(_, s)| s.as_str()).collect();
+        let resolved = sqlx::query(
+            "UPDATE transfers t SET status = u.status
+             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, status)
+             WHERE t.id = u.id AND t.status = 'pending'",
+        )
+        .bind(ids)
+        .bind(statuses)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        debug_assert_eq!(
+            resolved.rows_affected(),
+            p.resolved.len() as u64,
+            "every resolved transfer was pending in the read model"
+        );
+    }
+    if !p.balances.is_empty() {
         // Binary parameters: PostgreSQL neither parses text nor casts it, and each account's
         // four balances change by one signed amount each.
         let mut ids = Vec::with_capacity(p.balances.len());

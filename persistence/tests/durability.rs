@@ -267,6 +267,17 @@ async fn the_projector_feeds_the_read_models_and_resumes_after_a_restart(store: 
         .create_transfers(vec![transfer(40, 2, 3, 1)])
         .await
         .unwrap();
+    // A pending transfer resolved by a later commit: found by id in a later projection.
+    engine.create_transfers(vec![pending(41, 0)]).await.unwrap();
+    let voided = engine
+        .create_transfers(vec![Transfer {
+            flags: TransferFlags::VOID_PENDING_TRANSFER,
+            pending_id: 41,
+            ..transfer(42, 0, 0, 0)
+        }])
+        .await
+        .unwrap();
+    assert_eq!(voided, [CreateTransferResult::Created]);
     let projector = Projector::start(wal.clone(), read_models.clone(), config)
         .await
         .unwrap();
@@ -278,13 +289,15 @@ async fn the_projector_feeds_the_read_models_and_resumes_after_a_restart(store: 
     projector.stop().await;
     assert_eq!(read_models.progress("test").await.unwrap(), wal.last_lsn());
     assert_read_models_match(&engine, &read_models).await;
+    assert_eq!(status(41).await, TransferStatus::Voided);
+    assert_eq!(status(42).await, TransferStatus::Voided);
 
     // History, newest first, paged by timestamp.
     let page = read_models
         .account_transfers(2, Direction::All, None, 5)
         .await
         .unwrap();
-    assert_eq!(page[0].transfer.id, 40);
+    assert_eq!(page[0].transfer.id, 42);
     assert!(page
         .windows(2)
         .all(|w| w[0].transfer.timestamp > w[1].transfer.timestamp));
