@@ -1,9 +1,10 @@
 //! Body and query extractors whose every rejection is a problem (with the field at fault when
 //! serde names one), instead of axum's plain-text errors.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -18,7 +19,26 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
+        let plain_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes() == b"application/json");
+        if !plain_json {
+            // axum decides what else counts as JSON, and names what does not.
+            return match axum::Json::<T>::from_request(request, state).await {
+                Ok(axum::Json(value)) => Ok(Json(value)),
+                Err(rejection) => Err(rejected(rejection)),
+            };
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| rejected(rejection.into()))?;
+        // axum's parse tracks the path to every value, a `String` per key read, to name the field
+        // at fault: paid only when there is a fault to name.
+        if let Ok(value) = serde_json::from_slice(&bytes) {
+            return Ok(Json(value));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(rejected(rejection)),
         }
@@ -91,5 +111,74 @@ where
                     rejection.body_text(),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        to: To,
+        amount: u64,
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct To {
+        account_id: String,
+    }
+
+    async fn parse(content_type: Option<&str>, body: &str) -> Result<Body, ApiError> {
+        let mut request = Request::builder().method("POST").uri("/");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let request = request
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        Json::<Body>::from_request(request, &())
+            .await
+            .map(|Json(body)| body)
+    }
+
+    #[tokio::test]
+    async fn bodies_parse_alike_on_both_paths_and_refusals_name_the_field() {
+        let good = r#"{"to":{"account_id":"a"},"amount":5}"#;
+        let expected = Body {
+            to: To {
+                account_id: "a".into(),
+            },
+            amount: 5,
+        };
+        for content_type in ["application/json", "application/json; charset=utf-8"] {
+            assert_eq!(parse(Some(content_type), good).await.unwrap(), expected);
+            let refused = parse(Some(content_type), r#"{"to":{"account_id":7},"amount":5}"#)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (refused.code, refused.field.as_deref()),
+                ("invalid_field", Some("to.account_id"))
+            );
+            let unknown = parse(
+                Some(content_type),
+                r#"{"to":{"account_id":"a"},"amount":5,"x":1}"#,
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(unknown.code, "invalid_field");
+            let syntax = parse(Some(content_type), r#"{"to":"#).await.unwrap_err();
+            assert_eq!(syntax.code, "invalid_json");
+            let trailing = parse(Some(content_type), &format!("{good} x"))
+                .await
+                .unwrap_err();
+            assert_eq!(trailing.code, "invalid_json");
+        }
+        for content_type in [None, Some("text/plain")] {
+            let refused = parse(content_type, good).await.unwrap_err();
+            assert_eq!(refused.code, "unsupported_media_type");
+        }
     }
 }
