@@ -95,9 +95,11 @@ impl ReadModels {
     pub async fn account(&self, id: u128) -> Result<Option<Account>, StoreError> {
         let account = match self {
             ReadModels::Postgres(pool) => {
-                let sql =
-                    format!("SELECT {PG_ACCOUNT_SELECT} FROM accounts WHERE id = $1::text::uuid");
-                let row = sqlx::query(&sql).bind(hex(id)).fetch_optional(pool).await;
+                let sql = format!("SELECT {PG_ACCOUNT_SELECT} FROM accounts WHERE id = $1");
+                let row = sqlx::query(&sql)
+                    .bind(uuid::Uuid::from_u128(id))
+                    .fetch_optional(pool)
+                    .await;
                 row.and_then(|row| row.as_ref().map(account_of).transpose())
             }
             ReadModels::Embedded(pool) => {
@@ -206,18 +208,16 @@ impl ReadModels {
         let rows = match self {
             ReadModels::Postgres(pool) => {
                 let filter = match direction {
-                    Direction::Sent => "debit_account_id = $1::text::uuid",
-                    Direction::Received => "credit_account_id = $1::text::uuid",
-                    Direction::All => {
-                        "(debit_account_id = $1::text::uuid OR credit_account_id = $1::text::uuid)"
-                    }
+                    Direction::Sent => "debit_account_id = $1",
+                    Direction::Received => "credit_account_id = $1",
+                    Direction::All => "(debit_account_id = $1 OR credit_account_id = $1)",
                 };
                 let sql = format!(
                     "SELECT {PG_TRANSFER_SELECT} FROM transfers WHERE {filter} AND timestamp < $2
                      ORDER BY timestamp DESC LIMIT $3"
                 );
                 sqlx::query(&sql)
-                    .bind(hex(account_id))
+                    .bind(uuid::Uuid::from_u128(account_id))
                     .bind(before)
                     .bind(i64::from(limit))
                     .fetch_all(pool)
@@ -346,11 +346,13 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        debug_assert_eq!(
-            resolved.rows_affected(),
-            p.resolved.len() as u64,
-            "every resolved transfer was pending in the read model"
-        );
+        if resolved.rows_affected() != p.resolved.len() as u64 {
+            // As for accounts below: the transaction rolls back.
+            return Err(StoreError::Unavailable(format!(
+                "the read models miss pending transfers that commits {}..={} resolve; rebuild them from the log",
+                p.first_lsn, p.last_lsn
+            )));
+        }
     }
     if !p.balances.is_empty() {
         // Binary parameters: PostgreSQL neither parses text nor casts it, and each account's
