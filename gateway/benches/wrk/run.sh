@@ -51,3 +51,7 @@ if [ "$requests" = deposits ]; then
   echo "$metrics" | grep '^kizo_settlements{'
   echo "every settlement ended $(echo "$(date +%s.%N) - $started" | bc) s after wrk stopped"
 fi
+# The host's speed, for comparing figures across days: this VM moves between hosts, and the
+# same build's rate moves with it. GET /healthz does no work beyond the shared middleware.
+wrk -t2 -c"$connections" -d5s "http://127.0.0.1:$port/healthz" |
+  awk '/Requests\/sec/ {printf "reference: GET /healthz %d requests/s\n", $2}'
