@@ -31,9 +31,9 @@ pub struct Args {
     #[arg(long, env = "KIZO_SHARDS")]
     pub shards: Option<usize>,
     /// Threads that serve requests and run the engine's actors (1 to 1024). Default: one per
-    /// core but one, at least one. The log's database usually shares the machine, and on a
-    /// small one a thread per core loses more to the threads waking and preempting each other
-    /// than it gains (docs/benchmarks.md, the wallet API, change 8).
+    /// core. On 2 cores shared with PostgreSQL and the client, one thread left a sixth of the
+    /// machine idle on one host and served more on another (docs/benchmarks.md, the wallet
+    /// API, changes 8 and 13): measure before lowering it.
     #[arg(long, env = "KIZO_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// Key of the batch ledger API (at least 32 characters). In development, generated and
@@ -168,15 +168,12 @@ impl Currency {
 }
 
 impl Args {
-    /// The runtime's worker threads: `--worker-threads`, or one per core but one.
+    /// The runtime's worker threads: `--worker-threads`, or one per core.
     pub fn worker_threads(&self) -> Result<usize, ConfigError> {
         match self.worker_threads {
             Some(n) if (1..=WORKER_THREADS_MAX).contains(&n) => Ok(n),
             Some(_) => Err(ConfigError::WorkerThreads),
-            None => Ok(std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .saturating_sub(1)
-                .max(1)),
+            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 
@@ -402,6 +399,6 @@ mod tests {
             3
         );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(args(&[]).worker_threads().unwrap(), (cores - 1).max(1));
+        assert_eq!(args(&[]).worker_threads().unwrap(), cores);
     }
 }
