@@ -12,7 +12,7 @@
 pub mod cli;
 pub mod client;
 pub mod faults;
-pub mod model;
+pub use kizo_bank_model as model;
 pub mod server;
 
 pub use client::{HttpBank, InProcessBank};

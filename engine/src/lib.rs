@@ -1,20 +1,15 @@
 //! Kizo's engine: accounts split across shards, a double-entry ledger decided by a pure state
 //! machine, and the `ractor` actors that carry it.
 //!
-//! Map of the crate (see `docs/architecture.md` for the whole story):
-//! - [`types`], [`results`]: accounts, transfers and the result codes of the API.
-//! - [`ledger`]: the decision logic ([`ledger::Decider`]) over a [`ledger::View`]. Pure.
-//! - [`shard`]: one shard's state; answers reads, applies commits. Pure.
-//! - [`image`]: the whole ledger as plain data at one LSN (what a snapshot holds). Pure.
-//! - [`round`]: the cross-shard commit protocol (read, decide, log, apply). Pure.
-//! - [`record`], [`wal`]: the write-ahead-log records and the log boundary.
-//! - [`routing`]: the stable hash that assigns ids to shards.
+//! The decisions are not here: they live in two pure crates that this one re-exports,
+//! `kizo-ledger` (types, results, routing, ledger, shard, image, round, record, local) and
+//! `kizo-settlement` (settlement, reconcile). This crate carries them:
+//! - [`wal`]: the log boundary (a commit is handed to the log, the answer comes when durable).
 //! - [`stats`]: counters of the engine's work (rounds, commits, time deciding and applying).
-//! - [`local`]: the pure parts stepped synchronously, for tests and the simulator.
-//! - [`settlement`], [`reconcile`]: deposits and withdrawals through a bank, and
-//!   reconciliation with its statement. Pure.
-//! - `actors`, [`engine`], [`settlement_actors`]: the actors, the [`Engine`] handle, and the
-//!   settlement supervisor and reconciler. The only async code.
+//! - `actors`, [`engine`]: the shard and coordinator actors and the [`Engine`] handle.
+//! - [`settlement_actors`]: the settlement supervisor and the reconciler.
+//!
+//! This crate never decides: every rule it applies is a call into the pure crates.
 //!
 //! ```
 //! use kizo_engine::{
@@ -47,20 +42,13 @@
 
 mod actors;
 pub mod engine;
-pub mod image;
-pub mod ledger;
-pub mod local;
-pub mod reconcile;
-pub mod record;
-pub mod results;
-pub mod round;
-pub mod routing;
-pub mod settlement;
 pub mod settlement_actors;
-pub mod shard;
 pub mod stats;
-pub mod types;
 pub mod wal;
+
+pub use kizo_ledger::{image, ledger, local, record, results, round, routing, shard, types};
+pub use kizo_settlement as settlement;
+pub use kizo_settlement::reconcile;
 
 pub use engine::{Baseline, Clock, Engine, EngineConfig, EngineError, SystemClock};
 pub use image::{ImageError, LedgerImage};

@@ -165,7 +165,7 @@ impl Server {
             .snapshots
             .dir
             .as_ref()
-            .map(|dir| Arc::new(kizo_snapshots::SnapshotDir::new(dir)));
+            .map(|dir| Arc::new(kizo_snapshots::dir::open(dir)));
         let baseline = snapshot_dir.clone().map(|dir| {
             Arc::new(kizo_snapshots::DirBaseline(dir)) as Arc<dyn kizo_engine::Baseline>
         });

@@ -10,7 +10,7 @@
 //! - [`users`]: users of the wallet API, sessions, refresh tokens.
 //! - [`settlements`]: deposits and withdrawals through the bank, with every transition, and
 //!   reconciliation reports.
-pub mod codec;
+pub use kizo_log_codec as codec;
 pub mod keys;
 pub mod projection;
 pub mod projector;

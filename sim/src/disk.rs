@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kizo_snapshots::dir::Disk;
+use kizo_snapshot_format::dir::Disk;
 use rkyv::util::AlignedVec;
 
 use crate::rng::Rng;

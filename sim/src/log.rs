@@ -1,9 +1,9 @@
-//! The simulated log store: frames as the real writer encodes them (`kizo_persistence::codec`),
+//! The simulated log store: frames as the real writer encodes them (`kizo_log_codec`),
 //! kept in memory, read back by the real decoder with every check a restart makes. Faults: a
 //! flush that fails, a byte that rots in a stored frame.
 
-use kizo_engine::Commit;
-use kizo_persistence::codec::{decode_frame, FrameEncoder};
+use kizo_ledger::Commit;
+use kizo_log_codec::{decode_frame, FrameEncoder};
 
 #[derive(Clone, Debug, Default)]
 pub struct SimLog {

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kizo_engine::types::NS_PER_SECOND;
-use kizo_engine::{
+use kizo_ledger::types::NS_PER_SECOND;
+use kizo_ledger::{
     Account, AccountFlags, CreateAccountResult as A, CreateTransferResult as T, PendingStatus,
     Transfer, TransferFlags, AMOUNT_MAX,
 };

@@ -1,6 +1,6 @@
 //! Deposits and withdrawals in the simulation: the settlement state machine that runs in
-//! production (`kizo_engine::settlement`), driven here as the settlement actors drive it (persist,
-//! act, persist the outcome), against a simulated bank (`kizo_bank::model::Books`, the mock
+//! production (`kizo_ledger::settlement`), driven here as the settlement actors drive it (persist,
+//! act, persist the outcome), against a simulated bank (`kizo_bank_model::Books`, the mock
 //! bank's own books) with every fault the mock bank has: latency, 5xx before the work, answers
 //! lost after the work, declines, duplicate callbacks, outages. Their ledger transfers go
 //! through the world's engine like every other request, so they meet the log's faults and
@@ -9,12 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kizo_bank::model::{Books, Decision};
-use kizo_engine::reconcile::{reconcile, BankAccountBalance, Report};
-use kizo_engine::settlement::{
+use kizo_bank_model::{Books, Decision};
+use kizo_ledger::{CreateTransferResult, Transfer};
+use kizo_settlement::reconcile::{reconcile, BankAccountBalance, Report};
+use kizo_settlement::{
     Action, BankOutcome, Kind, LedgerOutcome, Outcome, Phase, Policy, Settlement, Status,
 };
-use kizo_engine::{CreateTransferResult, Transfer};
 
 use crate::rng::Rng;
 

@@ -6,16 +6,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use kizo_engine::local::{Decided, LocalEngine};
-use kizo_engine::round::{Operation, Outcome};
-use kizo_engine::{
+use kizo_ledger::local::{Decided, LocalEngine};
+use kizo_ledger::round::{Operation, Outcome};
+use kizo_ledger::{
     Account, AccountFlags, Commit, CreateAccountResult, CreateTransferResult, Transfer,
     TransferFlags, AMOUNT_MAX,
 };
 
-use kizo_engine::LedgerImage;
-use kizo_snapshots::dir::SnapshotDir;
-use kizo_snapshots::Manifest;
+use kizo_ledger::LedgerImage;
+use kizo_snapshot_format::dir::SnapshotDir;
+use kizo_snapshot_format::Manifest;
 
 use crate::disk::SimDisk;
 use crate::log::SimLog;
@@ -290,8 +290,8 @@ impl World {
                 if self.step >= deadline {
                     return Err(format!(
                         "liveness: settlements still under way {SETTLE_STEPS_MAX} steps after faults stopped ({} pending, {} processing)",
-                        self.settlements.count(kizo_engine::settlement::Status::Pending),
-                        self.settlements.count(kizo_engine::settlement::Status::Processing)
+                        self.settlements.count(kizo_settlement::Status::Pending),
+                        self.settlements.count(kizo_settlement::Status::Processing)
                     ));
                 }
                 self.step += 1;
@@ -312,7 +312,7 @@ impl World {
             }
             self.engine.settle();
             let bank = self.engine.account(BANK_ACCOUNT).map(|a| {
-                kizo_engine::reconcile::BankAccountBalance {
+                kizo_settlement::reconcile::BankAccountBalance {
                     debits_posted: a.debits_posted,
                     credits_posted: a.credits_posted,
                     credits_pending: a.credits_pending,
@@ -329,7 +329,7 @@ impl World {
             }
             *self.report.settlements.entry("redriven").or_default() += report.redriven;
             if report.redriven == 0 {
-                for status in kizo_engine::settlement::Status::ALL {
+                for status in kizo_settlement::Status::ALL {
                     *self.report.settlements.entry(status.code()).or_default() +=
                         self.settlements.count(status) as u64;
                 }
@@ -1125,8 +1125,8 @@ impl World {
     /// while the bank's answer is not in, money moved at the bank is recorded when the
     /// settlement says so, and a failed settlement moved nothing.
     fn check_settlements(&self, when: &str) -> Result<(), String> {
-        use kizo_engine::settlement::{Kind, Phase, Status};
-        use kizo_engine::PendingStatus;
+        use kizo_ledger::PendingStatus;
+        use kizo_settlement::{Kind, Phase, Status};
         for s in self.settlements.store.values() {
             let hold_status = (s.kind == Kind::Withdrawal)
                 .then(|| self.engine.pending_status(s.hold_transfer().id))

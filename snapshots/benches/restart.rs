@@ -13,7 +13,7 @@ use kizo_engine::{
     Account, AccountFlags, Baseline, Engine, EngineConfig, SystemClock, Transfer, BATCH_EVENTS_MAX,
 };
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
-use kizo_snapshots::{DirBaseline, Policy, SnapshotDir, Snapshots};
+use kizo_snapshots::{DirBaseline, Policy, Snapshots};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -56,7 +56,7 @@ fn main() {
     let store = StoreConfig::Embedded {
         dir: folder.path().join("store"),
     };
-    let dir = Arc::new(SnapshotDir::new(folder.path().join("snapshots")));
+    let dir = Arc::new(kizo_snapshots::dir::open(folder.path().join("snapshots")));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
         "| transfers in the log | start from the log alone | start from a snapshot + the last {} transfers |",

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use kizo_engine::shard::ShardState;
 use kizo_engine::{Account, AccountFlags, LedgerImage, Transfer};
-use kizo_snapshots::dir::{snapshot_name, SnapshotDir};
+use kizo_snapshots::dir::snapshot_name;
 
 // The allocator the gateway runs with, so that the start-up measured is the server's.
 #[global_allocator]
@@ -107,7 +107,7 @@ fn main() {
     let folder =
         tempfile::tempdir_in(std::env::var("KIZO_BENCH_DIR").unwrap_or_else(|_| ".".into()))
             .expect("a temporary folder");
-    let dir = SnapshotDir::new(folder.path());
+    let dir = kizo_snapshots::dir::open(folder.path());
     let started = Instant::now();
     let manifest = dir
         .write(&image, parts, "2026-11-25T00:00:00Z")

@@ -130,7 +130,7 @@ fn usage(error: impl std::fmt::Display) -> CliError {
 
 impl Cli {
     fn snapshots(&self) -> SnapshotDir {
-        SnapshotDir::new(
+        crate::dir::open(
             self.snapshot_dir
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("snapshots")),
@@ -147,7 +147,7 @@ impl Cli {
                 .map(|n| n.to_string_lossy().into_owned())
                 .ok_or_else(|| usage("a snapshot folder has a name"))?;
             let parent = canonical.parent().map(PathBuf::from).unwrap_or_default();
-            return Ok((SnapshotDir::new(parent), name));
+            return Ok((crate::dir::open(parent), name));
         }
         let dir = self.snapshots();
         let name = if snapshot == "latest" {
@@ -523,8 +523,8 @@ async fn write_rebuilt(
         .check()
         .map_err(|error| CliError::Fault(error.to_string()))?;
     let destination = Arc::new(match to {
-        Some(path) => SnapshotDir::new(path),
-        None => SnapshotDir::new(dir.root().to_path_buf()),
+        Some(path) => crate::dir::open(path),
+        None => crate::dir::open(dir.root().to_path_buf()),
     });
     let image = rebuilt.image;
     let writer = destination.clone();

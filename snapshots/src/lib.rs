@@ -1,10 +1,10 @@
 //! Snapshots of the ledger: restarts that replay only the log after the newest snapshot,
 //! backups, and the state as of any point of the log.
 //!
-//! - [`format`]: a [`LedgerImage`](kizo_engine::LedgerImage) as `rkyv` parts and a JSON
-//!   manifest with checksums. Pure.
-//! - [`dir`]: snapshots in a folder, written atomically, read with every check, pruned; the
-//!   file system behind [`dir::Disk`] so the simulator can crash mid-write.
+//! - [`format`] (re-exported from the pure `kizo-snapshot-format`): a
+//!   [`LedgerImage`](kizo_engine::LedgerImage) as `rkyv` parts and a JSON manifest with checksums.
+//! - [`dir`]: snapshots in a folder, written atomically, read with every check, pruned (the
+//!   pure logic is `kizo-snapshot-format`'s, over its `Disk` trait); here, the machine's disk.
 //! - [`rebuild`]: the ledger as of an LSN or a time: the best snapshot plus the log after it.
 //! - [`actor`]: the snapshot actor (periodic and on-demand snapshots, retention) and the
 //!   [`Baseline`](kizo_engine::Baseline) the engine starts from.
@@ -16,7 +16,7 @@
 pub mod actor;
 pub mod cli;
 pub mod dir;
-pub mod format;
+pub use kizo_snapshot_format::format;
 pub mod rebuild;
 
 pub use actor::{DirBaseline, Policy, SnapshotActor, SnapshotMsg, Snapshots, Taken};

@@ -115,7 +115,7 @@ proptest! {
         let image = original.image();
         prop_assert_eq!(image.check(), Ok(()));
         let folder = tempfile::tempdir().unwrap();
-        let dir = SnapshotDir::new(folder.path());
+        let dir = kizo_snapshots::dir::open(folder.path());
         let manifest = dir.write(&image, parts, "2026-11-25T00:00:00Z").unwrap();
         prop_assert_eq!(manifest.accounts, image.accounts.len() as u64);
         let (read, loaded) = dir.load(&snapshot_name(image.lsn)).unwrap();
@@ -130,7 +130,7 @@ proptest! {
 /// Two snapshots (the second the newer), in a fresh folder.
 fn two_snapshots() -> (tempfile::TempDir, SnapshotDir, LedgerImage, LedgerImage) {
     let folder = tempfile::tempdir().unwrap();
-    let dir = SnapshotDir::new(folder.path());
+    let dir = kizo_snapshots::dir::open(folder.path());
     let older = image_of(&some_ops(60));
     let newer = image_of(&some_ops(200));
     assert!(older.lsn < newer.lsn);
@@ -284,7 +284,7 @@ fn an_unfinished_write_is_never_read_and_is_removed_at_start() {
 #[test]
 fn pruning_keeps_the_newest_readable_snapshots() {
     let folder = tempfile::tempdir().unwrap();
-    let dir = SnapshotDir::new(folder.path());
+    let dir = kizo_snapshots::dir::open(folder.path());
     let mut lsns = Vec::new();
     for n in [20, 40, 60, 80] {
         let image = image_of(&some_ops(n));
@@ -303,7 +303,7 @@ fn pruning_keeps_the_newest_readable_snapshots() {
 #[test]
 fn writing_the_same_lsn_again_replaces_the_snapshot() {
     let folder = tempfile::tempdir().unwrap();
-    let dir = SnapshotDir::new(folder.path());
+    let dir = kizo_snapshots::dir::open(folder.path());
     let image = image_of(&some_ops(50));
     dir.write(&image, 3, "2026-11-25T00:00:00Z").unwrap();
     let again = dir.write(&image, 1, "2026-11-25T00:05:00Z").unwrap();
@@ -319,7 +319,7 @@ fn writing_the_same_lsn_again_replaces_the_snapshot() {
 fn large_parts_are_mapped_and_checked() {
     use kizo_snapshots::dir::{Disk, PartBytes, MAP_FROM_BYTES};
     let folder = tempfile::tempdir().unwrap();
-    let dir = SnapshotDir::new(folder.path());
+    let dir = kizo_snapshots::dir::open(folder.path());
     let mut image = LedgerImage {
         lsn: 7,
         timestamp_max: 30_000,

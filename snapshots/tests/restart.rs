@@ -120,7 +120,7 @@ fn a_restart_from_a_snapshot_equals_the_run_that_never_stopped() {
     let store = StoreConfig::Embedded {
         dir: folder.path().join("store"),
     };
-    let snapshot_dir = Arc::new(SnapshotDir::new(folder.path().join("snapshots")));
+    let snapshot_dir = Arc::new(kizo_snapshots::dir::open(folder.path().join("snapshots")));
     let before = transfers_before_snapshot();
     let after = before / 10;
     let config = EngineConfig {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::settlement::{Kind, Phase, Settlement, Status};
+use crate::{Kind, Phase, Settlement, Status};
 
 /// One line of the bank's statement: money it moved, with our reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,7 +224,7 @@ pub fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settlement::{Kind, Phase, Settlement, Status};
+    use crate::{Kind, Phase, Settlement, Status};
 
     fn settled(id: u128, kind: Kind, amount: u64, phase: Phase) -> Settlement {
         Settlement {

@@ -22,8 +22,12 @@
 //!
 //! Decoding checks the checksum first and then every length, tag, count and LSN, so a damaged
 //! frame is refused with the LSN it starts at, never half-read.
+//!
+//! This crate never contains: I/O, an async runtime, a clock or logging. It turns commits into
+//! bytes and bytes into commits; the log writers in `kizo-persistence` and the simulator's log
+//! store the bytes (checked by `sim/tests/pure_crates.rs`).
 
-use kizo_engine::{
+use kizo_ledger::{
     Account, AccountFlags, Commit, CreateTransferResult, Record, Transfer, TransferFlags,
 };
 

@@ -3,6 +3,10 @@
 //! actors in production, the simulator in tests) persists, calls the bank and the ledger, and
 //! feeds the outcomes back. No I/O, no clock, no randomness: time and jitter come in as numbers.
 //!
+//! This crate never contains: I/O, an async runtime, actors, threads, a clock, randomness or
+//! logging; its manifest depends on the pure ledger crate alone (checked by
+//! `sim/tests/pure_crates.rs`).
+//!
 //! The rules that keep the money safe:
 //! - **Logged before acted on.** [`Settlement::start`] returns the state to persist *before*
 //!   the action is performed: a bank call is recorded as an attempt in doubt first, so a crash
@@ -18,7 +22,9 @@
 //!   the settlement is `needs_review` (a withdrawal keeps its hold) until reconciliation
 //!   re-drives it.
 
-use crate::types::{Transfer, TransferFlags};
+use kizo_ledger::types::{Transfer, TransferFlags};
+
+pub mod reconcile;
 
 /// Ledger codes of the transfers settlements make.
 pub const DEPOSIT_CODE: u16 = 2;

@@ -1,11 +1,15 @@
 //! The bank's books, pure: what it did for each reference, and the movements it made in order.
 //! A reference is done once: asking again answers what was done (no second movement), and
 //! asking again with another amount or direction is refused.
+//!
+//! This crate never contains: I/O, an async runtime, a clock or logging. The mock bank's HTTP
+//! server (`kizo-bank`) and the simulator both keep these books (checked by
+//! `sim/tests/pure_crates.rs`).
 
 use std::collections::HashMap;
 
-use kizo_engine::reconcile::Movement;
-use kizo_engine::settlement::Kind;
+use kizo_settlement::reconcile::Movement;
+use kizo_settlement::Kind;
 
 /// The bank's side of a request: collections bring money in, payouts send it out.
 pub type Direction = Kind;

@@ -5,7 +5,7 @@
 //! Every part repeats the manifest's LSN, timestamp, part index and count, so a manifest that
 //! does not belong to its files is caught even when every checksum matches.
 
-use kizo_engine::{
+use kizo_ledger::{
     Account, AccountFlags, CreateTransferResult, LedgerImage, PendingStatus, Transfer,
     TransferFlags,
 };
