@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use kizo_engine::reconcile::Movement;
 use kizo_engine::settlement::{BankOutcome, Kind, Settlement};
-use kizo_engine::settlement_actors::{BankPort, PortFuture};
+use kizo_engine::settlement_actors::{BankPort, PortError, PortFuture};
 
-use crate::model::{movement_of, Record};
+use crate::model::{movement_of, BankRecord};
 use crate::server::{Answer, Bank, Statement};
 
 /// What a settlement's answer from the bank means.
-fn outcome_of(record: &Record, settlement: &Settlement) -> BankOutcome {
+fn outcome_of(record: &BankRecord, settlement: &Settlement) -> BankOutcome {
     if record.direction() != Some(settlement.kind) {
         return BankOutcome::Unknown(format!(
             "the bank answered a {} for a {}",
@@ -75,7 +75,7 @@ impl HttpBank {
         };
         let status = response.status();
         if status.is_success() {
-            return match response.json::<Record>().await {
+            return match response.json::<BankRecord>().await {
                 Ok(record) => outcome_of(&record, settlement),
                 Err(error) => BankOutcome::Unknown(format!("the bank's answer: {error}")),
             };
@@ -117,7 +117,7 @@ impl BankPort for HttpBank {
         })
     }
 
-    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, String>> {
+    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, PortError>> {
         Box::pin(async move {
             let mut movements = Vec::new();
             let mut after = 0u64;
@@ -127,17 +127,23 @@ impl BankPort for HttpBank {
                     .authorized(self.client.get(url).timeout(Duration::from_secs(30)))
                     .send()
                     .await
-                    .map_err(|e| format!("the bank's statement: {e}"))?;
+                    .map_err(|e| PortError::Unavailable(format!("the bank's statement: {e}")))?;
                 if !response.status().is_success() {
-                    return Err(format!("the bank's statement: {}", response.status()));
+                    return Err(PortError::Unavailable(format!(
+                        "the bank's statement: {}",
+                        response.status()
+                    )));
                 }
                 let page: Statement = response
                     .json()
                     .await
-                    .map_err(|e| format!("the bank's statement: {e}"))?;
+                    .map_err(|e| PortError::Corrupt(format!("the bank's statement: {e}")))?;
                 for record in &page.movements {
                     if record.direction().is_none() {
-                        return Err(format!("the bank's statement has a {:?}", record.kind));
+                        return Err(PortError::Corrupt(format!(
+                            "the bank's statement has a {:?}",
+                            record.kind
+                        )));
                     }
                     movements.push(movement_of(record));
                 }
@@ -192,7 +198,7 @@ impl BankPort for InProcessBank {
         })
     }
 
-    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, String>> {
+    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, PortError>> {
         Box::pin(async move { Ok(self.bank.movements().await) })
     }
 }

@@ -27,10 +27,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::faults::{Faults, Plan, Rng};
-use crate::model::{kind_of, Books, Decision, Direction, Record, STATEMENT_PAGE_MAX};
+use crate::model::{kind_of, BankRecord, Books, Decision, Direction, STATEMENT_PAGE_MAX};
 
-/// The largest amount the bank moves at once, in minor units.
-pub const AMOUNT_MAX: u64 = 1_000_000_000_000;
+// The largest amount the bank moves at once: the one ceiling of payments and settlements.
+pub use kizo_engine::settlement::AMOUNT_MAX;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -84,7 +84,7 @@ pub struct BankConfig {
 /// What a call to the bank can come to, before it is an HTTP answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
-    Done(Record),
+    Done(BankRecord),
     NotFound,
     Conflict,
     Unavailable,
@@ -190,7 +190,7 @@ impl Bank {
         from_ms: u64,
         to_ms: u64,
         limit: usize,
-    ) -> Vec<Record> {
+    ) -> Vec<BankRecord> {
         let ledger = self.ledger.lock().await;
         ledger
             .books
@@ -231,7 +231,7 @@ impl Bank {
     }
 
     /// Tells the callback address what was done, once or (a fault) twice; never waits for it.
-    fn notify(&self, record: &Record, twice: bool) {
+    fn notify(&self, record: &BankRecord, twice: bool) {
         let Some(url) = self.callback.clone() else {
             return;
         };
@@ -258,7 +258,7 @@ impl Bank {
     }
 }
 
-fn read_journal(path: &Path) -> Result<Vec<Record>, OpenError> {
+fn read_journal(path: &Path) -> Result<Vec<BankRecord>, OpenError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
@@ -272,7 +272,7 @@ fn read_journal(path: &Path) -> Result<Vec<Record>, OpenError> {
     let mut records = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
     for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str::<Record>(line) {
+        match serde_json::from_str::<BankRecord>(line) {
             Ok(record) => records.push(record),
             // A crash while appending leaves at most a torn last line, never answered.
             Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
@@ -317,7 +317,7 @@ pub struct StatementQuery {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Statement {
-    pub movements: Vec<Record>,
+    pub movements: Vec<BankRecord>,
     /// Pass as `after` for the next page; absent on the last.
     pub next_after: Option<u64>,
 }

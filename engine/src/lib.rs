@@ -56,7 +56,7 @@ pub use record::{Commit, Record};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use stats::StatsSnapshot;
 pub use types::{
-    Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags, AMOUNT_MAX,
-    BATCH_EVENTS_MAX,
+    Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags, BATCH_EVENTS_MAX,
+    POST_WHOLE_PENDING_AMOUNT,
 };
 pub use wal::{MemoryWal, Wal, WalError};

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::reconcile::{reconcile, BankAccountBalance, Movement, Report};
-use crate::settlement::{Action, BankOutcome, LedgerOutcome, Outcome, Policy, Settlement};
-use crate::{CreateTransferResult, Engine, Transfer};
+use crate::settlement::{Action, ActionOutcome, BankOutcome, LedgerOutcome, Policy, Settlement};
+use crate::{CreateTransferResult, Engine, EngineError, Transfer};
 
 /// A boxed future: the ports are used as trait objects.
 pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -37,25 +37,25 @@ pub trait BankPort: Send + Sync + 'static {
     /// What the bank did with the settlement's reference.
     fn check<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, BankOutcome>;
     /// Every movement the bank made.
-    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, String>>;
+    fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, PortError>>;
 }
 
 /// Where settlements are kept, durably.
-pub trait SettlementStore: Send + Sync + 'static {
+pub trait SettlementStorePort: Send + Sync + 'static {
     /// Writes the settlement's state (a new one or a transition), durably, before it returns.
-    fn save<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, Result<(), String>>;
-    fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, String>>;
+    fn save<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, Result<(), PortError>>;
+    fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, PortError>>;
     /// Every settlement that is not final (`needs_review` counts as final here).
-    fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, String>>;
+    fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, PortError>>;
     /// Every settlement, oldest first, at most `limit`.
-    fn all(&self, limit: usize) -> PortFuture<'_, Result<Vec<Settlement>, String>>;
+    fn all(&self, limit: usize) -> PortFuture<'_, Result<Vec<Settlement>, PortError>>;
     /// Keeps a reconciliation report (the latest is served).
-    fn keep_report<'a>(&'a self, report: &'a Report) -> PortFuture<'a, Result<(), String>>;
+    fn keep_report<'a>(&'a self, report: &'a Report) -> PortFuture<'a, Result<(), PortError>>;
 }
 
 /// The ledger's totals over every account, per ledger (the read models in production).
 pub trait LedgerTotalsPort: Send + Sync + 'static {
-    fn totals(&self) -> PortFuture<'_, Result<Vec<crate::reconcile::LedgerTotals>, String>>;
+    fn totals(&self) -> PortFuture<'_, Result<Vec<crate::reconcile::LedgerTotals>, PortError>>;
 }
 
 /// Settlements known to the supervisor and not final; more are refused (the gateway answers
@@ -94,7 +94,7 @@ impl Default for SettlementConfig {
 pub struct Ports {
     pub engine: Engine,
     pub bank: Arc<dyn BankPort>,
-    pub store: Arc<dyn SettlementStore>,
+    pub store: Arc<dyn SettlementStorePort>,
 }
 
 pub fn now_ms() -> u64 {
@@ -120,7 +120,30 @@ fn jitter(settlement: &Settlement) -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum AdvanceError {
     #[error("the settlement store: {0}")]
-    Store(String),
+    Store(PortError),
+}
+
+/// Why a port (the bank's statement, the settlement store, the ledger's totals) did not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// A passing failure: the port could not be reached; retrying may help.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The port answered with data that cannot be decoded; retrying does not help.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Why the supervisor or the reconciler could not start or run.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SettlementError {
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("the ledger: {0}")]
+    Engine(#[from] EngineError),
+    /// An actor could not be started or did not answer in time.
+    #[error("the settlement actors: {0}")]
+    Actor(String),
 }
 
 /// One step: persists what [`Settlement::start`] says, performs the action, persists the
@@ -142,7 +165,7 @@ pub async fn advance(
     let outcome = match action {
         Action::Done | Action::Wait(_) => return Ok((persisted, true)),
         Action::Hold(t) | Action::Settle(t) | Action::Release(t) => {
-            Outcome::Ledger(ledger(&ports.engine, t).await)
+            ActionOutcome::Ledger(ledger(&ports.engine, t).await)
         }
         Action::Send | Action::Check => {
             let started = Instant::now();
@@ -173,7 +196,7 @@ pub async fn advance(
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!("kizo_settlement_attempts_total", "kind" => persisted.kind.code(), "call" => call)
                 .increment(1);
-            Outcome::Bank(outcome)
+            ActionOutcome::Bank(outcome)
         }
     };
     let next = persisted.on_outcome(outcome, now_ms(), policy, jitter(&persisted));
@@ -505,7 +528,10 @@ pub struct Settlements {
 }
 
 impl Settlements {
-    pub async fn start(ports: Ports, config: SettlementConfig) -> Result<Settlements, String> {
+    pub async fn start(
+        ports: Ports,
+        config: SettlementConfig,
+    ) -> Result<Settlements, SettlementError> {
         let backlog = Arc::new(AtomicUsize::new(0));
         let (supervisor, _) = Actor::spawn(
             None,
@@ -517,7 +543,7 @@ impl Settlements {
             },
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| SettlementError::Actor(error.to_string()))?;
         Ok(Settlements {
             supervisor,
             backlog,
@@ -550,7 +576,7 @@ impl Settlements {
 
 pub enum ReconcilerMsg {
     /// Reconcile now; answer with the report (or why there is none).
-    Run(Option<RpcReplyPort<Result<Report, String>>>),
+    Run(Option<RpcReplyPort<Result<Report, SettlementError>>>),
 }
 
 pub struct Reconciler;
@@ -620,7 +646,7 @@ impl Actor for Reconciler {
 }
 
 /// Reads settlements, the ledger and the statement; re-drives what is stuck; keeps the report.
-async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, String> {
+async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, SettlementError> {
     let ports = &state.ports;
     // Settlements first: one that succeeded by now has its movement on the statement read next.
     let mut settlements = ports.store.all(RECONCILE_SETTLEMENTS_MAX).await?;
@@ -675,15 +701,14 @@ async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, String> {
 async fn bank_balances(
     engine: &Engine,
     settlements: &[Settlement],
-) -> Result<BTreeMap<u32, BankAccountBalance>, String> {
+) -> Result<BTreeMap<u32, BankAccountBalance>, EngineError> {
     let accounts: BTreeMap<u128, u32> = settlements
         .iter()
         .map(|s| (s.bank_account_id, s.ledger))
         .collect();
     let found = engine
         .lookup_accounts(accounts.keys().copied().collect())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(found
         .iter()
         .map(|a| {
@@ -700,25 +725,27 @@ async fn bank_balances(
 }
 
 /// Starts the reconciler; `run` asks it for a report now.
-pub async fn start_reconciler(args: ReconcilerArgs) -> Result<ActorRef<ReconcilerMsg>, String> {
+pub async fn start_reconciler(
+    args: ReconcilerArgs,
+) -> Result<ActorRef<ReconcilerMsg>, SettlementError> {
     Actor::spawn(None, Reconciler, args)
         .await
         .map(|(actor, _)| actor)
-        .map_err(|e| e.to_string())
+        .map_err(|error| SettlementError::Actor(error.to_string()))
 }
 
 /// Runs reconciliation now and waits for its report (at most `timeout`).
 pub async fn reconcile_now(
     reconciler: &ActorRef<ReconcilerMsg>,
     timeout: Duration,
-) -> Result<Report, String> {
+) -> Result<Report, SettlementError> {
     match ractor::call_t!(
         reconciler,
         |port| ReconcilerMsg::Run(Some(port)),
         timeout.as_millis() as u64
     ) {
         Ok(result) => result,
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(SettlementError::Actor(error.to_string())),
     }
 }
 
@@ -761,7 +788,7 @@ mod tests {
             })
         }
 
-        fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, String>> {
+        fn statement(&self) -> PortFuture<'_, Result<Vec<Movement>, PortError>> {
             Box::pin(async move { Ok(vec![]) })
         }
     }
@@ -769,17 +796,17 @@ mod tests {
     #[derive(Default)]
     struct TestStore(Mutex<BTreeMap<u128, Settlement>>);
 
-    impl SettlementStore for TestStore {
-        fn save<'a>(&'a self, s: &'a Settlement) -> PortFuture<'a, Result<(), String>> {
+    impl SettlementStorePort for TestStore {
+        fn save<'a>(&'a self, s: &'a Settlement) -> PortFuture<'a, Result<(), PortError>> {
             Box::pin(async move {
                 self.0.lock().unwrap().insert(s.id, s.clone());
                 Ok(())
             })
         }
-        fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, String>> {
+        fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, PortError>> {
             Box::pin(async move { Ok(self.0.lock().unwrap().get(&id).cloned()) })
         }
-        fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, String>> {
+        fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, PortError>> {
             Box::pin(async move {
                 Ok(self
                     .0
@@ -791,10 +818,10 @@ mod tests {
                     .collect())
             })
         }
-        fn all(&self, _: usize) -> PortFuture<'_, Result<Vec<Settlement>, String>> {
+        fn all(&self, _: usize) -> PortFuture<'_, Result<Vec<Settlement>, PortError>> {
             Box::pin(async move { Ok(self.0.lock().unwrap().values().cloned().collect()) })
         }
-        fn keep_report<'a>(&'a self, _: &'a Report) -> PortFuture<'a, Result<(), String>> {
+        fn keep_report<'a>(&'a self, _: &'a Report) -> PortFuture<'a, Result<(), PortError>> {
             Box::pin(async move { Ok(()) })
         }
     }

@@ -7,7 +7,7 @@ use kizo_engine::local::LocalEngine;
 use kizo_engine::round::{Operation, Outcome};
 use kizo_engine::{
     Account, AccountFlags, CreateAccountResult, CreateTransferResult, Transfer, TransferFlags,
-    AMOUNT_MAX,
+    POST_WHOLE_PENDING_AMOUNT,
 };
 use proptest::prelude::*;
 
@@ -66,7 +66,7 @@ fn transfer() -> impl Strategy<Value = Transfer> {
         prop_oneof![6 => Just(0u128), 1 => 1..20u128],
         account_id(),
         account_id(),
-        prop_oneof![16 => 1..300u128, 1 => Just(0u128), 1 => Just(AMOUNT_MAX)],
+        prop_oneof![16 => 1..300u128, 1 => Just(0u128), 1 => Just(POST_WHOLE_PENDING_AMOUNT)],
         flags(),
         prop_oneof![8 => 1..6u128, 1 => Just(0u128)],
         prop_oneof![3 => Just(0u32), 1 => 1..4u32],

@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kizo_engine::EngineError;
+use kizo_wallet::WalletError;
 use serde::Serialize;
 
 /// A failed request, as the client sees it.
@@ -83,6 +84,29 @@ impl ApiError {
 
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+}
+
+impl From<WalletError> for ApiError {
+    fn from(error: WalletError) -> Self {
+        match error {
+            WalletError::AmountOutOfRange => Self::invalid(
+                "amount",
+                format!("1 to {} minor units", kizo_wallet::AMOUNT_MAX),
+            ),
+            WalletError::NoteInvalid => Self::invalid(
+                "note",
+                format!(
+                    "at most {} characters, none of them control characters",
+                    kizo_wallet::codes::NOTE_MAX_CHARS
+                ),
+            ),
+            WalletError::MonthTooLong | WalletError::Overflow => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "history_too_long",
+                error.to_string(),
+            ),
+        }
     }
 }
 

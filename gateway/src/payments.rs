@@ -10,19 +10,18 @@ use axum::Router;
 use futures_util::StreamExt;
 use kizo_engine::{CreateTransferResult as R, Transfer};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::idempotency;
 use crate::json::{Json, Query};
 use crate::server::AppState;
-use crate::wallet::{balance_of, store_error, AccountBalance};
+use kizo_wallet::codes::{HAS_NOTE, PAYMENT_CODE};
+use kizo_wallet::ids::{self, Payee};
+use kizo_wallet::month::MonthTotals;
+use kizo_wallet::view::{TransferKind, TransferState};
 
-/// The ledger code of transfers between users.
-pub const PAYMENT_CODE: u16 = 1;
-/// The largest amount of one transfer, in minor units (ten billion dollars).
-pub const AMOUNT_MAX: u64 = 1_000_000_000_000;
+use crate::wallet::{balance_of, store_error, AccountBalance};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -109,7 +108,7 @@ pub async fn history_csv(
             } else {
                 t.debit_account_id
             };
-            let status = status_of(t);
+            let status = TransferState::of(t).as_str();
             text.push_str(&format!(
                 "{},{},{},{},{},{},{},{}\n",
                 uuid::Uuid::from_u128(t.id),
@@ -171,26 +170,12 @@ pub struct Dashboard {
     pub latest: Vec<TransferView>,
 }
 
-/// Nanoseconds since 1970 at the start of the UTC month holding `now_ns`.
-pub fn month_start_ns(now_ns: u64) -> u64 {
-    const DAY_NS: u64 = 86_400 * 1_000_000_000;
-    let days = (now_ns / DAY_NS) as i64;
-    // Civil from days (H. Hinnant): year, month and day of `days` since 1970-01-01.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day_of_month = doy - (153 * mp + 2) / 5; // 0-based
-    (days - day_of_month) as u64 * DAY_NS
-}
-
 /// `GET /v1/dashboard`: the caller's balance, this month's sums, and the latest transfers.
 #[utoipa::path(get, path = "/v1/dashboard", tag = "wallet", security(("access_token" = [])),
     responses(
         (status = 200, body = Dashboard),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "history_too_long: this month holds more transfers than the sums read", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn dashboard(
@@ -202,34 +187,12 @@ pub async fn dashboard(
     let account = found
         .first()
         .ok_or_else(|| ApiError::not_found("no such account"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let month_start = month_start_ns(now);
-    let (mut sent, mut received, mut count) = (0u128, 0u128, 0u64);
-    let mut from = month_start.max(1);
-    // Oldest first, a full page at a time, until a page comes back short.
-    loop {
-        let page = state
-            .engine
-            .get_account_transfers(kizo_engine::AccountFilter {
-                timestamp_min: from,
-                ..kizo_engine::AccountFilter::all(id, kizo_engine::BATCH_EVENTS_MAX as u32)
-            })
-            .await?;
-        for t in page.iter().filter(|t| moved_money(t)) {
-            count += 1;
-            if t.debit_account_id == id {
-                sent += t.amount;
-            } else {
-                received += t.amount;
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == kizo_engine::BATCH_EVENTS_MAX => from = last.timestamp + 1,
-            _ => break,
-        }
+    let mut month = MonthTotals::new(id, state.clock.now_ns());
+    while let Some(filter) = month.next_filter() {
+        let page = state.engine.get_account_transfers(filter).await?;
+        month.take_page(&page)?;
     }
+    let totals = month.totals().expect("the month's pages are all read");
     let latest = state
         .engine
         .get_account_transfers(kizo_engine::AccountFilter {
@@ -239,27 +202,15 @@ pub async fn dashboard(
         .await?;
     Ok(Json(Dashboard {
         account: balance_of(&state, account),
-        sent_this_month: sent,
-        received_this_month: received,
-        transfers_this_month: count,
+        sent_this_month: totals.sent,
+        received_this_month: totals.received,
+        transfers_this_month: totals.count,
         latest: views(&state, &latest).await?,
     }))
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn months_start_where_the_calendar_says() {
-        const S: u64 = 1_000_000_000;
-        // 2026-11-25T12:00:00Z → 2026-11-01T00:00:00Z
-        assert_eq!(super::month_start_ns(1_795_608_000 * S), 1_793_491_200 * S);
-        // 2024-02-29T23:59:59Z (leap day) → 2024-02-01
-        assert_eq!(super::month_start_ns(1_709_251_199 * S), 1_706_745_600 * S);
-        // The first instant of a month is its own start.
-        assert_eq!(super::month_start_ns(1_706_745_600 * S), 1_706_745_600 * S);
-        assert_eq!(super::month_start_ns(0), 0);
-    }
-
     #[test]
     fn csv_fields_are_quoted_and_defused() {
         assert_eq!(super::csv_field("rent"), "rent");
@@ -455,38 +406,6 @@ pub struct TransferView {
     pub note: Option<String>,
 }
 
-/// The longest note, in characters.
-pub const NOTE_MAX_CHARS: usize = 280;
-/// `user_data_32` of a wallet transfer that has a note (kept apart, by id and fingerprint).
-const HAS_NOTE: u32 = 1;
-
-fn kind_of(t: &Transfer) -> &'static str {
-    match t.code {
-        kizo_engine::settlement::DEPOSIT_CODE => "deposit",
-        kizo_engine::settlement::WITHDRAWAL_CODE => "withdrawal",
-        _ => "payment",
-    }
-}
-
-fn status_of(t: &Transfer) -> &'static str {
-    if t.flags.contains(kizo_engine::TransferFlags::PENDING) {
-        "pending"
-    } else if t
-        .flags
-        .contains(kizo_engine::TransferFlags::VOID_PENDING_TRANSFER)
-    {
-        "voided"
-    } else {
-        "posted"
-    }
-}
-
-/// Whether a transfer moved money for good: a hold is not yet, its release never; its post is
-/// the movement.
-fn moved_money(t: &Transfer) -> bool {
-    status_of(t) == "posted"
-}
-
 fn view(state: &AppState, t: &Transfer, note: Option<String>) -> TransferView {
     TransferView {
         id: uuid::Uuid::from_u128(t.id),
@@ -494,8 +413,8 @@ fn view(state: &AppState, t: &Transfer, note: Option<String>) -> TransferView {
         to_account_id: uuid::Uuid::from_u128(t.credit_account_id),
         amount: u64::try_from(t.amount).unwrap_or(u64::MAX),
         currency: state.currency.code.clone(),
-        kind: kind_of(t),
-        status: status_of(t),
+        kind: TransferKind::of(t).as_str(),
+        status: TransferState::of(t).as_str(),
         timestamp: t.timestamp,
         note,
     }
@@ -519,51 +438,6 @@ fn refused(code: &'static str, detail: &str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
 }
 
-/// The ledger id of the transfer a user's Idempotency-Key stands for: the same key always
-/// names the same transfer, so even a retry whose kept answer was lost cannot move money twice.
-pub fn transfer_id(user_id: &str, key: &str) -> u128 {
-    let digest = Sha256::digest(format!("{user_id}\\0{key}").as_bytes());
-    let id = u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"));
-    // 0 and u128::MAX are not ids.
-    id.clamp(1, u128::MAX - 1)
-}
-
-/// Who receives a transfer, as the request names them.
-#[derive(Debug, PartialEq, Eq)]
-enum To {
-    Account(u128),
-    /// Trimmed and lowercased.
-    Email(String),
-}
-
-/// The fingerprint of a transfer request, kept as the transfer's `user_data_128`: the same key
-/// with another request is told apart by it.
-fn fingerprint(from: u128, to: &To, amount: u64, note: Option<&str>) -> u128 {
-    let mut hasher = Sha256::new();
-    hasher.update(b"kizo wallet transfer v1\0");
-    hasher.update(from.to_le_bytes());
-    match to {
-        To::Account(id) => {
-            hasher.update(b"a");
-            hasher.update(id.to_le_bytes());
-        }
-        To::Email(email) => {
-            hasher.update(b"e");
-            hasher.update((email.len() as u64).to_le_bytes());
-            hasher.update(email.as_bytes());
-        }
-    }
-    hasher.update(amount.to_le_bytes());
-    match note {
-        Some(note) => {
-            hasher.update(b"n");
-            hasher.update(note.as_bytes());
-        }
-        None => hasher.update(b"-"),
-    }
-    u128::from_le_bytes(hasher.finalize()[..16].try_into().expect("16 bytes"))
-}
-
 /// The Idempotency-Key of a wallet transfer: required; 1 to 255 visible ASCII characters.
 pub(crate) fn required_key(header: &idempotency::KeyHeader) -> Result<&str, ApiError> {
     let Some(key) = &header.0 else {
@@ -578,19 +452,6 @@ pub(crate) fn required_key(header: &idempotency::KeyHeader) -> Result<&str, ApiE
         Ok(key) if idempotency::key_is_valid(key) => Ok(key),
         _ => Err(idempotency::invalid_key()),
     }
-}
-
-/// A note as kept: trimmed; empty is none.
-fn checked_note(note: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(note) = note else { return Ok(None) };
-    let note = note.trim();
-    if note.chars().count() > NOTE_MAX_CHARS || note.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "note",
-            format!("at most {NOTE_MAX_CHARS} characters, none of them control characters"),
-        ));
-    }
-    Ok((!note.is_empty()).then(|| note.to_string()))
 }
 
 /// The refusal a ledger result stands for; `None` for a transfer that exists.
@@ -650,20 +511,15 @@ pub async fn create(
     Json(request): Json<NewTransfer>,
 ) -> Result<Response, ApiError> {
     let key = required_key(&key_header)?;
-    if request.amount == 0 || request.amount > AMOUNT_MAX {
-        return Err(ApiError::invalid(
-            "amount",
-            format!("1 to {AMOUNT_MAX} minor units"),
-        ));
-    }
-    let note = checked_note(request.note)?;
+    let amount = kizo_wallet::checked_amount(request.amount)?;
+    let note = kizo_wallet::checked_note(request.note.as_deref())?;
     let from = request.from_account_id.as_u128();
     if from != caller.wallet {
         return Err(ApiError::not_found("no such account"));
     }
     let to = match (request.to.account_id, request.to.email) {
-        (Some(id), None) => To::Account(id.as_u128()),
-        (None, Some(email)) => To::Email(email.trim().to_lowercase()),
+        (Some(id), None) => Payee::Account(id.as_u128()),
+        (None, Some(email)) => Payee::Email(email.trim().to_lowercase()),
         _ => {
             return Err(ApiError::invalid(
                 "to",
@@ -671,8 +527,8 @@ pub async fn create(
             ))
         }
     };
-    let fingerprint = fingerprint(from, &to, request.amount, note.as_deref());
-    let id = transfer_id(&caller.user_id, key);
+    let fingerprint = ids::fingerprint(from, &to, amount, note.as_deref());
+    let id = ids::transfer_id(&caller.user_id, key);
     let Some(_running) = state.transfer_keys.begin(id) else {
         return Ok(idempotency::in_use());
     };
@@ -683,8 +539,8 @@ pub async fn create(
         return Ok(idempotency::replay(kept.status, kept.body));
     }
     let to = match to {
-        To::Account(id) => id,
-        To::Email(email) => match state
+        Payee::Account(id) => id,
+        Payee::Email(email) => match state
             .users
             .user_by_email(&email)
             .await
@@ -716,7 +572,7 @@ pub async fn create(
         id,
         from,
         to,
-        u128::from(request.amount),
+        u128::from(amount),
         state.currency.ledger,
         PAYMENT_CODE,
     );

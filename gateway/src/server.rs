@@ -14,7 +14,7 @@ use axum::Router;
 use kizo_engine::settlement_actors::{
     start_reconciler, BankPort, Ports, ReconcilerArgs, ReconcilerMsg, SettlementConfig, Settlements,
 };
-use kizo_engine::{Account, CreateAccountResult, Engine, EngineConfig, Wal};
+use kizo_engine::{CreateAccountResult, Engine, EngineConfig, Wal};
 use kizo_persistence::keys::KeyStore;
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::ReadModels;
@@ -104,6 +104,8 @@ pub struct App {
     pub money: Money,
     /// The snapshot actor, when the server keeps snapshots.
     pub snapshots: Option<kizo_snapshots::Snapshots>,
+    /// The one clock the handlers read (the engine's own is handed to it at start).
+    pub clock: Arc<dyn kizo_engine::Clock>,
     api_key: Arc<str>,
     admin_api_key: Arc<str>,
     /// Keys the hash that names a new user's wallet (see [`App::wallet_id_of`]).
@@ -111,15 +113,10 @@ pub struct App {
 }
 
 impl App {
-    /// The wallet account of the user who signs up with `email`: a hash of it, keyed with a
-    /// secret so that nobody can tell an email's wallet id from the email alone.
+    /// The wallet account of the user who signs up with `email` ([`kizo_wallet::ids::wallet_id`]
+    /// keyed with this server's secret).
     pub fn wallet_id_of(&self, email: &str) -> u128 {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::new()
-            .chain_update(self.wallet_key)
-            .chain_update(email.as_bytes())
-            .finalize();
-        u128::from_le_bytes(digest[..16].try_into().expect("16 bytes")).clamp(1, u128::MAX - 1)
+        kizo_wallet::ids::wallet_id(&self.wallet_key, email)
     }
 }
 
@@ -144,7 +141,11 @@ pub enum StartError {
     #[error("engine: {0}")]
     Engine(#[from] kizo_engine::EngineError),
     #[error("settlements: {0}")]
-    Settlements(String),
+    Settlements(#[from] kizo_engine::settlement_actors::SettlementError),
+    #[error("the bank's system account could not be created: {0}")]
+    BankAccount(CreateAccountResult),
+    #[error("the in-process bank: {0}")]
+    Bank(kizo_bank::server::OpenError),
     #[error("snapshots: {0}")]
     Snapshots(String),
     #[error("listen on {addr}: {source}")]
@@ -222,6 +223,7 @@ impl Server {
             limits: crate::limits::Limits::new(config.auth_rates),
             money,
             snapshots: snapshots.clone(),
+            clock: Arc::new(kizo_engine::SystemClock),
             api_key: config.api_key.into(),
             admin_api_key: config.admin_api_key.into(),
             wallet_key: {
@@ -291,20 +293,13 @@ impl Server {
 /// every unfinished settlement) and the reconciler.
 async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, StartError> {
     let ledger = config.currency.ledger;
-    let bank_account = Account::new(
-        crate::settlements::bank_account_id(ledger),
-        ledger,
-        crate::settlements::BANK_ACCOUNT_CODE,
-    );
+    let bank_account = kizo_wallet::codes::bank_account(ledger);
     let created = engine.create_accounts(vec![bank_account]).await?;
     if !matches!(
         created[0],
         CreateAccountResult::Created | CreateAccountResult::Exists
     ) {
-        return Err(StartError::Settlements(format!(
-            "the bank's system account could not be created: {}",
-            created[0]
-        )));
+        return Err(StartError::BankAccount(created[0]));
     }
     let bank: Arc<dyn BankPort> = match &config.bank.url {
         Some(url) => Arc::new(kizo_bank::HttpBank::new(
@@ -318,7 +313,7 @@ async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, St
                 journal: config.bank.journal.clone(),
                 ..kizo_bank::BankConfig::default()
             })
-            .map_err(|e| StartError::Settlements(e.to_string()))?;
+            .map_err(StartError::Bank)?;
             Arc::new(kizo_bank::InProcessBank { bank })
         }
     };
@@ -330,7 +325,7 @@ async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, St
     };
     let settlements = Settlements::start(ports.clone(), config.bank.settlement.clone())
         .await
-        .map_err(StartError::Settlements)?;
+        .map_err(StartError::from)?;
     let read_models = kizo_persistence::read_models::ReadModels::open(&config.store).await?;
     let reconciler = start_reconciler(ReconcilerArgs {
         ports: ports.clone(),
@@ -339,7 +334,7 @@ async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, St
         config: config.bank.settlement.clone(),
     })
     .await
-    .map_err(StartError::Settlements)?;
+    .map_err(StartError::from)?;
     Ok(Money {
         store,
         ports,

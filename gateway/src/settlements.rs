@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use kizo_engine::reconcile::{Difference, Report};
-use kizo_engine::settlement::{Kind, Phase, Settlement, Status, SETTLEMENT_AMOUNT_MAX};
-use kizo_engine::settlement_actors::{self, PortFuture, BACKLOG_MAX};
+use kizo_engine::settlement::{Kind, Phase, Settlement, Status};
+use kizo_engine::settlement_actors::{self, PortError, PortFuture, BACKLOG_MAX};
 use kizo_persistence::settlements::{Created, Owned, SettlementStore};
 use serde::{Deserialize, Serialize};
 
@@ -24,15 +24,6 @@ use crate::idempotency;
 use crate::json::Json;
 use crate::server::AppState;
 use crate::wallet::store_error;
-
-/// The ledger code of the system account that stands for money at the bank.
-pub const BANK_ACCOUNT_CODE: u16 = 10;
-
-/// The system account that stands for money at the bank, one per ledger (currency).
-pub fn bank_account_id(ledger: u32) -> u128 {
-    // "kizo" "bank" then the ledger: fixed, readable in a dump, never a hash of user input.
-    (0x6b69_7a6f_6261_6e6b_u128 << 64) | u128::from(ledger)
-}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -202,12 +193,7 @@ async fn create_settlement(
     request: NewSettlement,
     kind: Kind,
 ) -> Result<Response, ApiError> {
-    if request.amount == 0 || request.amount > SETTLEMENT_AMOUNT_MAX {
-        return Err(ApiError::invalid(
-            "amount",
-            format!("1 to {SETTLEMENT_AMOUNT_MAX} minor units"),
-        ));
-    }
+    let amount = kizo_wallet::checked_amount(request.amount)?;
     let account = request.account_id.as_u128();
     if account != caller.wallet {
         return Err(ApiError::not_found("no such account"));
@@ -219,7 +205,7 @@ async fn create_settlement(
                 .with_code("settlements_busy"),
         );
     }
-    let id = crate::payments::transfer_id(&caller.user_id, &format!("{}\0{key}", kind.code()));
+    let id = kizo_wallet::ids::settlement_id(&caller.user_id, kind, &key);
     let Some(_running) = state.transfer_keys.begin(id) else {
         return Ok(idempotency::in_use());
     };
@@ -228,9 +214,9 @@ async fn create_settlement(
         id,
         kind,
         account,
-        bank_account_id(ledger),
+        kizo_wallet::ids::bank_account_id(ledger),
         ledger,
-        request.amount,
+        amount,
         settlement_actors::now_ms(),
     );
     match money
@@ -244,7 +230,7 @@ async fn create_settlement(
             let same = existing.user_id == caller.user_id
                 && existing.settlement.kind == kind
                 && existing.settlement.account_id == account
-                && existing.settlement.amount == request.amount;
+                && existing.settlement.amount == amount;
             if !same {
                 return Err(idempotency::reused());
             }
@@ -508,7 +494,9 @@ const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12
 pub async fn reconcile(State(state): State<AppState>) -> Result<Json<ReportView>, ApiError> {
     match settlement_actors::reconcile_now(&state.money.reconciler, RECONCILE_TIMEOUT).await {
         Ok(report) => Ok(Json(report_view(&report))),
-        Err(error) => Err(ApiError::unavailable(error).with_code("reconciliation_failed")),
+        Err(error) => {
+            Err(ApiError::unavailable(error.to_string()).with_code("reconciliation_failed"))
+        }
     }
 }
 
@@ -657,55 +645,56 @@ pub async fn resolve(
 /// The settlement store as the settlement actors use it.
 pub struct StoreAdapter(pub SettlementStore);
 
-impl settlement_actors::SettlementStore for StoreAdapter {
-    fn save<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.0.save(settlement).await.map_err(|e| e.to_string()) })
+impl settlement_actors::SettlementStorePort for StoreAdapter {
+    fn save<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, Result<(), PortError>> {
+        Box::pin(async move { Ok(self.0.save(settlement).await?) })
     }
 
-    fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, String>> {
+    fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, PortError>> {
         Box::pin(async move {
             Ok(self
                 .0
                 .load(id)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(PortError::from)?
                 .map(|o| o.settlement))
         })
     }
 
-    fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, String>> {
+    fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, PortError>> {
         Box::pin(async move {
             Ok(self
                 .0
                 .unfinished()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(PortError::from)?
                 .into_iter()
                 .map(|o| o.settlement)
                 .collect())
         })
     }
 
-    fn all(&self, limit: usize) -> PortFuture<'_, Result<Vec<Settlement>, String>> {
+    fn all(&self, limit: usize) -> PortFuture<'_, Result<Vec<Settlement>, PortError>> {
         Box::pin(async move {
             Ok(self
                 .0
                 .all(limit)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(PortError::from)?
                 .into_iter()
                 .map(|o| o.settlement)
                 .collect())
         })
     }
 
-    fn keep_report<'a>(&'a self, report: &'a Report) -> PortFuture<'a, Result<(), String>> {
+    fn keep_report<'a>(&'a self, report: &'a Report) -> PortFuture<'a, Result<(), PortError>> {
         Box::pin(async move {
-            let json = serde_json::to_string(&report_view(report)).map_err(|e| e.to_string())?;
-            self.0
+            let json = serde_json::to_string(&report_view(report))
+                .map_err(|error| PortError::Corrupt(error.to_string()))?;
+            Ok(self
+                .0
                 .keep_report(report.at_ms, report.unexplained(), &json)
-                .await
-                .map_err(|e| e.to_string())
+                .await?)
         })
     }
 }
@@ -714,8 +703,10 @@ impl settlement_actors::SettlementStore for StoreAdapter {
 pub struct Totals(pub kizo_persistence::read_models::ReadModels);
 
 impl settlement_actors::LedgerTotalsPort for Totals {
-    fn totals(&self) -> PortFuture<'_, Result<Vec<kizo_engine::reconcile::LedgerTotals>, String>> {
-        Box::pin(async move { self.0.ledger_totals().await.map_err(|e| e.to_string()) })
+    fn totals(
+        &self,
+    ) -> PortFuture<'_, Result<Vec<kizo_engine::reconcile::LedgerTotals>, PortError>> {
+        Box::pin(async move { Ok(self.0.ledger_totals().await?) })
     }
 }
 

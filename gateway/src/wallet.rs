@@ -1,6 +1,7 @@
 //! The wallet API for people (`/v1/auth/...`, `/v1/me`): signup with a wallet, login, token
 //! refresh and logout. Ids are UUID strings; amounts are integers in minor units.
 
+use kizo_wallet::view::Balance;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
@@ -8,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use kizo_engine::{Account, AccountFlags, CreateAccountResult};
+use kizo_engine::CreateAccountResult;
 use kizo_persistence::users::{now_ms, Refresh, User, UserError};
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,6 @@ use crate::json::Json;
 use crate::server::AppState;
 
 /// The ledger account code of customer wallets.
-pub const WALLET_CODE: u16 = 1;
 const PASSWORD_MIN: usize = 8;
 const PASSWORD_MAX: usize = 128;
 const NAME_MAX: usize = 100;
@@ -200,10 +200,7 @@ pub async fn signup(
     }
     let password_hash = state.passwords.hash(request.password).await?;
     let wallet_id = state.wallet_id_of(&email);
-    let wallet = Account {
-        flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
-        ..Account::new(wallet_id, state.currency.ledger, WALLET_CODE)
-    };
+    let wallet = kizo_wallet::wallet_account(wallet_id, state.currency.ledger);
     let created = state.engine.create_accounts(vec![wallet]).await?;
     if !matches!(
         created[0],
@@ -451,14 +448,13 @@ async fn me_of(state: &AppState, user: User) -> Result<Me, ApiError> {
 
 /// A wallet's balances as the API shows them.
 pub fn balance_of(state: &AppState, a: &kizo_engine::Account) -> AccountBalance {
+    let balance = Balance::of(a);
     AccountBalance {
         id: uuid::Uuid::from_u128(a.id).to_string(),
         currency: state.currency.code.clone(),
-        available: a
-            .credits_posted
-            .saturating_sub(a.debits_posted + a.debits_pending),
-        held: a.debits_pending,
-        incoming: a.credits_pending,
-        posted: a.credits_posted.saturating_sub(a.debits_posted),
+        available: balance.available,
+        held: balance.held,
+        incoming: balance.incoming,
+        posted: balance.posted,
     }
 }

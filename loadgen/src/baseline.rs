@@ -6,7 +6,7 @@
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 
-use crate::target::{Balance, Move, Outcome, Unknown};
+use crate::target::{Balance, Move, RequestOutcome, Unknown};
 
 pub struct Rowlock {
     pool: PgPool,
@@ -87,7 +87,7 @@ impl Rowlock {
     }
 
     /// Each transfer in its own transaction, one after the other (the design has no batches).
-    pub async fn transfers(&self, moves: &[Move]) -> Result<Vec<Outcome>, Unknown> {
+    pub async fn transfers(&self, moves: &[Move]) -> Result<Vec<RequestOutcome>, Unknown> {
         let mut outcomes = Vec::with_capacity(moves.len());
         for m in moves {
             outcomes.push(self.transfer(m).await?);
@@ -95,9 +95,9 @@ impl Rowlock {
         Ok(outcomes)
     }
 
-    async fn transfer(&self, m: &Move) -> Result<Outcome, Unknown> {
+    async fn transfer(&self, m: &Move) -> Result<RequestOutcome, Unknown> {
         if m.from == m.to {
-            return Ok(Outcome::Refused("same_account".into()));
+            return Ok(RequestOutcome::Refused("same_account".into()));
         }
         let amount = i64::try_from(m.amount).map_err(|_| Unknown::new("amount", m.amount))?;
         let mut tx = self.pool.begin().await.map_err(store)?;
@@ -113,10 +113,10 @@ impl Rowlock {
             .iter()
             .find(|r| r.get::<uuid::Uuid, _>("id") == uuid(m.from));
         let Some(from) = from else {
-            return Ok(Outcome::Refused("debit_account_not_found".into()));
+            return Ok(RequestOutcome::Refused("debit_account_not_found".into()));
         };
         if rows.len() < 2 {
-            return Ok(Outcome::Refused("credit_account_not_found".into()));
+            return Ok(RequestOutcome::Refused("credit_account_not_found".into()));
         }
         let inserted = sqlx::query(
             "INSERT INTO journal (id, debit_account, credit_account, amount)
@@ -131,10 +131,10 @@ impl Rowlock {
         .map_err(store)?
         .rows_affected();
         if inserted == 0 {
-            return Ok(Outcome::Exists);
+            return Ok(RequestOutcome::Exists);
         }
         if !from.get::<bool, _>("may_overdraw") && from.get::<i64, _>("balance") < amount {
-            return Ok(Outcome::Refused("exceeds_credits".into()));
+            return Ok(RequestOutcome::Refused("exceeds_credits".into()));
         }
         sqlx::query(
             "UPDATE balances SET balance = balance - $2, debits = debits + $2 WHERE id = $1",
@@ -153,7 +153,7 @@ impl Rowlock {
         .await
         .map_err(store)?;
         tx.commit().await.map_err(store)?;
-        Ok(Outcome::Created)
+        Ok(RequestOutcome::Created)
     }
 
     pub async fn balances(&self, ids: &[u128]) -> Result<Vec<Balance>, Unknown> {

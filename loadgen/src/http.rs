@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::lane::{Endpoint, Lane};
-use crate::target::{Balance, Move, Outcome, Unknown, CODE, LEDGER};
+use crate::target::{Balance, Move, RequestOutcome, Unknown, CODE, LEDGER};
 
 /// How long one request may take before it counts as `timeout` (its outcome unknown).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -184,7 +184,11 @@ impl Http {
 
     /// Creates transfers on `lane`'s connection (a worker's own; any lane will do outside a
     /// run).
-    pub async fn transfers(&self, lane: usize, moves: &[Move]) -> Result<Vec<Outcome>, Unknown> {
+    pub async fn transfers(
+        &self,
+        lane: usize,
+        moves: &[Move],
+    ) -> Result<Vec<RequestOutcome>, Unknown> {
         // Written by hand: a batch of 8189 through `serde_json::Value` costs the generator
         // more than the server.
         let mut events = String::with_capacity(moves.len() * 160 + 2);
@@ -220,9 +224,9 @@ impl Http {
         Ok(results
             .iter()
             .map(|r| match r.result {
-                "created" => Outcome::Created,
-                "exists" => Outcome::Exists,
-                other => Outcome::Refused(other.to_string()),
+                "created" => RequestOutcome::Created,
+                "exists" => RequestOutcome::Exists,
+                other => RequestOutcome::Refused(other.to_string()),
             })
             .collect())
     }
@@ -331,7 +335,7 @@ impl Http {
         key: &str,
         to_wallet: &str,
         amount: u64,
-    ) -> Result<(Outcome, u128), Unknown> {
+    ) -> Result<(RequestOutcome, u128), Unknown> {
         let body = json!({"from_account_id": user.wallet, "to": {"account_id": to_wallet}, "amount": amount});
         let request = self
             .client
@@ -342,10 +346,10 @@ impl Http {
         let (status, body) = self.send(request).await?;
         let id = body["id"].as_str().map_or(0, ledger_id);
         Ok(match status.as_u16() {
-            201 => (Outcome::Created, id),
+            201 => (RequestOutcome::Created, id),
             409 => return Err(Unknown::new("idempotency_key_in_use", key)),
             _ => (
-                Outcome::Refused(body["code"].as_str().unwrap_or("refused").to_string()),
+                RequestOutcome::Refused(body["code"].as_str().unwrap_or("refused").to_string()),
                 0,
             ),
         })

@@ -14,7 +14,7 @@ use crate::audit::Book;
 use crate::http::{Http, WalletUser};
 use crate::schedule::{intended_at, Chooser, Rng};
 use crate::stats::Recorder;
-use crate::target::{Move, Outcome, Target, Unknown};
+use crate::target::{Move, RequestOutcome, Target, Unknown};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -197,8 +197,8 @@ async fn send_moves(
             let mut error = None;
             for (m, outcome) in moves.into_iter().zip(outcomes) {
                 match outcome {
-                    Outcome::Created | Outcome::Exists => book.acknowledged.push(m),
-                    Outcome::Refused(code) => {
+                    RequestOutcome::Created | RequestOutcome::Exists => book.acknowledged.push(m),
+                    RequestOutcome::Refused(code) => {
                         book.refused.push(m);
                         error.get_or_insert(code);
                     }
@@ -318,14 +318,14 @@ async fn step(
                     amount,
                 };
                 match http.wallet_transfer(user, &key, to_wallet, amount).await {
-                    Ok((Outcome::Created, id)) => {
+                    Ok((RequestOutcome::Created, id)) => {
                         book.acknowledged.push(m(id));
                         shared.record(recorder, "transfer", due, None);
                     }
-                    Ok((Outcome::Refused(code), _)) => {
+                    Ok((RequestOutcome::Refused(code), _)) => {
                         shared.record(recorder, "transfer", due, Some(&code))
                     }
-                    Ok((Outcome::Exists, _)) => {
+                    Ok((RequestOutcome::Exists, _)) => {
                         shared.record(recorder, "transfer", due, Some("exists"))
                     }
                     Err(unknown) => {
@@ -422,8 +422,8 @@ async fn fund(shared: &Shared, book: &mut Book) -> Result<(), Unknown> {
         let outcomes = shared.target.transfers(0, chunk).await?;
         for (m, outcome) in chunk.iter().zip(outcomes) {
             match outcome {
-                Outcome::Created | Outcome::Exists => book.acknowledged.push(*m),
-                Outcome::Refused(code) => {
+                RequestOutcome::Created | RequestOutcome::Exists => book.acknowledged.push(*m),
+                RequestOutcome::Refused(code) => {
                     return Err(Unknown::new("setup", format!("funding: {code}")))
                 }
             }

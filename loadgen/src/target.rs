@@ -25,7 +25,7 @@ pub struct Move {
 
 /// What became of one transfer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RequestOutcome {
     Created,
     /// Created before (a retry).
     Exists,
@@ -128,7 +128,11 @@ impl Target {
 
     /// Creates transfers (at most 8189); one outcome each, in order. Over HTTP they go on
     /// `lane`'s connection (a worker's own).
-    pub async fn transfers(&self, lane: usize, moves: &[Move]) -> Result<Vec<Outcome>, Unknown> {
+    pub async fn transfers(
+        &self,
+        lane: usize,
+        moves: &[Move],
+    ) -> Result<Vec<RequestOutcome>, Unknown> {
         match self {
             Target::Http(http) => http.transfers(lane, moves).await,
             Target::Rowlock(rowlock) => rowlock.transfers(moves).await,
@@ -144,9 +148,9 @@ impl Target {
                 Ok(results
                     .into_iter()
                     .map(|r| match r {
-                        kizo_engine::CreateTransferResult::Created => Outcome::Created,
-                        kizo_engine::CreateTransferResult::Exists => Outcome::Exists,
-                        other => Outcome::Refused(other.code().to_string()),
+                        kizo_engine::CreateTransferResult::Created => RequestOutcome::Created,
+                        kizo_engine::CreateTransferResult::Exists => RequestOutcome::Exists,
+                        other => RequestOutcome::Refused(other.code().to_string()),
                     })
                     .collect())
             }

@@ -8,7 +8,7 @@ use kizo_gateway::{Server, ServerConfig};
 use kizo_loadgen::audit::audit;
 use kizo_loadgen::cli::{run_one, Args};
 use kizo_loadgen::scenario::{run, Load, Plan, Scenario};
-use kizo_loadgen::target::{Move, Outcome, Target};
+use kizo_loadgen::target::{Move, RequestOutcome, Target};
 use kizo_persistence::StoreConfig;
 
 const KEY: &str = "loadgen-test-key-0123456789abcdef0123";
@@ -168,7 +168,7 @@ async fn the_audit_fails_when_the_ledger_is_tampered_with() {
     };
     assert_eq!(
         target.transfers(0, &[sneaky]).await.unwrap(),
-        vec![Outcome::Created]
+        vec![RequestOutcome::Created]
     );
     let tampered = audit(&target, outcomes.system, &outcomes.wallets, &outcomes.book)
         .await

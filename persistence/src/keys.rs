@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
+use crate::store::unavailable;
 use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
 #[derive(Clone, Debug)]
@@ -207,8 +208,4 @@ impl KeyStore {
             .map(|r| r.rows_affected()))
         .map_err(unavailable)
     }
-}
-
-fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kizo_engine::record::Side;
 use kizo_engine::{Account, Commit, Record, Transfer, TransferFlags};
 
 /// Where a transfer stands, as the read models show it.
@@ -121,84 +122,50 @@ impl Projection {
     }
 
     fn add(&mut self, record: &Record, lsn: u64) {
+        let row = |transfer, status| TransferRow {
+            transfer,
+            status,
+            lsn,
+        };
         match *record {
             Record::AccountCreated(account) => self.accounts.push((account, lsn)),
             Record::TransferCreated(transfer) => {
-                let pending = transfer.flags.contains(TransferFlags::PENDING);
-                let status = if pending {
+                let status = if transfer.flags.contains(TransferFlags::PENDING) {
                     TransferStatus::Pending
                 } else {
                     TransferStatus::Posted
                 };
-                self.transfers.push(TransferRow {
-                    transfer,
-                    status,
-                    lsn,
-                });
-                if pending {
-                    self.debit(&transfer).debits_pending.add(transfer.amount);
-                    self.credit(&transfer).credits_pending.add(transfer.amount);
-                } else {
-                    self.debit(&transfer).debits_posted.add(transfer.amount);
-                    self.credit(&transfer).credits_posted.add(transfer.amount);
-                }
+                self.transfers.push(row(transfer, status));
             }
-            Record::PendingPosted {
-                transfer,
-                pending_amount,
-            } => {
-                self.transfers.push(TransferRow {
-                    transfer,
-                    status: TransferStatus::Posted,
-                    lsn,
-                });
+            Record::PendingPosted { transfer, .. } => {
+                self.transfers.push(row(transfer, TransferStatus::Posted));
                 self.resolved
                     .push((transfer.pending_id, TransferStatus::Posted));
-                let debit = self.debit(&transfer);
-                debit.debits_pending.sub(pending_amount);
-                debit.debits_posted.add(transfer.amount);
-                let credit = self.credit(&transfer);
-                credit.credits_pending.sub(pending_amount);
-                credit.credits_posted.add(transfer.amount);
             }
-            Record::PendingVoided {
-                transfer,
-                pending_amount,
-            } => {
-                self.transfers.push(TransferRow {
-                    transfer,
-                    status: TransferStatus::Voided,
-                    lsn,
-                });
+            Record::PendingVoided { transfer, .. } => {
+                self.transfers.push(row(transfer, TransferStatus::Voided));
                 self.resolved
                     .push((transfer.pending_id, TransferStatus::Voided));
-                self.debit(&transfer).debits_pending.sub(pending_amount);
-                self.credit(&transfer).credits_pending.sub(pending_amount);
             }
-            Record::PendingExpired {
-                pending_id,
-                debit_account_id,
-                credit_account_id,
-                amount,
-            } => {
+            Record::PendingExpired { pending_id, .. } => {
                 self.resolved.push((pending_id, TransferStatus::Expired));
-                self.balance(debit_account_id).debits_pending.sub(amount);
-                self.balance(credit_account_id).credits_pending.sub(amount);
             }
             // A failed id is not a transfer; the engine alone remembers it.
             Record::TransferFailed { .. } => {}
+        }
+        for leg in record.legs().into_iter().flatten() {
+            let change = self.balance(leg.account_id);
+            let (pending, posted) = match leg.side {
+                Side::Debit => (&mut change.debits_pending, &mut change.debits_posted),
+                Side::Credit => (&mut change.credits_pending, &mut change.credits_posted),
+            };
+            pending.add(leg.pending_plus);
+            pending.sub(leg.pending_minus);
+            posted.add(leg.posted_plus);
         }
     }
 
     fn balance(&mut self, id: u128) -> &mut BalanceChange {
         self.balances.entry(id).or_default()
-    }
-
-    fn debit(&mut self, transfer: &Transfer) -> &mut BalanceChange {
-        self.balance(transfer.debit_account_id)
-    }
-
-    fn credit(&mut self, transfer: &Transfer) -> &mut BalanceChange {
-        self.balance(transfer.credit_account_id)
     }
 }

@@ -13,6 +13,7 @@ use sqlx::Row;
 use kizo_engine::{Account, AccountFlags, Transfer, TransferFlags};
 
 use crate::projection::{Projection, TransferRow, TransferStatus};
+use crate::store::unavailable;
 use crate::store::{open_pools, Pools, StoreConfig, StoreError};
 
 /// Which transfers of an account a history query returns.
@@ -133,19 +134,7 @@ impl ReadModels {
             t.credits_posted = sum(t.credits_posted, account.credits_posted)?;
             t.debits_pending = sum(t.debits_pending, account.debits_pending)?;
             t.credits_pending = sum(t.credits_pending, account.credits_pending)?;
-            let debits = account.debits_posted.saturating_add(account.debits_pending);
-            let credits = account
-                .credits_posted
-                .saturating_add(account.credits_pending);
-            if (account
-                .flags
-                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-                && debits > account.credits_posted)
-                || (account
-                    .flags
-                    .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-                    && credits > account.debits_posted)
-            {
+            if !account.within_limits() {
                 t.over_limit += 1;
             }
             Ok(())
@@ -781,8 +770,4 @@ where
             .ok_or_else(|| sqlx::Error::Decode(format!("status {status_text:?}").into()))?,
         lsn: small(row.try_get(14)?)?,
     })
-}
-
-fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
 }

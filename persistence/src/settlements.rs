@@ -7,6 +7,7 @@ use kizo_engine::settlement::{Kind, Phase, Settlement, Status};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
+use crate::store::unavailable;
 use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
 #[derive(Clone, Debug)]
@@ -53,8 +54,7 @@ struct Row {
 
 impl Row {
     fn decode(self) -> Result<Owned, StoreError> {
-        let bad =
-            |what: &str| StoreError::Unavailable(format!("settlement {}: bad {what}", self.id));
+        let bad = |what: &str| StoreError::Corrupt(format!("settlement {}: bad {what}", self.id));
         let settlement = Settlement {
             id: u128::from_str_radix(&self.id, 16).map_err(|_| bad("id"))?,
             kind: Kind::parse(&self.kind).ok_or_else(|| bad("kind"))?,
@@ -292,7 +292,3 @@ impl SettlementStore {
 }
 
 const TRANSITION: &str = "INSERT INTO settlement_transitions (settlement_id, at_ms, phase, attempts_total, reason) VALUES ($1, $2, $3, $4, $5)";
-
-fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
-}

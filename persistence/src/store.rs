@@ -96,6 +96,20 @@ pub enum StoreError {
     Conflict(u64),
     #[error("the store could not be opened: {0}")]
     Open(String),
+    /// What the store holds could not be decoded: damaged or foreign data, not a passing
+    /// failure, so retrying does not help.
+    #[error("the store holds data that cannot be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for kizo_engine::settlement_actors::PortError {
+    fn from(error: StoreError) -> Self {
+        use kizo_engine::settlement_actors::PortError;
+        match error {
+            StoreError::Corrupt(_) => PortError::Corrupt(error.to_string()),
+            _ => PortError::Unavailable(error.to_string()),
+        }
+    }
 }
 
 /// A stored frame: its LSN range and its bytes (checked by the codec, not here).
@@ -407,8 +421,17 @@ fn classify_write(error: sqlx::Error) -> StoreError {
     }
 }
 
-fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+/// A failed read or a definite failed write: data that does not decode is corrupt, anything
+/// else is a passing failure. The one place sqlx's errors are classified for reads.
+pub(crate) fn unavailable(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(error.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
 /// LSNs are stored as `BIGINT`; the log would need 2^63 commits to overflow.

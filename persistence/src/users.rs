@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
+use crate::store::unavailable;
 use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
 #[derive(Clone, Debug)]
@@ -341,8 +342,4 @@ impl UserStore {
                 .map_err(unavailable)?;
         Ok(count > 0)
     }
-}
-
-fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kizo_ledger::types::NS_PER_SECOND;
 use kizo_ledger::{
     Account, AccountFlags, CreateAccountResult as A, CreateTransferResult as T, PendingStatus,
-    Transfer, TransferFlags, AMOUNT_MAX,
+    Transfer, TransferFlags, POST_WHOLE_PENDING_AMOUNT,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -421,7 +421,7 @@ impl Model {
             ),
         ])?;
         let amount = if post {
-            let amount = if e.amount == AMOUNT_MAX {
+            let amount = if e.amount == POST_WHOLE_PENDING_AMOUNT {
                 p.amount
             } else {
                 e.amount
@@ -541,7 +541,7 @@ fn retry_of(e: &Transfer, x: &Transfer) -> Result<(), T> {
     let amount_same = if balancing {
         x.amount <= e.amount
     } else if e.flags.contains(TransferFlags::POST_PENDING_TRANSFER) {
-        e.amount == AMOUNT_MAX || e.amount == x.amount
+        e.amount == POST_WHOLE_PENDING_AMOUNT || e.amount == x.amount
     } else {
         same(e.amount, x.amount)
     };

@@ -13,7 +13,7 @@ use kizo_bank_model::{Books, Decision};
 use kizo_ledger::{CreateTransferResult, Transfer};
 use kizo_settlement::reconcile::{reconcile, BankAccountBalance, Report};
 use kizo_settlement::{
-    Action, BankOutcome, Kind, LedgerOutcome, Outcome, Phase, Policy, Settlement, Status,
+    Action, ActionOutcome, BankOutcome, Kind, LedgerOutcome, Phase, Policy, Settlement, Status,
 };
 
 use crate::rng::Rng;
@@ -246,7 +246,12 @@ impl Settlements {
             Some(other) => LedgerOutcome::Refused(other.code()),
             None => LedgerOutcome::Unavailable,
         };
-        let next = persisted.on_outcome(Outcome::Ledger(outcome), now_ms, &POLICY, rng.next_u64());
+        let next = persisted.on_outcome(
+            ActionOutcome::Ledger(outcome),
+            now_ms,
+            &POLICY,
+            rng.next_u64(),
+        );
         self.store.insert(id, next);
     }
 
@@ -351,8 +356,12 @@ impl Settlements {
                 self.in_doubt.remove(&id);
             }
             let (persisted, _) = self.running.remove(&id).expect("listed");
-            let next =
-                persisted.on_outcome(Outcome::Bank(outcome), now_ms, &POLICY, rng.next_u64());
+            let next = persisted.on_outcome(
+                ActionOutcome::Bank(outcome),
+                now_ms,
+                &POLICY,
+                rng.next_u64(),
+            );
             self.store.insert(id, next);
             changed = true;
         }

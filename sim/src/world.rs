@@ -10,7 +10,7 @@ use kizo_ledger::local::{Decided, LocalEngine};
 use kizo_ledger::round::{Operation, Outcome};
 use kizo_ledger::{
     Account, AccountFlags, Commit, CreateAccountResult, CreateTransferResult, Transfer,
-    TransferFlags, AMOUNT_MAX,
+    TransferFlags, POST_WHOLE_PENDING_AMOUNT,
 };
 
 use kizo_ledger::LedgerImage;
@@ -688,7 +688,7 @@ impl World {
                     let post = self.rng.chance(600);
                     let amount = match self.rng.below(4) {
                         0 => 0,
-                        1 => AMOUNT_MAX,
+                        1 => POST_WHOLE_PENDING_AMOUNT,
                         _ => u128::from(self.rng.between(1, 900)),
                     };
                     Transfer {

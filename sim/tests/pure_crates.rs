@@ -12,6 +12,7 @@ const PURE: &[&str] = &[
     "kizo-log-codec",
     "kizo-snapshot-format",
     "kizo-bank-model",
+    "kizo-wallet",
     "kizo-sim",
 ];
 

@@ -63,7 +63,7 @@ fn ledger(seed_ops: &[(u8, u8, u8, u16, u8)], shard_count: usize) -> LocalEngine
                     ..Transfer::default()
                 };
                 if kind % 6 == 3 {
-                    transfer.amount = kizo_engine::AMOUNT_MAX;
+                    transfer.amount = kizo_engine::POST_WHOLE_PENDING_AMOUNT;
                 }
             }
             _ => {}

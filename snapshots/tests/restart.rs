@@ -55,7 +55,7 @@ fn transfer(id: u64) -> Transfer {
             amount: if id % 100 == 1 {
                 0
             } else {
-                kizo_engine::AMOUNT_MAX
+                kizo_engine::POST_WHOLE_PENDING_AMOUNT
             },
             ..Transfer::default()
         },

@@ -16,7 +16,7 @@ pub type Direction = Kind;
 
 /// What the bank did with one reference.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Record {
+pub struct BankRecord {
     pub reference: uuid::Uuid,
     /// `collection` or `payout`.
     pub kind: String,
@@ -32,7 +32,7 @@ pub struct Record {
     pub sequence: Option<u64>,
 }
 
-impl Record {
+impl BankRecord {
     pub fn succeeded(&self) -> bool {
         self.status == "succeeded"
     }
@@ -75,14 +75,14 @@ pub const STATEMENT_PAGE_MAX: usize = 10_000;
 
 #[derive(Default, Debug)]
 pub struct Books {
-    records: HashMap<uuid::Uuid, Record>,
+    records: HashMap<uuid::Uuid, BankRecord>,
     /// Movements in order; `sequence` is the index + 1.
     movements: Vec<uuid::Uuid>,
 }
 
 impl Books {
     /// Rebuilds the books from records as journaled (in the order they were made).
-    pub fn from_records(records: impl IntoIterator<Item = Record>) -> Books {
+    pub fn from_records(records: impl IntoIterator<Item = BankRecord>) -> Books {
         let mut books = Books::default();
         for record in records {
             if record.succeeded() {
@@ -108,7 +108,7 @@ impl Books {
         account: &str,
         decision: Decision,
         now_ms: u64,
-    ) -> Result<(Record, bool), BankError> {
+    ) -> Result<(BankRecord, bool), BankError> {
         if let Some(done) = self.records.get(&reference) {
             if done.kind != kind_code(direction) || done.amount != amount {
                 return Err(BankError::ReferenceReused(reference));
@@ -118,7 +118,7 @@ impl Books {
         let record = match decision {
             Decision::Move => {
                 self.movements.push(reference);
-                Record {
+                BankRecord {
                     reference,
                     kind: kind_code(direction).to_string(),
                     amount,
@@ -129,7 +129,7 @@ impl Books {
                     sequence: Some(self.movements.len() as u64),
                 }
             }
-            Decision::Decline(reason) => Record {
+            Decision::Decline(reason) => BankRecord {
                 reference,
                 kind: kind_code(direction).to_string(),
                 amount,
@@ -144,14 +144,20 @@ impl Books {
         Ok((record, true))
     }
 
-    pub fn status(&self, direction: Direction, reference: uuid::Uuid) -> Option<&Record> {
+    pub fn status(&self, direction: Direction, reference: uuid::Uuid) -> Option<&BankRecord> {
         self.records
             .get(&reference)
             .filter(|r| r.kind == kind_code(direction))
     }
 
     /// Movements with a sequence above `after`, made in `[from_ms, to_ms]`, at most `limit`.
-    pub fn statement(&self, after: u64, from_ms: u64, to_ms: u64, limit: usize) -> Vec<&Record> {
+    pub fn statement(
+        &self,
+        after: u64,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Vec<&BankRecord> {
         self.movements
             .iter()
             .skip(after.min(usize::MAX as u64) as usize)
@@ -174,7 +180,7 @@ impl Books {
     }
 }
 
-pub fn movement_of(record: &Record) -> Movement {
+pub fn movement_of(record: &BankRecord) -> Movement {
     Movement {
         reference: record.reference.as_u128(),
         kind: record.direction().expect("records hold known kinds"),

@@ -9,7 +9,8 @@ use ahash::AHashMap;
 use crate::record::Record;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::types::{
-    Account, AccountFlags, PendingStatus, Transfer, TransferFlags, AMOUNT_MAX, NS_PER_SECOND,
+    Account, AccountFlags, PendingStatus, Transfer, TransferFlags, NS_PER_SECOND,
+    POST_WHOLE_PENDING_AMOUNT,
 };
 
 /// The part of the ledger a round reads, then changes as it decides.
@@ -160,13 +161,7 @@ impl<'v> Decider<'v> {
                 continue; // posted or voided earlier in this round
             }
             self.view.pending.insert(pending.id, PendingStatus::Expired);
-            self.update_account(pending.debit_account_id, |a| {
-                a.debits_pending -= pending.amount;
-            });
-            self.update_account(pending.credit_account_id, |a| {
-                a.credits_pending -= pending.amount;
-            });
-            self.records.push(Record::PendingExpired {
+            self.push_record(Record::PendingExpired {
                 pending_id: pending.id,
                 debit_account_id: pending.debit_account_id,
                 credit_account_id: pending.credit_account_id,
@@ -310,17 +305,24 @@ impl<'v> Decider<'v> {
         }
     }
 
-    fn update_account(&mut self, id: u128, change: impl FnOnce(&mut Account)) {
-        let account = self
-            .view
-            .accounts
-            .get_mut(&id)
-            .expect("a decided change touches only accounts in the view");
-        // Inline rather than `remember`: `account` borrows the view; copy it only in a chain.
-        if self.in_chain {
-            self.undo.push(Undo::Account(id, Some(*account)));
+    /// Applies a decided record's balance effects to the view's accounts, then keeps it.
+    fn push_record(&mut self, record: Record) {
+        for leg in record.legs().into_iter().flatten() {
+            let account = self
+                .view
+                .accounts
+                .get_mut(&leg.account_id)
+                .expect("a decided change touches only accounts in the view");
+            // Inline rather than `remember`: `account` borrows the view; copy it only in a chain.
+            if self.in_chain {
+                self.undo
+                    .push(Undo::Account(leg.account_id, Some(*account)));
+            }
+            *account = leg
+                .applied_to(account)
+                .expect("a decided change keeps balances within u128");
         }
-        change(account);
+        self.records.push(record);
     }
 
     fn set_pending(&mut self, id: u128, status: PendingStatus) {
@@ -476,18 +478,8 @@ impl<'v> Decider<'v> {
                 R::OverflowsTimeout,
             )?;
         }
-        check(
-            !(dr.flags
-                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-                && debits_after > dr.credits_posted),
-            R::ExceedsCredits,
-        )?;
-        check(
-            !(cr.flags
-                .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-                && credits_after > cr.debits_posted),
-            R::ExceedsDebits,
-        )?;
+        check(!dr.debits_exceed_limit(debits_after), R::ExceedsCredits)?;
+        check(!cr.credits_exceed_limit(credits_after), R::ExceedsDebits)?;
         // A balancing transfer that can move nothing failed for want of funds.
         check(
             amount != 0 || !e.flags.contains(TransferFlags::BALANCING_DEBIT),
@@ -504,18 +496,19 @@ impl<'v> Decider<'v> {
             self.undo.push(Undo::Account(dr.id, Some(dr)));
             self.undo.push(Undo::Account(cr.id, Some(cr)));
         }
-        if pending {
-            debit.debits_pending += amount;
-            credit.credits_pending += amount;
-        } else {
-            debit.debits_posted += amount;
-            credit.credits_posted += amount;
-        }
+        let record = Record::TransferCreated(transfer);
+        let [debit_leg, credit_leg] = record.legs().expect("a transfer moves two balances");
+        *debit = debit_leg
+            .applied_to(debit)
+            .expect("the overflow checks above passed");
+        *credit = credit_leg
+            .applied_to(credit)
+            .expect("the overflow checks above passed");
         self.insert_transfer(transfer);
         if pending {
             self.set_pending(transfer.id, PendingStatus::Pending);
         }
-        self.records.push(Record::TransferCreated(transfer));
+        self.records.push(record);
         Ok(R::Created)
     }
 
@@ -552,7 +545,7 @@ impl<'v> Decider<'v> {
         )?;
         let post = e.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
         let amount = if post {
-            let amount = if e.amount == AMOUNT_MAX {
+            let amount = if e.amount == POST_WHOLE_PENDING_AMOUNT {
                 p.amount
             } else {
                 e.amount
@@ -633,28 +626,16 @@ impl<'v> Decider<'v> {
             timestamp,
         };
         let pending_amount = p.amount;
-        self.update_account(dr.id, |a| {
-            a.debits_pending -= pending_amount;
-            if post {
-                a.debits_posted += amount;
-            }
-        });
-        self.update_account(cr.id, |a| {
-            a.credits_pending -= pending_amount;
-            if post {
-                a.credits_posted += amount;
-            }
-        });
         self.insert_transfer(transfer);
         if post {
             self.set_pending(p.id, PendingStatus::Posted);
-            self.records.push(Record::PendingPosted {
+            self.push_record(Record::PendingPosted {
                 transfer,
                 pending_amount,
             });
         } else {
             self.set_pending(p.id, PendingStatus::Voided);
-            self.records.push(Record::PendingVoided {
+            self.push_record(Record::PendingVoided {
                 transfer,
                 pending_amount,
             });
@@ -765,7 +746,7 @@ fn transfer_exists(e: &Transfer, existing: &Transfer) -> Result<(), CreateTransf
     let same_amount = if balancing {
         existing.amount <= e.amount
     } else if post {
-        e.amount == AMOUNT_MAX || e.amount == existing.amount
+        e.amount == POST_WHOLE_PENDING_AMOUNT || e.amount == existing.amount
     } else {
         same(e.amount, existing.amount)
     };

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use crate::local::LocalEngine;
 use crate::results::{CreateAccountResult as A, CreateTransferResult as R};
 use crate::types::{
-    Account, AccountFlags, PendingStatus, Transfer, TransferFlags as F, AMOUNT_MAX, NS_PER_SECOND,
+    Account, AccountFlags, PendingStatus, Transfer, TransferFlags as F, NS_PER_SECOND,
+    POST_WHOLE_PENDING_AMOUNT,
 };
 
 const T0: u64 = 1_000 * NS_PER_SECOND;
@@ -63,7 +64,12 @@ fn fixture() -> LocalEngine {
         pending(100, 1, 2, 50, 0),
         pending(101, 1, 2, 50, 1),
         pending(102, 1, 2, 50, 0),
-        resolve(103, 102, F::POST_PENDING_TRANSFER, AMOUNT_MAX),
+        resolve(
+            103,
+            102,
+            F::POST_PENDING_TRANSFER,
+            POST_WHOLE_PENDING_AMOUNT,
+        ),
         pending(104, 1, 2, 50, 0),
         resolve(105, 104, F::VOID_PENDING_TRANSFER, 0),
         Transfer {
@@ -173,7 +179,7 @@ fn cases() -> Vec<(R, Vec<Transfer>)> {
             R::ExistsWithDifferentPendingId,
             vec![Transfer {
                 id: 103,
-                ..post(100, AMOUNT_MAX)
+                ..post(100, POST_WHOLE_PENDING_AMOUNT)
             }],
         ),
         (
@@ -465,7 +471,12 @@ fn a_pending_transfer_and_its_post_in_one_batch() {
     let results = engine.create_transfers(
         &[
             pending(300, 1, 3, 30, 0),
-            resolve(301, 300, F::POST_PENDING_TRANSFER, AMOUNT_MAX),
+            resolve(
+                301,
+                300,
+                F::POST_PENDING_TRANSFER,
+                POST_WHOLE_PENDING_AMOUNT,
+            ),
         ],
         LATER,
     );

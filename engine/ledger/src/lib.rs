@@ -29,6 +29,6 @@ pub use image::{ImageError, LedgerImage};
 pub use record::{Commit, Record};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use types::{
-    Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags, AMOUNT_MAX,
-    BATCH_EVENTS_MAX,
+    Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags, BATCH_EVENTS_MAX,
+    POST_WHOLE_PENDING_AMOUNT,
 };

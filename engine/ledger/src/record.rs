@@ -3,7 +3,7 @@
 //! decided, so replaying the log rebuilds exactly the state that was acknowledged.
 
 use crate::results::CreateTransferResult;
-use crate::types::{Account, Transfer};
+use crate::types::{Account, Transfer, TransferFlags};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -34,6 +34,111 @@ pub enum Record {
         id: u128,
         result: CreateTransferResult,
     },
+}
+
+/// Which side of a transfer an account is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Debit,
+    Credit,
+}
+
+/// One account's part of a record's effect on balances: what is added to and taken from the
+/// pending balance of its side, and what is added to the posted one. Posted balances only grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leg {
+    pub account_id: u128,
+    pub side: Side,
+    pub pending_plus: u128,
+    pub pending_minus: u128,
+    pub posted_plus: u128,
+}
+
+impl Leg {
+    /// The account's balances with this leg applied; `None` when a balance would leave u128
+    /// or more would be released than is pending (which a decided commit never does).
+    pub fn applied_to(&self, account: &Account) -> Option<Account> {
+        let mut after = *account;
+        let (pending, posted) = match self.side {
+            Side::Debit => (&mut after.debits_pending, &mut after.debits_posted),
+            Side::Credit => (&mut after.credits_pending, &mut after.credits_posted),
+        };
+        *pending = pending
+            .checked_add(self.pending_plus)?
+            .checked_sub(self.pending_minus)?;
+        *posted = posted.checked_add(self.posted_plus)?;
+        Some(after)
+    }
+}
+
+impl Record {
+    /// How the record moves balances: a debit leg and a credit leg, or nothing (a new account,
+    /// a failed id). The one place a record's balance effects are written; the shards' apply
+    /// and the read models' projection both read them from here.
+    #[inline]
+    pub fn legs(&self) -> Option<[Leg; 2]> {
+        // (debit account, credit account, pending plus, pending minus, posted plus)
+        let (debit_account_id, credit_account_id, pending_plus, pending_minus, posted_plus) =
+            match *self {
+                Record::AccountCreated(_) | Record::TransferFailed { .. } => return None,
+                Record::TransferCreated(t) if t.flags.contains(TransferFlags::PENDING) => {
+                    (t.debit_account_id, t.credit_account_id, t.amount, 0, 0)
+                }
+                Record::TransferCreated(t) => {
+                    (t.debit_account_id, t.credit_account_id, 0, 0, t.amount)
+                }
+                Record::PendingPosted {
+                    transfer: t,
+                    pending_amount,
+                } => (
+                    t.debit_account_id,
+                    t.credit_account_id,
+                    0,
+                    pending_amount,
+                    t.amount,
+                ),
+                Record::PendingVoided {
+                    transfer: t,
+                    pending_amount,
+                } => (
+                    t.debit_account_id,
+                    t.credit_account_id,
+                    0,
+                    pending_amount,
+                    0,
+                ),
+                Record::PendingExpired {
+                    debit_account_id,
+                    credit_account_id,
+                    amount,
+                    ..
+                } => (debit_account_id, credit_account_id, 0, amount, 0),
+            };
+        let leg = |account_id, side| Leg {
+            account_id,
+            side,
+            pending_plus,
+            pending_minus,
+            posted_plus,
+        };
+        Some([
+            leg(debit_account_id, Side::Debit),
+            leg(credit_account_id, Side::Credit),
+        ])
+    }
+
+    /// The transfer the record stores in its accounts' history, if it stores one (an expiry
+    /// changes balances but is not a transfer).
+    pub fn transfer(&self) -> Option<&Transfer> {
+        match self {
+            Record::TransferCreated(transfer)
+            | Record::PendingPosted { transfer, .. }
+            | Record::PendingVoided { transfer, .. } => Some(transfer),
+            Record::AccountCreated(_)
+            | Record::PendingExpired { .. }
+            | Record::TransferFailed { .. } => None,
+        }
+    }
 }
 
 /// One durable unit of the log: the records of one round, all or nothing.

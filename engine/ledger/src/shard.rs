@@ -11,10 +11,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use ahash::AHashMap;
 
 use crate::image::{ImageError, LedgerImage};
-use crate::record::{Commit, Record};
+use crate::record::{Commit, Leg, Record, Side};
 use crate::results::CreateTransferResult;
 use crate::routing::shard_of;
-use crate::types::{Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags};
+use crate::types::{Account, AccountFilter, PendingStatus, Transfer, TransferFlags};
 
 /// What a round needs from one shard: only ids this shard owns.
 #[derive(Clone, Debug, Default)]
@@ -115,17 +115,7 @@ impl ShardState {
             if !owns(account.id) {
                 continue;
             }
-            let debits = account.debits_pending.checked_add(account.debits_posted);
-            let credits = account.credits_pending.checked_add(account.credits_posted);
-            if account
-                .flags
-                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-                && debits.is_none_or(|d| d > account.credits_posted)
-                || account
-                    .flags
-                    .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-                    && credits.is_none_or(|c| c > account.debits_posted)
-            {
+            if !account.within_limits() {
                 return fail(format!("account {} is over its limit", account.id));
             }
             let local = LocalAccount {
@@ -373,84 +363,34 @@ impl ShardState {
                 }
             }
             Record::TransferCreated(transfer) => {
-                let pending = transfer.flags.contains(TransferFlags::PENDING);
                 self.store_transfer(&transfer);
-                if self.owns(transfer.id) && pending {
+                if self.owns(transfer.id) && transfer.flags.contains(TransferFlags::PENDING) {
                     self.pending.insert(transfer.id, PendingStatus::Pending);
                     if let Some(expires_at) = transfer.expires_at() {
                         self.expiry
                             .insert((expires_at, transfer.timestamp, transfer.id));
                     }
                 }
-                self.post(
-                    &transfer,
-                    |a, amount| {
-                        if pending {
-                            a.debits_pending = add(a.debits_pending, amount);
-                        } else {
-                            a.debits_posted = add(a.debits_posted, amount);
-                        }
-                    },
-                    |a, amount| {
-                        if pending {
-                            a.credits_pending = add(a.credits_pending, amount);
-                        } else {
-                            a.credits_posted = add(a.credits_posted, amount);
-                        }
-                    },
-                );
             }
-            Record::PendingPosted {
-                transfer,
-                pending_amount,
-            }
-            | Record::PendingVoided {
-                transfer,
-                pending_amount,
-            } => {
-                let post = matches!(record, Record::PendingPosted { .. });
+            Record::PendingPosted { transfer, .. } => {
                 self.store_transfer(&transfer);
-                let status = if post {
-                    PendingStatus::Posted
-                } else {
-                    PendingStatus::Voided
-                };
-                self.resolve_pending(transfer.pending_id, status);
-                self.post(
-                    &transfer,
-                    |a, amount| {
-                        a.debits_pending = sub(a.debits_pending, pending_amount);
-                        if post {
-                            a.debits_posted = add(a.debits_posted, amount);
-                        }
-                    },
-                    |a, amount| {
-                        a.credits_pending = sub(a.credits_pending, pending_amount);
-                        if post {
-                            a.credits_posted = add(a.credits_posted, amount);
-                        }
-                    },
-                );
+                self.resolve_pending(transfer.pending_id, PendingStatus::Posted);
             }
-            Record::PendingExpired {
-                pending_id,
-                debit_account_id,
-                credit_account_id,
-                amount,
-            } => {
+            Record::PendingVoided { transfer, .. } => {
+                self.store_transfer(&transfer);
+                self.resolve_pending(transfer.pending_id, PendingStatus::Voided);
+            }
+            Record::PendingExpired { pending_id, .. } => {
                 self.resolve_pending(pending_id, PendingStatus::Expired);
-                if let Some(local) = self.local_account(debit_account_id) {
-                    local.account.debits_pending = sub(local.account.debits_pending, amount);
-                }
-                if let Some(local) = self.local_account(credit_account_id) {
-                    local.account.credits_pending = sub(local.account.credits_pending, amount);
-                }
             }
             Record::TransferFailed { id, result } => {
                 if self.owns(id) {
                     self.transfers.fail(id, result);
                 }
             }
+        }
+        if let Some(legs) = record.legs() {
+            self.apply_legs(legs, record.transfer());
         }
     }
 
@@ -482,20 +422,30 @@ impl ShardState {
         }
     }
 
-    /// Changes the balances of the transfer's local accounts and adds it to their history.
-    fn post(
-        &mut self,
-        transfer: &Transfer,
-        debit: impl FnOnce(&mut Account, u128),
-        credit: impl FnOnce(&mut Account, u128),
-    ) {
-        if let Some(local) = self.local_account(transfer.debit_account_id) {
-            debit(&mut local.account, transfer.amount);
-            local.record(transfer, true);
-        }
-        if let Some(local) = self.local_account(transfer.credit_account_id) {
-            credit(&mut local.account, transfer.amount);
-            local.record(transfer, false);
+    /// Changes the balances of the record's local accounts and adds its transfer, if it has
+    /// one, to their history.
+    fn apply_legs(&mut self, legs: [Leg; 2], transfer: Option<&Transfer>) {
+        for leg in legs {
+            let Some(local) = self.local_account(leg.account_id) else {
+                continue;
+            };
+            let after = leg.applied_to(&local.account).unwrap_or_else(|| {
+                panic!(
+                    "a decided commit leaves account {}'s balances outside u128 or releases more than is pending",
+                    leg.account_id
+                )
+            });
+            // Paired with the decider's check: applying a commit that breaks a limit would
+            // make the books wrong, so this stays on in release builds.
+            assert!(
+                after.within_limits(),
+                "a decided commit takes account {} past its limits",
+                leg.account_id
+            );
+            local.account = after;
+            if let Some(transfer) = transfer {
+                local.record(transfer, leg.side == Side::Debit);
+            }
         }
     }
 
@@ -801,18 +751,6 @@ impl Hasher for Prehashed {
     fn write_u64(&mut self, value: u64) {
         self.0 = value;
     }
-}
-
-fn add(balance: u128, amount: u128) -> u128 {
-    balance
-        .checked_add(amount)
-        .expect("a decided commit never overflows a balance")
-}
-
-fn sub(balance: u128, amount: u128) -> u128 {
-    balance
-        .checked_sub(amount)
-        .expect("a decided commit never releases more than is pending")
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 /// Most events in one `create_accounts` / `create_transfers` batch, and most ids in one lookup.
 pub const BATCH_EVENTS_MAX: usize = 8189;
 
-/// `amount` of a post that posts the whole pending amount.
-pub const AMOUNT_MAX: u128 = u128::MAX;
+/// `amount` of a post that posts the whole pending amount (a sentinel, not a limit).
+pub const POST_WHOLE_PENDING_AMOUNT: u128 = u128::MAX;
 
 /// Nanoseconds in one second: `timeout` is in seconds, timestamps in nanoseconds.
 pub const NS_PER_SECOND: u64 = 1_000_000_000;
@@ -121,6 +121,44 @@ impl Account {
             ledger,
             code,
             ..Self::default()
+        }
+    }
+
+    /// Pending plus posted debits; `None` when the sum leaves u128.
+    pub fn debits(&self) -> Option<u128> {
+        self.debits_pending.checked_add(self.debits_posted)
+    }
+
+    /// Pending plus posted credits; `None` when the sum leaves u128.
+    pub fn credits(&self) -> Option<u128> {
+        self.credits_pending.checked_add(self.credits_posted)
+    }
+
+    /// Whether `debits` (pending plus posted) would break the account's debit limit:
+    /// with `DEBITS_MUST_NOT_EXCEED_CREDITS`, they may not exceed the posted credits.
+    /// The one place this rule is written; the decider, the shards, the read models and the
+    /// snapshot check all ask here.
+    pub fn debits_exceed_limit(&self, debits: u128) -> bool {
+        self.flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            && debits > self.credits_posted
+    }
+
+    /// Whether `credits` (pending plus posted) would break the account's credit limit:
+    /// with `CREDITS_MUST_NOT_EXCEED_DEBITS`, they may not exceed the posted debits.
+    pub fn credits_exceed_limit(&self, credits: u128) -> bool {
+        self.flags
+            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            && credits > self.debits_posted
+    }
+
+    /// Whether the balances as they stand keep the account's limits (and fit u128).
+    pub fn within_limits(&self) -> bool {
+        match (self.debits(), self.credits()) {
+            (Some(debits), Some(credits)) => {
+                !self.debits_exceed_limit(debits) && !self.credits_exceed_limit(credits)
+            }
+            _ => false,
         }
     }
 }

@@ -30,8 +30,9 @@ pub mod reconcile;
 pub const DEPOSIT_CODE: u16 = 2;
 pub const WITHDRAWAL_CODE: u16 = 3;
 
-/// The largest amount of one settlement, in minor units (as for transfers between users).
-pub const SETTLEMENT_AMOUNT_MAX: u64 = 1_000_000_000_000;
+/// The largest amount one payment between users, one deposit or one withdrawal moves, in minor
+/// units. The one definition: the wallet, the settlements and the mock bank all refuse more.
+pub const AMOUNT_MAX: u64 = 1_000_000_000_000;
 
 /// The longest reason kept (a bank's decline text is cut to this many bytes, on a char boundary).
 pub const REASON_BYTES_MAX: usize = 200;
@@ -248,7 +249,7 @@ pub enum LedgerOutcome {
 
 /// What came back from the last action.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ActionOutcome {
     Bank(BankOutcome),
     Ledger(LedgerOutcome),
 }
@@ -284,7 +285,7 @@ impl Settlement {
         amount: u64,
         now_ms: u64,
     ) -> Settlement {
-        assert!(amount > 0 && amount <= SETTLEMENT_AMOUNT_MAX);
+        assert!(amount > 0 && amount <= AMOUNT_MAX);
         Settlement {
             id,
             kind,
@@ -434,7 +435,7 @@ impl Settlement {
     /// persisted state `self` (the one `start` returned). `jitter` is any random number.
     pub fn on_outcome(
         &self,
-        outcome: Outcome,
+        outcome: ActionOutcome,
         now_ms: u64,
         policy: &Policy,
         jitter: u64,
@@ -443,12 +444,12 @@ impl Settlement {
         next.updated_ms = now_ms;
         next.due_ms = now_ms;
         match (self.phase, outcome) {
-            (Phase::Hold, Outcome::Ledger(LedgerOutcome::Done)) => next.phase = Phase::Send,
-            (Phase::Hold, Outcome::Ledger(LedgerOutcome::Refused(code))) => {
+            (Phase::Hold, ActionOutcome::Ledger(LedgerOutcome::Done)) => next.phase = Phase::Send,
+            (Phase::Hold, ActionOutcome::Ledger(LedgerOutcome::Refused(code))) => {
                 next.phase = Phase::Done(Status::Failed);
                 next.reason = Some(refusal_reason(code).to_string());
             }
-            (Phase::Check, Outcome::Bank(BankOutcome::Moved { amount })) => {
+            (Phase::Check, ActionOutcome::Bank(BankOutcome::Moved { amount })) => {
                 if amount == self.amount {
                     next.phase = Phase::Settle;
                 } else {
@@ -458,14 +459,14 @@ impl Settlement {
                     next.reason = Some(format!("bank_amount_mismatch: bank moved {amount}"));
                 }
             }
-            (Phase::Check, Outcome::Bank(BankOutcome::Declined(reason))) => {
+            (Phase::Check, ActionOutcome::Bank(BankOutcome::Declined(reason))) => {
                 next.reason = Some(bounded_reason(&format!("declined: {reason}")));
                 next.phase = match self.kind {
                     Kind::Deposit => Phase::Done(Status::Failed),
                     Kind::Withdrawal => Phase::Release,
                 };
             }
-            (Phase::Check, Outcome::Bank(BankOutcome::NotFound)) => {
+            (Phase::Check, ActionOutcome::Bank(BankOutcome::NotFound)) => {
                 // Definitely not done: another request may go out.
                 if self.attempts >= policy.attempts_max {
                     next.phase = Phase::Done(Status::NeedsReview);
@@ -475,7 +476,7 @@ impl Settlement {
                     next.due_ms = now_ms + policy.backoff_ms(self.attempts, jitter);
                 }
             }
-            (Phase::Check, Outcome::Bank(BankOutcome::Unknown(why))) => {
+            (Phase::Check, ActionOutcome::Bank(BankOutcome::Unknown(why))) => {
                 if self.attempts >= policy.attempts_max {
                     next.phase = Phase::Done(Status::NeedsReview);
                     next.reason = Some(bounded_reason(&format!(
@@ -485,24 +486,24 @@ impl Settlement {
                     next.due_ms = now_ms + policy.backoff_ms(self.attempts, jitter);
                 }
             }
-            (Phase::Settle, Outcome::Ledger(LedgerOutcome::Done)) => {
+            (Phase::Settle, ActionOutcome::Ledger(LedgerOutcome::Done)) => {
                 next.phase = Phase::Done(Status::Succeeded);
             }
-            (Phase::Settle, Outcome::Ledger(LedgerOutcome::Refused(code))) => {
+            (Phase::Settle, ActionOutcome::Ledger(LedgerOutcome::Refused(code))) => {
                 // The bank moved the money and the ledger will not record it: a person decides.
                 next.phase = Phase::Done(Status::NeedsReview);
                 next.reason = Some(format!("ledger_refused: {code}"));
             }
-            (Phase::Release, Outcome::Ledger(LedgerOutcome::Done)) => {
+            (Phase::Release, ActionOutcome::Ledger(LedgerOutcome::Done)) => {
                 next.phase = Phase::Done(Status::Failed);
             }
-            (Phase::Release, Outcome::Ledger(LedgerOutcome::Refused(code))) => {
+            (Phase::Release, ActionOutcome::Ledger(LedgerOutcome::Refused(code))) => {
                 next.phase = Phase::Done(Status::NeedsReview);
                 next.reason = Some(format!("ledger_refused: {code}"));
             }
             (
                 Phase::Hold | Phase::Settle | Phase::Release,
-                Outcome::Ledger(LedgerOutcome::Unavailable),
+                ActionOutcome::Ledger(LedgerOutcome::Unavailable),
             ) => {
                 next.due_ms = now_ms + LEDGER_RETRY_MS;
             }
@@ -597,7 +598,7 @@ mod tests {
     }
 
     /// Runs `start` then `on_outcome`, as a driver would (persisting in between).
-    fn step(s: &Settlement, outcome: Outcome, now: u64) -> (Action, Settlement) {
+    fn step(s: &Settlement, outcome: ActionOutcome, now: u64) -> (Action, Settlement) {
         let (persisted, action) = s.start(now);
         (action, persisted.on_outcome(outcome, now, &POLICY, 0))
     }
@@ -606,10 +607,14 @@ mod tests {
     fn a_deposit_is_sent_then_credited() {
         let s = deposit();
         assert_eq!(s.status(), Status::Pending);
-        let (action, s) = step(&s, Outcome::Bank(BankOutcome::Moved { amount: 500 }), 1_000);
+        let (action, s) = step(
+            &s,
+            ActionOutcome::Bank(BankOutcome::Moved { amount: 500 }),
+            1_000,
+        );
         assert_eq!(action, Action::Send);
         assert_eq!((s.phase, s.attempts), (Phase::Settle, 1));
-        let (action, s) = step(&s, Outcome::Ledger(LedgerOutcome::Done), 1_001);
+        let (action, s) = step(&s, ActionOutcome::Ledger(LedgerOutcome::Done), 1_001);
         let Action::Settle(credit) = action else {
             panic!("{action:?}")
         };
@@ -638,7 +643,7 @@ mod tests {
     #[test]
     fn an_unknown_outcome_is_followed_by_status_queries_never_by_a_new_request() {
         let mut s = withdrawal();
-        let (_, next) = step(&s, Outcome::Ledger(LedgerOutcome::Done), 1_000);
+        let (_, next) = step(&s, ActionOutcome::Ledger(LedgerOutcome::Done), 1_000);
         s = next;
         let mut now = 1_000;
         let mut sends = 0;
@@ -648,7 +653,7 @@ mod tests {
                 sends += 1;
             }
             s = persisted.on_outcome(
-                Outcome::Bank(BankOutcome::Unknown("timeout".into())),
+                ActionOutcome::Bank(BankOutcome::Unknown("timeout".into())),
                 now,
                 &POLICY,
                 7,
@@ -668,12 +673,12 @@ mod tests {
         let s = deposit();
         let (_, s) = step(
             &s,
-            Outcome::Bank(BankOutcome::Unknown("reset".into())),
+            ActionOutcome::Bank(BankOutcome::Unknown("reset".into())),
             1_000,
         );
         assert!(s.due_ms > 1_000);
         assert_eq!(s.start(1_000).1, Action::Wait(s.due_ms));
-        let (action, s) = step(&s, Outcome::Bank(BankOutcome::NotFound), s.due_ms);
+        let (action, s) = step(&s, ActionOutcome::Bank(BankOutcome::NotFound), s.due_ms);
         assert_eq!(action, Action::Check);
         assert_eq!(s.phase, Phase::Send);
         assert_eq!(s.start(s.due_ms).1, Action::Send);
@@ -681,17 +686,21 @@ mod tests {
 
     #[test]
     fn a_declined_withdrawal_releases_its_hold_and_fails() {
-        let (action, s) = step(&withdrawal(), Outcome::Ledger(LedgerOutcome::Done), 1_000);
+        let (action, s) = step(
+            &withdrawal(),
+            ActionOutcome::Ledger(LedgerOutcome::Done),
+            1_000,
+        );
         assert!(
             matches!(action, Action::Hold(t) if t.flags.contains(TransferFlags::PENDING) && t.timeout == 0)
         );
         let (_, s) = step(
             &s,
-            Outcome::Bank(BankOutcome::Declined("account frozen".into())),
+            ActionOutcome::Bank(BankOutcome::Declined("account frozen".into())),
             1_000,
         );
         assert_eq!(s.phase, Phase::Release);
-        let (action, s) = step(&s, Outcome::Ledger(LedgerOutcome::Done), 1_000);
+        let (action, s) = step(&s, ActionOutcome::Ledger(LedgerOutcome::Done), 1_000);
         let Action::Release(void) = action else {
             panic!()
         };
@@ -706,7 +715,7 @@ mod tests {
     fn a_withdrawal_without_funds_fails_before_the_bank_is_asked() {
         let (_, s) = step(
             &withdrawal(),
-            Outcome::Ledger(LedgerOutcome::Refused("exceeds_credits")),
+            ActionOutcome::Ledger(LedgerOutcome::Refused("exceeds_credits")),
             1_000,
         );
         assert_eq!(s.status(), Status::Failed);
@@ -716,9 +725,17 @@ mod tests {
 
     #[test]
     fn a_paid_withdrawal_posts_its_hold() {
-        let (_, s) = step(&withdrawal(), Outcome::Ledger(LedgerOutcome::Done), 1_000);
-        let (_, s) = step(&s, Outcome::Bank(BankOutcome::Moved { amount: 500 }), 1_000);
-        let (action, s) = step(&s, Outcome::Ledger(LedgerOutcome::Done), 1_000);
+        let (_, s) = step(
+            &withdrawal(),
+            ActionOutcome::Ledger(LedgerOutcome::Done),
+            1_000,
+        );
+        let (_, s) = step(
+            &s,
+            ActionOutcome::Bank(BankOutcome::Moved { amount: 500 }),
+            1_000,
+        );
+        let (action, s) = step(&s, ActionOutcome::Ledger(LedgerOutcome::Done), 1_000);
         let Action::Settle(post) = action else {
             panic!()
         };
@@ -731,7 +748,7 @@ mod tests {
     fn another_amount_at_the_bank_needs_review() {
         let (_, s) = step(
             &deposit(),
-            Outcome::Bank(BankOutcome::Moved { amount: 499 }),
+            ActionOutcome::Bank(BankOutcome::Moved { amount: 499 }),
             1_000,
         );
         assert_eq!(s.status(), Status::NeedsReview);
@@ -745,7 +762,7 @@ mod tests {
     fn an_unavailable_ledger_is_asked_again_later() {
         let (_, s) = step(
             &withdrawal(),
-            Outcome::Ledger(LedgerOutcome::Unavailable),
+            ActionOutcome::Ledger(LedgerOutcome::Unavailable),
             1_000,
         );
         assert_eq!((s.phase, s.due_ms), (Phase::Hold, 1_000 + LEDGER_RETRY_MS));
@@ -753,22 +770,30 @@ mod tests {
 
     #[test]
     fn a_person_resolves_what_needs_review() {
-        let (_, s) = step(&withdrawal(), Outcome::Ledger(LedgerOutcome::Done), 1_000);
-        let (_, s) = step(&s, Outcome::Bank(BankOutcome::Moved { amount: 7 }), 1_000);
+        let (_, s) = step(
+            &withdrawal(),
+            ActionOutcome::Ledger(LedgerOutcome::Done),
+            1_000,
+        );
+        let (_, s) = step(
+            &s,
+            ActionOutcome::Bank(BankOutcome::Moved { amount: 7 }),
+            1_000,
+        );
         assert_eq!(s.status(), Status::NeedsReview);
         assert!(
             deposit().resolve(true, 2_000).is_none(),
             "only what needs review"
         );
         let paid = s.resolve(true, 2_000).unwrap();
-        let (action, paid) = step(&paid, Outcome::Ledger(LedgerOutcome::Done), 2_000);
+        let (action, paid) = step(&paid, ActionOutcome::Ledger(LedgerOutcome::Done), 2_000);
         assert!(
             matches!(action, Action::Settle(t) if t.flags.contains(TransferFlags::POST_PENDING_TRANSFER))
         );
         assert_eq!(paid.status(), Status::Succeeded);
         assert_eq!(paid.reason.as_deref(), Some("resolved: the bank moved it"));
         let unpaid = s.resolve(false, 2_000).unwrap();
-        let (action, unpaid) = step(&unpaid, Outcome::Ledger(LedgerOutcome::Done), 2_000);
+        let (action, unpaid) = step(&unpaid, ActionOutcome::Ledger(LedgerOutcome::Done), 2_000);
         assert!(matches!(action, Action::Release(_)));
         assert_eq!(unpaid.status(), Status::Failed);
         assert_eq!(
