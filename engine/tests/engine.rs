@@ -1,13 +1,12 @@
 //! The engine through its actors: the same API every caller uses.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kizo_engine::{
-    Account, AccountFilter, AccountFlags, Clock, CreateAccountResult as A,
-    CreateTransferResult as R, Engine, EngineConfig, EngineError, MemoryWal, Transfer,
-    TransferFlags, BATCH_EVENTS_MAX,
+    Account, AccountFilter, AccountFlags, CreateAccountResult as A, CreateTransferResult as R,
+    Engine, EngineConfig, EngineError, MemoryWal, Transfer, TransferFlags, BATCH_EVENTS_MAX,
 };
 
 fn account(id: u128, flags: AccountFlags) -> Account {
@@ -28,15 +27,7 @@ fn config(shard_count: usize) -> EngineConfig {
     }
 }
 
-/// A clock the test moves by hand.
-#[derive(Default)]
-struct ManualClock(AtomicU64);
-
-impl Clock for ManualClock {
-    fn now_ns(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+use kizo_testkit::ManualClock;
 
 const BANK: u128 = 1;
 

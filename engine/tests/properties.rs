@@ -355,15 +355,7 @@ proptest! {
     }
 }
 
-/// A clock the test sets by hand.
-#[derive(Default)]
-struct ManualClock(std::sync::atomic::AtomicU64);
-
-impl kizo_engine::Clock for ManualClock {
-    fn now_ns(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
+use kizo_testkit::ManualClock;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases() / 5))]
