@@ -23,6 +23,10 @@ pub struct Args {
     /// store in --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL schema that holds every table (created if missing; letters, digits and `_`).
+    /// Default: the database's own search path.
+    #[arg(long, env = "KIZO_PG_SCHEMA")]
+    pub pg_schema: Option<String>,
     /// Folder of the embedded store, and of the secrets generated in development.
     #[arg(long, env = "KIZO_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -178,8 +182,11 @@ impl Args {
     }
 
     pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
-        let store =
+        let mut store =
             StoreConfig::from_settings(self.database_url.clone(), Some(self.data_dir.clone()));
+        if let StoreConfig::Postgres { schema, .. } = &mut store {
+            schema.clone_from(&self.pg_schema);
+        }
         let shard_count = match self.shards {
             Some(n) if (1..=kizo_engine::EngineConfig::SHARD_COUNT_MAX).contains(&n) => n,
             Some(_) => return Err(ConfigError::Shards),
