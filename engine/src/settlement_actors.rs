@@ -109,11 +109,9 @@ fn jitter(settlement: &Settlement) -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let mut x =
-        (settlement.id as u64) ^ (u64::from(settlement.attempts_total) << 40) ^ u64::from(nanos);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^ (x >> 33)
+    crate::routing::mix64(
+        (settlement.id as u64) ^ (u64::from(settlement.attempts_total) << 40) ^ u64::from(nanos),
+    )
 }
 
 /// Why [`advance`] stopped early.

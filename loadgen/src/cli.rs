@@ -93,25 +93,14 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
-/// `250ms`, `10s`, `2m`.
+/// A duration as `humantime` reads it (`250ms`, `10s`, `2m`, `1m 30s`), at most 24 hours.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}`: a number and ms, s or m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("`{text}`: the unit is ms, s or m")),
-    };
-    if !(0.0..=86_400.0).contains(&seconds) {
-        return Err(format!("`{text}`: 0 to 24 hours"));
+    let duration =
+        humantime::parse_duration(text.trim()).map_err(|error| format!("`{text}`: {error}"))?;
+    if duration > Duration::from_secs(86_400) {
+        return Err(format!("`{text}`: at most 24 hours"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(duration)
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -517,8 +506,8 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("1h").is_err() && parse_duration("abc").is_err());
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("3").is_err() && parse_duration("abc").is_err());
         assert!(parse_duration("100000s").is_err());
         assert_eq!(parse_percent("100%"), Ok(100.0));
         assert_eq!(parse_percent("99.5"), Ok(99.5));

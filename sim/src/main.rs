@@ -53,21 +53,9 @@ enum MutationArg {
     SkipLogTail,
 }
 
+/// A duration as `humantime` reads it: `90s`, `10m`, `2h`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected e.g. 90s, 10m, 2h"))?;
-    let seconds = match unit {
-        "s" | "" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        _ => return Err(format!("{text:?}: the unit is s, m or h")),
-    };
-    Ok(Duration::from_secs(seconds))
+    humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error}"))
 }
 
 fn main() -> ExitCode {

@@ -12,9 +12,11 @@ pub fn shard_of(id: u128, shard_count: usize) -> usize {
     ((u128::from(mix64(folded)) * shard_count as u128) >> 64) as usize
 }
 
-/// SplitMix64's output function: a bijective avalanche of 64 bits.
+/// SplitMix64's output function: a bijective avalanche of 64 bits. The workspace's one 64-bit
+/// mixer: routing, the settlements' retry jitter, and the seeded generators of the mock bank
+/// and the simulator all use it. Part of routing's contract: never change it.
 #[inline]
-fn mix64(mut z: u64) -> u64 {
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
