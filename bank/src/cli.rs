@@ -42,9 +42,9 @@ pub async fn run(args: Args) -> Result<(), String> {
         args.faults
     };
     faults.check()?;
-    let seed = args
-        .seed
-        .unwrap_or_else(|| crate::server::now_ms() ^ u64::from(std::process::id()));
+    let seed = args.seed.unwrap_or_else(|| {
+        kizo_engine::Clock::now_ms(&kizo_engine::SystemClock) ^ u64::from(std::process::id())
+    });
     let bank = Bank::open(BankConfig {
         faults: faults.clone(),
         seed,

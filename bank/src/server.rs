@@ -17,7 +17,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
@@ -31,12 +31,6 @@ use crate::model::{kind_of, BankRecord, Books, Decision, Direction, STATEMENT_PA
 
 // The largest amount the bank moves at once: the one ceiling of payments and settlements.
 pub use kizo_engine::settlement::AMOUNT_MAX;
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 struct Ledger {
     books: Books,
@@ -52,6 +46,8 @@ pub struct Bank {
     token: Option<Arc<str>>,
     callback: Option<Arc<str>>,
     client: reqwest::Client,
+    /// What the books stamp movements with.
+    clock: Arc<dyn kizo_engine::Clock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +117,13 @@ impl Bank {
             token: config.token.map(Into::into),
             callback: config.callback_url.map(Into::into),
             client: reqwest::Client::new(),
+            clock: Arc::new(kizo_engine::SystemClock),
         })
+    }
+
+    /// The same bank, stamping movements with `clock`.
+    pub fn with_clock(self, clock: Arc<dyn kizo_engine::Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     pub fn faults(&self) -> Faults {
@@ -154,14 +156,17 @@ impl Bank {
             Decision::Move
         };
         let mut ledger = self.ledger.lock().await;
-        let (record, new) =
-            match ledger
-                .books
-                .request(direction, reference, amount, account, decision, now_ms())
-            {
-                Ok(done) => done,
-                Err(_) => return Answer::Conflict,
-            };
+        let (record, new) = match ledger.books.request(
+            direction,
+            reference,
+            amount,
+            account,
+            decision,
+            self.clock.now_ms(),
+        ) {
+            Ok(done) => done,
+            Err(_) => return Answer::Conflict,
+        };
         if new {
             if let Some(file) = ledger.journal.as_mut() {
                 let line = serde_json::to_string(&record).expect("records serialize");

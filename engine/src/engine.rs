@@ -33,6 +33,11 @@ pub enum EngineError {
 /// The time source: wall-clock nanoseconds. The engine reads it once per round.
 pub trait Clock: Send + Sync + 'static {
     fn now_ns(&self) -> u64;
+
+    /// Milliseconds since 1970, as settlements, sessions and idempotency keys record time.
+    fn now_ms(&self) -> u64 {
+        self.now_ns() / 1_000_000
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -18,13 +18,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::reconcile::{reconcile, BankAccountBalance, Movement, Report};
 use crate::settlement::{Action, ActionOutcome, BankOutcome, LedgerOutcome, Policy, Settlement};
-use crate::{CreateTransferResult, Engine, EngineError, Transfer};
+use crate::{Clock, CreateTransferResult, Engine, EngineError, Transfer};
 
 /// A boxed future: the ports are used as trait objects.
 pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -95,22 +95,16 @@ pub struct Ports {
     pub engine: Engine,
     pub bank: Arc<dyn BankPort>,
     pub store: Arc<dyn SettlementStorePort>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    /// The one clock settlements read: due times, attempts, reconciliation.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A jitter for backoffs: spreads the retries of settlements that failed together. Not a secret
 /// and not a decision, so a mix of the id, the attempt and the time is enough.
-fn jitter(settlement: &Settlement) -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+fn jitter(clock: &dyn Clock, settlement: &Settlement) -> u64 {
+    let nanos = clock.now_ns() % 1_000_000_000;
     crate::routing::mix64(
-        (settlement.id as u64) ^ (u64::from(settlement.attempts_total) << 40) ^ u64::from(nanos),
+        (settlement.id as u64) ^ (u64::from(settlement.attempts_total) << 40) ^ nanos,
     )
 }
 
@@ -151,7 +145,7 @@ pub async fn advance(
     policy: &Policy,
     settlement: &Settlement,
 ) -> Result<(Settlement, bool), AdvanceError> {
-    let now = now_ms();
+    let now = ports.clock.now_ms();
     let (persisted, action) = settlement.start(now);
     if persisted != *settlement {
         ports
@@ -197,7 +191,12 @@ pub async fn advance(
             ActionOutcome::Bank(outcome)
         }
     };
-    let next = persisted.on_outcome(outcome, now_ms(), policy, jitter(&persisted));
+    let next = persisted.on_outcome(
+        outcome,
+        ports.clock.now_ms(),
+        policy,
+        jitter(ports.clock.as_ref(), &persisted),
+    );
     ports.store.save(&next).await.map_err(AdvanceError::Store)?;
     if next.phase != persisted.phase {
         tracing::debug!(
@@ -347,7 +346,7 @@ impl Actor for SettlementSupervisor {
                 if let Some(again) = state.running_ids.get_mut(&id) {
                     *again = true;
                 } else if let Some(mut settlement) = state.waiting.get(&id).cloned() {
-                    settlement.due_ms = settlement.due_ms.min(now_ms());
+                    settlement.due_ms = settlement.due_ms.min(state.ports.clock.now_ms());
                     state.schedule(settlement);
                     start_due(&myself, state).await;
                 }
@@ -357,12 +356,12 @@ impl Actor for SettlementSupervisor {
                 match left {
                     Some(mut settlement) => {
                         if again {
-                            settlement.due_ms = settlement.due_ms.min(now_ms());
+                            settlement.due_ms = settlement.due_ms.min(state.ports.clock.now_ms());
                         }
                         state.schedule(settlement);
                     }
                     None => {
-                        state.reload.insert(id, now_ms() + 1_000);
+                        state.reload.insert(id, state.ports.clock.now_ms() + 1_000);
                     }
                 }
                 start_due(&myself, state).await;
@@ -402,7 +401,7 @@ impl Actor for SettlementSupervisor {
                     state.worker_restarts += 1;
                     metrics::counter!("kizo_settlement_worker_restarts_total").increment(1);
                     tracing::error!(settlement = %format_args!("{id:032x}"), %error, "a settlement worker failed; resuming its settlement");
-                    state.reload.insert(id, now_ms() + 200);
+                    state.reload.insert(id, state.ports.clock.now_ms() + 200);
                 }
             }
         }
@@ -413,7 +412,7 @@ impl Actor for SettlementSupervisor {
 }
 
 async fn reload_due(state: &mut SupervisorState) {
-    let now = now_ms();
+    let now = state.ports.clock.now_ms();
     let due: Vec<u128> = state
         .reload
         .iter()
@@ -440,7 +439,7 @@ async fn reload_due(state: &mut SupervisorState) {
 }
 
 async fn start_due(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
-    let now = now_ms();
+    let now = state.ports.clock.now_ms();
     while state.running_ids.len() < state.config.workers_max {
         let Some(&(due, id)) = state.due.first() else {
             return;
@@ -666,7 +665,7 @@ async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, Settlement
             break;
         }
     }
-    let now = now_ms();
+    let now = ports.clock.now_ms();
     let stuck_before = now.saturating_sub(state.config.stuck_after.as_millis() as u64);
     let mut report = reconcile(
         &settlements,
@@ -755,6 +754,7 @@ mod tests {
 
     use super::*;
     use crate::settlement::{Kind, Phase, Status};
+    use crate::SystemClock;
     use crate::{Account, AccountFlags, EngineConfig, MemoryWal};
 
     /// A bank in memory that can crash its caller once, after doing the work.
@@ -885,9 +885,18 @@ mod tests {
             engine: engine.clone(),
             bank: bank.clone(),
             store: store.clone(),
+            clock: Arc::new(SystemClock),
         };
         let settlements = Settlements::start(ports, config()).await.unwrap();
-        let deposit = Settlement::new(7, Kind::Deposit, WALLET, BANK_ACCOUNT, 840, 250, now_ms());
+        let deposit = Settlement::new(
+            7,
+            Kind::Deposit,
+            WALLET,
+            BANK_ACCOUNT,
+            840,
+            250,
+            SystemClock.now_ms(),
+        );
         store.save(&deposit).await.unwrap();
         settlements.submit(deposit);
         let done = until_final(&store, &[7]).await;
@@ -909,7 +918,7 @@ mod tests {
         let engine = ledger().await;
         let bank = Arc::new(TestBank::default());
         let store = Arc::new(TestStore::default());
-        let now = now_ms();
+        let now = SystemClock.now_ms();
         // Stopped in each phase: a deposit before its first call, one whose call's outcome is
         // unknown (the bank did it), a withdrawal before its hold, one to settle.
         let send = Settlement::new(1, Kind::Deposit, WALLET, BANK_ACCOUNT, 840, 10, now);
@@ -929,6 +938,7 @@ mod tests {
             engine: engine.clone(),
             bank: bank.clone(),
             store: store.clone(),
+            clock: Arc::new(SystemClock),
         };
         let settlements = Settlements::start(ports, config()).await.unwrap();
         let done = until_final(&store, &[1, 2, 3, 4]).await;
@@ -967,6 +977,7 @@ mod tests {
             engine: engine.clone(),
             bank: bank.clone(),
             store: store.clone(),
+            clock: Arc::new(SystemClock),
         };
         let config = SettlementConfig {
             stuck_after: Duration::from_secs(1),
@@ -977,7 +988,7 @@ mod tests {
             .unwrap();
         // Written, but never handed to the supervisor (its request was cut short).
         let lost = Settlement {
-            updated_ms: now_ms() - 10_000,
+            updated_ms: SystemClock.now_ms() - 10_000,
             ..Settlement::new(
                 5,
                 Kind::Deposit,
@@ -985,7 +996,7 @@ mod tests {
                 BANK_ACCOUNT,
                 840,
                 40,
-                now_ms() - 10_000,
+                SystemClock.now_ms() - 10_000,
             )
         };
         store.save(&lost).await.unwrap();

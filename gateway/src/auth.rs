@@ -4,7 +4,6 @@
 //! checked); opaque refresh tokens, stored hashed, each usable once.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -172,13 +171,15 @@ pub struct Tokens {
     /// checking it again (base64, JSON, HMAC) would cost more than the rest of a transfer's
     /// request. Expiry is still checked on every use.
     verified: Arc<std::sync::Mutex<std::collections::HashMap<Box<str>, Claims>>>,
+    /// The server's one clock: tokens are issued and checked against it.
+    clock: Arc<dyn kizo_engine::Clock>,
 }
 
 /// The most verified tokens remembered; when full, all are forgotten at once.
 const VERIFIED_MAX: usize = 100_000;
 
 impl Tokens {
-    pub fn new(secret: &str) -> Tokens {
+    pub fn new(secret: &str, clock: Arc<dyn kizo_engine::Clock>) -> Tokens {
         let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
@@ -189,13 +190,12 @@ impl Tokens {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             verified: Arc::default(),
+            clock,
         }
     }
 
     pub fn issue(&self, user_id: &str, session_id: &str, wallet_id: u128) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = self.clock.now_ns() / 1_000_000_000;
         let claims = Claims {
             sub: user_id.into(),
             sid: session_id.into(),
@@ -214,9 +214,7 @@ impl Tokens {
     }
 
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = self.clock.now_ns() / 1_000_000_000;
         if let Some(claims) = self.verified.lock().expect("not poisoned").get(token) {
             // As the decoder checks it, with no leeway.
             return (claims.exp >= now).then(|| claims.clone());
@@ -265,7 +263,7 @@ impl Revocations {
         users: &kizo_persistence::users::UserStore,
     ) -> Result<Self, kizo_persistence::StoreError> {
         let revocations = Revocations::default();
-        let since = kizo_persistence::users::now_ms() - Self::KEPT_MS;
+        let since = users.now_ms() - Self::KEPT_MS;
         for (session_id, at) in users.revoked_since(since).await? {
             revocations.insert(session_id, at);
         }
@@ -286,9 +284,9 @@ impl Revocations {
             .contains_key(session_id)
     }
 
-    /// Forgets revocations whose tokens have all expired.
-    pub fn prune(&self) {
-        let before = kizo_persistence::users::now_ms() - Self::KEPT_MS - 60_000;
+    /// Forgets revocations whose tokens have all expired by `now_ms`.
+    pub fn prune(&self, now_ms: i64) {
+        let before = now_ms - Self::KEPT_MS - 60_000;
         self.revoked_at_ms
             .lock()
             .expect("not poisoned")
@@ -341,7 +339,10 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_for_signature_issuer_audience_and_algorithm() {
-        let tokens = Tokens::new("a secret of the server, 32 bytes+");
+        let tokens = Tokens::new(
+            "a secret of the server, 32 bytes+",
+            Arc::new(kizo_engine::SystemClock),
+        );
         let token = tokens.issue("u1", "s1", 7);
         let claims = tokens.verify(&token).unwrap();
         assert_eq!(
@@ -352,9 +353,12 @@ mod tests {
             ),
             ("u1", "s1", "7")
         );
-        assert!(Tokens::new("another secret, also long enough..")
-            .verify(&token)
-            .is_none());
+        assert!(Tokens::new(
+            "another secret, also long enough..",
+            Arc::new(kizo_engine::SystemClock)
+        )
+        .verify(&token)
+        .is_none());
         // Tampered payload.
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = "eyJzdWIiOiJ1MiIsInNpZCI6InMxIiwid2lkIjoiNyIsImlzcyI6Imtpem8iLCJhdWQiOiJraXpvLXdhbGxldCIsImlhdCI6MCwiZXhwIjo0MTAyNDQ0ODAwfQ";

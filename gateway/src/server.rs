@@ -159,6 +159,8 @@ impl Server {
     /// Opens the store, recovers the engine from the log, starts the projector, and serves.
     pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         crate::metrics::handle();
+        // The one clock: the engine, the stores, the settlements and the handlers read it.
+        let clock: Arc<dyn kizo_engine::Clock> = Arc::new(kizo_engine::SystemClock);
         let store = LogStore::open(&config.store).await?;
         let wal = DurableWal::open(store, WalConfig::default()).await?;
         let recovered = wal.last_lsn();
@@ -176,7 +178,7 @@ impl Server {
                 ..EngineConfig::default()
             },
             wal.clone(),
-            Arc::new(kizo_engine::SystemClock),
+            clock.clone(),
             baseline,
         )
         .await?;
@@ -207,9 +209,13 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let keys = KeyStore::open(&config.store).await?;
-        let users = UserStore::open(&config.store).await?;
-        let money = start_money(&config, &engine).await?;
+        let keys = KeyStore::open(&config.store)
+            .await?
+            .with_clock(clock.clone());
+        let users = UserStore::open(&config.store)
+            .await?
+            .with_clock(clock.clone());
+        let money = start_money(&config, &engine, clock.clone()).await?;
         let state = Arc::new(App {
             engine: engine.clone(),
             wal,
@@ -217,13 +223,13 @@ impl Server {
             keys,
             revocations: crate::auth::Revocations::load(&users).await?,
             users,
-            tokens: crate::auth::Tokens::new(&config.jwt_secret),
+            tokens: crate::auth::Tokens::new(&config.jwt_secret, clock.clone()),
             passwords: crate::auth::Passwords::new(&config.password_pepper),
             currency: config.currency.clone(),
             limits: crate::limits::Limits::new(config.auth_rates),
             money,
             snapshots: snapshots.clone(),
-            clock: Arc::new(kizo_engine::SystemClock),
+            clock: clock.clone(),
             api_key: config.api_key.into(),
             admin_api_key: config.admin_api_key.into(),
             wallet_key: {
@@ -291,7 +297,11 @@ impl Server {
 
 /// The bank, the bank's system account, the settlement store, the supervisor (which resumes
 /// every unfinished settlement) and the reconciler.
-async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, StartError> {
+async fn start_money(
+    config: &ServerConfig,
+    engine: &Engine,
+    clock: Arc<dyn kizo_engine::Clock>,
+) -> Result<Money, StartError> {
     let ledger = config.currency.ledger;
     let bank_account = kizo_wallet::codes::bank_account(ledger);
     let created = engine.create_accounts(vec![bank_account]).await?;
@@ -313,7 +323,8 @@ async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, St
                 journal: config.bank.journal.clone(),
                 ..kizo_bank::BankConfig::default()
             })
-            .map_err(StartError::Bank)?;
+            .map_err(StartError::Bank)?
+            .with_clock(clock.clone());
             Arc::new(kizo_bank::InProcessBank { bank })
         }
     };
@@ -322,6 +333,7 @@ async fn start_money(config: &ServerConfig, engine: &Engine) -> Result<Money, St
         engine: engine.clone(),
         bank,
         store: Arc::new(crate::settlements::StoreAdapter(store.clone())),
+        clock,
     };
     let settlements = Settlements::start(ports.clone(), config.bank.settlement.clone())
         .await
@@ -352,7 +364,7 @@ async fn housekeeping(state: AppState) {
     loop {
         every.tick().await;
         state.limits.shrink();
-        state.revocations.prune();
+        state.revocations.prune(state.users.now_ms());
         state.transfer_keys.prune();
         match state.keys.prune(crate::idempotency::KEPT_MS).await {
             Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),

@@ -217,7 +217,7 @@ async fn create_settlement(
         kizo_wallet::ids::bank_account_id(ledger),
         ledger,
         amount,
-        settlement_actors::now_ms(),
+        state.clock.now_ms(),
     );
     match money
         .store
@@ -623,7 +623,7 @@ pub async fn resolve(
         .ok_or_else(|| ApiError::not_found("no such settlement"))?;
     let Some(resolved) = owned
         .settlement
-        .resolve(resolution.bank_moved, settlement_actors::now_ms())
+        .resolve(resolution.bank_moved, state.clock.now_ms())
     else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use kizo_persistence::keys::KeyStore;
-use kizo_persistence::users::now_ms;
 use kizo_persistence::StoreError;
 
 /// The key store's scope of wallet-transfer refusals; each key is the transfer id.
@@ -147,16 +146,16 @@ impl TransferKeys {
         self.refusals
             .lock()
             .expect("not poisoned")
-            .insert(now_ms(), id, refusal);
+            .insert(self.store.now_ms(), id, refusal);
         Ok(())
     }
 
     /// Forgets refusals past their time.
     pub fn prune(&self) {
-        self.refusals
-            .lock()
-            .expect("not poisoned")
-            .forget(now_ms() - crate::idempotency::KEPT_MS, REFUSALS_MAX);
+        self.refusals.lock().expect("not poisoned").forget(
+            self.store.now_ms() - crate::idempotency::KEPT_MS,
+            REFUSALS_MAX,
+        );
     }
 }
 

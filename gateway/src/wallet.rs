@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use kizo_engine::CreateAccountResult;
-use kizo_persistence::users::{now_ms, Refresh, User, UserError};
+use kizo_persistence::users::{Refresh, User, UserError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{
@@ -218,7 +218,7 @@ pub async fn signup(
         first_name,
         last_name,
         wallet_id: wallet_id.to_string(),
-        created_at: now_ms(),
+        created_at: state.users.now_ms(),
     };
     match state.users.create_user(&user).await {
         Ok(()) => {}
@@ -279,7 +279,7 @@ pub async fn login(
             &session_id,
             &user.id,
             &refresh_hash,
-            now_ms() + REFRESH_TTL_MS,
+            state.users.now_ms() + REFRESH_TTL_MS,
         )
         .await
         .map_err(store_error)?;
@@ -312,7 +312,7 @@ pub async fn refresh(
         .rotate_refresh(
             &hash_refresh(&request.refresh_token),
             &next_hash,
-            now_ms() + REFRESH_TTL_MS,
+            state.users.now_ms() + REFRESH_TTL_MS,
         )
         .await
         .map_err(store_error)?;
@@ -330,7 +330,7 @@ pub async fn refresh(
             Ok(Json(TokenPair::new(&state, &user, &session_id, next_token)).into_response())
         }
         Refresh::Reused { session_id } => {
-            state.revocations.insert(session_id, now_ms());
+            state.revocations.insert(session_id, state.users.now_ms());
             tracing::warn!("a spent refresh token was presented; its session is revoked");
             Err(
                 ApiError::unauthorized("this refresh token was used before; the session has ended")
@@ -358,7 +358,9 @@ pub async fn logout(
         .revoke_session(&caller.session_id)
         .await
         .map_err(store_error)?;
-    state.revocations.insert(caller.session_id, now_ms());
+    state
+        .revocations
+        .insert(caller.session_id, state.users.now_ms());
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,18 +2,26 @@
 //! every retry with the same request; the same key with another request, or while the first
 //! still runs, is refused. In PostgreSQL beside the log; in the embedded store in `keys.db`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use sqlx::postgres::PgPool;
-use sqlx::sqlite::SqlitePool;
+use kizo_engine::{Clock, SystemClock};
 
 use crate::store::unavailable;
 use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
-#[derive(Clone, Debug)]
-pub enum KeyStore {
-    Postgres(PgPool),
-    Embedded(SqlitePool),
+/// Its pools, and the clock it stamps rows with (the server's one clock).
+#[derive(Clone)]
+pub struct KeyStore {
+    pools: Pools,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("pools", &self.pools)
+            .finish()
+    }
 }
 
 /// What to do with a request that carries a key.
@@ -35,12 +43,6 @@ type StoredKey = (Vec<u8>, Option<i32>, Option<Vec<u8>>);
 /// A running request's claim lapses after this long (its process died): a retry may run.
 pub const LEASE_MS: i64 = 60_000;
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// An answer kept with [`KeyStore::keep`], as [`KeyStore::kept`] returns it.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Kept {
@@ -54,14 +56,24 @@ pub struct Kept {
 impl KeyStore {
     pub async fn open(config: &StoreConfig) -> Result<KeyStore, StoreError> {
         let migrations = sqlx::migrate!("./migrations/sqlite_keys");
-        Ok(match open_pools(config, 4, "keys.db", &migrations).await? {
-            Pools::Postgres(pool) => KeyStore::Postgres(pool),
-            Pools::Embedded(pool) => KeyStore::Embedded(pool),
+        Ok(KeyStore {
+            pools: open_pools(config, 4, "keys.db", &migrations).await?,
+            clock: Arc::new(SystemClock),
         })
     }
 
+    /// The same store, stamping rows with `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// Milliseconds since 1970 on the store's clock, as its rows hold time.
+    pub fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
     fn sql(&self, sql: &'static str) -> std::borrow::Cow<'static, str> {
-        dialect(sql, matches!(self, KeyStore::Postgres(_)))
+        dialect(sql, matches!(self.pools, Pools::Postgres(_)))
     }
 
     /// Claims `key` in `scope` for the request with `fingerprint`.
@@ -71,7 +83,7 @@ impl KeyStore {
         key: &str,
         fingerprint: &[u8],
     ) -> Result<Claim, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         // Take the key if it is free, or if its holder's lease lapsed without an answer.
         let take = self.sql(
             "INSERT INTO idempotency_keys (scope, key, fingerprint, started_at)
@@ -81,7 +93,7 @@ impl KeyStore {
                AND idempotency_keys.fingerprint = excluded.fingerprint
                AND idempotency_keys.started_at < $4 - $5",
         );
-        let taken = on_pool!(KeyStore, self, pool => sqlx::query(&take)
+        let taken = on_pool!(Pools, &self.pools, pool => sqlx::query(&take)
             .bind(scope)
             .bind(key)
             .bind(fingerprint)
@@ -97,7 +109,7 @@ impl KeyStore {
         let find = self.sql(
             "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
         );
-        let row: Option<StoredKey> = on_pool!(KeyStore, self, pool => sqlx::query_as(&find)
+        let row: Option<StoredKey> = on_pool!(Pools, &self.pools, pool => sqlx::query_as(&find)
             .bind(scope)
             .bind(key)
             .fetch_optional(pool)
@@ -126,7 +138,7 @@ impl KeyStore {
         let sql = self.sql(
             "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
         );
-        on_pool!(KeyStore, self, pool => sqlx::query(&sql)
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
             .bind(scope)
             .bind(key)
             .bind(i32::from(status))
@@ -151,13 +163,13 @@ impl KeyStore {
             "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, started_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, key) DO NOTHING",
         );
-        on_pool!(KeyStore, self, pool => sqlx::query(&sql)
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
             .bind(scope)
             .bind(key)
             .bind(fingerprint)
             .bind(i32::from(status))
             .bind(body)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .execute(pool)
             .await
             .map(|_| ()))
@@ -176,9 +188,9 @@ impl KeyStore {
              WHERE scope = $1 AND started_at >= $2 AND status IS NOT NULL AND body IS NOT NULL
              ORDER BY started_at LIMIT $3",
         );
-        on_pool!(KeyStore, self, pool => sqlx::query_as::<_, Kept>(&sql)
+        on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, Kept>(&sql)
             .bind(scope)
-            .bind(now_ms() - age_ms)
+            .bind(self.now_ms() - age_ms)
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await)
@@ -189,7 +201,7 @@ impl KeyStore {
     pub async fn release(&self, scope: &str, key: &str) -> Result<(), StoreError> {
         let sql = self
             .sql("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL");
-        on_pool!(KeyStore, self, pool => sqlx::query(&sql)
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
             .bind(scope)
             .bind(key)
             .execute(pool)
@@ -201,8 +213,8 @@ impl KeyStore {
     /// Forgets keys first used more than `age_ms` ago; returns how many.
     pub async fn prune(&self, age_ms: i64) -> Result<u64, StoreError> {
         let sql = self.sql("DELETE FROM idempotency_keys WHERE started_at < $1");
-        on_pool!(KeyStore, self, pool => sqlx::query(&sql)
-            .bind(now_ms() - age_ms)
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
+            .bind(self.now_ms() - age_ms)
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))

@@ -240,6 +240,7 @@ impl LogStore {
 }
 
 /// The connection pool of one part of the store, its migrations run.
+#[derive(Clone, Debug)]
 pub(crate) enum Pools {
     Postgres(PgPool),
     Embedded(SqlitePool),

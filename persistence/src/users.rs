@@ -1,18 +1,26 @@
 //! Users of the wallet API, their sessions, and their refresh tokens (stored hashed, each
 //! usable once). In PostgreSQL beside the log; in the embedded store in `users.db`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use sqlx::postgres::PgPool;
-use sqlx::sqlite::SqlitePool;
+use kizo_engine::{Clock, SystemClock};
 
 use crate::store::unavailable;
 use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
-#[derive(Clone, Debug)]
-pub enum UserStore {
-    Postgres(PgPool),
-    Embedded(SqlitePool),
+/// Its pools, and the clock it stamps rows with (the server's one clock).
+#[derive(Clone)]
+pub struct UserStore {
+    pools: Pools,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for UserStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStore")
+            .field("pools", &self.pools)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -46,28 +54,30 @@ pub enum Refresh {
     Reused { session_id: String },
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 const INSERT_REFRESH: &str =
     "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)";
 
 impl UserStore {
     pub async fn open(config: &StoreConfig) -> Result<UserStore, StoreError> {
         let migrations = sqlx::migrate!("./migrations/sqlite_users");
-        Ok(
-            match open_pools(config, 4, "users.db", &migrations).await? {
-                Pools::Postgres(pool) => UserStore::Postgres(pool),
-                Pools::Embedded(pool) => UserStore::Embedded(pool),
-            },
-        )
+        Ok(UserStore {
+            pools: open_pools(config, 4, "users.db", &migrations).await?,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The same store, stamping rows with `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// Milliseconds since 1970 on the store's clock, as its rows hold time.
+    pub fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
 
     fn sql(&self, sql: &'static str) -> std::borrow::Cow<'static, str> {
-        dialect(sql, matches!(self, UserStore::Postgres(_)))
+        dialect(sql, matches!(self.pools, Pools::Postgres(_)))
     }
 
     pub async fn create_user(&self, user: &User) -> Result<(), UserError> {
@@ -75,7 +85,7 @@ impl UserStore {
             "INSERT INTO users (id, email, password_hash, first_name, last_name, wallet_id, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         );
-        let result = on_pool!(UserStore, self, pool => sqlx::query(&sql)
+        let result = on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
             .bind(&user.id)
             .bind(&user.email)
             .bind(&user.password_hash)
@@ -94,13 +104,13 @@ impl UserStore {
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let sql = self.sql("SELECT * FROM users WHERE email = $1");
-        on_pool!(UserStore, self, pool => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(pool).await)
+        on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(pool).await)
             .map_err(unavailable)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         let sql = self.sql("SELECT * FROM users WHERE id = $1");
-        on_pool!(UserStore, self, pool => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(pool).await)
+        on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(pool).await)
             .map_err(unavailable)
     }
 
@@ -122,7 +132,7 @@ impl UserStore {
                 OR email = $3
              ORDER BY last_name, first_name, id LIMIT $2",
         );
-        on_pool!(UserStore, self, pool => sqlx::query_as::<_, User>(&sql)
+        on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql)
             .bind(&pattern)
             .bind(i64::from(limit))
             .bind(prefix.to_lowercase())
@@ -138,7 +148,7 @@ impl UserStore {
         last_name: &str,
     ) -> Result<(), StoreError> {
         let sql = self.sql("UPDATE users SET first_name = $2, last_name = $3 WHERE id = $1");
-        on_pool!(UserStore, self, pool => sqlx::query(&sql)
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
             .bind(id)
             .bind(first_name)
             .bind(last_name)
@@ -159,12 +169,12 @@ impl UserStore {
         let session =
             self.sql("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)");
         let refresh = self.sql(INSERT_REFRESH);
-        on_pool!(UserStore, self, pool => async {
+        on_pool!(Pools, &self.pools, pool => async {
             let mut tx = pool.begin().await?;
             sqlx::query(&session)
                 .bind(session_id)
                 .bind(user_id)
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(&refresh)
@@ -186,7 +196,7 @@ impl UserStore {
         next: &[u8],
         next_expires_at: i64,
     ) -> Result<Refresh, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let spend = self.sql(
             "UPDATE refresh_tokens SET used_at = $2
              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
@@ -199,7 +209,7 @@ impl UserStore {
         let revoke =
             self.sql("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");
         let insert = self.sql(INSERT_REFRESH);
-        on_pool!(UserStore, self, pool => async {
+        on_pool!(Pools, &self.pools, pool => async {
             let mut tx = pool.begin().await?;
             let spent: Option<String> = sqlx::query_scalar(&spend)
                 .bind(presented)
@@ -236,9 +246,9 @@ impl UserStore {
     pub async fn revoke_session(&self, session_id: &str) -> Result<(), StoreError> {
         let sql =
             self.sql("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");
-        on_pool!(UserStore, self, pool => sqlx::query(&sql)
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
             .bind(session_id)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .execute(pool)
             .await
             .map(|_| ()))
@@ -249,7 +259,7 @@ impl UserStore {
     /// still be within their lifetime.
     pub async fn revoked_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
         let sql = self.sql("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1");
-        on_pool!(UserStore, self, pool => sqlx::query_as(&sql).bind(since_ms).fetch_all(pool).await)
+        on_pool!(Pools, &self.pools, pool => sqlx::query_as(&sql).bind(since_ms).fetch_all(pool).await)
             .map_err(unavailable)
     }
 
@@ -269,8 +279,8 @@ impl UserStore {
              ON CONFLICT (transfer_id, fingerprint) DO NOTHING",
         );
         let (id, fingerprint) = (transfer_id.to_string(), fingerprint.to_string());
-        match self {
-            UserStore::Postgres(pool) => {
+        match &self.pools {
+            Pools::Postgres(pool) => {
                 async {
                     let mut tx = pool.begin().await?;
                     sqlx::query("SET LOCAL synchronous_commit TO off")
@@ -286,7 +296,7 @@ impl UserStore {
                 }
                 .await
             }
-            UserStore::Embedded(pool) => sqlx::query(&sql)
+            Pools::Embedded(pool) => sqlx::query(&sql)
                 .bind(&id)
                 .bind(&fingerprint)
                 .bind(note)
@@ -312,11 +322,11 @@ impl UserStore {
             "SELECT transfer_id, fingerprint, note FROM transfer_notes WHERE transfer_id IN ({})",
             placeholders.join(", ")
         );
-        let sql = match self {
-            UserStore::Postgres(_) => sql,
-            UserStore::Embedded(_) => sql.replace('$', "?"),
+        let sql = match &self.pools {
+            Pools::Postgres(_) => sql,
+            Pools::Embedded(_) => sql.replace('$', "?"),
         };
-        let rows: Vec<(String, String, String)> = on_pool!(UserStore, self, pool => {
+        let rows: Vec<(String, String, String)> = on_pool!(Pools, &self.pools, pool => {
             let mut query = sqlx::query_as(&sql);
             for (id, _) in of {
                 query = query.bind(id.to_string());
@@ -338,7 +348,7 @@ impl UserStore {
     pub async fn session_active(&self, session_id: &str) -> Result<bool, StoreError> {
         let sql = self.sql("SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL");
         let count: i64 =
-            on_pool!(UserStore, self, pool => sqlx::query_scalar(&sql).bind(session_id).fetch_one(pool).await)
+            on_pool!(Pools, &self.pools, pool => sqlx::query_scalar(&sql).bind(session_id).fetch_one(pool).await)
                 .map_err(unavailable)?;
         Ok(count > 0)
     }

@@ -4,7 +4,13 @@
 mod common;
 
 use common::TestStore;
-use kizo_persistence::users::{now_ms, Refresh, User, UserError, UserStore};
+use kizo_engine::{Clock, SystemClock};
+use kizo_persistence::users::{Refresh, User, UserError, UserStore};
+
+/// The time as the store stamps it (its clock is the system's unless told otherwise).
+fn now_ms() -> i64 {
+    SystemClock.now_ms() as i64
+}
 
 on_both_backends!(
     emails_are_unique,
