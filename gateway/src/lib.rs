@@ -16,8 +16,12 @@
 //! - [`transfer_keys`]: `Idempotency-Key` on wallet transfers: the ledger remembers created
 //!   transfers; refusals and running requests are kept here.
 //! - [`settlements`]: deposits and withdrawals through the bank, the bank's callbacks, and the
-//!   admin API of reconciliation.
+//!   admin API of reconciliation; [`money`]: starting a settlement, without HTTP.
+//! - [`snapshots`]: the admin API of snapshots.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
+//!
+//! This crate never decides about money: the wallet's rules are `kizo-wallet`'s, the ledger's
+//! `kizo-ledger`'s, settlements' `kizo-settlement`'s. Handlers parse, authenticate, call and map.
 
 pub mod auth;
 pub mod config;
@@ -27,6 +31,7 @@ pub mod json;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod money;
 pub mod openapi;
 pub mod payments;
 pub mod server;

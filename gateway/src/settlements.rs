@@ -1,7 +1,8 @@
 //! Money in and out through the bank: deposits and withdrawals (`/v1/deposits`,
 //! `/v1/withdrawals`), the bank's callbacks, and the admin API of reconciliation. The decisions
-//! are `kizo_engine::settlement`'s; the driving is the settlement supervisor's; this module
-//! checks requests, writes the new settlement, and shows settlements to their owner.
+//! are `kizo_engine::settlement`'s; the driving is the settlement supervisor's; starting one is
+//! [`crate::money`]'s. This module parses and authenticates requests, calls those, and shows
+//! settlements to their owner.
 //!
 //! A settlement's id is `hash(user, kind, Idempotency-Key)`, so the settlements table is the
 //! key's durable memory: a retry finds the settlement and answers it again
@@ -14,14 +15,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use kizo_engine::reconcile::{Difference, Report};
 use kizo_engine::settlement::{Kind, Phase, Settlement, Status};
-use kizo_engine::settlement_actors::{self, PortError, PortFuture, BACKLOG_MAX};
-use kizo_persistence::settlements::{Created, Owned, SettlementStore};
+use kizo_engine::settlement_actors::{self, PortError, PortFuture};
+use kizo_persistence::settlements::{Owned, SettlementStore};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::idempotency;
 use crate::json::Json;
+use crate::money::{SettlementRequestError, Started};
 use crate::server::AppState;
 use crate::wallet::store_error;
 
@@ -198,66 +200,24 @@ async fn create_settlement(
     if account != caller.wallet {
         return Err(ApiError::not_found("no such account"));
     }
-    let money = &state.money;
-    if money.settlements.backlog() >= BACKLOG_MAX {
-        return Err(
-            ApiError::unavailable("too many settlements under way; retry later")
-                .with_code("settlements_busy"),
-        );
-    }
-    let id = kizo_wallet::ids::settlement_id(&caller.user_id, kind, &key);
-    let Some(_running) = state.transfer_keys.begin(id) else {
-        return Ok(idempotency::in_use());
-    };
-    let ledger = state.currency.ledger;
-    let fresh = Settlement::new(
-        id,
-        kind,
+    let request = crate::money::SettlementRequest {
+        user_id: &caller.user_id,
         account,
-        kizo_wallet::ids::bank_account_id(ledger),
-        ledger,
+        kind,
         amount,
-        state.clock.now_ms(),
-    );
-    match money
-        .store
-        .create(&caller.user_id, &fresh)
-        .await
-        .map_err(store_error)?
-    {
-        Created::Created => {}
-        Created::Exists(existing) => {
-            let same = existing.user_id == caller.user_id
-                && existing.settlement.kind == kind
-                && existing.settlement.account_id == account
-                && existing.settlement.amount == amount;
-            if !same {
-                return Err(idempotency::reused());
-            }
-            // A first request that stopped before its hold is finished by the supervisor.
-            if existing.settlement.phase == Phase::Hold {
-                money.settlements.submit(existing.settlement.clone());
-            }
-            return Ok(idempotency::replayed(answer(&state, &existing.settlement)));
-        }
-    }
-    let settlement = match kind {
-        Kind::Deposit => fresh,
-        // The hold comes before the answer, so the answer tells the truth about the balance.
-        Kind::Withdrawal => {
-            match settlement_actors::advance(&money.ports, &money.policy, &fresh).await {
-                Ok((held, _)) => held,
-                Err(error) => {
-                    tracing::warn!(%error, "a withdrawal's hold was not recorded; the supervisor takes it over");
-                    fresh
-                }
-            }
-        }
+        key: &key,
     };
-    if !matches!(settlement.phase, Phase::Done(_)) {
-        money.settlements.submit(settlement.clone());
+    match crate::money::start_settlement(&state, request).await {
+        Ok(Started::New(settlement)) => Ok(answer(&state, &settlement)),
+        Ok(Started::Replayed(settlement)) => Ok(idempotency::replayed(answer(&state, &settlement))),
+        Ok(Started::InUse) => Ok(idempotency::in_use()),
+        Err(SettlementRequestError::Busy) => Err(ApiError::unavailable(
+            "too many settlements under way; retry later",
+        )
+        .with_code("settlements_busy")),
+        Err(SettlementRequestError::KeyReused) => Err(idempotency::reused()),
+        Err(SettlementRequestError::Store(error)) => Err(store_error(error)),
     }
-    Ok(answer(&state, &settlement))
 }
 
 async fn own_settlement(
