@@ -318,8 +318,7 @@ impl<'v> Decider<'v> {
                 self.undo
                     .push(Undo::Account(leg.account_id, Some(*account)));
             }
-            *account = leg
-                .applied_to(account)
+            leg.apply(account)
                 .expect("a decided change keeps balances within u128");
         }
         self.records.push(record);
@@ -498,11 +497,11 @@ impl<'v> Decider<'v> {
         }
         let record = Record::TransferCreated(transfer);
         let [debit_leg, credit_leg] = record.legs().expect("a transfer moves two balances");
-        *debit = debit_leg
-            .applied_to(debit)
+        debit_leg
+            .apply(debit)
             .expect("the overflow checks above passed");
-        *credit = credit_leg
-            .applied_to(credit)
+        credit_leg
+            .apply(credit)
             .expect("the overflow checks above passed");
         self.insert_transfer(transfer);
         if pending {

@@ -55,31 +55,41 @@ pub struct Leg {
 }
 
 impl Leg {
-    /// The account's balances with this leg applied; `None` when a balance would leave u128
-    /// or more would be released than is pending (which a decided commit never does).
-    pub fn applied_to(&self, account: &Account) -> Option<Account> {
-        let mut after = *account;
+    /// Applies the leg to the account's balances, in place. Refused, with the account
+    /// unchanged, when a balance would leave u128 or more would be released than is pending
+    /// (which a decided commit never does).
+    #[inline]
+    pub fn apply(&self, account: &mut Account) -> Result<(), LegOverflow> {
         let (pending, posted) = match self.side {
-            Side::Debit => (&mut after.debits_pending, &mut after.debits_posted),
-            Side::Credit => (&mut after.credits_pending, &mut after.credits_posted),
+            Side::Debit => (&mut account.debits_pending, &mut account.debits_posted),
+            Side::Credit => (&mut account.credits_pending, &mut account.credits_posted),
         };
-        *pending = pending
-            .checked_add(self.pending_plus)?
-            .checked_sub(self.pending_minus)?;
-        *posted = posted.checked_add(self.posted_plus)?;
-        Some(after)
+        let pending_after = pending
+            .checked_add(self.pending_plus)
+            .and_then(|p| p.checked_sub(self.pending_minus))
+            .ok_or(LegOverflow)?;
+        let posted_after = posted.checked_add(self.posted_plus).ok_or(LegOverflow)?;
+        *pending = pending_after;
+        *posted = posted_after;
+        Ok(())
     }
 }
+
+/// A leg that would take a balance outside u128 or release more than is pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a balance would leave u128, or more would be released than is pending")]
+pub struct LegOverflow;
 
 impl Record {
     /// How the record moves balances: a debit leg and a credit leg, or nothing (a new account,
     /// a failed id). The one place a record's balance effects are written; the shards' apply
     /// and the read models' projection both read them from here.
-    #[inline]
+    #[inline(always)]
     pub fn legs(&self) -> Option<[Leg; 2]> {
-        // (debit account, credit account, pending plus, pending minus, posted plus)
+        // (debit account, credit account, pending plus, pending minus, posted plus); matched by
+        // reference: a record is 150 bytes, and the shards ask every record of every commit.
         let (debit_account_id, credit_account_id, pending_plus, pending_minus, posted_plus) =
-            match *self {
+            match self {
                 Record::AccountCreated(_) | Record::TransferFailed { .. } => return None,
                 Record::TransferCreated(t) if t.flags.contains(TransferFlags::PENDING) => {
                     (t.debit_account_id, t.credit_account_id, t.amount, 0, 0)
@@ -94,7 +104,7 @@ impl Record {
                     t.debit_account_id,
                     t.credit_account_id,
                     0,
-                    pending_amount,
+                    *pending_amount,
                     t.amount,
                 ),
                 Record::PendingVoided {
@@ -104,7 +114,7 @@ impl Record {
                     t.debit_account_id,
                     t.credit_account_id,
                     0,
-                    pending_amount,
+                    *pending_amount,
                     0,
                 ),
                 Record::PendingExpired {
@@ -112,7 +122,7 @@ impl Record {
                     credit_account_id,
                     amount,
                     ..
-                } => (debit_account_id, credit_account_id, 0, amount, 0),
+                } => (*debit_account_id, *credit_account_id, 0, *amount, 0),
             };
         let leg = |account_id, side| Leg {
             account_id,

@@ -424,28 +424,33 @@ impl ShardState {
 
     /// Changes the balances of the record's local accounts and adds its transfer, if it has
     /// one, to their history.
-    fn apply_legs(&mut self, legs: [Leg; 2], transfer: Option<&Transfer>) {
-        for leg in legs {
-            let Some(local) = self.local_account(leg.account_id) else {
-                continue;
-            };
-            let after = leg.applied_to(&local.account).unwrap_or_else(|| {
-                panic!(
-                    "a decided commit leaves account {}'s balances outside u128 or releases more than is pending",
-                    leg.account_id
-                )
-            });
-            // Paired with the decider's check: applying a commit that breaks a limit would
-            // make the books wrong, so this stays on in release builds.
-            assert!(
-                after.within_limits(),
-                "a decided commit takes account {} past its limits",
+    #[inline]
+    fn apply_legs(&mut self, [debit, credit]: [Leg; 2], transfer: Option<&Transfer>) {
+        self.apply_leg(&debit, transfer);
+        self.apply_leg(&credit, transfer);
+    }
+
+    #[inline]
+    fn apply_leg(&mut self, leg: &Leg, transfer: Option<&Transfer>) {
+        let Some(local) = self.local_account(leg.account_id) else {
+            return;
+        };
+        if leg.apply(&mut local.account).is_err() {
+            panic!(
+                "a decided commit leaves account {}'s balances outside u128 or releases more than is pending",
                 leg.account_id
             );
-            local.account = after;
-            if let Some(transfer) = transfer {
-                local.record(transfer, leg.side == Side::Debit);
-            }
+        }
+        // Paired with the decider's check: applying a commit that breaks a limit would make the
+        // books wrong, so this stays on in release builds. (`Leg::apply` has just checked that
+        // every balance fits u128; an account without limits has nothing more to break.)
+        assert!(
+            !local.account.has_limits() || local.account.within_limits(),
+            "a decided commit takes account {} past its limits",
+            leg.account_id
+        );
+        if let Some(transfer) = transfer {
+            local.record(transfer, leg.side == Side::Debit);
         }
     }
 

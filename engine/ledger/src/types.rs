@@ -125,11 +125,13 @@ impl Account {
     }
 
     /// Pending plus posted debits; `None` when the sum leaves u128.
+    #[inline]
     pub fn debits(&self) -> Option<u128> {
         self.debits_pending.checked_add(self.debits_posted)
     }
 
     /// Pending plus posted credits; `None` when the sum leaves u128.
+    #[inline]
     pub fn credits(&self) -> Option<u128> {
         self.credits_pending.checked_add(self.credits_posted)
     }
@@ -138,6 +140,7 @@ impl Account {
     /// with `DEBITS_MUST_NOT_EXCEED_CREDITS`, they may not exceed the posted credits.
     /// The one place this rule is written; the decider, the shards, the read models and the
     /// snapshot check all ask here.
+    #[inline]
     pub fn debits_exceed_limit(&self, debits: u128) -> bool {
         self.flags
             .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
@@ -146,13 +149,24 @@ impl Account {
 
     /// Whether `credits` (pending plus posted) would break the account's credit limit:
     /// with `CREDITS_MUST_NOT_EXCEED_DEBITS`, they may not exceed the posted debits.
+    #[inline]
     pub fn credits_exceed_limit(&self, credits: u128) -> bool {
         self.flags
             .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
             && credits > self.debits_posted
     }
 
+    /// Whether the account has a limit at all (either flag).
+    #[inline]
+    pub fn has_limits(&self) -> bool {
+        self.flags.0
+            & (AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS.0
+                | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS.0)
+            != 0
+    }
+
     /// Whether the balances as they stand keep the account's limits (and fit u128).
+    #[inline]
     pub fn within_limits(&self) -> bool {
         match (self.debits(), self.credits()) {
             (Some(debits), Some(credits)) => {
