@@ -442,10 +442,9 @@ impl ShardState {
             );
         }
         // Paired with the decider's check: applying a commit that breaks a limit would make the
-        // books wrong, so this stays on in release builds. (`Leg::apply` has just checked that
-        // every balance fits u128; an account without limits has nothing more to break.)
+        // books wrong, so this stays on in release builds.
         assert!(
-            !local.account.has_limits() || local.account.within_limits(),
+            local.account.within_limits(),
             "a decided commit takes account {} past its limits",
             leg.account_id
         );

@@ -156,24 +156,24 @@ impl Account {
             && credits > self.debits_posted
     }
 
-    /// Whether the account has a limit at all (either flag).
-    #[inline]
-    pub fn has_limits(&self) -> bool {
-        self.flags.0
-            & (AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS.0
-                | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS.0)
-            != 0
-    }
-
-    /// Whether the balances as they stand keep the account's limits (and fit u128).
+    /// Whether the balances as they stand keep the account's limits. A pending-plus-posted sum
+    /// that leaves u128 breaks the limit of its side; an account without limits keeps them
+    /// whatever its balances.
     #[inline]
     pub fn within_limits(&self) -> bool {
-        match (self.debits(), self.credits()) {
-            (Some(debits), Some(credits)) => {
-                !self.debits_exceed_limit(debits) && !self.credits_exceed_limit(credits)
-            }
-            _ => false,
-        }
+        let debits_break = self
+            .flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            && self
+                .debits()
+                .is_none_or(|debits| self.debits_exceed_limit(debits));
+        let credits_break = self
+            .flags
+            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            && self
+                .credits()
+                .is_none_or(|credits| self.credits_exceed_limit(credits));
+        !debits_break && !credits_break
     }
 }
 
