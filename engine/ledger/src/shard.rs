@@ -430,29 +430,22 @@ impl ShardState {
         self.apply_leg(&credit, transfer);
     }
 
-    #[inline]
+    #[inline(always)]
     fn apply_leg(&mut self, leg: &Leg, transfer: Option<&Transfer>) {
         let Some(local) = self.local_account(leg.account_id) else {
             return;
         };
-        if leg.apply(&mut local.account).is_err() {
-            panic!(
-                "a decided commit leaves account {}'s balances outside u128 or releases more than is pending",
-                leg.account_id
-            );
+        // Paired with the decider's checks: applying a commit that leaves u128 or breaks a limit
+        // would make the books wrong, so these stay on in release builds.
+        if leg.apply(&mut local.account).is_err() || !local.account.within_limits() {
+            corrupt_leg(leg, &local.account);
         }
-        // Paired with the decider's check: applying a commit that breaks a limit would make the
-        // books wrong, so this stays on in release builds.
-        assert!(
-            local.account.within_limits(),
-            "a decided commit takes account {} past its limits",
-            leg.account_id
-        );
         if let Some(transfer) = transfer {
             local.record(transfer, leg.side == Side::Debit);
         }
     }
 
+    #[inline]
     fn local_account(&mut self, id: u128) -> Option<&mut LocalAccount> {
         if !self.owns(id) {
             return None;
@@ -755,6 +748,17 @@ impl Hasher for Prehashed {
     fn write_u64(&mut self, value: u64) {
         self.0 = value;
     }
+}
+
+/// A decided commit that would take an account outside u128 or past its limits: the decider
+/// and the shards disagree, and applying it would corrupt the books.
+#[cold]
+#[inline(never)]
+fn corrupt_leg(leg: &Leg, account: &Account) -> ! {
+    panic!(
+        "a decided commit takes account {} outside u128 or past its limits: {leg:?} on {account:?}",
+        leg.account_id
+    )
 }
 
 #[cfg(test)]
