@@ -206,13 +206,8 @@ async fn load(client: Client, next_id: Arc<AtomicU64>, stop: Arc<AtomicBool>) ->
             let mut outcomes = Outcomes::default();
             let mut seed = next_id.load(Ordering::Relaxed) + worker * 7919;
             while !stop.load(Ordering::SeqCst) {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let debit = 2 + u128::from(seed >> 33) % WALLETS;
-                let credit = 2 + (debit - 2 + 1 + u128::from(seed >> 40) % (WALLETS - 1)) % WALLETS;
                 let id = u128::from(next_id.fetch_add(1, Ordering::Relaxed));
-                let t = transfer(id, debit, credit, 1 + u128::from(seed >> 50) % 5_000);
+                let t = kizo_testkit::next_load_transfer(&mut seed, id, WALLETS);
                 match client.create("/v1/ledger/transfers", json_of(&[t])).await {
                     Ok(results) if results[0] == "created" => outcomes.created.push(t),
                     Ok(_) => outcomes.refused.push(t),

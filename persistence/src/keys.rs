@@ -69,7 +69,7 @@ impl KeyStore {
 
     /// Milliseconds since 1970 on the store's clock, as its rows hold time.
     pub fn now_ms(&self) -> i64 {
-        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+        crate::store::row_ms(self.clock.as_ref())
     }
 
     fn sql(&self, sql: &'static str) -> std::borrow::Cow<'static, str> {

@@ -435,6 +435,11 @@ pub(crate) fn unavailable(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// The time as rows hold it: milliseconds since 1970 as a `BIGINT`.
+pub(crate) fn row_ms(clock: &dyn kizo_engine::Clock) -> i64 {
+    i64::try_from(clock.now_ms()).unwrap_or(i64::MAX)
+}
+
 /// LSNs are stored as `BIGINT`; the log would need 2^63 commits to overflow.
 fn to_i64(lsn: u64) -> i64 {
     i64::try_from(lsn).expect("LSN fits in i64")

@@ -157,13 +157,8 @@ async fn clients(engine: &Engine, stop: Arc<AtomicBool>) -> Outcomes {
             let mut outcomes = Outcomes::default();
             let mut seed = client * 7919 + 1;
             while !stop.load(Ordering::SeqCst) {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let debit = 2 + u128::from(seed >> 33) % WALLETS;
-                let credit = 2 + (debit - 2 + 1 + u128::from(seed >> 40) % (WALLETS - 1)) % WALLETS;
                 let id = u128::from(next_id.fetch_add(1, Ordering::Relaxed));
-                let t = transfer(id, debit, credit, 1 + u128::from(seed >> 50) % 5_000);
+                let t = kizo_testkit::next_load_transfer(&mut seed, id, WALLETS);
                 let started = Instant::now();
                 match engine.create_transfers(vec![t]).await {
                     Ok(results) if results[0] == CreateTransferResult::Created => {

@@ -150,6 +150,25 @@ pub fn engine_config() -> EngineConfig {
     }
 }
 
+/// The next transfer of a test client's load: a step of a linear congruential generator picks
+/// two distinct wallets among `2..wallets + 2` (account 1 funds them) and an amount of 1 to
+/// 5,000, on ledger 840, code 1.
+pub fn next_load_transfer(seed: &mut u64, id: u128, wallets: u128) -> Transfer {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let debit = 2 + u128::from(*seed >> 33) % wallets;
+    let credit = 2 + (debit - 2 + 1 + u128::from(*seed >> 40) % (wallets - 1)) % wallets;
+    Transfer::new(
+        id,
+        debit,
+        credit,
+        1 + u128::from(*seed >> 50) % 5_000,
+        840,
+        1,
+    )
+}
+
 /// A clock the test sets by hand.
 #[derive(Default)]
 pub struct ManualClock(pub AtomicU64);
