@@ -147,7 +147,7 @@ pub enum StartError {
     #[error("the in-process bank: {0}")]
     Bank(kizo_bank::server::OpenError),
     #[error("snapshots: {0}")]
-    Snapshots(String),
+    Snapshots(#[from] kizo_snapshots::actor::TakeError),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -191,7 +191,7 @@ impl Server {
                     policy: config.snapshots.policy.clone(),
                 })
                 .await
-                .map_err(StartError::Snapshots)?,
+                .map_err(StartError::from)?,
             ),
             None => None,
         };

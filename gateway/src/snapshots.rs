@@ -104,7 +104,7 @@ pub async fn take(
         }
         Err(error) => {
             tracing::error!(%error, "on-demand snapshot failed");
-            Err(ApiError::unavailable(error).with_code("snapshot_failed"))
+            Err(ApiError::unavailable(error.to_string()).with_code("snapshot_failed"))
         }
     }
 }

@@ -66,10 +66,22 @@ pub struct Taken {
 
 pub enum SnapshotMsg {
     Tick,
-    TakeNow(RpcReplyPort<Result<Taken, String>>),
+    TakeNow(RpcReplyPort<Result<Taken, TakeError>>),
 }
 
 pub struct SnapshotActor;
+
+/// Why a snapshot was not taken, or the snapshot actor not started.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    #[error("the ledger could not be rebuilt: {0}")]
+    Rebuild(#[from] crate::RebuildError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::dir::SnapshotError),
+    /// The actor could not be started, did not answer in time, or its writer task died.
+    #[error("the snapshot actor: {0}")]
+    Actor(String),
+}
 
 pub struct SnapshotArgs {
     pub dir: Arc<SnapshotDir>,
@@ -86,7 +98,7 @@ pub struct SnapshotState {
 }
 
 impl SnapshotState {
-    async fn take(&mut self) -> Result<Taken, String> {
+    async fn take(&mut self) -> Result<Taken, TakeError> {
         let started = Instant::now();
         let records = self.args.engine.stats().records;
         let rebuilt = rebuild(
@@ -96,8 +108,7 @@ impl SnapshotState {
             Base::BestSnapshot,
             |_, _| {},
         )
-        .await
-        .map_err(|error| error.to_string())?;
+        .await?;
         for skipped in &rebuilt.skipped {
             tracing::error!(snapshot = %skipped.name, error = %skipped.error, "snapshot passed over");
         }
@@ -116,10 +127,9 @@ impl SnapshotState {
                 Ok::<_, crate::dir::SnapshotError>(manifest)
             })
             .await
-            .map_err(|error| error.to_string())?
-            .map_err(|error| error.to_string())?
+            .map_err(|error| TakeError::Actor(error.to_string()))??
         } else {
-            self.args.dir.manifest(&name).map_err(|e| e.to_string())?
+            self.args.dir.manifest(&name)?
         };
         self.snapshot_lsn = lsn;
         self.taken_at = Instant::now();
@@ -231,11 +241,11 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    pub async fn start(args: SnapshotArgs) -> Result<Snapshots, String> {
+    pub async fn start(args: SnapshotArgs) -> Result<Snapshots, TakeError> {
         let dir = args.dir.clone();
         let (actor, _) = Actor::spawn(None, SnapshotActor, args)
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| TakeError::Actor(error.to_string()))?;
         Ok(Snapshots { actor, dir })
     }
 
@@ -244,10 +254,10 @@ impl Snapshots {
     }
 
     /// Takes a snapshot now (after any under way), waiting at most `timeout`.
-    pub async fn take_now(&self, timeout: Duration) -> Result<Taken, String> {
+    pub async fn take_now(&self, timeout: Duration) -> Result<Taken, TakeError> {
         match ractor::call_t!(self.actor, SnapshotMsg::TakeNow, timeout.as_millis() as u64) {
             Ok(result) => result,
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(TakeError::Actor(error.to_string())),
         }
     }
 

@@ -10,9 +10,10 @@
 //! - [`routing`]: the stable hash that assigns ids to shards.
 //! - [`local`]: the pure parts stepped synchronously, for tests and the simulator.
 //!
-//! This crate never contains: I/O, an async runtime, actors, threads, locks, a clock, randomness,
-//! metrics or logging. Time comes in as numbers; the engine's actors and the simulator carry the
-//! messages. Its manifest names no crate that does I/O, and `sim/tests/pure_crates.rs` fails if
+//! This crate never contains: I/O, an async runtime, actors, threads, locks, a clock, metrics or
+//! logging, nor randomness that reaches a result (its hash maps are seeded per process against
+//! hash flooding, and no decision depends on their order). Time comes in as numbers; the
+//! engine's actors and the simulator carry the messages. Its manifest names no crate that does I/O, and `sim/tests/pure_crates.rs` fails if
 //! one appears.
 
 pub mod image;
