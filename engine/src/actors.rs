@@ -759,7 +759,7 @@ impl SupervisorActor {
         let last = args.wal.last_lsn();
         let loaded = tokio::task::spawn_blocking(move || baseline.load(last))
             .await
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.into())
             .and_then(|loaded| loaded);
         let image = match loaded {
             Ok(Some(image)) if image.lsn > 0 => image,

@@ -52,13 +52,17 @@ impl Clock for SystemClock {
     }
 }
 
+/// Why no baseline could be looked for (the implementation's own error: a folder that cannot
+/// be listed, say).
+pub type BaselineError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where shards are rebuilt from instead of LSN 1: the newest saved image of the ledger.
 pub trait Baseline: Send + Sync + 'static {
     /// The newest usable image at or before `log_last_lsn` (the log's last durable commit), or
     /// none. Blocking: it reads files. An image that cannot be used is the implementation's to
     /// report and skip; an error here means that none could be looked for, and the log alone
     /// is used.
-    fn load(&self, log_last_lsn: u64) -> Result<Option<LedgerImage>, String>;
+    fn load(&self, log_last_lsn: u64) -> Result<Option<LedgerImage>, BaselineError>;
 }
 
 #[derive(Clone, Debug)]

@@ -50,7 +50,7 @@ pub use kizo_ledger::{image, ledger, local, record, results, round, routing, sha
 pub use kizo_settlement as settlement;
 pub use kizo_settlement::reconcile;
 
-pub use engine::{Baseline, Clock, Engine, EngineConfig, EngineError, SystemClock};
+pub use engine::{Baseline, BaselineError, Clock, Engine, EngineConfig, EngineError, SystemClock};
 pub use image::{ImageError, LedgerImage};
 pub use record::{Commit, Record};
 pub use results::{CreateAccountResult, CreateTransferResult};

@@ -13,7 +13,7 @@ use kizo_engine::{
 struct Fixed(Mutex<Option<LedgerImage>>);
 
 impl Baseline for Fixed {
-    fn load(&self, _: u64) -> Result<Option<LedgerImage>, String> {
+    fn load(&self, _: u64) -> Result<Option<LedgerImage>, kizo_engine::engine::BaselineError> {
         Ok(self.0.lock().unwrap().clone())
     }
 }

@@ -271,20 +271,20 @@ impl Snapshots {
 pub struct DirBaseline(pub Arc<SnapshotDir<RealDisk>>);
 
 impl Baseline for DirBaseline {
-    fn load(&self, log_last_lsn: u64) -> Result<Option<LedgerImage>, String> {
+    fn load(
+        &self,
+        log_last_lsn: u64,
+    ) -> Result<Option<LedgerImage>, kizo_engine::engine::BaselineError> {
         let started = Instant::now();
-        let (found, skipped) = self
-            .0
-            .newest_valid(|manifest| {
-                if manifest.lsn <= log_last_lsn {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "ahead of the log, which ends at LSN {log_last_lsn}"
-                    ))
-                }
-            })
-            .map_err(|error| error.to_string())?;
+        let (found, skipped) = self.0.newest_valid(|manifest| {
+            if manifest.lsn <= log_last_lsn {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ahead of the log, which ends at LSN {log_last_lsn}"
+                ))
+            }
+        })?;
         for skipped in &skipped {
             metrics::counter!("kizo_snapshots_skipped_total").increment(1);
             tracing::error!(snapshot = %skipped.name, error = %skipped.error, "snapshot passed over at start-up");

@@ -104,7 +104,10 @@ async fn all_accounts(engine: &Engine) -> Vec<Account> {
 struct Watched(DirBaseline, Arc<Mutex<Vec<u64>>>);
 
 impl Baseline for Watched {
-    fn load(&self, log_last_lsn: u64) -> Result<Option<LedgerImage>, String> {
+    fn load(
+        &self,
+        log_last_lsn: u64,
+    ) -> Result<Option<LedgerImage>, kizo_engine::engine::BaselineError> {
         let image = self.0.load(log_last_lsn)?;
         self.1
             .lock()
