@@ -185,6 +185,7 @@ impl Server {
         let snapshots = match snapshot_dir {
             Some(dir) => Some(
                 kizo_snapshots::Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
+                    clock: clock.clone(),
                     dir,
                     wal: wal.clone(),
                     engine: engine.clone(),

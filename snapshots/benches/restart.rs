@@ -77,6 +77,7 @@ fn main() {
             engine.create_accounts(chunk.to_vec()).await.unwrap();
         }
         let snapshots = Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
+            clock: std::sync::Arc::new(kizo_engine::SystemClock),
             dir: dir.clone(),
             wal: wal.clone(),
             engine: engine.clone(),

@@ -85,6 +85,8 @@ pub enum TakeError {
 
 pub struct SnapshotArgs {
     pub dir: Arc<SnapshotDir>,
+    /// What manifests are dated with (the server's one clock).
+    pub clock: Arc<dyn kizo_engine::Clock>,
     pub wal: Arc<dyn Wal>,
     pub engine: Engine,
     pub policy: Policy,
@@ -119,8 +121,9 @@ impl SnapshotState {
             let dir = self.args.dir.clone();
             let (parts, keep) = (self.args.policy.parts, self.args.policy.keep);
             let image = rebuilt.image;
+            let created_at = crate::rfc3339(self.args.clock.as_ref());
             tokio::task::spawn_blocking(move || {
-                let manifest = dir.write(&image, parts, &crate::now_rfc3339())?;
+                let manifest = dir.write(&image, parts, &created_at)?;
                 for pruned in dir.prune(keep)? {
                     tracing::info!(snapshot = %pruned, "old snapshot removed");
                 }

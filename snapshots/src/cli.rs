@@ -528,11 +528,12 @@ async fn write_rebuilt(
     });
     let image = rebuilt.image;
     let writer = destination.clone();
-    let manifest =
-        tokio::task::spawn_blocking(move || writer.write(&image, parts, &crate::now_rfc3339()))
-            .await
-            .map_err(usage)?
-            .map_err(usage)?;
+    let manifest = tokio::task::spawn_blocking(move || {
+        writer.write(&image, parts, &crate::rfc3339(&kizo_engine::SystemClock))
+    })
+    .await
+    .map_err(usage)?
+    .map_err(usage)?;
     let created = SystemTime::UNIX_EPOCH + Duration::from_nanos(manifest.timestamp_max);
     writeln!(
         out,

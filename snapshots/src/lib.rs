@@ -24,7 +24,8 @@ pub use dir::{RealDisk, SnapshotDir, SnapshotError};
 pub use format::Manifest;
 pub use rebuild::{rebuild, Base, RebuildError, Rebuilt, Target};
 
-/// The time as RFC 3339 with milliseconds, as manifests record it.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+/// The time on `clock` as RFC 3339 with milliseconds, as manifests record it.
+pub fn rfc3339(clock: &dyn kizo_engine::Clock) -> String {
+    let since_epoch = std::time::Duration::from_nanos(clock.now_ns());
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since_epoch).to_string()
 }

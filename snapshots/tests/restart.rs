@@ -146,6 +146,7 @@ fn a_restart_from_a_snapshot_equals_the_run_that_never_stopped() {
         }
         run_transfers(&engine, 1..=before).await;
         let snapshots = Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
+            clock: std::sync::Arc::new(kizo_engine::SystemClock),
             dir: snapshot_dir.clone(),
             wal: wal.clone(),
             engine: engine.clone(),
