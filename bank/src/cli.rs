@@ -35,7 +35,7 @@ pub struct Args {
 }
 
 /// Runs the bank until Ctrl-C or SIGTERM.
-pub async fn run(args: Args) -> Result<(), String> {
+pub async fn run(args: Args) -> Result<(), RunError> {
     let faults = if args.no_faults {
         Faults::none()
     } else {
@@ -51,12 +51,14 @@ pub async fn run(args: Args) -> Result<(), String> {
         journal: args.journal,
         token: args.token,
         callback_url: args.callback_url,
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| format!("listen on {}: {e}", args.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| RunError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(RunError::Serve)?;
     tracing::info!(%addr, ?faults, seed, "the bank is open");
     // Printed for whoever started us with port 0.
     println!("listening on {addr}");
@@ -65,5 +67,21 @@ pub async fn run(args: Args) -> Result<(), String> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(RunError::Serve)
+}
+
+/// Why the bank stopped or did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Faults(#[from] crate::faults::FaultsError),
+    #[error(transparent)]
+    Open(#[from] crate::server::OpenError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
 }

@@ -73,6 +73,15 @@ pub struct Plan {
     pub duplicate_callback: bool,
 }
 
+/// A fault setting out of its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FaultsError {
+    #[error("{0} must be between 0 and 1")]
+    Rate(&'static str),
+    #[error("{0} must be at most 600000")]
+    Delay(&'static str),
+}
+
 impl Faults {
     /// No faults at all: the in-process bank of the quick start.
     pub fn none() -> Faults {
@@ -90,7 +99,7 @@ impl Faults {
         }
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), FaultsError> {
         for (name, rate) in [
             ("slow_rate", self.slow_rate),
             ("error_rate", self.error_rate),
@@ -99,7 +108,7 @@ impl Faults {
             ("duplicate_callback_rate", self.duplicate_callback_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("{name} must be between 0 and 1"));
+                return Err(FaultsError::Rate(name));
             }
         }
         for (name, ms) in [
@@ -109,7 +118,7 @@ impl Faults {
             ("timeout_ms", self.timeout_ms),
         ] {
             if ms > 600_000 {
-                return Err(format!("{name} must be at most 600000"));
+                return Err(FaultsError::Delay(name));
             }
         }
         Ok(())

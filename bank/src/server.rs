@@ -531,7 +531,11 @@ async fn put_faults(
         Err(detail) => return invalid_request(&detail),
     };
     if let Err(detail) = faults.check() {
-        return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_faults", &detail);
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_faults",
+            &detail.to_string(),
+        );
     }
     tracing::info!(?faults, "faults changed");
     bank.set_faults(faults.clone());

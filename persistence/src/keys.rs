@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kizo_engine::{Clock, SystemClock};
 
-use crate::store::unavailable;
+use crate::store::read_error;
 use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
 /// Its pools, and the clock it stamps rows with (the server's one clock).
@@ -102,7 +102,7 @@ impl KeyStore {
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         if taken == 1 {
             return Ok(Claim::Run);
         }
@@ -114,7 +114,7 @@ impl KeyStore {
             .bind(key)
             .fetch_optional(pool)
             .await)
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         Ok(match row {
             // Released between our two statements: the caller may try again.
             None => Claim::InProgress,
@@ -146,7 +146,7 @@ impl KeyStore {
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// Keeps an answer for `key` without a claim before it (for callers that keep their own
@@ -173,7 +173,7 @@ impl KeyStore {
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// The answers kept in `scope` in the last `age_ms`, oldest first, at most `limit`.
@@ -194,7 +194,7 @@ impl KeyStore {
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await)
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// Frees `key` without an answer (the request failed for a passing reason: a retry runs it).
@@ -207,7 +207,7 @@ impl KeyStore {
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// Forgets keys first used more than `age_ms` ago; returns how many.
@@ -218,6 +218,6 @@ impl KeyStore {
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 }

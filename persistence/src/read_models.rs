@@ -13,7 +13,7 @@ use sqlx::Row;
 use kizo_engine::{Account, AccountFlags, Transfer, TransferFlags};
 
 use crate::projection::{Projection, TransferRow, TransferStatus};
-use crate::store::unavailable;
+use crate::store::read_error;
 use crate::store::{open_pools, Pools, StoreConfig, StoreError};
 
 /// Which transfers of an account a history query returns.
@@ -80,7 +80,7 @@ impl ReadModels {
                     .await
             }
         }
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         Ok(lsn.map_or(0, |lsn| lsn as u64))
     }
 
@@ -109,7 +109,7 @@ impl ReadModels {
                 row.and_then(|row| row.as_ref().map(account_of).transpose())
             }
         };
-        account.map_err(unavailable)
+        account.map_err(read_error)
     }
 
     /// Per ledger, the sums of every account's balances and the accounts that break their
@@ -143,15 +143,15 @@ impl ReadModels {
             ReadModels::Postgres(pool) => {
                 let sql = format!("SELECT {PG_ACCOUNT_SELECT} FROM accounts");
                 let mut rows = sqlx::query(&sql).fetch(pool);
-                while let Some(row) = rows.try_next().await.map_err(unavailable)? {
-                    add(account_of(&row).map_err(unavailable)?)?;
+                while let Some(row) = rows.try_next().await.map_err(read_error)? {
+                    add(account_of(&row).map_err(read_error)?)?;
                 }
             }
             ReadModels::Embedded(pool) => {
                 let sql = format!("SELECT {SQLITE_ACCOUNT_SELECT} FROM accounts");
                 let mut rows = sqlx::query(&sql).fetch(pool);
-                while let Some(row) = rows.try_next().await.map_err(unavailable)? {
-                    add(account_of(&row).map_err(unavailable)?)?;
+                while let Some(row) = rows.try_next().await.map_err(read_error)? {
+                    add(account_of(&row).map_err(read_error)?)?;
                 }
             }
         }
@@ -176,7 +176,7 @@ impl ReadModels {
                 row.and_then(|row| row.as_ref().map(transfer_of).transpose())
             }
         };
-        transfer.map_err(unavailable)
+        transfer.map_err(read_error)
     }
 
     /// An account's transfers, newest first, strictly older than `before` (a timestamp) when
@@ -232,7 +232,7 @@ impl ReadModels {
                     .and_then(|rows| rows.iter().map(transfer_of).collect())
             }
         };
-        rows.map_err(unavailable)
+        rows.map_err(read_error)
     }
 
     pub async fn close(&self) {
@@ -244,7 +244,7 @@ impl ReadModels {
 }
 
 async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let mut tx = pool.begin().await.map_err(read_error)?;
     move_progress_postgres(&mut tx, name, p).await?;
     if !p.accounts.is_empty() {
         let mut rows = CopyRows::with_capacity(p.accounts.len() * 200);
@@ -314,7 +314,7 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         )
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
     }
     if !p.resolved.is_empty() {
         // Only pending transfers are indexed by id (see the migrations), and only a pending
@@ -334,7 +334,7 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         .bind(statuses)
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         if resolved.rows_affected() != p.resolved.len() as u64 {
             // As for accounts below: the transaction rolls back.
             return Err(StoreError::Unavailable(format!(
@@ -379,7 +379,7 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         .bind(credits_posted)
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         if updated.rows_affected() != p.balances.len() as u64 {
             // The transaction rolls back: the read models lack an account the log created.
             return Err(StoreError::Unavailable(format!(
@@ -388,7 +388,7 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
             )));
         }
     }
-    tx.commit().await.map_err(unavailable)
+    tx.commit().await.map_err(read_error)
 }
 
 async fn move_progress_postgres(
@@ -400,14 +400,14 @@ async fn move_progress_postgres(
         .bind(name)
         .execute(&mut **tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
     let moved = sqlx::query("UPDATE projector_progress SET lsn = $2 WHERE name = $1 AND lsn = $3")
         .bind(name)
         .bind(p.last_lsn as i64)
         .bind(p.first_lsn as i64 - 1)
         .execute(&mut **tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
     if moved.rows_affected() != 1 {
         return Err(StoreError::Conflict(p.first_lsn));
     }
@@ -415,19 +415,19 @@ async fn move_progress_postgres(
 }
 
 async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let mut tx = pool.begin().await.map_err(read_error)?;
     sqlx::query("INSERT INTO projector_progress (name, lsn) VALUES (?1, 0) ON CONFLICT DO NOTHING")
         .bind(name)
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
     let moved = sqlx::query("UPDATE projector_progress SET lsn = ?2 WHERE name = ?1 AND lsn = ?3")
         .bind(name)
         .bind(p.last_lsn as i64)
         .bind(p.first_lsn as i64 - 1)
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
     if moved.rows_affected() != 1 {
         return Err(StoreError::Conflict(p.first_lsn));
     }
@@ -453,7 +453,7 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
         .bind(*lsn as i64)
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
     }
     for row in &p.transfers {
         let t = &row.transfer;
@@ -478,7 +478,7 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
         .bind(row.lsn as i64)
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
     }
     for (id, status) in &p.resolved {
         sqlx::query("UPDATE transfers SET status = ?2 WHERE id = ?1")
@@ -486,7 +486,7 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
             .bind(status.as_str())
             .execute(&mut *tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(read_error)?;
     }
     // No 128-bit arithmetic in SQLite: read, change in Rust, write back.
     for (id, change) in &p.balances {
@@ -495,8 +495,8 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
             .bind(hex(*id))
             .fetch_one(&mut *tx)
             .await
-            .map_err(unavailable)?;
-        let account = account_of(&row).map_err(unavailable)?;
+            .map_err(read_error)?;
+        let account = account_of(&row).map_err(read_error)?;
         sqlx::query(
             "UPDATE accounts SET debits_pending = ?2, debits_posted = ?3, credits_pending = ?4,
                  credits_posted = ?5 WHERE id = ?1",
@@ -528,9 +528,9 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
         )
         .execute(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
     }
-    tx.commit().await.map_err(unavailable)
+    tx.commit().await.map_err(read_error)
 }
 
 /// Rows in `COPY ... FROM STDIN`'s binary format, written straight into one buffer: a bulk
@@ -603,13 +603,13 @@ impl CopyRows {
         let mut copy = connection
             .copy_in_raw(statement)
             .await
-            .map_err(unavailable)?;
+            .map_err(read_error)?;
         if let Err(error) = copy.send(self.bytes).await {
             // Leaves the connection usable; the caller's transaction then rolls back.
             let _ = copy.abort(error.to_string()).await;
-            return Err(unavailable(error));
+            return Err(read_error(error));
         }
-        copy.finish().await.map_err(unavailable)?;
+        copy.finish().await.map_err(read_error)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use kizo_engine::settlement::{Kind, Phase, Settlement, Status};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::store::unavailable;
+use crate::store::read_error;
 use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
 #[derive(Clone, Debug)]
@@ -149,7 +149,7 @@ impl SettlementStore {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(done.rows_affected() == 1)
         }.await)
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         if inserted {
             return Ok(Created::Created);
         }
@@ -183,7 +183,7 @@ impl SettlementStore {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(done.rows_affected())
         }.await)
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         if updated != 1 {
             return Err(StoreError::Unavailable(format!(
                 "settlement {} is not stored",
@@ -199,7 +199,7 @@ impl SettlementStore {
             .bind(id_text(id))
             .fetch_optional(pool)
             .await)
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         row.map(Row::decode).transpose()
     }
 
@@ -207,7 +207,7 @@ impl SettlementStore {
     pub async fn unfinished(&self) -> Result<Vec<Owned>, StoreError> {
         let sql = "SELECT * FROM settlements WHERE phase NOT IN ('succeeded', 'failed', 'needs_review') ORDER BY due_ms";
         let rows = on_pool!(SettlementStore, self, pool => sqlx::query_as::<_, Row>(sql).fetch_all(pool).await)
-            .map_err(unavailable)?;
+            .map_err(read_error)?;
         rows.into_iter().map(Row::decode).collect()
     }
 
@@ -218,7 +218,7 @@ impl SettlementStore {
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(pool)
             .await)
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         rows.into_iter().map(Row::decode).collect()
     }
 
@@ -227,7 +227,7 @@ impl SettlementStore {
         let sql = "SELECT phase, count(*) FROM settlements GROUP BY phase";
         let rows: Vec<(String, i64)> =
             on_pool!(SettlementStore, self, pool => sqlx::query_as(sql).fetch_all(pool).await)
-                .map_err(unavailable)?;
+                .map_err(read_error)?;
         let mut counts: Vec<(Status, u64)> = Status::ALL.iter().map(|s| (*s, 0)).collect();
         for (phase, count) in rows {
             // Phases map to statuses (`send` is pending before the first attempt, processing
@@ -254,7 +254,7 @@ impl SettlementStore {
             "SELECT at_ms, phase, attempts_total, reason FROM settlement_transitions WHERE settlement_id = $1 ORDER BY at_ms",
         );
         on_pool!(SettlementStore, self, pool => sqlx::query_as(&sql).bind(id_text(id)).fetch_all(pool).await)
-            .map_err(unavailable)
+            .map_err(read_error)
     }
 
     /// Keeps a reconciliation report (its JSON), pruning beyond [`REPORTS_KEPT`].
@@ -280,14 +280,14 @@ impl SettlementStore {
             sqlx::query(&prune).bind(REPORTS_KEPT).execute(pool).await?;
             Ok::<_, sqlx::Error>(())
         }.await)
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// The latest report's JSON, if any.
     pub async fn latest_report(&self) -> Result<Option<String>, StoreError> {
         let sql = "SELECT report FROM reconciliation_reports ORDER BY at_ms DESC LIMIT 1";
         on_pool!(SettlementStore, self, pool => sqlx::query_scalar::<_, String>(sql).fetch_optional(pool).await)
-            .map_err(unavailable)
+            .map_err(read_error)
     }
 }
 

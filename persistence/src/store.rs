@@ -176,7 +176,7 @@ impl LogStore {
                     .and_then(|row| row.try_get::<i64, _>(0))
             }
         }
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         Ok(count > 0)
     }
 
@@ -187,7 +187,7 @@ impl LogStore {
             LogStore::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
             LogStore::Embedded(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
         }
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         Ok(from_i64(row))
     }
 
@@ -227,7 +227,7 @@ impl LogStore {
             .await
             .and_then(|rows| rows.iter().map(frame_of).collect()),
         }
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// Closes every connection (waiting for those in use).
@@ -424,7 +424,7 @@ fn classify_write(error: sqlx::Error) -> StoreError {
 
 /// A failed read or a definite failed write: data that does not decode is corrupt, anything
 /// else is a passing failure. The one place sqlx's errors are classified for reads.
-pub(crate) fn unavailable(error: sqlx::Error) -> StoreError {
+pub(crate) fn read_error(error: sqlx::Error) -> StoreError {
     match error {
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kizo_engine::{Clock, SystemClock};
 
-use crate::store::unavailable;
+use crate::store::read_error;
 use crate::store::{dialect, on_pool, open_pools, Pools, StoreConfig, StoreError};
 
 /// Its pools, and the clock it stamps rows with (the server's one clock).
@@ -98,20 +98,20 @@ impl UserStore {
             .map(|_| ()));
         result.map_err(|error| match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => UserError::EmailTaken,
-            _ => UserError::Store(unavailable(error)),
+            _ => UserError::Store(read_error(error)),
         })
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let sql = self.sql("SELECT * FROM users WHERE email = $1");
         on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(pool).await)
-            .map_err(unavailable)
+            .map_err(read_error)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         let sql = self.sql("SELECT * FROM users WHERE id = $1");
         on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(pool).await)
-            .map_err(unavailable)
+            .map_err(read_error)
     }
 
     /// Users whose first or last name starts with `prefix` (case-insensitive), or whose email
@@ -138,7 +138,7 @@ impl UserStore {
             .bind(prefix.to_lowercase())
             .fetch_all(pool)
             .await)
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     pub async fn update_names(
@@ -155,7 +155,7 @@ impl UserStore {
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// A new session for `user_id`, with its first refresh token (given hashed).
@@ -185,7 +185,7 @@ impl UserStore {
                 .await?;
             tx.commit().await
         }.await)
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// Spends `presented` (hashed) and, if it was good, records `next` (hashed) for the same
@@ -240,7 +240,7 @@ impl UserStore {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(outcome)
         }.await)
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     pub async fn revoke_session(&self, session_id: &str) -> Result<(), StoreError> {
@@ -252,7 +252,7 @@ impl UserStore {
             .execute(pool)
             .await
             .map(|_| ()))
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// Sessions revoked at or after `since_ms`, with when: the access tokens of these may
@@ -260,7 +260,7 @@ impl UserStore {
     pub async fn revoked_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
         let sql = self.sql("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1");
         on_pool!(Pools, &self.pools, pool => sqlx::query_as(&sql).bind(since_ms).fetch_all(pool).await)
-            .map_err(unavailable)
+            .map_err(read_error)
     }
 
     /// Keeps the note of the transfer `transfer_id` whose request had `fingerprint`; written
@@ -304,7 +304,7 @@ impl UserStore {
                 .await
                 .map(|_| ()),
         }
-        .map_err(unavailable)
+        .map_err(read_error)
     }
 
     /// The notes of these (transfer id, fingerprint) pairs, where there are any.
@@ -333,7 +333,7 @@ impl UserStore {
             }
             query.fetch_all(pool).await
         })
-        .map_err(unavailable)?;
+        .map_err(read_error)?;
         for (id, fingerprint, note) in rows {
             if let (Ok(id), Ok(fingerprint)) = (id.parse(), fingerprint.parse()) {
                 if of.contains(&(id, fingerprint)) {
@@ -349,7 +349,7 @@ impl UserStore {
         let sql = self.sql("SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL");
         let count: i64 =
             on_pool!(Pools, &self.pools, pool => sqlx::query_scalar(&sql).bind(session_id).fetch_one(pool).await)
-                .map_err(unavailable)?;
+                .map_err(read_error)?;
         Ok(count > 0)
     }
 }

@@ -22,7 +22,7 @@ pub mod rng;
 pub mod settlements;
 pub mod world;
 
-pub use world::{Failure, Mutation, Options, Report, World};
+pub use world::{Failure, Mutation, Options, Report, Violation, World};
 
 /// Runs one seed.
 pub fn run(seed: u64, options: Options) -> Report {

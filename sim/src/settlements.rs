@@ -17,6 +17,7 @@ use kizo_settlement::{
 };
 
 use crate::rng::Rng;
+use crate::world::Violation;
 
 /// The system account that stands for money at the bank (never picked by the workload).
 pub const BANK_ACCOUNT: u128 = u128::MAX - 7;
@@ -140,7 +141,7 @@ impl Settlements {
         now_ns: u64,
         faults: &BankFaults,
         faulty: bool,
-    ) -> Result<Option<(u128, Transfer)>, String> {
+    ) -> Result<Option<(u128, Transfer)>, Violation> {
         let now_ms = now_ns / crate::world::MS;
         let due: Vec<u128> = self
             .store
@@ -169,7 +170,7 @@ impl Settlements {
             Action::Send | Action::Check => {
                 let send = action == Action::Send;
                 if send && self.in_doubt.contains(&id) {
-                    return Err(format!("settlement {id:x}: a request sent again while an earlier one's outcome is unknown"));
+                    return Err(Violation(format!("settlement {id:x}: a request sent again while an earlier one's outcome is unknown")));
                 }
                 let slow = faulty && rng.chance(faults.slow);
                 let latency = |rng: &mut Rng| rng.between(1, 30) * crate::world::MS;

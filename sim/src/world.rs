@@ -73,6 +73,23 @@ pub struct Report {
     pub mutation: Option<&'static str>,
 }
 
+/// An invariant the run broke, in words for the person who replays the seed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Violation(pub String);
+
+impl From<String> for Violation {
+    fn from(text: String) -> Self {
+        Violation(text)
+    }
+}
+
+impl From<&str> for Violation {
+    fn from(text: &str) -> Self {
+        Violation(text.to_string())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Failure {
     pub step: u64,
@@ -232,11 +249,11 @@ impl World {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                Err(format!(
+                Err(Violation(format!(
                     "a panic (an assertion of the engine, or of the simulator): {message}"
-                ))
+                )))
             });
-        if let Err(invariant) = result {
+        if let Err(Violation(invariant)) = result {
             self.report.failure = Some(Failure {
                 step: self.step,
                 invariant,
@@ -247,7 +264,7 @@ impl World {
         self.report
     }
 
-    fn run_inner(&mut self) -> Result<(), String> {
+    fn run_inner(&mut self) -> Result<(), Violation> {
         self.bootstrap();
         while self.step < self.options.steps {
             self.step()?;
@@ -257,10 +274,10 @@ impl World {
         let deadline = self.step + DRAIN_STEPS_MAX;
         while !self.queue.is_empty() || self.flight.is_some() {
             if self.step >= deadline {
-                return Err(format!(
+                return Err(Violation(format!(
                     "liveness: {} requests still unanswered {DRAIN_STEPS_MAX} steps after faults stopped",
                     self.queue.len() + self.flight.as_ref().map_or(0, |f| f.requests.len())
-                ));
+                )));
             }
             self.step += 1;
             if self.flight.is_some() {
@@ -278,7 +295,7 @@ impl World {
     /// Faults have stopped: every settlement must end; then reconciliation (which re-drives
     /// the unknown outcomes) must find the ledger and the bank's statement in agreement, and
     /// nothing left for review.
-    fn settle_all(&mut self) -> Result<(), String> {
+    fn settle_all(&mut self) -> Result<(), Violation> {
         self.settlements.outage = false;
         for pass in 0..2 {
             let deadline = self.step + SETTLE_STEPS_MAX;
@@ -288,11 +305,11 @@ impl World {
                 || self.flight.is_some()
             {
                 if self.step >= deadline {
-                    return Err(format!(
+                    return Err(Violation(format!(
                         "liveness: settlements still under way {SETTLE_STEPS_MAX} steps after faults stopped ({} pending, {} processing)",
                         self.settlements.count(kizo_settlement::Status::Pending),
                         self.settlements.count(kizo_settlement::Status::Processing)
-                    ));
+                    )));
                 }
                 self.step += 1;
                 self.clock += 5 * MS;
@@ -323,9 +340,9 @@ impl World {
                 (report.settlements, report.movements, report.redriven);
             self.note(|| format!("reconciliation {pass}: {settlements} settlements, {movements} movements, {redriven} re-driven"));
             if report.unexplained() > 0 {
-                return Err(format!(
+                return Err(Violation(format!(
                     "reconciliation: the ledger and the bank disagree: {report:?}"
-                ));
+                )));
             }
             *self.report.settlements.entry("redriven").or_default() += report.redriven;
             if report.redriven == 0 {
@@ -340,7 +357,7 @@ impl World {
                         .iter()
                         .map(|id| format!("{id:x}: {:?}", self.settlements.store[id].reason))
                         .collect();
-                    return Err(format!("reconciliation: settlements need review with the bank reachable: {reasons:?}"));
+                    return Err(Violation(format!("reconciliation: settlements need review with the bank reachable: {reasons:?}")));
                 }
                 return Ok(());
             }
@@ -350,7 +367,7 @@ impl World {
 
     /// One step of deposits and withdrawals: a new one, a worker's action, the bank at work,
     /// an outage beginning or ending.
-    fn settlement_step(&mut self) -> Result<(), String> {
+    fn settlement_step(&mut self) -> Result<(), Violation> {
         let now_ms = self.clock / MS;
         match self.rng.below(10) {
             // As in the gateway, the bank's account exists before any settlement.
@@ -378,7 +395,7 @@ impl World {
         Ok(())
     }
 
-    fn start_settlement(&mut self) -> Result<(), String> {
+    fn start_settlement(&mut self) -> Result<(), Violation> {
         let faulty = self.faulty;
         let ledger =
             self.settlements
@@ -487,7 +504,7 @@ impl World {
     }
 
     /// One step, then, if the shards' state changed, the ledger's invariants on it.
-    fn step(&mut self) -> Result<(), String> {
+    fn step(&mut self) -> Result<(), Violation> {
         self.step += 1;
         let commits = self.engine.commits().len();
         let rounds = self.report.rounds;
@@ -498,12 +515,12 @@ impl World {
         // restart, a checkpoint's settle): after a flush, a round or a restart.
         if self.engine.commits().len() != commits || (self.report.rounds != rounds && behind) {
             check_invariants(self.engine.applied_accounts())
-                .map_err(|e| format!("after step {}: {e}", self.step))?;
+                .map_err(|e| Violation(format!("after step {}: {e}", self.step)))?;
         }
         Ok(())
     }
 
-    fn act(&mut self) -> Result<(), String> {
+    fn act(&mut self) -> Result<(), Violation> {
         if self.flight.as_ref().is_some_and(|f| f.due <= self.step) && self.rng.chance(800) {
             return self.complete_flight();
         }
@@ -742,7 +759,7 @@ impl World {
 
     /// Takes a few queued requests into one round: the engine decides it, the model decides
     /// it apart, and every result must agree. Then the commit goes to the log.
-    fn round(&mut self) -> Result<(), String> {
+    fn round(&mut self) -> Result<(), Violation> {
         let take = self.rng.between(1, self.queue.len().min(4) as u64) as usize;
         let requests: Vec<Request> = self.queue.drain(..take).collect();
         let operations: Vec<Operation> = requests.iter().map(|r| r.operation.clone()).collect();
@@ -782,16 +799,16 @@ impl World {
         let records = decided.records.len();
         self.note(|| format!("round of requests {numbers:?}: {events} events, {records} records"));
         if decided.outcomes != expected {
-            return Err(format!(
+            return Err(Violation(format!(
                 "the engine and the reference model disagree on a result:\n  operations {operations:?}\n  engine {:?}\n  model  {expected:?}",
                 decided.outcomes
-            ));
+            )));
         }
         if decided.timestamp_max != self.model.timestamp_last {
-            return Err(format!(
+            return Err(Violation(format!(
                 "timestamps: the engine's round ends at {}, the model's at {}",
                 decided.timestamp_max, self.model.timestamp_last
-            ));
+            )));
         }
         if decided.records.is_empty() {
             self.engine.commit(decided, true);
@@ -836,7 +853,7 @@ impl World {
     }
 
     /// The log answers the flush in flight.
-    fn complete_flight(&mut self) -> Result<(), String> {
+    fn complete_flight(&mut self) -> Result<(), Violation> {
         let flight = self.flight.take().expect("a flush in flight");
         if flight.fails {
             self.fault("flush_failed");
@@ -910,7 +927,7 @@ impl World {
 
     /// The process dies at any point, even between a flush and its answer; it restarts from
     /// the log through the real decoder, and must hold exactly what the model holds.
-    fn crash(&mut self) -> Result<(), String> {
+    fn crash(&mut self) -> Result<(), Violation> {
         self.fault("crash");
         if let Some(flight) = self.flight.take() {
             // The flush was under way: it may have committed or not.
@@ -937,26 +954,26 @@ impl World {
     /// log after it, applied by the shard state machine, written through the real snapshot
     /// code onto the simulated disk; then pruning. The process may die at any operation of
     /// the write; then the machine loses what was not durable, and restarts.
-    fn snapshot(&mut self) -> Result<(), String> {
+    fn snapshot(&mut self) -> Result<(), Violation> {
         let commits = self.durable_commits()?;
         let (base, _) = self
             .snapshots
             .newest_valid(|m| of_this_log(m, &commits))
-            .map_err(|e| format!("snapshots could not be listed: {e}"))?;
+            .map_err(|e| Violation(format!("snapshots could not be listed: {e}")))?;
         let base = base.map(|(_, image)| image);
         let image = LocalEngine::recover_from(1, base.as_ref(), &commits).image();
         if self.flight.is_none() {
             self.engine.settle();
             if self.engine.image() != image {
-                return Err(format!(
+                return Err(Violation(format!(
                     "the snapshot rebuilt at LSN {} differs from the engine's state",
                     image.lsn
-                ));
+                )));
             }
         }
         image
             .check()
-            .map_err(|e| format!("a snapshot at LSN {}: {e}", image.lsn))?;
+            .map_err(|e| Violation(format!("a snapshot at LSN {}: {e}", image.lsn)))?;
         let dies = self.rng.chance(self.rates.snapshot_crash);
         if dies {
             let after = self.rng.below(16);
@@ -982,31 +999,33 @@ impl World {
                 self.note(|| format!("the process dies writing it; {lost} folder entries lost"));
                 self.crash()
             }
-            Err(error) => Err(format!("a snapshot could not be written: {error}")),
+            Err(error) => Err(Violation(format!(
+                "a snapshot could not be written: {error}"
+            ))),
         }
     }
 
-    fn durable_commits(&self) -> Result<Vec<Commit>, String> {
+    fn durable_commits(&self) -> Result<Vec<Commit>, Violation> {
         self.log.read_all().map_err(|damage| {
-            format!(
+            Violation(format!(
                 "recovery refused an undamaged log at LSN {}: {}",
                 damage.lsn, damage.detail
-            )
+            ))
         })
     }
 
     /// The restart as in production: unfinished snapshots removed, the newest valid one that
     /// belongs to the log loaded, the log after it replayed, with a shard count that may differ
     /// from the last run's.
-    fn restart(&mut self) -> Result<(), String> {
+    fn restart(&mut self) -> Result<(), Violation> {
         let commits = self.durable_commits()?;
         self.snapshots
             .remove_unfinished()
-            .map_err(|e| format!("unfinished snapshots could not be removed: {e}"))?;
+            .map_err(|e| Violation(format!("unfinished snapshots could not be removed: {e}")))?;
         let (found, skipped) = self
             .snapshots
             .newest_valid(|m| of_this_log(m, &commits))
-            .map_err(|e| format!("snapshots could not be listed: {e}"))?;
+            .map_err(|e| Violation(format!("snapshots could not be listed: {e}")))?;
         for skipped in skipped {
             self.fault("snapshot_skipped");
             self.note(|| format!("{} passed over: {}", skipped.name, skipped.error));
@@ -1030,19 +1049,23 @@ impl World {
 
     /// A stored frame rots; the restart must refuse it, naming its LSN, and start once it is
     /// restored from a backup.
-    fn corruption(&mut self) -> Result<(), String> {
+    fn corruption(&mut self) -> Result<(), Violation> {
         self.fault("corruption");
         let index = self.rng.below(self.log.frame_count() as u64) as usize;
         let (byte, bit) = (self.rng.next_u64() as usize, self.rng.below(8) as u8);
         let (lsn, original) = self.log.corrupt(index, byte, bit);
         self.note(|| format!("frame at LSN {lsn} damaged; restart"));
         match self.log.read_all() {
-            Ok(_) => return Err(format!("recovery replayed a damaged frame (LSN {lsn})")),
+            Ok(_) => {
+                return Err(Violation(format!(
+                    "recovery replayed a damaged frame (LSN {lsn})"
+                )))
+            }
             Err(damage) if damage.lsn != lsn => {
-                return Err(format!(
+                return Err(Violation(format!(
                     "recovery named LSN {} for damage at LSN {lsn}",
                     damage.lsn
-                ))
+                )))
             }
             Err(_) => {}
         }
@@ -1052,7 +1075,7 @@ impl World {
 
     /// Settles the engine and compares its accounts with the model's (the whole state is
     /// compared after every restart and at the end).
-    fn checkpoint(&mut self) -> Result<(), String> {
+    fn checkpoint(&mut self) -> Result<(), Violation> {
         if self.flight.is_some() {
             return Ok(());
         }
@@ -1060,7 +1083,7 @@ impl World {
         self.check_accounts("at a checkpoint").map(|_| ())
     }
 
-    fn check_accounts(&mut self, when: &str) -> Result<Vec<Account>, String> {
+    fn check_accounts(&mut self, when: &str) -> Result<Vec<Account>, Violation> {
         let engine_accounts = self.engine.all_accounts();
         if !engine_accounts.iter().eq(self.model.accounts.values()) {
             let model_accounts: Vec<&Account> = self.model.accounts.values().collect();
@@ -1076,46 +1099,52 @@ impl World {
                         model_accounts.len()
                     )
                 });
-            return Err(format!(
+            return Err(Violation(format!(
                 "{when}: the engine's accounts differ from the model's:\n  {first}"
-            ));
+            )));
         }
-        check_invariants(&engine_accounts).map_err(|e| format!("{when}: {e}"))?;
+        check_invariants(&engine_accounts).map_err(|e| Violation(format!("{when}: {e}")))?;
         Ok(engine_accounts)
     }
 
     /// The engine's state equals the model's, and the ledger's invariants hold.
-    fn check_state(&mut self, when: &str) -> Result<(), String> {
+    fn check_state(&mut self, when: &str) -> Result<(), Violation> {
         self.engine.settle();
         self.check_accounts(when)?;
         for (id, transfer) in &self.model.transfers {
             if self.engine.transfer(*id).as_ref() != Some(transfer) {
-                return Err(format!(
+                return Err(Violation(format!(
                     "{when}: transfer {id} is {:?} in the engine, {transfer:?} in the model",
                     self.engine.transfer(*id)
-                ));
+                )));
             }
             if let Some(status) = self.model.pending.get(id) {
                 if self.engine.pending_status(*id) != Some(*status) {
-                    return Err(format!("{when}: pending transfer {id} has another status"));
+                    return Err(Violation(format!(
+                        "{when}: pending transfer {id} has another status"
+                    )));
                 }
             }
         }
         for id in &self.acked_transfers {
             if self.engine.transfer(*id).is_none() {
-                return Err(format!("{when}: acknowledged transfer {id} is lost"));
+                return Err(Violation(format!(
+                    "{when}: acknowledged transfer {id} is lost"
+                )));
             }
         }
         for id in &self.acked_accounts {
             if self.engine.account(*id).is_none() {
-                return Err(format!("{when}: acknowledged account {id} is lost"));
+                return Err(Violation(format!(
+                    "{when}: acknowledged account {id} is lost"
+                )));
             }
         }
         for id in &self.burned {
             if self.engine.transfer(*id).is_some() {
-                return Err(format!(
+                return Err(Violation(format!(
                     "{when}: transfer {id} failed for good, yet it exists"
-                ));
+                )));
             }
         }
         self.check_settlements(when)
@@ -1124,7 +1153,7 @@ impl World {
     /// Each settlement's ledger and bank agree with its persisted phase: held funds stay held
     /// while the bank's answer is not in, money moved at the bank is recorded when the
     /// settlement says so, and a failed settlement moved nothing.
-    fn check_settlements(&self, when: &str) -> Result<(), String> {
+    fn check_settlements(&self, when: &str) -> Result<(), Violation> {
         use kizo_ledger::PendingStatus;
         use kizo_settlement::{Kind, Phase, Status};
         for s in self.settlements.store.values() {
@@ -1138,10 +1167,10 @@ impl World {
                 .status(s.kind, uuid::Uuid::from_u128(s.id));
             let moved = bank.is_some_and(|r| r.succeeded());
             let fail = |what: &str| {
-                Err(format!(
+                Err(Violation(format!(
                     "{when}: settlement {:x} ({:?}, {:?}): {what}",
                     s.id, s.kind, s.phase
-                ))
+                )))
             };
             if s.kind == Kind::Withdrawal {
                 let allowed: &[PendingStatus] = match s.phase {
@@ -1200,6 +1229,8 @@ impl World {
 
 /// Whether a snapshot's manifest belongs to this log: its LSN is in it, and that commit's
 /// timestamp is the snapshot's.
+/// Whether a snapshot belongs to this log; the reason it does not, as the snapshot folder
+/// reports a snapshot passed over.
 fn of_this_log(manifest: &Manifest, commits: &[Commit]) -> Result<(), String> {
     match manifest
         .lsn
@@ -1212,7 +1243,9 @@ fn of_this_log(manifest: &Manifest, commits: &[Commit]) -> Result<(), String> {
 }
 
 /// Per ledger, debits equal credits (posted, and pending); no account breaks its limit.
-pub fn check_invariants<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> Result<(), String> {
+pub fn check_invariants<'a>(
+    accounts: impl IntoIterator<Item = &'a Account>,
+) -> Result<(), Violation> {
     // (ledger, [debits posted, credits posted, debits pending, credits pending]); few ledgers.
     let mut sums: Vec<(u32, [u128; 4])> = Vec::new();
     for a in accounts {
@@ -1232,20 +1265,23 @@ pub fn check_invariants<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> 
             .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
             && a.debits_posted + a.debits_pending > a.credits_posted
         {
-            return Err(format!("account {} is overdrawn: {a:?}", a.id));
+            return Err(Violation(format!("account {} is overdrawn: {a:?}", a.id)));
         }
         if a.flags
             .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
             && a.credits_posted + a.credits_pending > a.debits_posted
         {
-            return Err(format!("account {} exceeds its debits: {a:?}", a.id));
+            return Err(Violation(format!(
+                "account {} exceeds its debits: {a:?}",
+                a.id
+            )));
         }
     }
     for (ledger, [dp, cp, dq, cq]) in sums {
         if dp != cp || dq != cq {
-            return Err(format!(
+            return Err(Violation(format!(
                 "ledger {ledger} does not balance: posted {dp} / {cp}, pending {dq} / {cq}"
-            ));
+            )));
         }
     }
     Ok(())

@@ -431,11 +431,11 @@ impl<'v> Decider<'v> {
 
         let mut amount = e.amount;
         if e.flags.contains(TransferFlags::BALANCING_DEBIT) {
-            let held = dr.debits_posted.saturating_add(dr.debits_pending);
+            let held = dr.debits().unwrap_or(u128::MAX);
             amount = amount.min(dr.credits_posted.saturating_sub(held));
         }
         if e.flags.contains(TransferFlags::BALANCING_CREDIT) {
-            let held = cr.credits_posted.saturating_add(cr.credits_pending);
+            let held = cr.credits().unwrap_or(u128::MAX);
             amount = amount.min(cr.debits_posted.saturating_sub(held));
         }
 
@@ -460,13 +460,11 @@ impl<'v> Decider<'v> {
             )?;
         }
         let debits_after = dr
-            .debits_pending
-            .checked_add(dr.debits_posted)
+            .debits()
             .and_then(|d| d.checked_add(amount))
             .ok_or(R::OverflowsDebits)?;
         let credits_after = cr
-            .credits_pending
-            .checked_add(cr.credits_posted)
+            .credits()
             .and_then(|c| c.checked_add(amount))
             .ok_or(R::OverflowsCredits)?;
         if pending && e.timeout != 0 {
