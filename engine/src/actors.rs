@@ -23,6 +23,7 @@ use crate::round::{Operation, Outcome, Sequencer, Step};
 use crate::routing::shard_of;
 use crate::shard::{ReadReply, ReadRequest, ShardState};
 use crate::stats::Stats;
+use crate::transfer_store::TransferStore;
 use crate::types::{Account, AccountFilter, Transfer};
 use crate::wal::{Wal, WalError};
 
@@ -41,16 +42,14 @@ pub(crate) enum ShardMsg {
         ids: Vec<u128>,
         reply: oneshot::Sender<Vec<Account>>,
     },
+    /// Answers the transfers held in memory, and the ids the store may hold.
     LookupTransfers {
         as_of: u64,
         ids: Vec<u128>,
-        reply: oneshot::Sender<Vec<Transfer>>,
+        reply: oneshot::Sender<(Vec<Transfer>, Vec<u128>)>,
     },
-    AccountTransferIds {
-        as_of: u64,
-        filter: AccountFilter,
-        reply: oneshot::Sender<Vec<u128>>,
-    },
+    /// Let go of what the store now holds beyond the window.
+    Evict,
     /// Fault injection: the handler panics.
     Panic,
 }
@@ -62,13 +61,17 @@ pub(crate) struct ShardArgs {
     pub shard_count: usize,
     /// The image to start from instead of LSN 1.
     pub base: Option<Arc<LedgerImage>>,
+    /// This shard's share of the transfer window (`None`: keep every transfer).
+    pub window: Option<usize>,
     pub wal: Arc<dyn Wal>,
+    pub store: Option<Arc<dyn TransferStore>>,
     pub stats: Arc<Stats>,
 }
 
 pub(crate) struct ShardActorState {
     shard: ShardState,
     wal: Arc<dyn Wal>,
+    store: Option<Arc<dyn TransferStore>>,
     stats: Arc<Stats>,
 }
 
@@ -104,7 +107,20 @@ impl ShardActorState {
                 self.shard.apply(&commit);
             }
         }
+        self.evict();
         Ok(())
+    }
+
+    /// Lets go of what the store holds beyond the window (nothing without a window).
+    fn evict(&mut self) {
+        if let (Some(store), true) = (&self.store, self.shard.has_window()) {
+            self.shard.evict(store.stored_lsn());
+            self.stats.shard_held(
+                self.shard.index(),
+                self.shard.window_len(),
+                self.shard.filter_bytes(),
+            );
+        }
     }
 }
 
@@ -118,15 +134,19 @@ impl Actor for ShardActor {
         _myself: ActorRef<ShardMsg>,
         args: ShardArgs,
     ) -> Result<ShardActorState, ActorProcessingErr> {
-        let shard = match &args.base {
-            Some(image) => ShardState::from_image(args.index, args.shard_count, image)?,
-            None => ShardState::new(args.index, args.shard_count),
+        let shard = match (&args.base, args.window) {
+            (Some(image), window) => {
+                ShardState::from_image(args.index, args.shard_count, window, image)?
+            }
+            (None, Some(window)) => ShardState::with_window(args.index, args.shard_count, window),
+            (None, None) => ShardState::new(args.index, args.shard_count),
         };
         let base_lsn = shard.applied_lsn();
         drop(args.base);
         let mut state = ShardActorState {
             shard,
             wal: args.wal,
+            store: args.store,
             stats: args.stats,
         };
         let last = state.wal.last_lsn();
@@ -184,6 +204,7 @@ impl Actor for ShardActor {
                         start = end;
                         tokio::task::yield_now().await;
                     }
+                    state.evict();
                 }
             }
             ShardMsg::LookupAccounts { as_of, ids, reply } => {
@@ -194,14 +215,7 @@ impl Actor for ShardActor {
                 state.catch_up(as_of).await?;
                 let _ = reply.send(state.shard.lookup_transfers(&ids));
             }
-            ShardMsg::AccountTransferIds {
-                as_of,
-                filter,
-                reply,
-            } => {
-                state.catch_up(as_of).await?;
-                let _ = reply.send(state.shard.account_transfer_ids(&filter));
-            }
+            ShardMsg::Evict => state.evict(),
             ShardMsg::Panic => panic!("shard {}: injected panic", state.shard.index()),
         }
         Ok(())
@@ -245,6 +259,7 @@ pub(crate) struct CoordinatorActor;
 pub(crate) struct CoordinatorArgs {
     pub shards: Vec<ActorRef<ShardMsg>>,
     pub wal: Arc<dyn Wal>,
+    pub store: Option<Arc<dyn TransferStore>>,
     pub clock: Arc<dyn Clock>,
     pub config: EngineConfig,
     pub stats: Arc<Stats>,
@@ -253,6 +268,7 @@ pub(crate) struct CoordinatorArgs {
 pub(crate) struct CoordinatorState {
     shards: Vec<ActorRef<ShardMsg>>,
     wal: Arc<dyn Wal>,
+    store: Option<Arc<dyn TransferStore>>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     stats: Arc<Stats>,
@@ -286,6 +302,7 @@ impl Actor for CoordinatorActor {
         Ok(CoordinatorState {
             shards: args.shards,
             wal: args.wal,
+            store: args.store,
             clock: args.clock,
             config: args.config,
             stats: args.stats,
@@ -346,32 +363,26 @@ impl Actor for CoordinatorActor {
                     &ids,
                     |as_of, ids, reply| ShardMsg::LookupTransfers { as_of, ids, reply },
                 );
+                let (store, stats) = (state.store.clone(), state.stats.clone());
                 tokio::spawn(async move {
-                    let _ = reply.send(gather(pending, &ids, |t: &Transfer| t.id).await);
+                    let found = lookup_transfers(pending, store, &stats, &ids).await;
+                    let _ = reply.send(found);
                 });
             }
             CoordinatorMsg::AccountTransfers { filter, reply } => {
                 let as_of = state.committed_lsn;
-                let index = shard_of(filter.account_id, state.shards.len());
-                let sent = send(&state.shards, &state.stats, index, |reply| {
-                    ShardMsg::AccountTransferIds {
-                        as_of,
-                        filter,
-                        reply,
-                    }
-                });
-                let (shards, stats) = (state.shards.clone(), state.stats.clone());
+                let store = state.store.clone();
                 tokio::spawn(async move {
-                    let result = async {
-                        let ids = receive_all(vec![sent]).await?.remove(0);
-                        // Transfers never change once created, so reading them after later
-                        // commits returns the same records.
-                        let pending = scatter(&shards, &stats, as_of, &ids, |as_of, ids, reply| {
-                            ShardMsg::LookupTransfers { as_of, ids, reply }
-                        });
-                        gather(pending, &ids, |t: &Transfer| t.id).await
+                    let result = match store {
+                        Some(store) => store
+                            .account_transfers(filter, as_of)
+                            .await
+                            .map_err(EngineError::from),
+                        None => Err(EngineError::Unavailable(
+                            "no transfer store holds account histories".into(),
+                        )),
                     };
-                    let _ = reply.send(result.await);
+                    let _ = reply.send(result);
                 });
             }
             CoordinatorMsg::ShardRestarted { index, shard } => {
@@ -391,10 +402,39 @@ impl Actor for CoordinatorActor {
 /// (`Durable`), so that it takes everything that arrived during the write instead of waiting
 /// for it with the few that arrived before.
 async fn next_round(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState) {
+    if store_lags(state) {
+        // The window cannot shrink until the store catches up: answer what is durable, ask
+        // the store to hurry and the shards to let go of what it holds, and look again
+        // shortly instead of adding to what the shards must hold.
+        finish_in_flight(state).await;
+        if let Some(store) = &state.store {
+            store.nudge();
+        }
+        for index in 0..state.shards.len() {
+            let _ = tell(&state.shards, &state.stats, index, ShardMsg::Evict);
+        }
+        if !state.round_scheduled {
+            state.round_scheduled = true;
+            myself.send_after(Duration::from_millis(2), || CoordinatorMsg::RunRound);
+        }
+        return;
+    }
     let operations = take_round(&mut state.queue, state.config.round_events_max);
     run_round(myself, state, operations).await;
     if state.in_flight.is_none() && !state.queue.is_empty() {
         schedule_round(myself, state);
+    }
+}
+
+/// Whether the shards hold more than twice their window and a round's worth: the store is
+/// behind, and another round would only add to what they cannot let go of.
+fn store_lags(state: &CoordinatorState) -> bool {
+    match state.config.transfer_window {
+        Some(window) => {
+            let bound = 2 * window as u64 + state.config.round_events_max as u64;
+            state.stats.window_transfers() > bound
+        }
+        None => false,
     }
 }
 
@@ -490,6 +530,23 @@ async fn run_round(
                 match receive_all(sent).await {
                     Ok(replies_read) => step = round.on_reads(replies_read, None),
                     Err(error) => return fail_all(replies, &error),
+                }
+            }
+            Step::Fetch(ids) => {
+                // Shards only report ids as unknown when they have a window, and a window
+                // needs a store (checked at start).
+                let store = state.store.as_ref().expect("a window has a store");
+                let asked = ids.len();
+                match store.fetch(ids).await {
+                    Ok(stored) => {
+                        state.stats.store_fetch(asked, stored.len());
+                        step = round.on_fetched(stored);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "a round could not fetch from the transfer store");
+                        state.spare_view = round.into_view();
+                        return fail_all(replies, &EngineError::from(error));
+                    }
                 }
             }
             Step::Decided(decision) => break decision,
@@ -661,13 +718,13 @@ fn send_reads(
 }
 
 /// Sends each shard the ids it owns, now, so that every shard answers as of the same commit.
-fn scatter<T>(
+fn scatter<R>(
     shards: &[ActorRef<ShardMsg>],
     stats: &Stats,
     as_of: u64,
     ids: &[u128],
-    message: impl Fn(u64, Vec<u128>, oneshot::Sender<Vec<T>>) -> ShardMsg,
-) -> Sent<Vec<T>> {
+    message: impl Fn(u64, Vec<u128>, oneshot::Sender<R>) -> ShardMsg,
+) -> Sent<R> {
     let mut by_shard = vec![Vec::new(); shards.len()];
     for &id in ids {
         by_shard[shard_of(id, shards.len())].push(id);
@@ -695,6 +752,34 @@ async fn gather<T: Copy>(
     Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
 }
 
+/// Collects the shards' answers to a transfer lookup, then fetches from the store the ids they
+/// let go of (that their filters could not rule out); in the order of `ids`.
+async fn lookup_transfers(
+    sent: Sent<(Vec<Transfer>, Vec<u128>)>,
+    store: Option<Arc<dyn TransferStore>>,
+    stats: &Stats,
+    ids: &[u128],
+) -> Result<Vec<Transfer>, EngineError> {
+    let mut found = ahash::AHashMap::new();
+    let mut unknown = Vec::new();
+    for (transfers, maybe) in receive_all(sent).await? {
+        found.extend(transfers.into_iter().map(|t| (t.id, t)));
+        unknown.extend(maybe);
+    }
+    if !unknown.is_empty() {
+        let store = store.expect("a window has a store");
+        let asked = unknown.len();
+        let stored = store.fetch(unknown).await?;
+        stats.store_fetch(asked, stored.len());
+        for stored in stored {
+            if let crate::store::Stored::Transfer(transfer, _) = stored {
+                found.insert(transfer.id, transfer);
+            }
+        }
+    }
+    Ok(ids.iter().filter_map(|id| found.get(id).copied()).collect())
+}
+
 pub(crate) enum SupervisorMsg {
     /// Fault injection: make shard `index` panic.
     PanicShard(usize),
@@ -708,6 +793,7 @@ pub(crate) struct SupervisorActor;
 pub(crate) struct SupervisorArgs {
     pub config: EngineConfig,
     pub wal: Arc<dyn Wal>,
+    pub store: Option<Arc<dyn TransferStore>>,
     pub clock: Arc<dyn Clock>,
     pub stats: Arc<Stats>,
     /// Where the engine handle finds the coordinator; replaced when it restarts.
@@ -789,11 +875,17 @@ impl SupervisorActor {
         index: usize,
         base: Option<Arc<LedgerImage>>,
     ) -> ShardArgs {
+        let shard_count = args.config.shard_count;
         ShardArgs {
             index,
             base,
-            shard_count: args.config.shard_count,
+            shard_count,
+            window: args
+                .config
+                .transfer_window
+                .map(|window| (window / shard_count).max(1)),
             wal: args.wal.clone(),
+            store: args.store.clone(),
             stats: args.stats.clone(),
         }
     }
@@ -806,6 +898,7 @@ impl SupervisorActor {
         let coordinator_args = CoordinatorArgs {
             shards,
             wal: args.wal.clone(),
+            store: args.store.clone(),
             clock: args.clock.clone(),
             config: args.config.clone(),
             stats: args.stats.clone(),

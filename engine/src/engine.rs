@@ -13,6 +13,7 @@ use crate::image::LedgerImage;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::round::{Operation, Outcome};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::transfer_store::{TransferStore, TransferStoreError};
 use crate::types::{Account, AccountFilter, Transfer, BATCH_EVENTS_MAX};
 use crate::wal::Wal;
 
@@ -28,6 +29,10 @@ pub enum EngineError {
     ShutDown,
     #[error("the engine failed to start: {0}")]
     Start(String),
+    /// The store of transfers that left memory could not answer (a round that needed it
+    /// decided nothing; a lookup found nothing to answer with).
+    #[error(transparent)]
+    Store(#[from] TransferStoreError),
 }
 
 /// The time source: wall-clock nanoseconds. The engine reads it once per round.
@@ -77,10 +82,24 @@ pub struct EngineConfig {
     pub round_events_max: usize,
     /// How often the engine looks for pending transfers whose timeout passed.
     pub expiry_interval: Duration,
+    /// `None`: the shards keep every transfer in memory. `Some(n)`: they keep about `n`
+    /// recent transfers and `n` failed ids in all (split evenly over the shards), besides
+    /// pending transfers, and leave the rest to the transfer store once it holds them. While
+    /// they hold more than `2n` and a round's worth (the store is behind), rounds wait.
+    pub transfer_window: Option<usize>,
+    /// How long a history read waits for the store to reach the caller's last commit.
+    pub store_wait: Duration,
 }
 
 impl EngineConfig {
     pub const SHARD_COUNT_MAX: usize = 256;
+    /// The window a server keeps unless told otherwise: about 45 MB of transfers.
+    pub const TRANSFER_WINDOW_DEFAULT: usize = 262_144;
+    /// The largest window: 2^30 transfers (about 150 GB), far past any machine.
+    pub const TRANSFER_WINDOW_MAX: usize = 1 << 30;
+    /// Bytes one transfer takes in the window (the transfer and its index entry), to turn a
+    /// window given in bytes into a count.
+    pub const WINDOW_BYTES_PER_TRANSFER: usize = 144;
 }
 
 impl Default for EngineConfig {
@@ -90,6 +109,8 @@ impl Default for EngineConfig {
             max_in_flight_events: 16 * BATCH_EVENTS_MAX,
             round_events_max: 4 * BATCH_EVENTS_MAX,
             expiry_interval: Duration::from_millis(250),
+            transfer_window: None,
+            store_wait: Duration::from_secs(2),
         }
     }
 }
@@ -129,6 +150,32 @@ impl Engine {
         clock: Arc<dyn Clock>,
         baseline: Option<Arc<dyn Baseline>>,
     ) -> Result<Engine, EngineError> {
+        let store = wal.clone().as_transfer_store();
+        Self::start_with_store(config, wal, store, clock, baseline).await
+    }
+
+    /// Starts as [`Engine::start_from`] does, with `store` as the transfer store (the read
+    /// models); without one, the log must be its own store for history reads.
+    pub async fn start_with_store(
+        config: EngineConfig,
+        wal: Arc<dyn Wal>,
+        store: Option<Arc<dyn TransferStore>>,
+        clock: Arc<dyn Clock>,
+        baseline: Option<Arc<dyn Baseline>>,
+    ) -> Result<Engine, EngineError> {
+        if let Some(window) = config.transfer_window {
+            if !(1..=EngineConfig::TRANSFER_WINDOW_MAX).contains(&window) {
+                return Err(EngineError::Start(format!(
+                    "transfer_window must be between 1 and {}",
+                    EngineConfig::TRANSFER_WINDOW_MAX
+                )));
+            }
+            if store.is_none() {
+                return Err(EngineError::Start(
+                    "a transfer window needs a transfer store to leave old transfers to".into(),
+                ));
+            }
+        }
         if !(1..=EngineConfig::SHARD_COUNT_MAX).contains(&config.shard_count) {
             return Err(EngineError::Start(format!(
                 "shard_count must be between 1 and {}",
@@ -148,6 +195,7 @@ impl Engine {
         let args = SupervisorArgs {
             config: config.clone(),
             wal,
+            store,
             clock,
             stats: stats.clone(),
             coordinator_slot: coordinator.clone(),

@@ -5,6 +5,7 @@
 //! `kizo-ledger` (types, results, routing, ledger, shard, image, round, record, local) and
 //! `kizo-settlement` (settlement, reconcile). This crate carries them:
 //! - [`wal`]: the log boundary (a commit is handed to the log, the answer comes when durable).
+//! - [`transfer_store`]: the store port (transfers and histories that left the shards' memory).
 //! - [`stats`]: counters of the engine's work (rounds, commits, time deciding and applying).
 //! - `actors`, [`engine`]: the shard and coordinator actors and the [`Engine`] handle.
 //! - [`settlement_actors`]: the settlement supervisor and the reconciler.
@@ -44,9 +45,12 @@ mod actors;
 pub mod engine;
 pub mod settlement_actors;
 pub mod stats;
+pub mod transfer_store;
 pub mod wal;
 
-pub use kizo_ledger::{image, ledger, local, record, results, round, routing, shard, types};
+pub use kizo_ledger::{
+    filter, image, ledger, local, record, results, round, routing, shard, store, types,
+};
 pub use kizo_settlement as settlement;
 pub use kizo_settlement::reconcile;
 
@@ -55,6 +59,7 @@ pub use image::{ImageError, LedgerImage};
 pub use record::{Commit, Record};
 pub use results::{CreateAccountResult, CreateTransferResult};
 pub use stats::StatsSnapshot;
+pub use transfer_store::{TransferStore, TransferStoreError};
 pub use types::{
     Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags, BATCH_EVENTS_MAX,
     POST_WHOLE_PENDING_AMOUNT,

@@ -18,6 +18,12 @@ pub struct Stats {
     coordinator_wait_ns: AtomicU64,
     shard_read_ns: AtomicU64,
     shard_apply_ns: AtomicU64,
+    /// Per shard: transfers and failed ids held besides the pending ones, and filter bytes.
+    shard_window: Box<[AtomicU64]>,
+    shard_filter_bytes: Box<[AtomicU64]>,
+    store_fetches: AtomicU64,
+    store_fetched_ids: AtomicU64,
+    store_fetch_found: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -43,6 +49,15 @@ pub struct StatsSnapshot {
     pub shard_read_ns: u64,
     /// Time shards spent applying commits, summed over shards.
     pub shard_apply_ns: u64,
+    /// Transfers and failed ids the shards hold besides the pending ones (the window).
+    pub window_transfers: u64,
+    /// Bytes of the shards' id filters.
+    pub filter_bytes: u64,
+    /// Fetches of ids from the store by rounds and lookups, the ids asked, and those found
+    /// (the rest were the filter's false positives, or new).
+    pub store_fetches: u64,
+    pub store_fetched_ids: u64,
+    pub store_fetch_found: u64,
 }
 
 fn add(counter: &AtomicU64, value: u64) {
@@ -57,6 +72,8 @@ impl Stats {
     pub(crate) fn new(shard_count: usize) -> Self {
         Stats {
             shard_queued: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+            shard_window: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+            shard_filter_bytes: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
             ..Stats::default()
         }
     }
@@ -114,7 +131,30 @@ impl Stats {
         add(&self.shard_apply_ns, since(started));
     }
 
+    /// What shard `index` holds after applying or evicting.
+    pub(crate) fn shard_held(&self, index: usize, window: usize, filter_bytes: u64) {
+        self.shard_window[index].store(window as u64, Ordering::Relaxed);
+        self.shard_filter_bytes[index].store(filter_bytes, Ordering::Relaxed);
+    }
+
+    /// Transfers and failed ids the shards hold besides the pending ones, as they last said.
+    pub(crate) fn window_transfers(&self) -> u64 {
+        self.shard_window
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn store_fetch(&self, ids: usize, found: usize) {
+        add(&self.store_fetches, 1);
+        add(&self.store_fetched_ids, ids as u64);
+        add(&self.store_fetch_found, found as u64);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
+        let sum = |counters: &[AtomicU64]| -> u64 {
+            counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        };
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         StatsSnapshot {
             rounds: get(&self.rounds),
@@ -127,6 +167,11 @@ impl Stats {
             coordinator_wait_ns: get(&self.coordinator_wait_ns),
             shard_read_ns: get(&self.shard_read_ns),
             shard_apply_ns: get(&self.shard_apply_ns),
+            window_transfers: sum(&self.shard_window),
+            filter_bytes: sum(&self.shard_filter_bytes),
+            store_fetches: get(&self.store_fetches),
+            store_fetched_ids: get(&self.store_fetched_ids),
+            store_fetch_found: get(&self.store_fetch_found),
         }
     }
 }

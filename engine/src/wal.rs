@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::record::{Commit, Record};
+use crate::store::{MemoryStore, Stored};
+use crate::transfer_store::{TransferStore, TransferStoreFuture};
+use crate::types::{AccountFilter, Transfer};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WalError {
@@ -48,14 +51,22 @@ pub trait Wal: Send + Sync + 'static {
 
     /// The LSN of the last durable commit (0 when empty).
     fn last_lsn(&self) -> u64;
+
+    /// The log as its own transfer store, for a log that is one (the memory log); `None` for
+    /// logs whose read models are kept apart.
+    fn as_transfer_store(self: Arc<Self>) -> Option<Arc<dyn TransferStore>> {
+        None
+    }
 }
 
 /// A log kept in memory: durable for the life of the process only. For tests, benchmarks and
-/// the simulator, and the engine's default until a storage backend is configured.
+/// the simulator, and the engine's default until a storage backend is configured. It is its
+/// own transfer store, projected when asked.
 #[derive(Default)]
 pub struct MemoryWal {
     commits: Mutex<Vec<Arc<Commit>>>,
     failing: AtomicBool,
+    store: Mutex<MemoryStore>,
 }
 
 impl MemoryWal {
@@ -71,6 +82,36 @@ impl MemoryWal {
     /// Every durable commit, in order.
     pub fn commits(&self) -> Vec<Arc<Commit>> {
         self.commits.lock().expect("wal lock").clone()
+    }
+
+    /// The store, with every durable commit projected.
+    fn caught_up_store(&self) -> std::sync::MutexGuard<'_, MemoryStore> {
+        let mut store = self.store.lock().expect("store lock");
+        let commits = self.commits.lock().expect("wal lock");
+        for commit in &commits[store.stored_lsn() as usize..] {
+            store.project(commit);
+        }
+        store
+    }
+}
+
+impl TransferStore for MemoryWal {
+    fn stored_lsn(&self) -> u64 {
+        self.caught_up_store().stored_lsn()
+    }
+
+    fn fetch(&self, ids: Vec<u128>) -> TransferStoreFuture<Vec<Stored>> {
+        let stored = self.caught_up_store().fetch(&ids);
+        Box::pin(std::future::ready(Ok(stored)))
+    }
+
+    fn account_transfers(
+        &self,
+        filter: AccountFilter,
+        _as_of: u64,
+    ) -> TransferStoreFuture<Vec<Transfer>> {
+        let transfers = self.caught_up_store().account_transfers(&filter);
+        Box::pin(std::future::ready(Ok(transfers)))
     }
 }
 
@@ -114,6 +155,10 @@ impl Wal for MemoryWal {
             Ok(commits[(from - 1) as usize..to as usize].to_vec())
         };
         Box::pin(std::future::ready(result))
+    }
+
+    fn as_transfer_store(self: Arc<Self>) -> Option<Arc<dyn TransferStore>> {
+        Some(self)
     }
 
     fn last_lsn(&self) -> u64 {

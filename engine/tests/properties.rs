@@ -362,9 +362,13 @@ proptest! {
 
     /// The actors carry exactly the pure logic: the same operations, one at a time on the same
     /// clock, get the same results from the engine as from `LocalEngine`, and leave the same
-    /// balances.
+    /// balances, whether the shards keep every transfer or a window of a few (the memory log
+    /// is then the store the rest is fetched from).
     #[test]
-    fn the_actors_decide_as_the_pure_engine(rounds in prop::collection::vec(round(), 1..12)) {
+    fn the_actors_decide_as_the_pure_engine(
+        rounds in prop::collection::vec(round(), 1..12),
+        window in prop::option::of(1..40usize),
+    ) {
         use std::future::Future;
         use std::sync::atomic::Ordering;
         use std::sync::Arc;
@@ -385,6 +389,7 @@ proptest! {
                 shard_count: 3,
                 // Only the operations expire pending transfers, as in `LocalEngine`.
                 expiry_interval: std::time::Duration::from_secs(3_600),
+                transfer_window: window,
                 ..EngineConfig::default()
             };
             let engine = Engine::start_with_clock(config, MemoryWal::new(), clock.clone())
@@ -424,8 +429,18 @@ proptest! {
                 }
             }
             let ids: Vec<u128> = (1..=ACCOUNTS).collect();
-            let balances = engine.lookup_accounts(ids).await.unwrap();
+            let balances = engine.lookup_accounts(ids.clone()).await.unwrap();
             prop_assert_eq!(balances, local.all_accounts());
+            for id in ids {
+                let filter = kizo_engine::AccountFilter::all(id, 8189);
+                let history = engine.get_account_transfers(filter).await.unwrap();
+                prop_assert_eq!(&history, &local.account_transfers(&filter));
+                let found = engine
+                    .lookup_transfers(history.iter().map(|t| t.id).collect())
+                    .await
+                    .unwrap();
+                prop_assert_eq!(found, history);
+            }
             engine.shutdown().await;
             Ok(())
         })?;

@@ -49,6 +49,7 @@ fn main() {
             listen: "127.0.0.1:0".parse().unwrap(),
             store,
             shard_count: 2,
+            transfer_window: kizo_engine::EngineConfig::TRANSFER_WINDOW_DEFAULT,
             api_key: KEY.into(),
             jwt_secret: "bench-jwt-secret-0123456789abcdef0123".into(),
             password_pepper: "bench-pepper-0123456789abcdef0123456".into(),

@@ -34,6 +34,12 @@ pub struct Args {
     /// and snapshots do not depend on it.
     #[arg(long, env = "KIZO_SHARDS")]
     pub shards: Option<usize>,
+    /// Recent transfers the shards keep in memory, in all, besides pending ones: a count
+    /// (262144) or a size (64MiB, 1GiB; about 144 bytes a transfer). Older transfers are
+    /// looked up in the read models once the projector has written them; nothing else the
+    /// engine holds grows with history.
+    #[arg(long, env = "KIZO_TRANSFER_WINDOW", default_value = "262144", value_parser = parse_window)]
+    pub transfer_window: usize,
     /// Threads that serve requests and run the engine's actors (1 to 1024). Default: one per
     /// core. On 2 cores shared with PostgreSQL and the client, one thread left a sixth of the
     /// machine idle on one host and served more on another (docs/benchmarks.md, the wallet
@@ -145,6 +151,40 @@ pub enum ConfigError {
 }
 
 pub const API_KEY_MIN: usize = 32;
+
+/// `--transfer-window`: a count of transfers, or a size with a KiB, MiB or GiB suffix.
+fn parse_window(text: &str) -> Result<usize, String> {
+    use kizo_engine::EngineConfig;
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is neither a count nor a size such as 64MiB"))?;
+    let count = match unit.trim() {
+        "" => Some(number),
+        unit => {
+            let scale: usize = match unit {
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                _ => return Err(format!("unknown unit {unit:?}; one of KiB, MiB, GiB")),
+            };
+            number
+                .checked_mul(scale)
+                .map(|bytes| bytes / EngineConfig::WINDOW_BYTES_PER_TRANSFER)
+        }
+    };
+    match count {
+        Some(count) if (1..=EngineConfig::TRANSFER_WINDOW_MAX).contains(&count) => Ok(count),
+        _ => Err(format!(
+            "the window must hold 1 to {} transfers",
+            EngineConfig::TRANSFER_WINDOW_MAX
+        )),
+    }
+}
 pub const WORKER_THREADS_MAX: usize = 1024;
 
 /// The wallets' currency: its code and the ledger that holds it (ISO 4217 numeric).
@@ -197,6 +237,7 @@ impl Args {
             listen: self.listen,
             store,
             shard_count,
+            transfer_window: self.transfer_window,
             api_key: self.secret(&self.api_key, "KIZO_API_KEY", "api-key")?,
             jwt_secret: self.secret(&self.jwt_secret, "KIZO_JWT_SECRET", "jwt-secret")?,
             password_pepper: self.secret(

@@ -119,7 +119,10 @@ impl From<EngineError> for ApiError {
                 error.to_string(),
             ),
             EngineError::InvalidLimit { .. } => Self::invalid("limit", error.to_string()),
-            EngineError::Unavailable(_) | EngineError::ShutDown | EngineError::Start(_) => {
+            EngineError::Unavailable(_)
+            | EngineError::ShutDown
+            | EngineError::Start(_)
+            | EngineError::Store(_) => {
                 // Logged where it is handled: here, the edge.
                 tracing::warn!(%error, "request failed: engine unavailable");
                 Self::unavailable(error.to_string())

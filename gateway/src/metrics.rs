@@ -127,9 +127,20 @@ pub async fn render(State(state): State<AppState>) -> Response {
         ("kizo_engine_records_total", stats.records),
         ("kizo_engine_commit_failures_total", stats.commit_failures),
         ("kizo_engine_shard_restarts_total", stats.shard_restarts),
+        ("kizo_engine_store_fetches_total", stats.store_fetches),
+        (
+            "kizo_engine_store_fetched_ids_total",
+            stats.store_fetched_ids,
+        ),
+        (
+            "kizo_engine_store_fetch_found_total",
+            stats.store_fetch_found,
+        ),
     ] {
         metrics::counter!(name).absolute(value);
     }
+    metrics::gauge!("kizo_engine_window_transfers").set(stats.window_transfers as f64);
+    metrics::gauge!("kizo_engine_filter_bytes").set(stats.filter_bytes as f64);
     for (shard, depth) in state.engine.shard_mailbox_depths().into_iter().enumerate() {
         metrics::gauge!("kizo_engine_shard_mailbox_depth", "shard" => shard.to_string())
             .set(depth as f64);

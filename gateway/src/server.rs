@@ -19,6 +19,7 @@ use kizo_persistence::keys::KeyStore;
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::ReadModels;
 use kizo_persistence::settlements::SettlementStore;
+use kizo_persistence::transfer_store::ReadModelStore;
 use kizo_persistence::users::UserStore;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use tokio::net::TcpListener;
@@ -41,6 +42,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub store: StoreConfig,
     pub shard_count: usize,
+    /// Recent transfers the shards keep, in all (see `--transfer-window`).
+    pub transfer_window: usize,
     /// The key that opens the batch ledger API.
     pub api_key: String,
     /// Signs the wallet API's access tokens.
@@ -172,12 +175,25 @@ impl Server {
         let baseline = snapshot_dir.clone().map(|dir| {
             Arc::new(kizo_snapshots::DirBaseline(dir)) as Arc<dyn kizo_engine::Baseline>
         });
-        let engine = Engine::start_from(
-            EngineConfig {
-                shard_count: config.shard_count,
-                ..EngineConfig::default()
-            },
+        // The projector starts first: its progress is the transfer store's, which the shards
+        // consult before they let a transfer go.
+        let read_models = ReadModels::open(&config.store).await?;
+        let projector =
+            Projector::start(wal.clone(), read_models.clone(), ProjectorConfig::default()).await?;
+        let engine_config = EngineConfig {
+            shard_count: config.shard_count,
+            transfer_window: Some(config.transfer_window),
+            ..EngineConfig::default()
+        };
+        let transfer_store: Arc<dyn kizo_engine::TransferStore> = ReadModelStore::new(
+            read_models,
+            projector.progress_handle(),
+            engine_config.store_wait,
+        );
+        let engine = Engine::start_with_store(
+            engine_config,
             wal.clone(),
+            Some(transfer_store.clone()),
             clock.clone(),
             baseline,
         )
@@ -186,6 +202,11 @@ impl Server {
             Some(dir) => Some(
                 kizo_snapshots::Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
                     clock: clock.clone(),
+                    retention: kizo_snapshots::SnapshotRetention::Window {
+                        shard_count: config.shard_count,
+                        window: config.transfer_window,
+                        store: transfer_store,
+                    },
                     dir,
                     wal: wal.clone(),
                     engine: engine.clone(),
@@ -196,9 +217,6 @@ impl Server {
             ),
             None => None,
         };
-        let read_models = ReadModels::open(&config.store).await?;
-        let projector =
-            Projector::start(wal.clone(), read_models, ProjectorConfig::default()).await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -43,6 +43,7 @@ impl Running {
             listen: "127.0.0.1:0".parse().unwrap(),
             store,
             shard_count: 2,
+            transfer_window: 4,
             api_key: KEY.into(),
             jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
             password_pepper: "test-pepper-0123456789abcdef0123456".into(),

@@ -308,6 +308,7 @@ async fn the_in_process_bank_remembers_across_a_restart() {
         listen: "127.0.0.1:0".parse().unwrap(),
         store: store.config.clone(),
         shard_count: 2,
+        transfer_window: 4,
         api_key: common::API_KEY.into(),
         jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
         password_pepper: "test-pepper-0123456789abcdef0123456".into(),

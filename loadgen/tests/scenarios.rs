@@ -27,6 +27,7 @@ async fn gateway(dir: &std::path::Path) -> Server {
             dir: dir.to_path_buf(),
         },
         shard_count: 2,
+        transfer_window: 16,
         api_key: KEY.into(),
         jwt_secret: "loadgen-test-jwt-secret-0123456789abc".into(),
         password_pepper: "loadgen-test-pepper-0123456789abcdef".into(),

@@ -4,8 +4,10 @@
 //! - [`codec`]: the log's byte format (frames of commits, checksummed, versioned).
 //! - [`store`]: where frames live: PostgreSQL, or the embedded SQLite default under `./data/`.
 //! - [`wal`]: [`DurableWal`], the engine's log on a store: group commit, recovery reads.
-//! - [`projection`], [`read_models`], [`projector`]: the `accounts` and `transfers` tables fed
-//!   from the log.
+//! - [`projection`], [`read_models`], [`projector`]: the `accounts`, `transfers` and
+//!   `failed_transfers` tables fed from the log.
+//! - [`transfer_store`]: the read models as the engine's transfer store (what its shards let
+//!   go of is found there by id).
 //! - [`keys`]: the HTTP API's idempotency keys, durable.
 //! - [`users`]: users of the wallet API, sessions, refresh tokens.
 //! - [`settlements`]: deposits and withdrawals through the bank, with every transition, and
@@ -17,6 +19,7 @@ pub mod projector;
 pub mod read_models;
 pub mod settlements;
 pub mod store;
+pub mod transfer_store;
 pub mod users;
 pub mod wal;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kizo_engine::record::Side;
-use kizo_engine::{Account, Commit, Record, Transfer, TransferFlags};
+use kizo_engine::{Account, Commit, CreateTransferResult, Record, Transfer, TransferFlags};
 
 /// Where a transfer stands, as the read models show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,22 @@ pub struct TransferRow {
     pub transfer: Transfer,
     pub status: TransferStatus,
     pub lsn: u64,
+}
+
+impl TransferRow {
+    /// Where a pending transfer stands (`None` for other transfers), as the engine says it.
+    pub fn pending_status(&self) -> Option<kizo_engine::PendingStatus> {
+        use kizo_engine::PendingStatus;
+        self.transfer
+            .flags
+            .contains(TransferFlags::PENDING)
+            .then_some(match self.status {
+                TransferStatus::Pending => PendingStatus::Pending,
+                TransferStatus::Posted => PendingStatus::Posted,
+                TransferStatus::Voided => PendingStatus::Voided,
+                TransferStatus::Expired => PendingStatus::Expired,
+            })
+    }
 }
 
 /// Increases and decreases of one balance (kept apart: both fit u128, their difference might
@@ -91,6 +107,8 @@ pub struct Projection {
     pub resolved: Vec<(u128, TransferStatus)>,
     /// Per account, in id order (so concurrent writers would lock rows in one order).
     pub balances: BTreeMap<u128, BalanceChange>,
+    /// Ids that failed for a transient reason, with the result and the LSN.
+    pub failed: Vec<(u128, CreateTransferResult, u64)>,
 }
 
 impl Projection {
@@ -150,8 +168,7 @@ impl Projection {
             Record::PendingExpired { pending_id, .. } => {
                 self.resolved.push((pending_id, TransferStatus::Expired));
             }
-            // A failed id is not a transfer; the engine alone remembers it.
-            Record::TransferFailed { .. } => {}
+            Record::TransferFailed { id, result } => self.failed.push((id, result, lsn)),
         }
         for leg in record.legs().into_iter().flatten() {
             let change = self.balance(leg.account_id);

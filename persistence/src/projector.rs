@@ -40,6 +40,25 @@ pub struct Projector {
     progress: Arc<AtomicU64>,
 }
 
+/// How far a projector has written, shared: the transfer store's LSN.
+#[derive(Clone)]
+pub struct ProjectorProgress {
+    actor: ActorRef<Step>,
+    progress: Arc<AtomicU64>,
+}
+
+impl ProjectorProgress {
+    /// The last LSN written to the read models.
+    pub fn lsn(&self) -> u64 {
+        self.progress.load(Ordering::Acquire)
+    }
+
+    /// Asks the projector to look at the log now rather than at its next interval.
+    pub fn nudge(&self) {
+        let _ = self.actor.send_message(Step);
+    }
+}
+
 /// The projector's one message: look at the log and project what is new.
 pub struct Step;
 
@@ -65,6 +84,7 @@ impl Projector {
             ));
         }
         let start = read_models.progress(&config.name).await?;
+        backfill_failed_ids(wal.as_ref(), &read_models, &config, start).await?;
         let progress = Arc::new(AtomicU64::new(start));
         let args = ProjectorArgs {
             wal,
@@ -81,6 +101,14 @@ impl Projector {
     /// The last LSN written to the read models.
     pub fn progress(&self) -> u64 {
         self.progress.load(Ordering::Acquire)
+    }
+
+    /// A handle on the progress, for the transfer store.
+    pub fn progress_handle(&self) -> ProjectorProgress {
+        ProjectorProgress {
+            actor: self.actor.clone(),
+            progress: self.progress.clone(),
+        }
     }
 
     /// Waits until the read models hold commit `lsn`; false if `timeout` passes first.
@@ -102,6 +130,43 @@ impl Projector {
             .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await;
     }
+}
+
+/// Read models written before they kept failed ids hold none of the commits up to their
+/// progress: those are written from the log once, before the progress is published (the
+/// engine lets failed ids go on the strength of it). The marker is a progress row of its own,
+/// `<name>#failed`, written with the last of them; a fresh store only writes the marker.
+async fn backfill_failed_ids(
+    wal: &dyn Wal,
+    read_models: &ReadModels,
+    config: &ProjectorConfig,
+    progress: u64,
+) -> Result<(), StoreError> {
+    let marker = format!("{}#failed", config.name);
+    if read_models.has_progress(&marker).await? {
+        return Ok(());
+    }
+    if progress > 0 {
+        tracing::info!(
+            projector = %config.name,
+            lsn = progress,
+            "writing the failed ids of commits projected before the read models kept them"
+        );
+    }
+    let mut failed = Vec::new();
+    let mut from = 1;
+    while from <= progress {
+        let to = progress.min(from + config.commits_per_step - 1);
+        let commits = wal
+            .read(from, to)
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        failed.extend(Projection::of(&commits).failed);
+        from = to + 1;
+    }
+    read_models
+        .replace_failed_up_to(&marker, progress, &failed)
+        .await
 }
 
 impl Actor for ProjectorActor {

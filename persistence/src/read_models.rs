@@ -10,7 +10,10 @@ use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgPool, PgTypeInfo};
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 
-use kizo_engine::{Account, AccountFlags, Transfer, TransferFlags};
+use kizo_engine::store::Stored;
+use kizo_engine::{
+    Account, AccountFilter, AccountFlags, CreateTransferResult, Transfer, TransferFlags,
+};
 
 use crate::projection::{Projection, TransferRow, TransferStatus};
 use crate::store::read_error;
@@ -31,6 +34,9 @@ pub use kizo_engine::reconcile::LedgerTotals;
 
 /// The most rows one history query returns.
 pub const HISTORY_LIMIT_MAX: u32 = 1000;
+
+/// The most ids one [`ReadModels::stored`] call looks up (a round's worth).
+pub const STORED_IDS_MAX: usize = 1 << 17;
 
 #[derive(Clone, Debug)]
 pub enum ReadModels {
@@ -82,6 +88,97 @@ impl ReadModels {
         }
         .map_err(read_error)?;
         Ok(lsn.map_or(0, |lsn| lsn as u64))
+    }
+
+    /// Whether a progress row `name` exists.
+    pub async fn has_progress(&self, name: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = match self {
+            ReadModels::Postgres(pool) => {
+                sqlx::query_scalar("SELECT lsn FROM projector_progress WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+            }
+            ReadModels::Embedded(pool) => {
+                sqlx::query_scalar("SELECT lsn FROM projector_progress WHERE name = ?1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+            }
+        }
+        .map_err(read_error)?;
+        Ok(found.is_some())
+    }
+
+    /// In one transaction: the failed ids of commits up to `lsn` become `failed` (those
+    /// already there are replaced, so a backfill cut short runs again from the start), and the
+    /// progress row `marker` is written at `lsn`.
+    pub async fn replace_failed_up_to(
+        &self,
+        marker: &str,
+        lsn: u64,
+        failed: &[(u128, CreateTransferResult, u64)],
+    ) -> Result<(), StoreError> {
+        let lsn = i64::try_from(lsn).map_err(|_| StoreError::Unavailable("LSN past i64".into()))?;
+        match self {
+            ReadModels::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(read_error)?;
+                sqlx::query("DELETE FROM failed_transfers WHERE lsn <= $1")
+                    .bind(lsn)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(read_error)?;
+                for chunk in failed.chunks(10_000) {
+                    let ids: Vec<uuid::Uuid> =
+                        chunk.iter().map(|f| uuid::Uuid::from_u128(f.0)).collect();
+                    let results: Vec<i32> = chunk.iter().map(|f| f.1 as u32 as i32).collect();
+                    let lsns: Vec<i64> = chunk.iter().map(|f| f.2 as i64).collect();
+                    sqlx::query(
+                        "INSERT INTO failed_transfers (id, result, lsn)
+                         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int8[])",
+                    )
+                    .bind(ids)
+                    .bind(results)
+                    .bind(lsns)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(read_error)?;
+                }
+                sqlx::query("INSERT INTO projector_progress (name, lsn) VALUES ($1, $2)")
+                    .bind(marker)
+                    .bind(lsn)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(read_error)?;
+                tx.commit().await.map_err(read_error)
+            }
+            ReadModels::Embedded(pool) => {
+                let mut tx = pool.begin().await.map_err(read_error)?;
+                sqlx::query("DELETE FROM failed_transfers WHERE lsn <= ?1")
+                    .bind(lsn)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(read_error)?;
+                for &(id, result, at) in failed {
+                    sqlx::query(
+                        "INSERT OR REPLACE INTO failed_transfers (id, result, lsn) VALUES (?1, ?2, ?3)",
+                    )
+                    .bind(hex(id))
+                    .bind(i64::from(result as u32))
+                    .bind(at as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(read_error)?;
+                }
+                sqlx::query("INSERT INTO projector_progress (name, lsn) VALUES (?1, ?2)")
+                    .bind(marker)
+                    .bind(lsn)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(read_error)?;
+                tx.commit().await.map_err(read_error)
+            }
+        }
     }
 
     /// Writes a projection and moves projector `name` to its last LSN, in one transaction,
@@ -158,8 +255,7 @@ impl ReadModels {
         Ok(totals.into_values().collect())
     }
 
-    /// A transfer by id, for checks and tools: on PostgreSQL only pending transfers are indexed
-    /// by id, so this scans for the others (the request path asks the engine).
+    /// A transfer by id, with its status and LSN.
     pub async fn transfer(&self, id: u128) -> Result<Option<TransferRow>, StoreError> {
         let transfer = match self {
             ReadModels::Postgres(pool) => {
@@ -235,6 +331,161 @@ impl ReadModels {
         rows.map_err(read_error)
     }
 
+    /// What the read models hold for `ids`: transfers, with where pending ones stand, and ids
+    /// that failed. Ids they do not hold are left out; the order is not `ids`'.
+    pub async fn stored(&self, ids: &[u128]) -> Result<Vec<Stored>, StoreError> {
+        if ids.len() > STORED_IDS_MAX {
+            return Err(StoreError::Unavailable(format!(
+                "at most {STORED_IDS_MAX} ids at once, asked for {}",
+                ids.len()
+            )));
+        }
+        let mut stored = Vec::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(stored);
+        }
+        let (transfers, failed): (Vec<TransferRow>, Vec<(u128, i64)>) = match self {
+            ReadModels::Postgres(pool) => {
+                let uuids: Vec<uuid::Uuid> =
+                    ids.iter().map(|&id| uuid::Uuid::from_u128(id)).collect();
+                let sql = format!("SELECT {PG_TRANSFER_SELECT} FROM transfers WHERE id = ANY($1)");
+                let transfers = sqlx::query(&sql)
+                    .bind(&uuids)
+                    .fetch_all(pool)
+                    .await
+                    .and_then(|rows| rows.iter().map(transfer_of).collect())
+                    .map_err(read_error)?;
+                let failed = sqlx::query(
+                    "SELECT replace(id::text, '-', ''), result::int8 FROM failed_transfers
+                     WHERE id = ANY($1)",
+                )
+                .bind(&uuids)
+                .fetch_all(pool)
+                .await
+                .and_then(|rows| rows.iter().map(failed_of).collect())
+                .map_err(read_error)?;
+                (transfers, failed)
+            }
+            ReadModels::Embedded(pool) => {
+                let (mut transfers, mut failed) = (Vec::new(), Vec::new());
+                // SQLite binds at most a few thousand parameters: a JSON array is one.
+                // Hex digits need no escaping in JSON.
+                let quoted: Vec<String> =
+                    ids.iter().map(|&id| format!("\"{}\"", hex(id))).collect();
+                let ids_json = format!("[{}]", quoted.join(","));
+                let sql = format!(
+                    "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id IN (SELECT value FROM json_each(?1))"
+                );
+                transfers.extend(
+                    sqlx::query(&sql)
+                        .bind(&ids_json)
+                        .fetch_all(pool)
+                        .await
+                        .and_then(|rows| {
+                            rows.iter().map(transfer_of).collect::<Result<Vec<_>, _>>()
+                        })
+                        .map_err(read_error)?,
+                );
+                failed.extend(
+                    sqlx::query(
+                        "SELECT id, result FROM failed_transfers
+                         WHERE id IN (SELECT value FROM json_each(?1))",
+                    )
+                    .bind(&ids_json)
+                    .fetch_all(pool)
+                    .await
+                    .and_then(|rows| rows.iter().map(failed_of).collect::<Result<Vec<_>, _>>())
+                    .map_err(read_error)?,
+                );
+                (transfers, failed)
+            }
+        };
+        for row in transfers {
+            stored.push(Stored::Transfer(row.transfer, row.pending_status()));
+        }
+        for (id, code) in failed {
+            let result = u32::try_from(code)
+                .ok()
+                .and_then(CreateTransferResult::from_u32)
+                .filter(|r| r.is_transient())
+                .ok_or_else(|| StoreError::Corrupt(format!("failed id {id} has result {code}")))?;
+            stored.push(Stored::Failed(id, result));
+        }
+        Ok(stored)
+    }
+
+    /// The transfers of an account that an [`AccountFilter`] selects, in its order: the same
+    /// selection as `kizo_ledger::store`'s, in SQL.
+    pub async fn filtered_transfers(
+        &self,
+        filter: &AccountFilter,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        if filter.limit == 0 || filter.limit as usize > kizo_engine::BATCH_EVENTS_MAX {
+            return Err(StoreError::Unavailable(format!(
+                "limit must be in 1..={}",
+                kizo_engine::BATCH_EVENTS_MAX
+            )));
+        }
+        if !filter.debits && !filter.credits {
+            return Ok(Vec::new());
+        }
+        let as_i64 = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        let min = as_i64(filter.timestamp_min);
+        let max = if filter.timestamp_max == 0 {
+            i64::MAX
+        } else {
+            as_i64(filter.timestamp_max)
+        };
+        let order = if filter.reversed { "DESC" } else { "ASC" };
+        let rows = match self {
+            ReadModels::Postgres(pool) => {
+                let side = match (filter.debits, filter.credits) {
+                    (true, false) => "debit_account_id = $1",
+                    (false, true) => "credit_account_id = $1",
+                    _ => "(debit_account_id = $1 OR credit_account_id = $1)",
+                };
+                let sql = format!(
+                    "SELECT {PG_TRANSFER_SELECT} FROM transfers
+                     WHERE {side} AND timestamp >= $2 AND timestamp <= $3
+                     ORDER BY timestamp {order} LIMIT $4"
+                );
+                sqlx::query(&sql)
+                    .bind(uuid::Uuid::from_u128(filter.account_id))
+                    .bind(min)
+                    .bind(max)
+                    .bind(i64::from(filter.limit))
+                    .fetch_all(pool)
+                    .await
+                    .and_then(|rows| rows.iter().map(transfer_of).collect::<Result<Vec<_>, _>>())
+            }
+            ReadModels::Embedded(pool) => {
+                let side = match (filter.debits, filter.credits) {
+                    (true, false) => "debit_account_id = ?1",
+                    (false, true) => "credit_account_id = ?1",
+                    _ => "(debit_account_id = ?1 OR credit_account_id = ?1)",
+                };
+                let sql = format!(
+                    "SELECT {TRANSFER_COLUMNS} FROM transfers
+                     WHERE {side} AND timestamp >= ?2 AND timestamp <= ?3
+                     ORDER BY timestamp {order} LIMIT ?4"
+                );
+                sqlx::query(&sql)
+                    .bind(hex(filter.account_id))
+                    .bind(min)
+                    .bind(max)
+                    .bind(i64::from(filter.limit))
+                    .fetch_all(pool)
+                    .await
+                    .and_then(|rows| rows.iter().map(transfer_of).collect::<Result<Vec<_>, _>>())
+            }
+        };
+        Ok(rows
+            .map_err(read_error)?
+            .into_iter()
+            .map(|row| row.transfer)
+            .collect())
+    }
+
     pub async fn close(&self) {
         match self {
             ReadModels::Postgres(pool) => pool.close().await,
@@ -304,6 +555,20 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         )
         .await?;
     }
+    if !p.failed.is_empty() {
+        let mut rows = CopyRows::with_capacity(p.failed.len() * 40);
+        for &(id, result, lsn) in &p.failed {
+            rows.row(3);
+            rows.uuid(id);
+            rows.integer(result as u32 as i32);
+            rows.bigint(lsn)?;
+        }
+        rows.copy_into(
+            &mut tx,
+            "COPY failed_transfers (id, result, lsn) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    }
     if !p.resolved.is_empty() || !p.balances.is_empty() {
         // One index lookup per row changed. Left to itself, the planner joins a batch of a few
         // thousand changes by hashing the whole table (with its dead row versions), which
@@ -317,8 +582,7 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         .map_err(read_error)?;
     }
     if !p.resolved.is_empty() {
-        // Only pending transfers are indexed by id (see the migrations), and only a pending
-        // transfer is ever resolved.
+        // Only a pending transfer is ever resolved.
         let ids: Vec<uuid::Uuid> = p
             .resolved
             .iter()
@@ -479,6 +743,15 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
         .execute(&mut *tx)
         .await
         .map_err(read_error)?;
+    }
+    for &(id, result, lsn) in &p.failed {
+        sqlx::query("INSERT INTO failed_transfers (id, result, lsn) VALUES (?1, ?2, ?3)")
+            .bind(hex(id))
+            .bind(i64::from(result as u32))
+            .bind(lsn as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(read_error)?;
     }
     for (id, status) in &p.resolved {
         sqlx::query("UPDATE transfers SET status = ?2 WHERE id = ?1")
@@ -735,6 +1008,15 @@ where
         user_data_32: small(row.try_get(10)?)?,
         timestamp: small(row.try_get(11)?)?,
     })
+}
+
+fn failed_of<R: Row>(row: &R) -> Result<(u128, i64), sqlx::Error>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok((parse_hex(&row.try_get::<String, _>(0)?)?, row.try_get(1)?))
 }
 
 fn transfer_of<R: Row>(row: &R) -> Result<TransferRow, sqlx::Error>

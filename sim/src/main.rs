@@ -51,6 +51,8 @@ enum MutationArg {
     ReleaseOnUnknown,
     /// A restart from a snapshot skips the log after it.
     SkipLogTail,
+    /// The shards let transfers go before the store holds them.
+    EvictBeforeStored,
 }
 
 /// A duration as `humantime` reads it: `90s`, `10m`, `2h`.
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             MutationArg::AckBeforeDurable => Mutation::AckBeforeDurable,
             MutationArg::ReleaseOnUnknown => Mutation::ReleaseOnUnknown,
             MutationArg::SkipLogTail => Mutation::SkipLogTail,
+            MutationArg::EvictBeforeStored => Mutation::EvictBeforeStored,
         }),
     };
     if let Some(seed) = args.seed {

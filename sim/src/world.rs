@@ -34,6 +34,8 @@ pub enum Mutation {
     ReleaseOnUnknown,
     /// A restart from a snapshot does not replay the log after it.
     SkipLogTail,
+    /// The shards let transfers go as if the store held every durable commit, while it lags.
+    EvictBeforeStored,
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +135,12 @@ struct FaultRates {
     snapshot_rot: u32,
     /// A snapshot's write is cut short by the process dying (per mille of snapshots).
     snapshot_crash: u32,
+    /// The store catches up with the log (to a random point of what is durable).
+    store_catches_up: u32,
+    /// A round's fetch from the store fails.
+    store_fails: u32,
+    /// The projector stalls for a while (the store falls behind by many commits).
+    store_stalls: u32,
 }
 
 /// Snapshots kept by the simulated snapshot actor.
@@ -144,6 +152,10 @@ pub struct World {
     step: u64,
     clock: u64,
     shard_count: usize,
+    /// The shards' window (transfers per shard), or `None` for shards that keep everything.
+    window: Option<usize>,
+    /// How often (per million new ids) the filters answer "maybe" besides their own mistakes.
+    forced_maybes: u32,
     engine: LocalEngine,
     log: SimLog,
     disk: SimDisk,
@@ -167,6 +179,8 @@ pub struct World {
     acked_accounts: BTreeSet<u128>,
     acked_transfers: BTreeSet<u128>,
     rates: FaultRates,
+    /// The store does not move before this step (a stalled projector).
+    store_stalled_until: u64,
     settlements: Settlements,
     bank_faults: BankFaults,
     faulty: bool,
@@ -181,9 +195,15 @@ impl World {
             Mutation::AckBeforeDurable => "ack-before-durable",
             Mutation::ReleaseOnUnknown => "release-on-unknown",
             Mutation::SkipLogTail => "skip-log-tail",
+            Mutation::EvictBeforeStored => "evict-before-stored",
         });
         let mut rng = Rng::new(seed);
         let shard_count = rng.between(1, 4) as usize;
+        // Most seeds run shards with a window of 1 to 100 transfers, so that nearly every old
+        // id goes through the store; some keep everything (the engine without a store).
+        let window = (options.mutation == Some(Mutation::EvictBeforeStored) || !rng.chance(200))
+            .then(|| rng.between(1, 100) as usize);
+        let forced_maybes = rng.between(100_000, 900_000) as u32;
         let rates = FaultRates {
             crash: rng.between(0, 8) as u32,
             flush_fails: rng.between(0, 60) as u32,
@@ -193,6 +213,9 @@ impl World {
             snapshot: rng.between(0, 20) as u32,
             snapshot_rot: rng.between(0, 4) as u32,
             snapshot_crash: rng.between(0, 400) as u32,
+            store_catches_up: rng.between(5, 150) as u32,
+            store_fails: rng.between(0, 100) as u32,
+            store_stalls: rng.between(0, 10) as u32,
         };
         let disk = SimDisk::default();
         let bank_faults = BankFaults {
@@ -209,7 +232,9 @@ impl World {
             step: 0,
             clock: 1_000 * MS,
             shard_count,
-            engine: LocalEngine::new(shard_count),
+            window,
+            forced_maybes,
+            engine: new_engine(shard_count, window, forced_maybes, None, &[], 0),
             log: SimLog::default(),
             snapshots: SnapshotDir::on("/data/snapshots", disk.clone()),
             disk,
@@ -227,6 +252,7 @@ impl World {
             acked_accounts: BTreeSet::new(),
             acked_transfers: BTreeSet::new(),
             rates,
+            store_stalled_until: 0,
             settlements: Settlements::new(),
             bank_faults,
             faulty: true,
@@ -510,6 +536,10 @@ impl World {
         let rounds = self.report.rounds;
         // A round applies the commit the shards have not applied yet, if any.
         let behind = self.engine.has_unapplied();
+        if self.options.mutation == Some(Mutation::EvictBeforeStored) {
+            // The broken build: the shards take every durable commit for stored.
+            self.engine.evict(self.log.last_lsn());
+        }
         self.act()?;
         // Shards change only when a commit is made or applied (the next round's decide, a
         // restart, a checkpoint's settle): after a flush, a round or a restart.
@@ -531,6 +561,24 @@ impl World {
         }
         if self.rng.chance(corruption) && self.log.frame_count() > 0 {
             return self.corruption();
+        }
+        if self.window.is_some() && self.rng.chance(self.rates.store_stalls) {
+            let steps = self.rng.between(50, 600);
+            self.store_stalled_until = self.step + steps;
+            self.fault("store_stall");
+            self.note(|| format!("the projector stalls for {steps} steps"));
+            return Ok(());
+        }
+        let store_moves = self.step >= self.store_stalled_until || !self.faulty;
+        if self.window.is_some() && store_moves && self.rng.chance(self.rates.store_catches_up) {
+            // The projector writes a run of commits: the store moves to a point of the log.
+            let (stored, last) = (self.engine.stored_lsn(), self.log.last_lsn());
+            if stored < last {
+                let to = self.rng.between(stored + 1, last);
+                self.engine.project_store(to);
+                self.note(|| format!("the store holds LSN {to}"));
+            }
+            return Ok(());
         }
         let (snapshot, rot) = (self.rates.snapshot, self.rates.snapshot_rot);
         if self.rng.chance(snapshot) {
@@ -766,7 +814,22 @@ impl World {
         let events: usize = operations.iter().map(Operation::event_count).sum();
         self.report.rounds += 1;
         self.report.events += events as u64;
-        let decided = self.engine.decide(operations.clone(), self.clock);
+        let store_fails = self.faulty && self.rng.chance(self.rates.store_fails);
+        self.engine.set_store_failing(store_fails);
+        let decided = self.engine.try_decide(operations.clone(), self.clock);
+        self.engine.set_store_failing(false);
+        let Ok(decided) = decided else {
+            // Nothing was decided; the sequencer moved on all the same, as the model does.
+            self.fault("store_fetch_failed");
+            self.note(|| "the store failed a round's fetch: its requests get unavailable".into());
+            for operation in &operations {
+                self.model.stamp(self.clock, operation.event_count());
+            }
+            self.model.keep();
+            let others = self.without_settlements(requests, true);
+            self.retries.extend(others);
+            return Ok(());
+        };
 
         self.model.keep();
         let model_mark = self.model.mark();
@@ -961,10 +1024,21 @@ impl World {
             .newest_valid(|m| of_this_log(m, &commits))
             .map_err(|e| Violation(format!("snapshots could not be listed: {e}")))?;
         let base = base.map(|(_, image)| image);
-        let image = LocalEngine::recover_from(1, base.as_ref(), &commits).image();
+        // As the snapshot actor rebuilds: with the server's shards and window, letting go of
+        // what the store holds now.
+        let stored_lsn = self.engine.stored_lsn();
+        let image = new_engine(
+            self.shard_count,
+            self.window,
+            0,
+            base.as_ref(),
+            &commits,
+            stored_lsn,
+        )
+        .image();
         if self.flight.is_none() {
             self.engine.settle();
-            if self.engine.image() != image {
+            if essence(&self.engine.image()) != essence(&image) {
                 return Err(Violation(format!(
                     "the snapshot rebuilt at LSN {} differs from the engine's state",
                     image.lsn
@@ -1042,7 +1116,16 @@ impl World {
         } else {
             &commits[..]
         };
-        self.engine = LocalEngine::recover_from(self.shard_count, base.as_ref(), replayed);
+        // The store survives the crash: what it held, it holds.
+        let stored_lsn = self.engine.stored_lsn().min(replayed.len() as u64);
+        self.engine = new_engine(
+            self.shard_count,
+            self.window,
+            self.forced_maybes,
+            base.as_ref(),
+            replayed,
+            stored_lsn,
+        );
         self.model.timestamp_last = commits.last().map_or(0, |c| c.timestamp_max);
         self.check_state("after a restart")
     }
@@ -1080,7 +1163,16 @@ impl World {
             return Ok(());
         }
         self.engine.settle();
-        self.check_accounts("at a checkpoint").map(|_| ())
+        self.check_accounts("at a checkpoint")?;
+        // Whatever left the shards' memory, every acknowledged transfer is found.
+        for id in &self.acked_transfers {
+            if self.engine.transfer(*id).is_none() {
+                return Err(Violation(format!(
+                    "at a checkpoint: acknowledged transfer {id} is not found"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn check_accounts(&mut self, when: &str) -> Result<Vec<Account>, Violation> {
@@ -1225,6 +1317,42 @@ impl World {
         }
         self.mix(self.log.last_lsn());
     }
+}
+
+/// An engine as a restart builds it: shards that keep `window` transfers each (with a store
+/// that holds the log up to `stored_lsn` and then lags until told to move) or everything,
+/// from `base` and the log after it.
+fn new_engine(
+    shard_count: usize,
+    window: Option<usize>,
+    forced_maybes: u32,
+    base: Option<&LedgerImage>,
+    commits: &[Commit],
+    stored_lsn: u64,
+) -> LocalEngine {
+    let mut engine = match window {
+        Some(window) => {
+            LocalEngine::recover_with_window(shard_count, window, base, commits, stored_lsn)
+        }
+        None => LocalEngine::recover_from(shard_count, base, commits),
+    };
+    if window.is_some() {
+        engine.hold_store();
+        engine.force_filter_false_positives(forced_maybes);
+    }
+    engine
+}
+
+/// What two images of one ledger must agree on whatever each let go of: the LSN, the
+/// accounts, and the pending transfers still pending.
+fn essence(image: &LedgerImage) -> (u64, &[Account], Vec<u128>) {
+    let pending = image
+        .pending
+        .iter()
+        .filter(|(_, status)| *status == kizo_ledger::PendingStatus::Pending)
+        .map(|(id, _)| *id)
+        .collect();
+    (image.lsn, &image.accounts, pending)
 }
 
 /// Whether a snapshot's manifest belongs to this log: its LSN is in it, and that commit's

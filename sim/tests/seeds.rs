@@ -75,6 +75,7 @@ fn broken_builds_are_caught() {
         Mutation::AckBeforeDurable,
         Mutation::ReleaseOnUnknown,
         Mutation::SkipLogTail,
+        Mutation::EvictBeforeStored,
     ] {
         let caught = (1..=20).find(|&seed| {
             let options = Options {

@@ -78,6 +78,7 @@ fn main() {
         }
         let snapshots = Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
             clock: std::sync::Arc::new(kizo_engine::SystemClock),
+            retention: kizo_snapshots::SnapshotRetention::Everything,
             dir: dir.clone(),
             wal: wal.clone(),
             engine: engine.clone(),

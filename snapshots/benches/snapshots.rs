@@ -160,7 +160,7 @@ fn main() {
     let built: Vec<ShardState> = std::thread::scope(|scope| {
         let loaded = &loaded;
         let workers: Vec<_> = (0..shards)
-            .map(|i| scope.spawn(move || ShardState::from_image(i, shards, loaded)))
+            .map(|i| scope.spawn(move || ShardState::from_image(i, shards, None, loaded)))
             .collect();
         workers
             .into_iter()

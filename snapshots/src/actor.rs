@@ -15,7 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::dir::{snapshot_name, RealDisk, SnapshotDir};
 use crate::format::Manifest;
-use crate::rebuild::{rebuild, Base, Target};
+use crate::rebuild::{rebuild, Base, Retention, Target};
 
 /// When snapshots are taken and how many are kept.
 #[derive(Clone, Debug)]
@@ -83,8 +83,40 @@ pub enum TakeError {
     Actor(String),
 }
 
+/// What the server's snapshots keep of history: what its shards keep.
+#[derive(Clone)]
+pub enum SnapshotRetention {
+    Everything,
+    /// The engine's shard count and window; the store says what may be let go.
+    Window {
+        shard_count: usize,
+        window: usize,
+        store: Arc<dyn kizo_engine::TransferStore>,
+    },
+}
+
+impl SnapshotRetention {
+    /// As of now: the store's progress only grows, so what it holds now it holds at any
+    /// later start.
+    fn now(&self) -> Retention {
+        match self {
+            SnapshotRetention::Everything => Retention::Everything,
+            SnapshotRetention::Window {
+                shard_count,
+                window,
+                store,
+            } => Retention::Window {
+                shard_count: *shard_count,
+                window: *window,
+                stored_lsn: store.stored_lsn(),
+            },
+        }
+    }
+}
+
 pub struct SnapshotArgs {
     pub dir: Arc<SnapshotDir>,
+    pub retention: SnapshotRetention,
     /// What manifests are dated with (the server's one clock).
     pub clock: Arc<dyn kizo_engine::Clock>,
     pub wal: Arc<dyn Wal>,
@@ -108,6 +140,7 @@ impl SnapshotState {
             self.args.wal.as_ref(),
             Target::Latest,
             Base::BestSnapshot,
+            self.args.retention.now(),
             |_, _| {},
         )
         .await?;

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::dir::{snapshot_name, SnapshotDir};
 use crate::format::Manifest;
-use crate::rebuild::{rebuild, Base, Target};
+use crate::rebuild::{rebuild, Base, Retention, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -507,6 +507,7 @@ async fn write_rebuilt(
         wal.as_ref(),
         target,
         base,
+        Retention::Everything,
         |done, total| {
             bar.set_length(total);
             bar.set_position(done);

@@ -19,10 +19,12 @@ pub mod dir;
 pub use kizo_snapshot_format::format;
 pub mod rebuild;
 
-pub use actor::{DirBaseline, Policy, SnapshotActor, SnapshotMsg, Snapshots, Taken};
+pub use actor::{
+    DirBaseline, Policy, SnapshotActor, SnapshotMsg, SnapshotRetention, Snapshots, Taken,
+};
 pub use dir::{RealDisk, SnapshotDir, SnapshotError};
 pub use format::Manifest;
-pub use rebuild::{rebuild, Base, RebuildError, Rebuilt, Target};
+pub use rebuild::{rebuild, Base, RebuildError, Rebuilt, Retention, Target};
 
 /// The time on `clock` as RFC 3339 with milliseconds, as manifests record it.
 pub fn rfc3339(clock: &dyn kizo_engine::Clock) -> String {

@@ -1,6 +1,7 @@
 //! The ledger as of any point of its log: the best snapshot at or before that point, plus the
-//! commits after it, applied by the shard state machine itself (one shard that owns every id).
-//! The snapshot actor, `kizo-snapshot create` and `restore` all come through here.
+//! commits after it, applied by the shard state machine itself (one shard that owns every id,
+//! or, to keep a window, the engine's shards). The snapshot actor, `kizo-snapshot create` and
+//! `restore` all come through here.
 
 use std::sync::Arc;
 
@@ -41,6 +42,20 @@ pub enum RebuildError {
     PastTheEnd { lsn: u64, last: u64 },
 }
 
+/// What the rebuilt image keeps of history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// Every transfer: an image any engine loads, whose size grows with history.
+    Everything,
+    /// What `shard_count` shards keeping `window` transfers in all keep, once the store holds
+    /// the log up to `stored_lsn`: accounts, pending transfers, the window and the filters.
+    Window {
+        shard_count: usize,
+        window: usize,
+        stored_lsn: u64,
+    },
+}
+
 /// A rebuilt ledger, and how it was got.
 #[derive(Debug)]
 pub struct Rebuilt {
@@ -64,6 +79,7 @@ pub async fn rebuild<D: Disk + 'static>(
     wal: &dyn Wal,
     target: Target,
     base: Base,
+    retention: Retention,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Rebuilt, RebuildError> {
     let last = wal.last_lsn();
@@ -118,12 +134,27 @@ pub async fn rebuild<D: Disk + 'static>(
         .as_ref()
         .map(|(manifest, _)| crate::dir::snapshot_name(manifest.lsn));
     let image = start.map(|(_, image)| image).unwrap_or_default();
-    let from_base = tokio::task::spawn_blocking(move || ShardState::from_image(0, 1, &image))
+    let (shard_count, window, stored_lsn) = match retention {
+        Retention::Everything => (1, None, 0),
+        Retention::Window {
+            shard_count,
+            window,
+            stored_lsn,
+        } => (shard_count, Some((window / shard_count).max(1)), stored_lsn),
+    };
+    let build = move |image: &LedgerImage| {
+        (0..shard_count)
+            .map(|index| ShardState::from_image(index, shard_count, window, image))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let empty = build(&LedgerImage::default()).expect("the empty image always adds up");
+    let from_base = tokio::task::spawn_blocking(move || build(&image))
         .await
         .expect("rebuilding a shard never panics");
-    // A snapshot that does not add up is passed over for the log alone.
-    let (base_name, mut shard) = match (from_base, base_name) {
-        (Ok(shard), name) => (name, shard),
+    // A snapshot that does not add up (or that left transfers to a store, for an image that
+    // must hold every one) is passed over for the log alone.
+    let (base_name, mut shards) = match (from_base, base_name) {
+        (Ok(shards), name) => (name, shards),
         (Err(source), name) => {
             let name = name.expect("the empty image always adds up");
             skipped.push(Skipped {
@@ -133,10 +164,10 @@ pub async fn rebuild<D: Disk + 'static>(
                 },
                 name,
             });
-            (None, ShardState::new(0, 1))
+            (None, empty)
         }
     };
-    let from = shard.applied_lsn() + 1;
+    let from = shards[0].applied_lsn() + 1;
     let total = upper.saturating_sub(from - 1);
     let mut next = from;
     let mut replayed = 0;
@@ -163,11 +194,16 @@ pub async fn rebuild<D: Disk + 'static>(
         };
         let applied = cut as u64;
         let stopped = cut < commits.len();
-        shard = tokio::task::spawn_blocking(move || {
+        shards = tokio::task::spawn_blocking(move || {
             for commit in &commits[..cut] {
-                shard.apply(commit);
+                for shard in &mut shards {
+                    shard.apply(commit);
+                }
             }
-            shard
+            for shard in &mut shards {
+                shard.evict(stored_lsn);
+            }
+            shards
         })
         .await
         .expect("applying a durable commit never panics");
@@ -178,7 +214,7 @@ pub async fn rebuild<D: Disk + 'static>(
             break 'replay;
         }
     }
-    let image = tokio::task::spawn_blocking(move || ShardState::image_of(&[shard]))
+    let image = tokio::task::spawn_blocking(move || ShardState::image_of(&shards))
         .await
         .expect("exporting never panics");
     Ok(Rebuilt {

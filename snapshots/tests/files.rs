@@ -231,7 +231,7 @@ fn a_wrong_manifest_is_detected() {
         }),
         ("another timestamp", |m| m["timestamp_max"] = 1.into()),
         ("a wrong count", |m| m["accounts"] = 3.into()),
-        ("a newer version", |m| m["format_version"] = 2.into()),
+        ("a newer version", |m| m["format_version"] = 3.into()),
         ("a missing file", |m| {
             m["files"].as_array_mut().unwrap().pop();
         }),
@@ -350,4 +350,67 @@ fn large_parts_are_mapped_and_checked() {
     std::fs::write(&path, &bytes).unwrap();
     let error = dir.load(&snapshot_name(image.lsn)).unwrap_err();
     assert_checksum_error(&error);
+}
+
+/// A snapshot the version 1 code wrote (every transfer, no filters), kept in the repository:
+/// it still loads as the same ledger, and shards with a window start from it (building their
+/// filters from its transfers), finding every transfer, in memory or in the store.
+#[test]
+fn a_version_1_snapshot_still_loads() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let dir = kizo_snapshots::dir::open(&fixtures);
+    let name = snapshot_name(81);
+    let (manifest, loaded) = dir.load(&name).unwrap();
+    assert_eq!((manifest.format_version, manifest.filters), (1, 0));
+    assert!(loaded.is_complete());
+    assert_eq!(loaded.check(), Ok(()));
+    let original = ledger(&some_ops(80), 3);
+    assert_eq!(loaded, original.image());
+    let commits = original.commits();
+    let engine =
+        LocalEngine::recover_with_window(2, 4, Some(&loaded), commits, commits.len() as u64);
+    assert_eq!(engine.all_accounts(), original.all_accounts());
+    assert!(engine.window_len() < loaded.transfers.len() + loaded.failed.len());
+    for transfer in &loaded.transfers {
+        assert_eq!(
+            engine.held_transfer(transfer.id),
+            original.held_transfer(transfer.id)
+        );
+    }
+    let windowed = engine.image();
+    assert_eq!(windowed.filters.len(), 2);
+    assert_eq!(windowed.check(), Ok(()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Shards with a window save what they hold and their filters; loaded with another shard
+    /// count, the ledger is the same and every transfer is found.
+    #[test]
+    fn windowed_ledgers_survive_save_and_load(
+        ops in prop::collection::vec(any::<(u8, u8, u8, u16, u8)>(), 0..120),
+        parts in 1..5u32,
+        window in 1..20usize,
+    ) {
+        let original = ledger(&ops, 3);
+        let commits = original.commits();
+        let last = commits.len() as u64;
+        let windowed = LocalEngine::recover_with_window(3, window, None, commits, last);
+        let image = windowed.image();
+        prop_assert_eq!(image.filters.len(), 3);
+        prop_assert_eq!(image.check(), Ok(()));
+        let folder = tempfile::tempdir().unwrap();
+        let dir = kizo_snapshots::dir::open(folder.path());
+        let manifest = dir.write(&image, parts, "2026-12-05T00:00:00Z").unwrap();
+        prop_assert_eq!(manifest.filters, 3);
+        let (_, loaded) = dir.load(&snapshot_name(image.lsn)).unwrap();
+        prop_assert_eq!(&loaded, &image);
+        let shards = parts as usize + 1;
+        let engine = LocalEngine::recover_with_window(shards, window, Some(&loaded), commits, last);
+        prop_assert_eq!(engine.all_accounts(), original.all_accounts());
+        for id in 1_000..1_000 + ops.len() as u128 + 2 {
+            prop_assert_eq!(engine.held_transfer(id), original.held_transfer(id));
+        }
+    }
 }

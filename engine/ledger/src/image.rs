@@ -1,10 +1,15 @@
-//! The whole ledger as plain data at one LSN: what a snapshot holds. An image knows nothing of
-//! shards, so a ledger saved with one shard count loads with another (each shard takes the ids
-//! it owns), and nothing of files or encodings (the `snapshots` crate writes and reads them).
+//! What the engine holds in memory at one LSN, as plain data: what a snapshot holds. A ledger
+//! saved with one shard count loads with another (each shard takes the ids it owns, and the
+//! filters of every old shard), and an image knows nothing of files or encodings (the
+//! `snapshots` crate writes and reads them).
 //!
-//! An image is canonical: the same ledger state always gives the same image, whatever the
-//! shard count or the order in which the shards were asked, so two images compare with `==`.
+//! An image of shards that keep every transfer (`filters` empty) is the whole ledger, and
+//! canonical: the same ledger state always gives the same image, whatever the shard count or
+//! the order in which the shards were asked. An image of shards with a window holds accounts,
+//! pending transfers, the window and the filters: its size depends on accounts and work in
+//! flight, not on history, and which transfers it holds depends on when they left memory.
 
+use crate::filter::IdFilter;
 use crate::record::Commit;
 use crate::results::CreateTransferResult;
 use crate::shard::ShardState;
@@ -19,14 +24,19 @@ pub struct LedgerImage {
     pub timestamp_max: u64,
     /// Every account, ordered by id.
     pub accounts: Vec<Account>,
-    /// Every stored transfer (created, posts and voids), ordered by timestamp: the order in which
-    /// they entered every account's history.
+    /// The transfers held in memory (created, posts and voids), ordered by timestamp: every
+    /// one when `filters` is empty; otherwise the pending ones and the window.
     pub transfers: Vec<Transfer>,
-    /// Where each pending transfer stands, ordered by id: exactly the transfers with the
-    /// `PENDING` flag.
+    /// Where each pending transfer in `transfers` stands, ordered by id: exactly the transfers
+    /// with the `PENDING` flag.
     pub pending: Vec<(u128, PendingStatus)>,
-    /// Ids that failed for a transient reason, with that reason, ordered by id.
+    /// Ids that failed for a transient reason, with that reason, ordered by id: every one when
+    /// `filters` is empty, otherwise the window's.
     pub failed: Vec<(u128, CreateTransferResult)>,
+    /// Empty: the image holds every transfer and failed id. Otherwise one filter per shard of
+    /// the engine that saved it, in shard order: every id that shard ever committed; the ids
+    /// not in `transfers` or `failed` are in the store.
+    pub filters: Vec<IdFilter>,
 }
 
 /// Whether a saved ledger state after commit `lsn`, whose last timestamp is `timestamp_max`,
@@ -51,14 +61,21 @@ impl LedgerImage {
         self.failed.sort_unstable_by_key(|f| f.0);
     }
 
+    /// Whether the image holds every transfer (it has no filters).
+    pub fn is_complete(&self) -> bool {
+        self.filters.is_empty()
+    }
+
     /// Checks everything a decided ledger guarantees, without trusting any stored balance:
     /// the image's structure ([`LedgerImage::check_structure`]), then, by building the one
     /// shard that owns every id ([`ShardState::from_image`]), that every transfer names
-    /// existing accounts, that each balance is exactly what its transfers make, that no id is
-    /// stored twice and that no account is over its limit.
+    /// existing accounts, that each balance is exactly what its transfers make (the pending
+    /// balances only, when old transfers are in the store), that no id is stored twice and
+    /// that no account is over its limit.
     pub fn check(&self) -> Result<(), ImageError> {
         self.check_structure()?;
-        ShardState::from_image(0, 1, self).map(drop)
+        let window = (!self.is_complete()).then_some(usize::MAX);
+        ShardState::from_image(0, 1, window, self).map(drop)
     }
 
     /// The checks that need no shard, each one pass over a list: every list in its order

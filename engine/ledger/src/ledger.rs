@@ -8,6 +8,7 @@ use ahash::AHashMap;
 
 use crate::record::Record;
 use crate::results::{CreateAccountResult, CreateTransferResult};
+use crate::store::Stored;
 use crate::types::{
     Account, AccountFlags, PendingStatus, Transfer, TransferFlags, NS_PER_SECOND,
     POST_WHOLE_PENDING_AMOUNT,
@@ -60,6 +61,21 @@ impl View {
     pub fn insert_failed(&mut self, id: u128, result: CreateTransferResult) {
         debug_assert!(result.is_transient());
         self.failed.insert(id, result);
+    }
+
+    /// What the store held of an id the shards let go of. The view's own value, if it has one,
+    /// is newer (an unapplied round's) and stays.
+    pub fn insert_stored(&mut self, stored: Stored) {
+        match stored {
+            Stored::Transfer(transfer, status) => {
+                if !self.transfers.contains_key(&transfer.id) {
+                    self.insert_transfer(transfer, status);
+                }
+            }
+            Stored::Failed(id, result) => {
+                self.failed.entry(id).or_insert(result);
+            }
+        }
     }
 
     /// Pending transfers that may expire during the round; any order, duplicates allowed.

@@ -3,7 +3,9 @@
 //! Map of the crate (see `docs/architecture.md` for the whole story):
 //! - [`types`], [`results`]: accounts, transfers, their limits and the result codes of the API.
 //! - [`ledger`]: the decision logic ([`ledger::Decider`]) over a [`ledger::View`].
-//! - [`shard`]: one shard's state; answers reads, applies commits.
+//! - [`shard`]: one shard's state; answers reads, applies commits, lets old transfers go.
+//! - [`filter`]: the membership filter of every transfer id a shard committed.
+//! - [`store`]: what the durable store answers, and [`store::MemoryStore`].
 //! - [`image`]: the whole ledger as plain data at one LSN (what a snapshot holds).
 //! - [`round`]: the cross-shard commit protocol (read, decide, log, apply).
 //! - [`record`]: the write-ahead-log records one commit is made of.
@@ -16,6 +18,7 @@
 //! engine's actors and the simulator carry the messages. Its manifest names no crate that does I/O, and `sim/tests/pure_crates.rs` fails if
 //! one appears.
 
+pub mod filter;
 pub mod image;
 pub mod ledger;
 pub mod local;
@@ -24,6 +27,7 @@ pub mod results;
 pub mod round;
 pub mod routing;
 pub mod shard;
+pub mod store;
 pub mod types;
 
 pub use image::{ImageError, LedgerImage};
@@ -33,3 +37,6 @@ pub use types::{
     Account, AccountFilter, AccountFlags, PendingStatus, Transfer, TransferFlags, BATCH_EVENTS_MAX,
     POST_WHOLE_PENDING_AMOUNT,
 };
+
+#[cfg(test)]
+mod window_tests;

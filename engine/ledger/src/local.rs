@@ -1,7 +1,8 @@
 //! The whole engine as one synchronous, deterministic value: the same [`Sequencer`],
 //! [`Round`](crate::round::Round)s and [`ShardState`]s the actors drive, stepped by plain
-//! function calls, with the log kept as a list of commits. Unit tests, property tests and the simulator use it to exercise exactly the
-//! production logic without a runtime.
+//! function calls, with the log kept as a list of commits and the store as a [`MemoryStore`].
+//! Unit tests, property tests and the simulator use it to exercise exactly the production
+//! logic without a runtime.
 
 use crate::image::LedgerImage;
 use crate::ledger::View;
@@ -9,8 +10,10 @@ use crate::record::Commit;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::round::{Operation, Outcome, Sequencer, Step};
 use crate::routing::shard_of;
+use crate::shard::Held;
 use crate::shard::{ReadReply, ReadRequest, ShardState};
-use crate::types::{Account, AccountFilter, Transfer};
+use crate::store::{MemoryStore, Stored};
+use crate::types::{Account, AccountFilter, PendingStatus, Transfer};
 
 /// A decided round waiting for its records to be durable.
 pub struct Decided {
@@ -21,8 +24,18 @@ pub struct Decided {
     view: View,
 }
 
+/// The store could not be read: the round decides nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the store is unavailable")]
+pub struct StoreUnavailable;
+
 pub struct LocalEngine {
     shards: Vec<ShardState>,
+    store: MemoryStore,
+    /// Whether the store projects each commit as soon as it is durable (otherwise the caller
+    /// moves it with [`LocalEngine::project_store`]).
+    store_follows: bool,
+    store_failing: bool,
     sequencer: Sequencer,
     commits: Vec<Commit>,
     overlap: bool,
@@ -38,12 +51,70 @@ impl LocalEngine {
             shards: (0..shard_count)
                 .map(|i| ShardState::new(i, shard_count))
                 .collect(),
+            store: MemoryStore::default(),
+            store_follows: true,
+            store_failing: false,
             sequencer: Sequencer::default(),
             commits: Vec::new(),
             overlap: false,
             unapplied: None,
             spare_view: View::default(),
         }
+    }
+
+    /// Shards that keep `window` recent transfers each and leave the rest to the store.
+    pub fn with_window(shard_count: usize, window: usize) -> Self {
+        Self {
+            shards: (0..shard_count)
+                .map(|i| ShardState::with_window(i, shard_count, window))
+                .collect(),
+            ..Self::new(shard_count)
+        }
+    }
+
+    /// The store stops projecting commits as they become durable: [`LocalEngine::project_store`]
+    /// moves it (the simulator's lagging store).
+    pub fn hold_store(&mut self) {
+        self.store_follows = false;
+    }
+
+    /// While set, every read of the store fails.
+    pub fn set_store_failing(&mut self, failing: bool) {
+        self.store_failing = failing;
+    }
+
+    /// The filters also say "maybe" for about `per_million` in a million new ids.
+    pub fn force_filter_false_positives(&mut self, per_million: u32) {
+        for shard in &mut self.shards {
+            shard.force_filter_false_positives(per_million);
+        }
+    }
+
+    pub fn stored_lsn(&self) -> u64 {
+        self.store.stored_lsn()
+    }
+
+    /// Projects the durable commits up to `lsn` into the store, then lets the shards evict.
+    pub fn project_store(&mut self, lsn: u64) {
+        let up_to = lsn.min(self.commits.len() as u64);
+        while self.store.stored_lsn() < up_to {
+            let next = self.store.stored_lsn() as usize;
+            self.store.project(&self.commits[next]);
+        }
+        self.evict(self.store.stored_lsn());
+    }
+
+    /// Lets the shards evict what the store holds as of `stored_lsn`. Production passes the
+    /// store's progress; the simulator's mutation passes more, to show that it is caught.
+    pub fn evict(&mut self, stored_lsn: u64) {
+        for shard in &mut self.shards {
+            shard.evict(stored_lsn);
+        }
+    }
+
+    /// Transfers and failed ids the shards hold besides the pending ones.
+    pub fn window_len(&self) -> usize {
+        self.shards.iter().map(ShardState::window_len).sum()
     }
 
     /// Rounds overlap as in the actors: a round's commit is applied to the shards only after
@@ -73,11 +144,31 @@ impl LocalEngine {
         for shard in &mut self.shards {
             shard.apply(commit);
         }
+        if self.store_follows {
+            self.project_store(commit.lsn);
+        }
     }
 
     /// Rebuilds an engine from a log, as a restart does.
     pub fn recover(shard_count: usize, commits: &[Commit]) -> Self {
         Self::recover_from(shard_count, None, commits)
+    }
+
+    /// Rebuilds an engine whose shards keep `window` transfers each, from a snapshot's image
+    /// and the whole log, with a store that holds the log up to `stored_lsn`.
+    pub fn recover_with_window(
+        shard_count: usize,
+        window: usize,
+        base: Option<&LedgerImage>,
+        commits: &[Commit],
+        stored_lsn: u64,
+    ) -> Self {
+        let mut engine = Self::rebuild(shard_count, Some(window), base, commits);
+        for commit in &commits[..stored_lsn as usize] {
+            engine.store.project(commit);
+        }
+        engine.evict(engine.store.stored_lsn());
+        engine
     }
 
     /// Rebuilds an engine from a snapshot's image and the whole log (LSN 1 onwards), as a
@@ -87,14 +178,30 @@ impl LocalEngine {
         base: Option<&LedgerImage>,
         commits: &[Commit],
     ) -> Self {
-        let mut engine = Self::new(shard_count);
+        let mut engine = Self::rebuild(shard_count, None, base, commits);
+        for commit in commits {
+            engine.store.project(commit);
+        }
+        engine
+    }
+
+    fn rebuild(
+        shard_count: usize,
+        window: Option<usize>,
+        base: Option<&LedgerImage>,
+        commits: &[Commit],
+    ) -> Self {
+        let mut engine = match window {
+            Some(window) => Self::with_window(shard_count, window),
+            None => Self::new(shard_count),
+        };
         if let Some(image) = base {
             assert!(
                 image.lsn <= commits.len() as u64,
                 "a snapshot is never ahead of its log"
             );
             engine.shards = (0..shard_count)
-                .map(|i| ShardState::from_image(i, shard_count, image))
+                .map(|i| ShardState::from_image(i, shard_count, window, image))
                 .collect::<Result<_, _>>()
                 .expect("a snapshot's image describes a ledger");
         }
@@ -138,6 +245,17 @@ impl LocalEngine {
     /// unapplied from the round before is applied to the shards after this round's first reads,
     /// as the actors do, and its view laid over them.
     pub fn decide(&mut self, operations: Vec<Operation>, now_ns: u64) -> Decided {
+        self.try_decide(operations, now_ns)
+            .expect("the store is available")
+    }
+
+    /// As [`LocalEngine::decide`], but a store that fails its fetch fails the round (nothing
+    /// changes; the sequencer has moved on, as it does in the actors).
+    pub fn try_decide(
+        &mut self,
+        operations: Vec<Operation>,
+        now_ns: u64,
+    ) -> Result<Decided, StoreUnavailable> {
         let view = std::mem::take(&mut self.spare_view);
         let mut round = self
             .sequencer
@@ -152,15 +270,29 @@ impl LocalEngine {
         let decision = loop {
             match step {
                 Step::Read(requests) => step = round.on_reads(self.read(&requests), None),
+                Step::Fetch(ids) => match self.fetch(&ids) {
+                    Ok(stored) => step = round.on_fetched(stored),
+                    Err(unavailable) => {
+                        self.spare_view = round.into_view();
+                        return Err(unavailable);
+                    }
+                },
                 Step::Decided(decision) => break decision,
             }
         };
-        Decided {
+        Ok(Decided {
             records: decision.records,
             timestamp_max: decision.timestamp_max,
             outcomes: decision.outcomes,
             view: round.into_view(),
+        })
+    }
+
+    fn fetch(&self, ids: &[u128]) -> Result<Vec<Stored>, StoreUnavailable> {
+        if self.store_failing {
+            return Err(StoreUnavailable);
         }
+        Ok(self.store.fetch(ids))
     }
 
     /// The decided round's records are durable as the next commit (if it has any). With
@@ -231,20 +363,36 @@ impl LocalEngine {
         self.shard(id).account(id).copied()
     }
 
+    /// A transfer and, if it is pending, where it stands: from the shard that owns it, or from
+    /// the store when the shard let it go (whether or not the store is failing: this is for
+    /// looking at the state, not a read a round depends on).
+    pub fn held_transfer(&self, id: u128) -> Option<(Transfer, Option<PendingStatus>)> {
+        match self.shard(id).find_transfer(id) {
+            Held::Transfer(transfer, status) => Some((*transfer, status)),
+            Held::Unknown => match self.store.fetch(&[id]).pop() {
+                Some(Stored::Transfer(transfer, status)) => Some((transfer, status)),
+                _ => None,
+            },
+            Held::Failed(_) | Held::Absent => None,
+        }
+    }
+
     pub fn transfer(&self, id: u128) -> Option<Transfer> {
-        self.shard(id).transfer(id).copied()
+        self.held_transfer(id).map(|(transfer, _)| transfer)
     }
 
-    pub fn pending_status(&self, id: u128) -> Option<crate::types::PendingStatus> {
-        self.shard(id).pending_status(id)
+    pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
+        self.held_transfer(id).and_then(|(_, status)| status)
     }
 
+    /// An account's transfers, from the store (which must hold every commit).
     pub fn account_transfers(&self, filter: &AccountFilter) -> Vec<Transfer> {
-        self.shard(filter.account_id)
-            .account_transfer_ids(filter)
-            .into_iter()
-            .map(|id| self.transfer(id).expect("history names existing transfers"))
-            .collect()
+        assert_eq!(
+            self.store.stored_lsn(),
+            self.commits.len() as u64,
+            "the store holds every commit"
+        );
+        self.store.account_transfers(filter)
     }
 
     /// Every account as the shards hold it at this moment, in no order: with a commit still

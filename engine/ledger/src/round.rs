@@ -2,7 +2,8 @@
 //!
 //! A round takes the operations that queued up while the previous round ran and carries them
 //! through four steps: **read** (each shard returns the accounts and transfers it owns that the
-//! round touches), **decide** (the [`Decider`] runs every event in order over that view),
+//! round touches; transfer ids that left the shards' memory and that their filters cannot rule
+//! out are then **fetched** from the store, in one batch), **decide** (the [`Decider`] runs every event in order over that view),
 //! **log** (the round's records become one commit in the write-ahead log) and **apply** (every
 //! shard applies the commit to the part of the state it owns). Rounds are decided one at a
 //! time, so a round's view cannot be invalidated by another round, and every shard sees commits
@@ -15,6 +16,7 @@ use crate::record::Record;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::routing::shard_of;
 use crate::shard::{ReadReply, ReadRequest};
+use crate::store::Stored;
 use crate::types::{Account, Transfer, TransferFlags};
 
 /// One caller's request, decided as a unit (linked chains never span two operations).
@@ -88,6 +90,7 @@ impl Sequencer {
             shard_count,
             view,
             read_transfers: Vec::new(),
+            unknown: Vec::new(),
             followed_up: false,
         }
     }
@@ -98,6 +101,10 @@ impl Sequencer {
 pub enum Step {
     /// Send `requests[i]` to shard `i` and hand every reply to [`Round::on_reads`].
     Read(Vec<ReadRequest>),
+    /// Fetch these transfer ids from the store (off the shards) and hand what it holds to
+    /// [`Round::on_fetched`]. Nothing is decided until then: whether an id is new must not
+    /// depend on whether it happened to be in memory.
+    Fetch(Vec<u128>),
     /// Log `records` as one commit (unless empty), then apply it on every shard, then answer.
     Decided(Decision),
 }
@@ -123,6 +130,8 @@ pub struct Round {
     /// Every transfer id the first reads asked for, to lay an unapplied round's view over the
     /// replies (for accounts, the replies name every id asked for, found or missing).
     read_transfers: Vec<u128>,
+    /// Transfer ids the shards may have let go of: to fetch from the store.
+    unknown: Vec<u128>,
     followed_up: bool,
 }
 
@@ -204,6 +213,7 @@ impl Round {
                 self.view.insert_failed(id, result);
             }
             expiring.extend(reply.expiring);
+            self.unknown.extend(reply.unknown);
         }
         if !self.followed_up {
             self.followed_up = true;
@@ -221,24 +231,45 @@ impl Round {
                 self.view
                     .overlay(newer, std::iter::empty(), expiring_ids.into_iter());
             }
-            // A post or void may leave its accounts zero (inherit), and an expiring transfer
-            // names accounts no event named: read the accounts of every pending transfer found.
-            let mut keys = KeysByShard::new(self.shard_count, 0);
-            let pending_found = self
-                .view
-                .transfers
-                .values()
-                .filter(|t| t.flags.contains(TransferFlags::PENDING));
-            for pending in pending_found {
-                for id in [pending.debit_account_id, pending.credit_account_id] {
-                    if self.view.account(id).is_none() {
-                        keys.account(id);
-                    }
+            // What the unapplied round wrote is newer than anything stored.
+            let view = &self.view;
+            self.unknown
+                .retain(|id| !view.transfers.contains_key(id) && !view.failed.contains_key(id));
+            if !self.unknown.is_empty() {
+                return Step::Fetch(std::mem::take(&mut self.unknown));
+            }
+            return self.read_pending_accounts();
+        }
+        Step::Decided(self.decide())
+    }
+
+    /// Takes what the store holds of the ids of [`Step::Fetch`] (ids it does not hold are new);
+    /// returns the next step.
+    pub fn on_fetched(&mut self, stored: Vec<Stored>) -> Step {
+        for stored in stored {
+            self.view.insert_stored(stored);
+        }
+        self.read_pending_accounts()
+    }
+
+    /// A post or void may leave its accounts zero (inherit), and an expiring transfer names
+    /// accounts no event named: reads the accounts of every pending transfer found.
+    fn read_pending_accounts(&mut self) -> Step {
+        let mut keys = KeysByShard::new(self.shard_count, 0);
+        let pending_found = self
+            .view
+            .transfers
+            .values()
+            .filter(|t| t.flags.contains(TransferFlags::PENDING));
+        for pending in pending_found {
+            for id in [pending.debit_account_id, pending.credit_account_id] {
+                if self.view.account(id).is_none() {
+                    keys.account(id);
                 }
             }
-            if !keys.is_empty() {
-                return Step::Read(keys.into_requests(0));
-            }
+        }
+        if !keys.is_empty() {
+            return Step::Read(keys.into_requests(0));
         }
         Step::Decided(self.decide())
     }

@@ -1,20 +1,24 @@
-//! One shard's state: the accounts it owns, the transfers whose ids it owns (with the status of
-//! pending ones and the ids that failed), and each local account's history. It answers reads
-//! and applies commits; it decides nothing, and knows nothing about actors, tokio or storage.
+//! One shard's state: the accounts it owns, its pending transfers until they are resolved, a
+//! bounded window of its recent transfers and failed ids, and the filter of every transfer id
+//! it ever committed. It answers reads and applies commits; it decides nothing, and knows
+//! nothing about actors, tokio or storage.
+//!
+//! Nothing here grows with history when a window is set ([`ShardState::with_window`]): a
+//! transfer or failed id leaves the window only once the store holds it
+//! ([`ShardState::evict`]), and from then on a read that asks for it is told the id is
+//! `unknown` (the filter cannot rule it out) so that the round fetches it from the store.
+//! Without a window ([`ShardState::new`]) the shard keeps every transfer and needs no store.
 
-use std::collections::BTreeSet;
-
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeSet, VecDeque};
 
 use ahash::AHashMap;
 
+use crate::filter::IdFilter;
 use crate::image::{ImageError, LedgerImage};
-use crate::record::{Commit, Leg, Record, Side};
+use crate::record::{Commit, Leg, Record};
 use crate::results::CreateTransferResult;
 use crate::routing::shard_of;
-use crate::types::{Account, AccountFilter, PendingStatus, Transfer, TransferFlags};
+use crate::types::{Account, PendingStatus, Transfer, TransferFlags};
 
 /// What a round needs from one shard: only ids this shard owns.
 #[derive(Clone, Debug, Default)]
@@ -35,21 +39,26 @@ pub struct ReadReply {
     pub transfers: Vec<(Transfer, Option<PendingStatus>)>,
     pub failed: Vec<(u128, CreateTransferResult)>,
     pub expiring: Vec<Transfer>,
+    /// Transfer ids asked for that memory does not hold and the filter cannot rule out: the
+    /// store may hold them.
+    pub unknown: Vec<u128>,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct HistoryEntry {
-    timestamp: u64,
-    transfer_id: u128,
-    is_debit: bool,
+/// What a shard holds of a transfer id it owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held<'a> {
+    Transfer(&'a Transfer, Option<PendingStatus>),
+    Failed(CreateTransferResult),
+    /// Not in memory, and the filter cannot rule it out: ask the store.
+    Unknown,
+    /// Never committed.
+    Absent,
 }
 
-/// An account with its transfers in timestamp order, so one lookup serves both.
+/// An account, and the last read that returned it (to return it once per read).
 #[derive(Debug)]
 struct LocalAccount {
     account: Account,
-    history: Vec<HistoryEntry>,
-    /// The last read that returned this account (to return it once per read).
     read_mark: u64,
 }
 
@@ -58,10 +67,14 @@ pub struct ShardState {
     index: usize,
     shard_count: usize,
     accounts: AccountTable,
-    transfers: TransferStore,
-    pending: AHashMap<u128, PendingStatus>,
+    /// Pending transfers this shard owns that are still pending.
+    pending: AHashMap<u128, Transfer>,
     /// Pending transfers with a timeout that are still pending: (expires_at, timestamp, id).
     expiry: BTreeSet<(u64, u64, u128)>,
+    /// Resolved and single-phase transfers and failed ids, the most recent ones.
+    recent: RecentTransfers,
+    /// With a window: every transfer id this shard committed, created or failed.
+    filter: Option<IdFilter>,
     applied_lsn: u64,
     /// The largest timestamp of the commits applied.
     timestamp_max: u64,
@@ -70,46 +83,86 @@ pub struct ShardState {
 }
 
 impl ShardState {
+    /// A shard that keeps every transfer in memory and needs no store.
     pub fn new(index: usize, shard_count: usize) -> Self {
         assert!(index < shard_count);
         Self {
             index,
             shard_count,
             accounts: AccountTable::default(),
-            transfers: TransferStore::default(),
             pending: AHashMap::new(),
             expiry: BTreeSet::new(),
+            recent: RecentTransfers::new(usize::MAX),
+            filter: None,
             applied_lsn: 0,
             timestamp_max: 0,
             reads: 0,
         }
     }
 
-    /// The shard `index` of `shard_count` as of `image`: the accounts, transfers, statuses and
-    /// failures whose ids it owns, and the history of each of its accounts (every transfer
-    /// that touches it, from whichever shard owns the transfer).
+    /// A shard that keeps about `window` recent transfers (and as many failed ids) besides its
+    /// pending ones, and leaves older ones to the store once it holds them.
+    pub fn with_window(index: usize, shard_count: usize, window: usize) -> Self {
+        Self {
+            recent: RecentTransfers::new(window.max(1)),
+            filter: Some(IdFilter::default()),
+            ..Self::new(index, shard_count)
+        }
+    }
+
+    /// The same shard, built from `image` (see [`ShardState::from_image`]).
+    fn empty_like(&self) -> Self {
+        Self {
+            recent: RecentTransfers::new(self.recent.window),
+            filter: self.filter.as_ref().map(|_| IdFilter::default()),
+            ..Self::new(self.index, self.shard_count)
+        }
+    }
+
+    /// The shard `index` of `shard_count` as of `image`, keeping everything (`window` `None`)
+    /// or a window: the accounts, pending transfers, transfers and failures whose ids it owns,
+    /// and the filter of its ids.
     ///
-    /// Nothing in the image is trusted: its accounts' balances are not copied but derived
-    /// from the transfers (in the same pass that builds the histories, at the cost of a few
-    /// additions), then compared with the image's, and the limits checked. An image that does
-    /// not describe a ledger the engine could have made is refused; the shards never panic on
-    /// it. The image's order is [`LedgerImage::check_structure`]'s to check.
+    /// Nothing in the image is trusted. An image that holds every transfer (`filters` empty)
+    /// has its accounts' balances derived from the transfers and compared; one that left old
+    /// transfers to the store has its pending balances derived from its pending transfers. The
+    /// limits are checked. An image that does not describe a ledger the engine could have made
+    /// is refused; the shards never panic on it. The image's order is
+    /// [`LedgerImage::check_structure`]'s to check.
     pub fn from_image(
         index: usize,
         shard_count: usize,
+        window: Option<usize>,
         image: &LedgerImage,
     ) -> Result<Self, ImageError> {
+        let shard = match window {
+            Some(window) => Self::with_window(index, shard_count, window),
+            None => Self::new(index, shard_count),
+        };
+        shard.build_from(image)
+    }
+
+    fn build_from(self, image: &LedgerImage) -> Result<Self, ImageError> {
         let fail = |detail: String| Err(ImageError(detail));
-        let mut shard = Self::new(index, shard_count);
+        let mut shard = self.empty_like();
+        let (index, shard_count) = (shard.index, shard.shard_count);
         let owns = |id: u128| shard_of(id, shard_count) == index;
+        let complete = image.filters.is_empty();
+        if !complete && shard.filter.is_none() {
+            return fail(
+                "the image left old transfers to a store, and this shard keeps every transfer"
+                    .into(),
+            );
+        }
         // An even share, and a little more: ids spread evenly over the shards.
         let share = image.accounts.len() / shard_count;
         shard.accounts.reserve(share + share / 64 + 16);
         // Each account starts with its stored balances and its place in the image (in
         // `read_mark`, unused until the shard serves reads). Each transfer's effect is taken
-        // off its accounts' balances; at the end every balance must be exactly zero, and the
-        // stored ones are put back where transfers touched them. So the comparison is one
-        // pass over the shard's own map, with no lookup per account.
+        // off its accounts' balances; at the end the balances derived must be exactly zero
+        // (all four for a complete image, the pending ones otherwise), and the stored ones are
+        // put back where transfers touched them. So the comparison is one pass over the
+        // shard's own map, with no lookup per account.
         const TOUCHED: u64 = 1 << 63;
         for (at, account) in image.accounts.iter().enumerate() {
             if !owns(account.id) {
@@ -120,7 +173,6 @@ impl ShardState {
             }
             let local = LocalAccount {
                 account: *account,
-                history: Vec::new(),
                 read_mark: at as u64,
             };
             if !shard.accounts.insert(local) {
@@ -130,24 +182,55 @@ impl ShardState {
         let unexplained =
             |id: u128| format!("account {id}: its balances are not what its transfers make");
         for transfer in &image.transfers {
-            if owns(transfer.id) && !shard.transfers.try_insert(*transfer) {
-                return fail(format!("transfer {} stored twice", transfer.id));
-            }
             // Where the amount stands now: pending while the transfer is, posted for a
             // single-phase transfer or a post; a void, or a resolved pending transfer, moves
             // nothing (its post or void is a transfer of its own).
             let pending = transfer.flags.contains(TransferFlags::PENDING);
-            let counts = if pending {
+            let status = if pending {
                 match image.pending.binary_search_by_key(&transfer.id, |p| p.0) {
-                    Ok(at) => image.pending[at].1 == PendingStatus::Pending,
+                    Ok(at) => Some(image.pending[at].1),
                     Err(_) => {
                         return fail(format!("pending transfer {} has no status", transfer.id))
                     }
                 }
             } else {
-                !transfer
-                    .flags
-                    .contains(TransferFlags::VOID_PENDING_TRANSFER)
+                None
+            };
+            if owns(transfer.id) {
+                let stored = match status {
+                    Some(PendingStatus::Pending) => {
+                        shard.pending.insert(transfer.id, *transfer).is_none()
+                            && shard.recent.find(transfer.id).is_none()
+                    }
+                    _ => {
+                        shard.pending.get(&transfer.id).is_none()
+                            && shard.recent.insert(*transfer, status, image.lsn)
+                    }
+                };
+                if !stored {
+                    return fail(format!("transfer {} stored twice", transfer.id));
+                }
+                if let Some(filter) = &mut shard.filter {
+                    if complete {
+                        filter.insert(transfer.id);
+                    }
+                }
+                if let (Some(PendingStatus::Pending), Some(expires_at)) =
+                    (status, transfer.expires_at())
+                {
+                    shard
+                        .expiry
+                        .insert((expires_at, transfer.timestamp, transfer.id));
+                }
+            }
+            let counts = match status {
+                Some(status) => status == PendingStatus::Pending,
+                None => {
+                    complete
+                        && !transfer
+                            .flags
+                            .contains(TransferFlags::VOID_PENDING_TRANSFER)
+                }
             };
             for (account_id, is_debit) in [
                 (transfer.debit_account_id, true),
@@ -162,33 +245,28 @@ impl ShardState {
                         transfer.id
                     ));
                 };
-                if local
-                    .history
-                    .last()
-                    .is_some_and(|h| h.timestamp >= transfer.timestamp)
-                {
-                    return fail(format!("transfer {} out of timestamp order", transfer.id));
+                if !counts {
+                    continue;
                 }
-                local.record(transfer, is_debit);
-                if counts {
-                    local.read_mark |= TOUCHED;
-                    let a = &mut local.account;
-                    let balance = match (is_debit, pending) {
-                        (true, true) => &mut a.debits_pending,
-                        (true, false) => &mut a.debits_posted,
-                        (false, true) => &mut a.credits_pending,
-                        (false, false) => &mut a.credits_posted,
-                    };
-                    *balance = match balance.checked_sub(transfer.amount) {
-                        Some(rest) => rest,
-                        None => return fail(unexplained(account_id)),
-                    };
-                }
+                local.read_mark |= TOUCHED;
+                let a = &mut local.account;
+                let balance = match (is_debit, pending) {
+                    (true, true) => &mut a.debits_pending,
+                    (true, false) => &mut a.debits_posted,
+                    (false, true) => &mut a.credits_pending,
+                    (false, false) => &mut a.credits_posted,
+                };
+                *balance = match balance.checked_sub(transfer.amount) {
+                    Some(rest) => rest,
+                    None => return fail(unexplained(account_id)),
+                };
             }
         }
         for local in shard.accounts.iter_mut() {
             let a = &mut local.account;
-            if (a.debits_pending | a.debits_posted | a.credits_pending | a.credits_posted) != 0 {
+            let pending = a.debits_pending | a.credits_pending;
+            let posted = a.debits_posted | a.credits_posted;
+            if pending != 0 || (complete && posted != 0) {
                 return fail(unexplained(a.id));
             }
             if local.read_mark & TOUCHED != 0 {
@@ -196,27 +274,39 @@ impl ShardState {
             }
             local.read_mark = 0;
         }
-        for &(id, status) in image.pending.iter().filter(|p| owns(p.0)) {
-            let Some(transfer) = shard.transfers.get(id).copied() else {
-                return fail(format!(
-                    "a pending status for transfer {id}, which is not stored"
-                ));
-            };
-            if !transfer.flags.contains(TransferFlags::PENDING) {
-                return fail(format!(
-                    "a pending status for transfer {id}, which is not pending"
-                ));
-            }
-            shard.pending.insert(id, status);
-            if let (PendingStatus::Pending, Some(expires_at)) = (status, transfer.expires_at()) {
-                shard.expiry.insert((expires_at, transfer.timestamp, id));
-            }
+        let statuses = image.pending.iter().filter(|p| owns(p.0));
+        let statuses_held = shard.pending.len() + shard.recent.statuses.len();
+        if statuses.count() != statuses_held {
+            return fail(
+                "a pending status for a transfer that is not stored or not pending".into(),
+            );
         }
         for &(id, result) in image.failed.iter().filter(|f| owns(f.0)) {
-            if shard.transfers.find(id).is_some() {
+            if shard.pending.contains_key(&id) || shard.recent.find(id).is_some() {
                 return fail(format!("id {id} is both a transfer and a failure"));
             }
-            shard.transfers.fail(id, result);
+            shard.recent.fail(id, result, image.lsn);
+            if let (true, Some(filter)) = (complete, &mut shard.filter) {
+                filter.insert(id);
+            }
+        }
+        if !complete {
+            let filter = shard
+                .filter
+                .as_mut()
+                .expect("a shard with a window has a filter");
+            if image.filters.len() == shard_count {
+                *filter = image.filters[index].clone();
+            } else {
+                // Saved with another shard count: every old shard's filter may hold an id
+                // this shard now owns.
+                for old in &image.filters {
+                    filter.merge(old);
+                }
+            }
+            if filter.generations().iter().any(|g| !g.is_well_formed()) {
+                return fail("a filter generation's size does not match its capacity".into());
+            }
         }
         shard.applied_lsn = image.lsn;
         shard.timestamp_max = image.timestamp_max;
@@ -231,24 +321,26 @@ impl ShardState {
         image
             .accounts
             .extend(self.accounts.iter().map(|local| local.account));
-        image
-            .transfers
-            .extend(self.transfers.chunks.iter().flatten().copied());
-        image
-            .pending
-            .extend(self.pending.iter().map(|(id, status)| (*id, *status)));
-        image.failed.extend(
-            self.transfers
-                .by_id
+        image.transfers.extend(self.pending.values().copied());
+        image.transfers.extend(
+            self.recent
+                .chunks
                 .iter()
-                .filter_map(|(id, slot)| match slot {
-                    Slot::Failed(result) => Some((*id, *result)),
-                    Slot::Transfer(_) => None,
-                }),
+                .flat_map(|c| c.transfers.iter().copied()),
         );
+        image.pending.extend(
+            self.pending
+                .keys()
+                .map(|id| (*id, PendingStatus::Pending))
+                .chain(self.recent.statuses.iter().map(|(id, s)| (*id, *s))),
+        );
+        image
+            .failed
+            .extend(self.recent.failed.iter().map(|(id, result)| (*id, *result)));
     }
 
-    /// The whole ledger held by `shards`, all at one LSN, in canonical order.
+    /// The whole ledger held by `shards` (every shard of one engine, in index order), all at
+    /// one LSN, in canonical order.
     pub fn image_of(shards: &[ShardState]) -> LedgerImage {
         let mut image = LedgerImage::default();
         assert!(
@@ -257,9 +349,16 @@ impl ShardState {
                 .all(|w| w[0].applied_lsn == w[1].applied_lsn),
             "the shards of one image are at one LSN"
         );
-        for shard in shards {
+        for (index, shard) in shards.iter().enumerate() {
+            assert_eq!(shard.index, index, "shards in index order");
             shard.export_into(&mut image);
         }
+        // Shards with a window have filters, one each; shards without hold every transfer.
+        image.filters = shards
+            .iter()
+            .filter_map(|shard| shard.filter.clone())
+            .collect();
+        assert!(image.filters.is_empty() || image.filters.len() == shards.len());
         image.canonicalize();
         image
     }
@@ -282,6 +381,22 @@ impl ShardState {
         shard_of(id, self.shard_count) == self.index
     }
 
+    /// What this shard holds of transfer `id` (which it owns).
+    #[inline]
+    pub fn find_transfer(&self, id: u128) -> Held<'_> {
+        debug_assert!(self.owns(id));
+        if let Some(transfer) = self.pending.get(&id) {
+            return Held::Transfer(transfer, Some(PendingStatus::Pending));
+        }
+        match self.recent.find(id) {
+            Some(found) => found,
+            None => match &self.filter {
+                Some(filter) if filter.may_contain(id) => Held::Unknown,
+                _ => Held::Absent,
+            },
+        }
+    }
+
     pub fn read(&mut self, request: &ReadRequest) -> ReadReply {
         let mut reply = ReadReply {
             accounts: Vec::with_capacity(request.accounts.len()),
@@ -302,13 +417,11 @@ impl ShardState {
             }
         }
         for &id in &request.transfers {
-            debug_assert!(self.owns(id));
-            match self.transfers.find(id) {
-                Some(Found::Transfer(transfer)) => reply
-                    .transfers
-                    .push((*transfer, self.pending.get(&id).copied())),
-                Some(Found::Failed(result)) => reply.failed.push((id, result)),
-                None => {}
+            match self.find_transfer(id) {
+                Held::Transfer(transfer, status) => reply.transfers.push((*transfer, status)),
+                Held::Failed(result) => reply.failed.push((id, result)),
+                Held::Unknown => reply.unknown.push(id),
+                Held::Absent => {}
             }
         }
         if request.expiring_up_to != 0 {
@@ -316,9 +429,12 @@ impl ShardState {
                 if expires_at > request.expiring_up_to {
                     break;
                 }
-                reply
-                    .expiring
-                    .push(*self.transfers.get(id).expect("an expiring transfer exists"));
+                reply.expiring.push(
+                    *self
+                        .pending
+                        .get(&id)
+                        .expect("an expiring transfer is pending"),
+                );
             }
         }
         reply
@@ -341,7 +457,7 @@ impl ShardState {
             self.index
         );
         for record in &commit.records[part.clone()] {
-            self.apply_record(record);
+            self.apply_record(record, commit.lsn);
         }
         if part.end == commit.records.len() {
             self.applied_lsn = commit.lsn;
@@ -349,13 +465,12 @@ impl ShardState {
         }
     }
 
-    fn apply_record(&mut self, record: &Record) {
+    fn apply_record(&mut self, record: &Record, lsn: u64) {
         match *record {
             Record::AccountCreated(account) => {
                 if self.owns(account.id) {
                     let local = LocalAccount {
                         account,
-                        history: Vec::new(),
                         read_mark: 0,
                     };
                     let added = self.accounts.insert(local);
@@ -363,75 +478,126 @@ impl ShardState {
                 }
             }
             Record::TransferCreated(transfer) => {
-                self.store_transfer(&transfer);
-                if self.owns(transfer.id) && transfer.flags.contains(TransferFlags::PENDING) {
-                    self.pending.insert(transfer.id, PendingStatus::Pending);
-                    if let Some(expires_at) = transfer.expires_at() {
-                        self.expiry
-                            .insert((expires_at, transfer.timestamp, transfer.id));
+                if self.owns(transfer.id) {
+                    self.remember(transfer.id);
+                    if transfer.flags.contains(TransferFlags::PENDING) {
+                        let old = self.pending.insert(transfer.id, transfer);
+                        assert!(old.is_none(), "transfer {} created twice", transfer.id);
+                        if let Some(expires_at) = transfer.expires_at() {
+                            self.expiry
+                                .insert((expires_at, transfer.timestamp, transfer.id));
+                        }
+                    } else {
+                        self.recent.add(transfer, None, lsn);
                     }
                 }
             }
             Record::PendingPosted { transfer, .. } => {
-                self.store_transfer(&transfer);
-                self.resolve_pending(transfer.pending_id, PendingStatus::Posted);
+                self.store_transfer(&transfer, lsn);
+                self.resolve_pending(transfer.pending_id, PendingStatus::Posted, lsn);
             }
             Record::PendingVoided { transfer, .. } => {
-                self.store_transfer(&transfer);
-                self.resolve_pending(transfer.pending_id, PendingStatus::Voided);
+                self.store_transfer(&transfer, lsn);
+                self.resolve_pending(transfer.pending_id, PendingStatus::Voided, lsn);
             }
             Record::PendingExpired { pending_id, .. } => {
-                self.resolve_pending(pending_id, PendingStatus::Expired);
+                self.resolve_pending(pending_id, PendingStatus::Expired, lsn);
             }
             Record::TransferFailed { id, result } => {
                 if self.owns(id) {
-                    self.transfers.fail(id, result);
+                    self.remember(id);
+                    assert!(
+                        !self.pending.contains_key(&id),
+                        "transfer {id} created or failed twice"
+                    );
+                    self.recent.fail(id, result, lsn);
                 }
             }
         }
         if let Some(legs) = record.legs() {
-            self.apply_legs(legs, record.transfer());
+            self.apply_legs(legs);
         }
     }
 
-    fn store_transfer(&mut self, transfer: &Transfer) {
+    #[inline]
+    fn remember(&mut self, id: u128) {
+        if let Some(filter) = &mut self.filter {
+            filter.insert(id);
+        }
+    }
+
+    fn store_transfer(&mut self, transfer: &Transfer, lsn: u64) {
         if self.owns(transfer.id) {
-            self.transfers.insert(*transfer);
+            self.remember(transfer.id);
+            self.recent.add(*transfer, None, lsn);
         }
     }
 
-    fn resolve_pending(&mut self, pending_id: u128, status: PendingStatus) {
+    fn resolve_pending(&mut self, pending_id: u128, status: PendingStatus, lsn: u64) {
         if !self.owns(pending_id) {
             return;
         }
-        let old = self.pending.insert(pending_id, status);
-        assert_eq!(
-            old,
-            Some(PendingStatus::Pending),
-            "pending transfer {pending_id} resolved twice"
-        );
-        let pending = *self
-            .transfers
-            .get(pending_id)
-            .expect("a pending transfer exists");
+        let Some(pending) = self.pending.remove(&pending_id) else {
+            panic!("pending transfer {pending_id} resolved twice, or unknown");
+        };
         if let Some(expires_at) = pending.expires_at() {
             let removed = self
                 .expiry
                 .remove(&(expires_at, pending.timestamp, pending_id));
             assert!(removed);
         }
+        // Resolved, it never changes again: it joins the window at the LSN that resolved it,
+        // and leaves once the store holds that LSN (and so its final status).
+        self.recent.add(pending, Some(status), lsn);
     }
 
-    /// Changes the balances of the record's local accounts and adds its transfer, if it has
-    /// one, to their history.
+    /// Lets the oldest transfers and failed ids beyond the window leave memory, those whose
+    /// commits the store holds: `stored_lsn` is the store's progress (it may be ahead of this
+    /// shard). Returns how many left.
+    pub fn evict(&mut self, stored_lsn: u64) -> usize {
+        if self.filter.is_none() {
+            return 0;
+        }
+        self.recent.evict(stored_lsn)
+    }
+
+    /// Whether this shard keeps a window (and leaves older transfers to the store).
+    pub fn has_window(&self) -> bool {
+        self.filter.is_some()
+    }
+
+    /// Transfers and failed ids held besides the pending ones.
+    pub fn window_len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Pending transfers held (still pending).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes the filter takes (0 without a window).
+    pub fn filter_bytes(&self) -> u64 {
+        self.filter.as_ref().map_or(0, IdFilter::bytes)
+    }
+
+    /// The simulator's fault: the filter also says "maybe" for about `per_million` in a
+    /// million new ids.
+    pub fn force_filter_false_positives(&mut self, per_million: u32) {
+        if let Some(filter) = &mut self.filter {
+            filter.force_false_positives(per_million);
+        }
+    }
+
+    /// Changes the balances of the record's local accounts.
     #[inline]
-    fn apply_legs(&mut self, [debit, credit]: [Leg; 2], transfer: Option<&Transfer>) {
-        self.apply_leg(&debit, transfer);
-        self.apply_leg(&credit, transfer);
+    fn apply_legs(&mut self, [debit, credit]: [Leg; 2]) {
+        self.apply_leg(&debit);
+        self.apply_leg(&credit);
     }
 
     #[inline(always)]
-    fn apply_leg(&mut self, leg: &Leg, transfer: Option<&Transfer>) {
+    fn apply_leg(&mut self, leg: &Leg) {
         let Some(local) = self.local_account(leg.account_id) else {
             return;
         };
@@ -439,9 +605,6 @@ impl ShardState {
         // would make the books wrong, so these stay on in release builds.
         if leg.apply(&mut local.account).is_err() || !local.account.within_limits() {
             corrupt_leg(leg, &local.account);
-        }
-        if let Some(transfer) = transfer {
-            local.record(transfer, leg.side == Side::Debit);
         }
     }
 
@@ -455,17 +618,8 @@ impl ShardState {
         local
     }
 
-    /// Where a pending transfer this shard owns stands (`None` for other transfers).
-    pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
-        self.pending.get(&id).copied()
-    }
-
     pub fn account(&self, id: u128) -> Option<&Account> {
         self.accounts.get(id).map(|local| &local.account)
-    }
-
-    pub fn transfer(&self, id: u128) -> Option<&Transfer> {
-        self.transfers.get(id)
     }
 
     pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
@@ -474,55 +628,211 @@ impl ShardState {
             .collect()
     }
 
-    pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
-        ids.iter()
-            .filter_map(|&id| self.transfer(id).copied())
-            .collect()
-    }
-
-    /// Ids of the transfers of a local account that match the filter, in the filter's order.
-    pub fn account_transfer_ids(&self, filter: &AccountFilter) -> Vec<u128> {
-        debug_assert!(self.owns(filter.account_id));
-        let Some(LocalAccount { history, .. }) = self.accounts.get(filter.account_id) else {
-            return Vec::new();
-        };
-        let min = filter.timestamp_min;
-        let max = if filter.timestamp_max == 0 {
-            u64::MAX
-        } else {
-            filter.timestamp_max
-        };
-        let start = history.partition_point(|h| h.timestamp < min);
-        let end = history.partition_point(|h| h.timestamp <= max);
-        let in_range = &history[start..end.max(start)];
-        let wanted =
-            |h: &&HistoryEntry| (h.is_debit && filter.debits) || (!h.is_debit && filter.credits);
-        let take = |entries: &mut dyn Iterator<Item = &HistoryEntry>| {
-            entries
-                .filter(wanted)
-                .take(filter.limit as usize)
-                .map(|h| h.transfer_id)
-                .collect()
-        };
-        if filter.reversed {
-            take(&mut in_range.iter().rev())
-        } else {
-            take(&mut in_range.iter())
+    /// The transfers among `ids` held in memory, and the ids the store may hold.
+    pub fn lookup_transfers(&self, ids: &[u128]) -> (Vec<Transfer>, Vec<u128>) {
+        let mut found = Vec::with_capacity(ids.len());
+        let mut unknown = Vec::new();
+        for &id in ids.iter().filter(|&&id| self.owns(id)) {
+            match self.find_transfer(id) {
+                Held::Transfer(transfer, _) => found.push(*transfer),
+                Held::Unknown => unknown.push(id),
+                Held::Failed(_) | Held::Absent => {}
+            }
         }
+        (found, unknown)
     }
 }
 
-impl LocalAccount {
-    fn record(&mut self, transfer: &Transfer, is_debit: bool) {
-        debug_assert!(self
-            .history
-            .last()
-            .is_none_or(|h| h.timestamp < transfer.timestamp));
-        self.history.push(HistoryEntry {
-            timestamp: transfer.timestamp,
-            transfer_id: transfer.id,
-            is_debit,
-        });
+/// Transfers in the order they joined the window, in chunks (growing never copies a
+/// transfer, and the oldest leave a chunk at a time), found through an index of their
+/// positions (8 bytes an entry; hashbrown's control bytes rule most new ids out without
+/// touching the chunks). Failed ids are kept apart, in a map and the order they failed in.
+#[derive(Debug)]
+struct RecentTransfers {
+    /// Transfers (and failed ids) kept beyond the pending ones: at least this many, once the
+    /// store has caught up, and at most a chunk more.
+    window: usize,
+    chunk_len: usize,
+    chunks: VecDeque<Chunk>,
+    /// The position of the first transfer of the first chunk; positions only grow.
+    first: u64,
+    held: usize,
+    index: hashbrown::HashTable<u64>,
+    hasher: ahash::RandomState,
+    /// Where each resolved pending transfer in the chunks stands.
+    statuses: AHashMap<u128, PendingStatus>,
+    failed: AHashMap<u128, CreateTransferResult>,
+    failed_order: VecDeque<(u64, u128)>,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    transfers: Vec<Transfer>,
+    /// The LSN of the last commit that added to the chunk.
+    lsn_last: u64,
+}
+
+impl RecentTransfers {
+    const CHUNK_LEN_MAX: usize = 1 << 16;
+
+    fn new(window: usize) -> Self {
+        Self {
+            window,
+            // Small windows (tests use 1 to 100) evict a transfer or a few at a time.
+            chunk_len: (window / 4).clamp(1, Self::CHUNK_LEN_MAX),
+            chunks: VecDeque::new(),
+            first: 0,
+            held: 0,
+            index: hashbrown::HashTable::new(),
+            hasher: ahash::RandomState::new(),
+            statuses: AHashMap::new(),
+            failed: AHashMap::new(),
+            failed_order: VecDeque::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.held + self.failed.len()
+    }
+
+    #[inline]
+    fn at(chunks: &VecDeque<Chunk>, first: u64, chunk_len: usize, position: u64) -> &Transfer {
+        let offset = (position - first) as usize;
+        &chunks[offset / chunk_len].transfers[offset % chunk_len]
+    }
+
+    #[inline]
+    fn position(&self, id: u128) -> Option<u64> {
+        let (chunks, first, chunk_len) = (&self.chunks, self.first, self.chunk_len);
+        self.index
+            .find(self.hasher.hash_one(id), |&p| {
+                Self::at(chunks, first, chunk_len, p).id == id
+            })
+            .copied()
+    }
+
+    #[inline]
+    fn find(&self, id: u128) -> Option<Held<'_>> {
+        if let Some(position) = self.position(id) {
+            let transfer = Self::at(&self.chunks, self.first, self.chunk_len, position);
+            let status = transfer
+                .flags
+                .contains(TransferFlags::PENDING)
+                .then(|| self.statuses[&id]);
+            return Some(Held::Transfer(transfer, status));
+        }
+        self.failed.get(&id).map(|result| Held::Failed(*result))
+    }
+
+    /// Adds a transfer that is new to the shard.
+    fn add(&mut self, transfer: Transfer, status: Option<PendingStatus>, lsn: u64) {
+        let id = transfer.id;
+        assert!(
+            self.insert(transfer, status, lsn),
+            "transfer {id} created or failed twice"
+        );
+    }
+
+    /// Adds `transfer` unless its id is here already (then false).
+    fn insert(&mut self, transfer: Transfer, status: Option<PendingStatus>, lsn: u64) -> bool {
+        let id = transfer.id;
+        if self.failed.contains_key(&id) {
+            return false;
+        }
+        let position = self.first + self.held as u64;
+        let Self {
+            chunks,
+            first,
+            chunk_len,
+            index,
+            hasher,
+            ..
+        } = self;
+        let entry = index.entry(
+            hasher.hash_one(id),
+            |&p| Self::at(chunks, *first, *chunk_len, p).id == id,
+            |&p| hasher.hash_one(Self::at(chunks, *first, *chunk_len, p).id),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(_) => return false,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(position);
+            }
+        }
+        if self.held.is_multiple_of(self.chunk_len) {
+            self.chunks.push_back(Chunk {
+                transfers: Vec::with_capacity(self.chunk_len),
+                lsn_last: lsn,
+            });
+        }
+        let chunk = self.chunks.back_mut().expect("a chunk with room");
+        chunk.transfers.push(transfer);
+        chunk.lsn_last = lsn;
+        self.held += 1;
+        if let Some(status) = status {
+            debug_assert!(transfer.flags.contains(TransferFlags::PENDING));
+            self.statuses.insert(id, status);
+        }
+        true
+    }
+
+    fn fail(&mut self, id: u128, result: CreateTransferResult, lsn: u64) {
+        assert!(
+            self.position(id).is_none() && self.failed.insert(id, result).is_none(),
+            "transfer {id} created or failed twice"
+        );
+        self.failed_order.push_back((lsn, id));
+    }
+
+    /// Drops the oldest chunks and failed ids beyond the window whose LSNs the store holds.
+    fn evict(&mut self, stored_lsn: u64) -> usize {
+        let mut evicted = 0;
+        while let Some(front) = self.chunks.front() {
+            let over = self.held - front.transfers.len() >= self.window;
+            if !over || front.lsn_last > stored_lsn {
+                break;
+            }
+            evicted += self.drop_front_chunk(stored_lsn);
+        }
+        while self.failed_order.len() > self.window {
+            let (lsn, id) = self.failed_order[0];
+            if lsn > stored_lsn {
+                break;
+            }
+            self.failed_order.pop_front();
+            self.failed.remove(&id);
+            evicted += 1;
+        }
+        evicted
+    }
+
+    fn drop_front_chunk(&mut self, stored_lsn: u64) -> usize {
+        let chunk = self.chunks.pop_front().expect("a chunk to drop");
+        // The invariant that makes eviction safe: a transfer leaves memory only once the store
+        // holds the commit that made it final (lookups and the round's fetch then find it).
+        assert!(
+            chunk.lsn_last <= stored_lsn,
+            "a transfer leaves memory only after the store holds it"
+        );
+        for (offset, transfer) in chunk.transfers.iter().enumerate() {
+            let position = self.first + offset as u64;
+            match self
+                .index
+                .find_entry(self.hasher.hash_one(transfer.id), |&p| p == position)
+            {
+                Ok(entry) => {
+                    entry.remove();
+                }
+                Err(_) => panic!("transfer {} is in a chunk but not indexed", transfer.id),
+            }
+            if transfer.flags.contains(TransferFlags::PENDING) {
+                self.statuses.remove(&transfer.id);
+            }
+        }
+        let len = chunk.transfers.len();
+        self.first += len as u64;
+        self.held -= len;
+        len
     }
 }
 
@@ -610,146 +920,6 @@ impl AccountTable {
     }
 }
 
-/// What a shard knows of a transfer id.
-enum Found<'a> {
-    Transfer(&'a Transfer),
-    Failed(CreateTransferResult),
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Slot {
-    /// Position in the chunks.
-    Transfer(u64),
-    Failed(CreateTransferResult),
-}
-
-/// In the fingerprint index: the id is in `by_id`, not in the chunks.
-const ELSEWHERE: u64 = u64::MAX;
-
-/// Transfers in the order they were created, in fixed-size chunks (growing never copies a
-/// transfer), found through an index of 16-byte entries keyed by a 64-bit fingerprint of the
-/// id (a keyed hash, so clients cannot aim at collisions). The index is the shard's largest
-/// random-access structure, and most lookups are of new ids: half-size entries halve the
-/// memory those lookups and inserts touch. The rare id whose fingerprint another id took, and
-/// every failed id, live in `by_id`.
-#[derive(Debug)]
-struct TransferStore {
-    chunks: Vec<Vec<Transfer>>,
-    index: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
-    by_id: AHashMap<u128, Slot>,
-    fingerprints: ahash::RandomState,
-    /// All ones, except in tests that force collisions.
-    fingerprint_mask: u64,
-    len: usize,
-}
-
-impl Default for TransferStore {
-    fn default() -> Self {
-        Self {
-            chunks: Vec::new(),
-            index: HashMap::default(),
-            by_id: AHashMap::new(),
-            fingerprints: ahash::RandomState::new(),
-            fingerprint_mask: u64::MAX,
-            len: 0,
-        }
-    }
-}
-
-impl TransferStore {
-    const CHUNK: usize = 1 << 16;
-
-    fn fingerprint(&self, id: u128) -> u64 {
-        self.fingerprints.hash_one(id) & self.fingerprint_mask
-    }
-
-    fn at(&self, position: u64) -> &Transfer {
-        let position = position as usize;
-        &self.chunks[position / Self::CHUNK][position % Self::CHUNK]
-    }
-
-    fn find(&self, id: u128) -> Option<Found<'_>> {
-        let position = *self.index.get(&self.fingerprint(id))?;
-        if position != ELSEWHERE && self.at(position).id == id {
-            return Some(Found::Transfer(self.at(position)));
-        }
-        self.by_id.get(&id).map(|slot| match *slot {
-            Slot::Transfer(position) => Found::Transfer(self.at(position)),
-            Slot::Failed(result) => Found::Failed(result),
-        })
-    }
-
-    fn get(&self, id: u128) -> Option<&Transfer> {
-        match self.find(id) {
-            Some(Found::Transfer(transfer)) => Some(transfer),
-            _ => None,
-        }
-    }
-
-    fn insert(&mut self, transfer: Transfer) {
-        let id = transfer.id;
-        assert!(
-            self.try_insert(transfer),
-            "transfer {id} created or failed twice"
-        );
-    }
-
-    /// Stores `transfer` unless its id is already stored or failed (then `false`).
-    fn try_insert(&mut self, transfer: Transfer) -> bool {
-        let position = self.len as u64;
-        let fingerprint = self.fingerprint(transfer.id);
-        // A vacant fingerprint proves the id new; only a taken one needs the full check.
-        if let Entry::Vacant(entry) = self.index.entry(fingerprint) {
-            entry.insert(position);
-        } else {
-            if self.find(transfer.id).is_some() {
-                return false;
-            }
-            self.by_id.insert(transfer.id, Slot::Transfer(position));
-        }
-        if self.len.is_multiple_of(Self::CHUNK) {
-            self.chunks.push(Vec::with_capacity(Self::CHUNK));
-        }
-        self.chunks
-            .last_mut()
-            .expect("a chunk with room")
-            .push(transfer);
-        self.len += 1;
-        true
-    }
-
-    fn fail(&mut self, id: u128, result: CreateTransferResult) {
-        assert!(
-            self.find(id).is_none(),
-            "transfer {id} created or failed twice"
-        );
-        let fingerprint = self.fingerprint(id);
-        self.index.entry(fingerprint).or_insert(ELSEWHERE);
-        self.by_id.insert(id, Slot::Failed(result));
-    }
-}
-
-/// The hasher of keys that are already uniform 64-bit hashes.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; fold anything else rather than lose it.
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
 /// A decided commit that would take an account outside u128 or past its limits: the decider
 /// and the shards disagree, and applying it would corrupt the books.
 #[cold]
@@ -771,7 +941,6 @@ mod tests {
     fn the_account_table_finds_every_account_through_its_resizes() {
         let local = |id: u128| LocalAccount {
             account: Account::new(id, 840, 1),
-            history: Vec::new(),
             read_mark: 0,
         };
         let mut table = AccountTable::default();
@@ -793,35 +962,35 @@ mod tests {
         assert_eq!(ids, (1..=5_000u128).map(|id| id * 7919).collect::<Vec<_>>());
     }
 
-    /// With 3-bit fingerprints nearly every id collides: every path of the index is taken.
+    /// A window of 10 in chunks of 2: transfers leave oldest first, a chunk at a time, only
+    /// once the store holds them; the rest are still found, with their statuses.
     #[test]
-    fn the_transfer_index_survives_fingerprint_collisions() {
-        let mut store = TransferStore {
-            fingerprint_mask: 0b111,
-            ..TransferStore::default()
-        };
-        for id in 1..=500u128 {
+    fn the_window_evicts_the_oldest_once_stored() {
+        let mut recent = RecentTransfers::new(10);
+        assert_eq!(recent.chunk_len, 2);
+        for id in 1..=30u128 {
+            let transfer = Transfer::new(id, 1, 2, id, 1, 1);
             if id % 5 == 0 {
-                store.fail(id, CreateTransferResult::ExceedsCredits);
+                recent.fail(id, CreateTransferResult::ExceedsCredits, id as u64);
             } else {
-                store.insert(Transfer::new(id, 1, 2, id, 1, 1));
+                recent.add(transfer, None, id as u64);
             }
         }
-        for id in 1..=500u128 {
-            match store.find(id) {
-                Some(Found::Failed(result)) => {
-                    assert_eq!(id % 5, 0);
-                    assert_eq!(result, CreateTransferResult::ExceedsCredits);
-                }
-                Some(Found::Transfer(transfer)) => {
-                    assert_ne!(id % 5, 0);
-                    assert_eq!((transfer.id, transfer.amount), (id, id));
-                }
-                None => panic!("{id} lost"),
-            }
+        assert_eq!(recent.evict(0), 0, "nothing is stored yet");
+        let evicted = recent.evict(12);
+        assert!(evicted > 0);
+        assert!(recent.find(1).is_none() && recent.find(12).is_none());
+        assert!(recent.find(5).is_some() && recent.find(13).is_some());
+        assert!(recent.find(29).is_some() && recent.find(30).is_some());
+        recent.evict(30);
+        assert_eq!(recent.held, 10);
+        assert_eq!(recent.failed.len(), 6);
+        for id in 1..=30u128 {
+            let held = recent.find(id).is_some();
+            let kept = id % 5 == 0 || id >= 18;
+            assert_eq!(held, kept, "{id}");
         }
-        assert!(store.find(501).is_none() && store.find(0).is_none());
-        assert!(!store.by_id.is_empty(), "collisions took the slow path");
+        assert_eq!(recent.index.len(), recent.held);
     }
 
     #[test]
@@ -861,18 +1030,16 @@ mod tests {
             let ids: Vec<u128> = (1..=40).collect();
             assert_eq!(parts.lookup_accounts(&ids), whole.lookup_accounts(&ids));
             assert_eq!(parts.lookup_transfers(&ids), whole.lookup_transfers(&ids));
+            assert_eq!(parts.window_len(), whole.window_len());
         }
     }
 
     #[test]
     #[should_panic(expected = "created or failed twice")]
     fn a_transfer_id_is_stored_once() {
-        let mut store = TransferStore {
-            fingerprint_mask: 0b1,
-            ..TransferStore::default()
-        };
+        let mut recent = RecentTransfers::new(100);
         for id in [7u128, 8, 9, 8] {
-            store.insert(Transfer::new(id, 1, 2, 1, 1, 1));
+            recent.add(Transfer::new(id, 1, 2, 1, 1, 1), None, 1);
         }
     }
 }

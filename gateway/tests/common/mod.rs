@@ -26,6 +26,7 @@ pub async fn start_with(
         listen: "127.0.0.1:0".parse().unwrap(),
         store: store.clone(),
         shard_count: 2,
+        transfer_window: 4,
         api_key: API_KEY.into(),
         jwt_secret: "test-jwt-secret-0123456789abcdef0123".into(),
         password_pepper: "test-pepper-0123456789abcdef0123456".into(),

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kizo_engine::{Account, AccountFlags, Engine, EngineConfig, Transfer};
+use kizo_persistence::projector::{Projector, ProjectorConfig};
+use kizo_persistence::read_models::ReadModels;
+use kizo_persistence::transfer_store::ReadModelStore;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 
 pub fn database_url() -> String {
@@ -84,12 +87,40 @@ impl TestStore {
             .expect("the log opens")
     }
 
-    pub async fn start_engine(&self) -> (Engine, Arc<DurableWal>) {
+    /// An engine as a server runs it: the log, the read models fed by a projector, and the
+    /// read models as the transfer store, with a window of [`TEST_WINDOW`] transfers so that
+    /// nearly every old transfer is looked up in the store.
+    pub async fn start_engine(&self) -> (Engine, Arc<DurableWal>, Projector) {
         let wal = self.open_wal().await;
-        let engine = Engine::start(engine_config(), wal.clone())
+        let read_models = ReadModels::open(&self.config)
             .await
-            .expect("the engine starts");
-        (engine, wal)
+            .expect("the read models open");
+        let projector = Projector::start(
+            wal.clone(),
+            read_models.clone(),
+            ProjectorConfig {
+                interval: Duration::from_millis(5),
+                ..ProjectorConfig::default()
+            },
+        )
+        .await
+        .expect("the projector starts");
+        let config = EngineConfig {
+            transfer_window: Some(TEST_WINDOW),
+            ..engine_config()
+        };
+        let store =
+            ReadModelStore::new(read_models, projector.progress_handle(), config.store_wait);
+        let engine = Engine::start_with_store(
+            config,
+            wal.clone(),
+            Some(store),
+            Arc::new(kizo_engine::SystemClock),
+            None,
+        )
+        .await
+        .expect("the engine starts");
+        (engine, wal, projector)
     }
 
     /// Runs SQL against the store's log tables (PostgreSQL or the embedded log file).
@@ -142,6 +173,9 @@ impl Drop for TestStore {
         }
     }
 }
+
+/// The transfer window of [`TestStore::start_engine`]'s engines: one transfer per shard.
+pub const TEST_WINDOW: usize = 3;
 
 pub fn engine_config() -> EngineConfig {
     EngineConfig {

@@ -4,7 +4,12 @@
 //!
 //! Every part repeats the manifest's LSN, timestamp, part index and count, so a manifest that
 //! does not belong to its files is caught even when every checksum matches.
+//!
+//! Version 2 adds the shards' id filters, in one more file (`filters.rkyv`) after the parts,
+//! when the image has them (shards with a window); the parts are laid out as in version 1,
+//! so a version 1 snapshot (every transfer, no filters) still loads.
 
+use kizo_ledger::filter::{Generation, IdFilter};
 use kizo_ledger::{
     Account, AccountFlags, CreateTransferResult, LedgerImage, PendingStatus, Transfer,
     TransferFlags,
@@ -15,8 +20,14 @@ use serde::{Deserialize, Serialize};
 
 /// What the files of a snapshot are: refused when it differs.
 pub const FORMAT: &str = "kizo-snapshot";
-/// The version of the part layout; a reader refuses any other.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version written: 2 adds the filters file. A reader takes this one and every version in
+/// [`FORMAT_VERSIONS_READ`], and refuses any other.
+pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSIONS_READ: [u32; 2] = [1, 2];
+/// The name of the filters file (version 2, when the image has filters).
+pub const FILTERS_FILE: &str = "filters.rkyv";
+/// Most filters (one per shard of the engine that saved the image).
+pub const FILTERS_MAX: u64 = 256;
 /// The manifest's file name inside a snapshot.
 pub const MANIFEST: &str = "manifest.json";
 /// Most parts in one snapshot (they are written and read in parallel).
@@ -44,7 +55,11 @@ pub struct Manifest {
     pub transfers: u64,
     pub pending: u64,
     pub failed: u64,
-    /// The parts' bytes, summed.
+    /// How many id filters the filters file holds (0: none, and no such file; version 1
+    /// manifests leave it out).
+    #[serde(default)]
+    pub filters: u64,
+    /// The files' bytes, summed.
     pub bytes: u64,
     pub files: Vec<FileEntry>,
 }
@@ -95,6 +110,22 @@ struct Part {
     transfers: Vec<TransferRow>,
     pending: Vec<(u128, u8)>,
     failed: Vec<(u128, u32)>,
+}
+
+/// The filters file: every shard's filter, in shard order.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct FiltersFile {
+    format_version: u32,
+    lsn: u64,
+    timestamp_max: u64,
+    filters: Vec<Vec<GenerationRow>>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct GenerationRow {
+    capacity: u64,
+    ids: u64,
+    blocks: Vec<[u32; 8]>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -272,6 +303,10 @@ pub fn encode(image: &LedgerImage, parts: u32, created_at: &str) -> Encoded {
             })
             .collect()
     });
+    let mut parts = parts;
+    if !image.filters.is_empty() {
+        parts.push((FILTERS_FILE.to_string(), encode_filters(image)));
+    }
     let files: Vec<FileEntry> = parts
         .iter()
         .map(|(name, bytes)| FileEntry {
@@ -291,6 +326,7 @@ pub fn encode(image: &LedgerImage, parts: u32, created_at: &str) -> Encoded {
         transfers: image.transfers.len() as u64,
         pending: image.pending.len() as u64,
         failed: image.failed.len() as u64,
+        filters: image.filters.len() as u64,
         bytes: files.iter().map(|f| f.bytes).sum(),
         files,
     };
@@ -324,6 +360,30 @@ fn encode_part(image: &LedgerImage, index: usize, count: usize) -> AlignedVec {
     rkyv::to_bytes::<rancor::Error>(&part).expect("a part always serializes")
 }
 
+fn encode_filters(image: &LedgerImage) -> AlignedVec {
+    let file = FiltersFile {
+        format_version: FORMAT_VERSION,
+        lsn: image.lsn,
+        timestamp_max: image.timestamp_max,
+        filters: image
+            .filters
+            .iter()
+            .map(|filter| {
+                filter
+                    .generations()
+                    .iter()
+                    .map(|g| GenerationRow {
+                        capacity: g.capacity,
+                        ids: g.ids,
+                        blocks: g.blocks.clone(),
+                    })
+                    .collect()
+            })
+            .collect(),
+    };
+    rkyv::to_bytes::<rancor::Error>(&file).expect("filters always serialize")
+}
+
 /// Reads a manifest, checking what can be checked without the parts.
 pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, FormatError> {
     let manifest: Manifest =
@@ -332,16 +392,22 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, FormatError> {
     if manifest.format != FORMAT {
         return bad(format!("format {:?}, expected {FORMAT:?}", manifest.format));
     }
-    if manifest.format_version != FORMAT_VERSION {
+    if !FORMAT_VERSIONS_READ.contains(&manifest.format_version) {
         return bad(format!(
-            "format version {}, this build reads {FORMAT_VERSION}",
+            "format version {}, this build reads {FORMAT_VERSIONS_READ:?}",
             manifest.format_version
         ));
     }
     if !(1..=PARTS_MAX).contains(&manifest.shard_count) {
         return bad(format!("shard count {}", manifest.shard_count));
     }
-    let expected: Vec<String> = (0..manifest.shard_count).map(part_name).collect();
+    if manifest.filters > FILTERS_MAX || (manifest.filters > 0 && manifest.format_version < 2) {
+        return bad(format!("{} filters", manifest.filters));
+    }
+    let mut expected: Vec<String> = (0..manifest.shard_count).map(part_name).collect();
+    if manifest.filters > 0 {
+        expected.push(FILTERS_FILE.into());
+    }
     let listed: Vec<&String> = manifest.files.iter().map(|f| &f.name).collect();
     if listed.len() != expected.len() || listed.iter().zip(&expected).any(|(a, b)| *a != b) {
         return bad(format!("files {listed:?}, expected {expected:?}"));
@@ -365,6 +431,11 @@ pub fn decode<B: std::ops::Deref<Target = [u8]> + Sync>(
             parts.len()
         )));
     }
+    let (parts, filters_file) = parts.split_at(manifest.shard_count as usize);
+    let filters = match filters_file.first() {
+        Some(bytes) => decode_filters(manifest, &manifest.files[parts.len()], bytes)?,
+        None => Vec::new(),
+    };
     // 1. Every part checked and opened, in parallel.
     let opened: Vec<Result<&ArchivedPart, FormatError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = manifest
@@ -408,6 +479,7 @@ pub fn decode<B: std::ops::Deref<Target = [u8]> + Sync>(
         transfers: vec![Transfer::default(); counts[1]],
         pending: vec![(0, PendingStatus::Pending); counts[2]],
         failed: vec![(0, CreateTransferResult::ExceedsCredits); counts[3]],
+        filters,
     };
     let mut accounts = image.accounts.as_mut_slice();
     let mut transfers = image.transfers.as_mut_slice();
@@ -435,16 +507,74 @@ pub fn decode<B: std::ops::Deref<Target = [u8]> + Sync>(
     Ok(image)
 }
 
-fn open_part<'a>(
+/// Checks the filters file as a part is checked, and reads its filters.
+fn decode_filters(
     manifest: &Manifest,
-    index: u32,
     entry: &FileEntry,
-    bytes: &'a [u8],
-) -> Result<&'a ArchivedPart, FormatError> {
+    bytes: &[u8],
+) -> Result<Vec<IdFilter>, FormatError> {
     let file = || entry.name.clone();
+    check_bytes(entry, bytes)?;
+    let archived = rkyv::access::<ArchivedFiltersFile, rancor::Error>(bytes).map_err(|error| {
+        FormatError::Decode {
+            file: file(),
+            detail: error.to_string(),
+        }
+    })?;
+    let header = (
+        archived.format_version.to_native(),
+        archived.lsn.to_native(),
+        archived.timestamp_max.to_native(),
+        archived.filters.len() as u64,
+    );
+    let expected = (
+        manifest.format_version,
+        manifest.lsn,
+        manifest.timestamp_max,
+        manifest.filters,
+    );
+    if header != expected {
+        return Err(FormatError::Mismatch {
+            file: file(),
+            detail: format!(
+                "(version, LSN, timestamp, filters) is {header:?}, the manifest says {expected:?}"
+            ),
+        });
+    }
+    let mut filters = Vec::with_capacity(archived.filters.len());
+    for generations in archived.filters.iter() {
+        let generations: Vec<Generation> = generations
+            .iter()
+            .map(|g| Generation {
+                capacity: g.capacity.to_native(),
+                ids: g.ids.to_native(),
+                blocks: g
+                    .blocks
+                    .iter()
+                    .map(|block| std::array::from_fn(|i| block[i].to_native()))
+                    .collect(),
+            })
+            .collect();
+        if let Some(bad) = generations.iter().find(|g| !g.is_well_formed()) {
+            return Err(FormatError::Decode {
+                file: file(),
+                detail: format!(
+                    "a filter generation of {} blocks for {} ids",
+                    bad.blocks.len(),
+                    bad.capacity
+                ),
+            });
+        }
+        filters.push(IdFilter::from_generations(generations));
+    }
+    Ok(filters)
+}
+
+/// The file's length and checksum against its manifest entry.
+fn check_bytes(entry: &FileEntry, bytes: &[u8]) -> Result<(), FormatError> {
     if bytes.len() as u64 != entry.bytes {
         return Err(FormatError::Length {
-            file: file(),
+            file: entry.name.clone(),
             bytes: bytes.len() as u64,
             expected: entry.bytes,
         });
@@ -452,11 +582,22 @@ fn open_part<'a>(
     let actual = crc32fast::hash(bytes);
     if actual != entry.crc32 {
         return Err(FormatError::Checksum {
-            file: file(),
+            file: entry.name.clone(),
             expected: entry.crc32,
             actual,
         });
     }
+    Ok(())
+}
+
+fn open_part<'a>(
+    manifest: &Manifest,
+    index: u32,
+    entry: &FileEntry,
+    bytes: &'a [u8],
+) -> Result<&'a ArchivedPart, FormatError> {
+    let file = || entry.name.clone();
+    check_bytes(entry, bytes)?;
     let part = rkyv::access::<ArchivedPart, rancor::Error>(bytes).map_err(|error| {
         FormatError::Decode {
             file: file(),
@@ -471,7 +612,7 @@ fn open_part<'a>(
         part.count.to_native(),
     );
     let expected = (
-        FORMAT_VERSION,
+        manifest.format_version,
         manifest.lsn,
         manifest.timestamp_max,
         index,
