@@ -279,6 +279,10 @@ pub(crate) struct CoordinatorState {
     in_flight: Option<InFlight>,
     /// A view from an earlier round, kept for its memory.
     spare_view: View,
+    /// With a window: the commits the store may not hold yet (LSN, records), oldest first,
+    /// and their records summed.
+    unstored: VecDeque<(u64, u64)>,
+    unstored_records: u64,
 }
 
 impl Actor for CoordinatorActor {
@@ -312,6 +316,8 @@ impl Actor for CoordinatorActor {
             round_scheduled: false,
             in_flight: None,
             spare_view: View::default(),
+            unstored: VecDeque::new(),
+            unstored_records: 0,
         })
     }
 
@@ -403,9 +409,9 @@ impl Actor for CoordinatorActor {
 /// for it with the few that arrived before.
 async fn next_round(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState) {
     if store_lags(state) {
-        // The window cannot shrink until the store catches up: answer what is durable, ask
-        // the store to hurry and the shards to let go of what it holds, and look again
-        // shortly instead of adding to what the shards must hold.
+        // The store is too far behind: the shards cannot let go of what it lacks, and history
+        // reads wait for it. Answer what is durable, ask the store to hurry and the shards to
+        // let go of what it holds, and look again shortly.
         finish_in_flight(state).await;
         if let Some(store) = &state.store {
             store.nudge();
@@ -426,16 +432,21 @@ async fn next_round(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorSt
     }
 }
 
-/// Whether the shards hold more than twice their window and a round's worth: the store is
-/// behind, and another round would only add to what they cannot let go of.
-fn store_lags(state: &CoordinatorState) -> bool {
-    match state.config.transfer_window {
-        Some(window) => {
-            let bound = 2 * window as u64 + state.config.round_events_max as u64;
-            state.stats.window_transfers() > bound
+/// Whether the store lacks more records than `store_lag_records_max` (with a window): another
+/// round would only add to what the shards must hold for it and history reads wait for.
+fn store_lags(state: &mut CoordinatorState) -> bool {
+    let (Some(store), Some(_)) = (&state.store, state.config.transfer_window) else {
+        return false;
+    };
+    let stored = store.stored_lsn();
+    while let Some(&(lsn, records)) = state.unstored.front() {
+        if lsn > stored {
+            break;
         }
-        None => false,
+        state.unstored.pop_front();
+        state.unstored_records -= records;
     }
+    state.unstored_records > state.config.store_lag_records_max
 }
 
 fn schedule_round(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState) {
@@ -607,6 +618,11 @@ async fn finish_in_flight(state: &mut CoordinatorState) -> Finished {
             );
             state.committed_lsn = commit.lsn;
             state.stats.commit(commit.records.len());
+            if state.config.transfer_window.is_some() {
+                let records = commit.records.len() as u64;
+                state.unstored.push_back((commit.lsn, records));
+                state.unstored_records += records;
+            }
             for index in 0..state.shards.len() {
                 // A shard that is down catches up from the log when it is back.
                 let _ = tell(

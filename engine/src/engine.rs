@@ -84,9 +84,12 @@ pub struct EngineConfig {
     pub expiry_interval: Duration,
     /// `None`: the shards keep every transfer in memory. `Some(n)`: they keep about `n`
     /// recent transfers and `n` failed ids in all (split evenly over the shards), besides
-    /// pending transfers, and leave the rest to the transfer store once it holds them. While
-    /// they hold more than `2n` and a round's worth (the store is behind), rounds wait.
+    /// pending transfers, and leave the rest to the transfer store once it holds them.
     pub transfer_window: Option<usize>,
+    /// With a window: rounds wait while the store lacks more records than this. The shards
+    /// hold what the store lacks, and history reads wait for it, so this bounds both the
+    /// memory beyond the window and how stale the store may be (at the store's pace).
+    pub store_lag_records_max: u64,
     /// How long a history read waits for the store to reach the caller's last commit.
     pub store_wait: Duration,
 }
@@ -110,7 +113,8 @@ impl Default for EngineConfig {
             round_events_max: 4 * BATCH_EVENTS_MAX,
             expiry_interval: Duration::from_millis(250),
             transfer_window: None,
-            store_wait: Duration::from_secs(2),
+            store_lag_records_max: 65_536,
+            store_wait: Duration::from_secs(5),
         }
     }
 }
@@ -173,6 +177,11 @@ impl Engine {
             if store.is_none() {
                 return Err(EngineError::Start(
                     "a transfer window needs a transfer store to leave old transfers to".into(),
+                ));
+            }
+            if config.store_lag_records_max < config.round_events_max as u64 {
+                return Err(EngineError::Start(
+                    "store_lag_records_max must hold at least one round".into(),
                 ));
             }
         }

@@ -137,14 +137,6 @@ impl Stats {
         self.shard_filter_bytes[index].store(filter_bytes, Ordering::Relaxed);
     }
 
-    /// Transfers and failed ids the shards hold besides the pending ones, as they last said.
-    pub(crate) fn window_transfers(&self) -> u64 {
-        self.shard_window
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
-
     pub(crate) fn store_fetch(&self, ids: usize, found: usize) {
         add(&self.store_fetches, 1);
         add(&self.store_fetched_ids, ids as u64);

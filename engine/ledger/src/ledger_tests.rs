@@ -640,7 +640,7 @@ fn a_failed_account_chain_creates_nothing() {
 #[test]
 fn history_filters_sides_ranges_and_order() {
     use crate::types::AccountFilter;
-    let engine = fixture();
+    let mut engine = fixture();
     let all = engine.account_transfers(&AccountFilter::all(1, 100));
     let ids: Vec<u128> = all.iter().map(|t| t.id).collect();
     // 109 failed; 107/108 are on other accounts. Posts and voids touch account 1 too.
