@@ -402,6 +402,38 @@ mod tests {
         Args::try_parse_from(argv).unwrap()
     }
 
+    /// The window is a count or a size; anything else, zero, or past the limit is refused.
+    #[test]
+    fn the_transfer_window_is_a_count_or_a_size() {
+        use kizo_engine::EngineConfig;
+        assert_eq!(
+            args(&[]).transfer_window,
+            EngineConfig::TRANSFER_WINDOW_DEFAULT
+        );
+        assert_eq!(args(&["--transfer-window", "1000"]).transfer_window, 1000);
+        let per = EngineConfig::WINDOW_BYTES_PER_TRANSFER;
+        assert_eq!(
+            args(&["--transfer-window", "64MiB"]).transfer_window,
+            (64 << 20) / per
+        );
+        assert_eq!(
+            args(&["--transfer-window", "2 GiB"]).transfer_window,
+            (2 << 30) / per
+        );
+        for bad in [
+            "0",
+            "64MB",
+            "-5",
+            "lots",
+            "0KiB",
+            "99999999999GiB",
+            "2000000000",
+        ] {
+            let argv = ["kizo-gateway", "--transfer-window", bad];
+            assert!(Args::try_parse_from(argv).is_err(), "{bad} accepted");
+        }
+    }
+
     #[test]
     fn development_generates_a_key_once_and_production_refuses_without_one() {
         let dir = tempfile::tempdir().unwrap();

@@ -75,8 +75,9 @@ impl Target {
         }
     }
 
-    /// The engine in this process, on `store` (PostgreSQL or the embedded store), as the
-    /// gateway runs it.
+    /// The engine in this process, on `store`'s log (PostgreSQL or the embedded store): the
+    /// engine and its log alone, with shards that keep every transfer and no read models (the
+    /// gateway keeps a window and lets the read models hold the rest, at the projector's pace).
     pub async fn engine(store: &StoreConfig, shard_count: usize) -> Result<Target, Unknown> {
         let log = LogStore::open(store)
             .await
