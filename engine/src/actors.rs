@@ -86,7 +86,8 @@ impl ShardActorState {
             (to, tokio::spawn(self.wal.read(from, to)))
         };
         let mut from = self.shard.applied_lsn() + 1;
-        let mut next = (from <= lsn).then(|| read(from));
+        let applies = from <= lsn;
+        let mut next = applies.then(|| read(from));
         while let Some((to, reading)) = next.take() {
             let commits = reading
                 .await
@@ -107,7 +108,9 @@ impl ShardActorState {
                 self.shard.apply(&commit);
             }
         }
-        self.evict();
+        if applies {
+            self.evict();
+        }
         Ok(())
     }
 

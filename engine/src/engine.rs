@@ -100,9 +100,9 @@ impl EngineConfig {
     pub const TRANSFER_WINDOW_DEFAULT: usize = 262_144;
     /// The largest window: 2^30 transfers (about 150 GB), far past any machine.
     pub const TRANSFER_WINDOW_MAX: usize = 1 << 30;
-    /// Bytes one transfer takes in the window (the transfer and its index entry), to turn a
-    /// window given in bytes into a count.
-    pub const WINDOW_BYTES_PER_TRANSFER: usize = 144;
+    /// Bytes one transfer takes in the window (the transfer, its 8-byte index entry and the
+    /// index's slack), to turn a window given in bytes into a count.
+    pub const WINDOW_BYTES_PER_TRANSFER: usize = std::mem::size_of::<Transfer>() + 16;
 }
 
 impl Default for EngineConfig {

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::Stored;
@@ -71,6 +70,3 @@ pub async fn wait_for_lsn(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
-
-/// A store handle the engine shares between its actors.
-pub type SharedTransferStore = Arc<dyn TransferStore>;

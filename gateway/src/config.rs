@@ -152,8 +152,22 @@ pub enum ConfigError {
 
 pub const API_KEY_MIN: usize = 32;
 
+/// Why a `--transfer-window` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    #[error("{0:?} is neither a count nor a size such as 64MiB")]
+    NotANumber(String),
+    #[error("unknown unit {0:?}; one of KiB, MiB, GiB")]
+    Unit(String),
+    #[error(
+        "the window must hold 1 to {} transfers",
+        kizo_engine::EngineConfig::TRANSFER_WINDOW_MAX
+    )]
+    OutOfRange,
+}
+
 /// `--transfer-window`: a count of transfers, or a size with a KiB, MiB or GiB suffix.
-fn parse_window(text: &str) -> Result<usize, String> {
+fn parse_window(text: &str) -> Result<usize, WindowError> {
     use kizo_engine::EngineConfig;
     let text = text.trim();
     let digits = text
@@ -162,7 +176,7 @@ fn parse_window(text: &str) -> Result<usize, String> {
     let (number, unit) = text.split_at(digits);
     let number: usize = number
         .parse()
-        .map_err(|_| format!("{text:?} is neither a count nor a size such as 64MiB"))?;
+        .map_err(|_| WindowError::NotANumber(text.to_string()))?;
     let count = match unit.trim() {
         "" => Some(number),
         unit => {
@@ -170,7 +184,7 @@ fn parse_window(text: &str) -> Result<usize, String> {
                 "KiB" => 1 << 10,
                 "MiB" => 1 << 20,
                 "GiB" => 1 << 30,
-                _ => return Err(format!("unknown unit {unit:?}; one of KiB, MiB, GiB")),
+                _ => return Err(WindowError::Unit(unit.to_string())),
             };
             number
                 .checked_mul(scale)
@@ -179,10 +193,7 @@ fn parse_window(text: &str) -> Result<usize, String> {
     };
     match count {
         Some(count) if (1..=EngineConfig::TRANSFER_WINDOW_MAX).contains(&count) => Ok(count),
-        _ => Err(format!(
-            "the window must hold 1 to {} transfers",
-            EngineConfig::TRANSFER_WINDOW_MAX
-        )),
+        _ => Err(WindowError::OutOfRange),
     }
 }
 pub const WORKER_THREADS_MAX: usize = 1024;

@@ -72,6 +72,11 @@ impl ReadModels {
 
     /// The last LSN projector `name` wrote (0 before its first).
     pub async fn progress(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self.progress_row(name).await?.unwrap_or(0))
+    }
+
+    /// Progress row `name`, if there is one.
+    async fn progress_row(&self, name: &str) -> Result<Option<u64>, StoreError> {
         let lsn: Option<i64> = match self {
             ReadModels::Postgres(pool) => {
                 sqlx::query_scalar("SELECT lsn FROM projector_progress WHERE name = $1")
@@ -87,27 +92,12 @@ impl ReadModels {
             }
         }
         .map_err(read_error)?;
-        Ok(lsn.map_or(0, |lsn| lsn as u64))
+        Ok(lsn.map(|lsn| lsn as u64))
     }
 
     /// Whether a progress row `name` exists.
     pub async fn has_progress(&self, name: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = match self {
-            ReadModels::Postgres(pool) => {
-                sqlx::query_scalar("SELECT lsn FROM projector_progress WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await
-            }
-            ReadModels::Embedded(pool) => {
-                sqlx::query_scalar("SELECT lsn FROM projector_progress WHERE name = ?1")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await
-            }
-        }
-        .map_err(read_error)?;
-        Ok(found.is_some())
+        Ok(self.progress_row(name).await?.is_some())
     }
 
     /// In one transaction: the failed ids of commits up to `lsn` become `failed` (those
@@ -128,22 +118,7 @@ impl ReadModels {
                     .execute(&mut *tx)
                     .await
                     .map_err(read_error)?;
-                for chunk in failed.chunks(10_000) {
-                    let ids: Vec<uuid::Uuid> =
-                        chunk.iter().map(|f| uuid::Uuid::from_u128(f.0)).collect();
-                    let results: Vec<i32> = chunk.iter().map(|f| f.1 as u32 as i32).collect();
-                    let lsns: Vec<i64> = chunk.iter().map(|f| f.2 as i64).collect();
-                    sqlx::query(
-                        "INSERT INTO failed_transfers (id, result, lsn)
-                         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int8[])",
-                    )
-                    .bind(ids)
-                    .bind(results)
-                    .bind(lsns)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(read_error)?;
-                }
+                insert_failed_postgres(&mut tx, failed).await?;
                 sqlx::query("INSERT INTO projector_progress (name, lsn) VALUES ($1, $2)")
                     .bind(marker)
                     .bind(lsn)
@@ -159,17 +134,7 @@ impl ReadModels {
                     .execute(&mut *tx)
                     .await
                     .map_err(read_error)?;
-                for &(id, result, at) in failed {
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO failed_transfers (id, result, lsn) VALUES (?1, ?2, ?3)",
-                    )
-                    .bind(hex(id))
-                    .bind(i64::from(result as u32))
-                    .bind(at as i64)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(read_error)?;
-                }
+                insert_failed_sqlite(&mut tx, failed).await?;
                 sqlx::query("INSERT INTO projector_progress (name, lsn) VALUES (?1, ?2)")
                     .bind(marker)
                     .bind(lsn)
@@ -555,20 +520,7 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         )
         .await?;
     }
-    if !p.failed.is_empty() {
-        let mut rows = CopyRows::with_capacity(p.failed.len() * 40);
-        for &(id, result, lsn) in &p.failed {
-            rows.row(3);
-            rows.uuid(id);
-            rows.integer(result as u32 as i32);
-            rows.bigint(lsn)?;
-        }
-        rows.copy_into(
-            &mut tx,
-            "COPY failed_transfers (id, result, lsn) FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    }
+    insert_failed_postgres(&mut tx, &p.failed).await?;
     if !p.resolved.is_empty() || !p.balances.is_empty() {
         // One index lookup per row changed. Left to itself, the planner joins a batch of a few
         // thousand changes by hashing the whole table (with its dead row versions), which
@@ -653,6 +605,45 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         }
     }
     tx.commit().await.map_err(read_error)
+}
+
+/// Failed ids (id, result, LSN) into `failed_transfers`, by binary `COPY`.
+async fn insert_failed_postgres(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    failed: &[(u128, CreateTransferResult, u64)],
+) -> Result<(), StoreError> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut rows = CopyRows::with_capacity(failed.len() * 40);
+    for &(id, result, lsn) in failed {
+        rows.row(3);
+        rows.uuid(id);
+        rows.integer(result as u32 as i32);
+        rows.bigint(lsn)?;
+    }
+    rows.copy_into(
+        tx,
+        "COPY failed_transfers (id, result, lsn) FROM STDIN (FORMAT binary)",
+    )
+    .await
+}
+
+/// Failed ids (id, result, LSN) into `failed_transfers`.
+async fn insert_failed_sqlite(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    failed: &[(u128, CreateTransferResult, u64)],
+) -> Result<(), StoreError> {
+    for &(id, result, lsn) in failed {
+        sqlx::query("INSERT INTO failed_transfers (id, result, lsn) VALUES (?1, ?2, ?3)")
+            .bind(hex(id))
+            .bind(i64::from(result as u32))
+            .bind(lsn as i64)
+            .execute(&mut **tx)
+            .await
+            .map_err(read_error)?;
+    }
+    Ok(())
 }
 
 async fn move_progress_postgres(
@@ -744,15 +735,7 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
         .await
         .map_err(read_error)?;
     }
-    for &(id, result, lsn) in &p.failed {
-        sqlx::query("INSERT INTO failed_transfers (id, result, lsn) VALUES (?1, ?2, ?3)")
-            .bind(hex(id))
-            .bind(i64::from(result as u32))
-            .bind(lsn as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(read_error)?;
-    }
+    insert_failed_sqlite(&mut tx, &p.failed).await?;
     for (id, status) in &p.resolved {
         sqlx::query("UPDATE transfers SET status = ?2 WHERE id = ?1")
             .bind(hex(*id))

@@ -110,15 +110,6 @@ impl ShardState {
         }
     }
 
-    /// The same shard, built from `image` (see [`ShardState::from_image`]).
-    fn empty_like(&self) -> Self {
-        Self {
-            recent: RecentTransfers::new(self.recent.window),
-            filter: self.filter.as_ref().map(|_| IdFilter::default()),
-            ..Self::new(self.index, self.shard_count)
-        }
-    }
-
     /// The shard `index` of `shard_count` as of `image`, keeping everything (`window` `None`)
     /// or a window: the accounts, pending transfers, transfers and failures whose ids it owns,
     /// and the filter of its ids.
@@ -142,9 +133,10 @@ impl ShardState {
         shard.build_from(image)
     }
 
-    fn build_from(self, image: &LedgerImage) -> Result<Self, ImageError> {
+    /// Fills a new, empty shard from `image`.
+    fn build_from(mut self, image: &LedgerImage) -> Result<Self, ImageError> {
         let fail = |detail: String| Err(ImageError(detail));
-        let mut shard = self.empty_like();
+        let shard = &mut self;
         let (index, shard_count) = (shard.index, shard.shard_count);
         let owns = |id: u128| shard_of(id, shard_count) == index;
         let complete = image.filters.is_empty();
@@ -310,7 +302,7 @@ impl ShardState {
         }
         shard.applied_lsn = image.lsn;
         shard.timestamp_max = image.timestamp_max;
-        Ok(shard)
+        Ok(self)
     }
 
     /// Adds what this shard owns to `image` (in no particular order: see

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use crate::local::LocalEngine;
-use crate::round::{Operation, Outcome};
+use crate::round::Operation;
 use crate::types::{Account, AccountFilter, Transfer, TransferFlags as F, NS_PER_SECOND};
 
 /// One event: a plain, pending, post or void transfer over a few accounts, with ids drawn
@@ -85,6 +85,5 @@ proptest! {
             let filter = AccountFilter { reversed: true, ..AccountFilter::all(account, 100) };
             prop_assert_eq!(windowed.account_transfers(&filter), everything.account_transfers(&filter));
         }
-        let _ = Outcome::Expired;
     }
 }
