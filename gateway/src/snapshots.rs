@@ -29,6 +29,8 @@ pub struct SnapshotView {
     /// When it was written (RFC 3339).
     pub created_at: String,
     pub accounts: u64,
+    /// The transfers it holds: pending ones and the shards' recent windows. Older ones live in
+    /// the store, so this is not the history's length.
     pub transfers: u64,
     pub bytes: u64,
     pub shard_count: u32,
