@@ -5,7 +5,8 @@
 //! - [`store`]: where frames live: PostgreSQL, or the embedded SQLite default under `./data/`.
 //! - [`wal`]: [`DurableWal`], the engine's log on a store: group commit, recovery reads.
 //! - [`projection`], [`read_models`], [`projector`]: the `accounts`, `transfers` and
-//!   `failed_transfers` tables fed from the log.
+//!   `failed_transfers` tables fed from the log; `postings`: accounts' histories in
+//!   PostgreSQL as posting lists.
 //! - [`transfer_store`]: the read models as the engine's transfer store (what its shards let
 //!   go of is found there by id).
 //! - [`keys`]: the HTTP API's idempotency keys, durable.
@@ -14,6 +15,7 @@
 //!   reconciliation reports.
 pub use kizo_log_codec as codec;
 pub mod keys;
+mod postings;
 pub mod projection;
 pub mod projector;
 pub mod read_models;

@@ -15,6 +15,7 @@ use kizo_engine::{
     Account, AccountFilter, AccountFlags, CreateTransferResult, Transfer, TransferFlags,
 };
 
+use crate::postings::{page_timestamps, postings_of, HistoryQuery};
 use crate::projection::{Projection, TransferRow, TransferStatus};
 use crate::store::read_error;
 use crate::store::{open_pools, Pools, StoreConfig, StoreError};
@@ -257,22 +258,17 @@ impl ReadModels {
         let before = before.map_or(i64::MAX, |t| i64::try_from(t).unwrap_or(i64::MAX));
         let rows = match self {
             ReadModels::Postgres(pool) => {
-                let filter = match direction {
-                    Direction::Sent => "debit_account_id = $1",
-                    Direction::Received => "credit_account_id = $1",
-                    Direction::All => "(debit_account_id = $1 OR credit_account_id = $1)",
+                let query = HistoryQuery {
+                    account_id,
+                    debits: direction != Direction::Received,
+                    credits: direction != Direction::Sent,
+                    timestamp_min: 0,
+                    // `before` is exclusive, and at most i64::MAX.
+                    timestamp_max: (before as u64).saturating_sub(1),
+                    reversed: true,
+                    limit: limit as usize,
                 };
-                let sql = format!(
-                    "SELECT {PG_TRANSFER_SELECT} FROM transfers WHERE {filter} AND timestamp < $2
-                     ORDER BY timestamp DESC LIMIT $3"
-                );
-                sqlx::query(&sql)
-                    .bind(uuid::Uuid::from_u128(account_id))
-                    .bind(before)
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await
-                    .and_then(|rows| rows.iter().map(transfer_of).collect())
+                return history_postgres(pool, &query).await;
             }
             ReadModels::Embedded(pool) => {
                 let filter = match direction {
@@ -404,24 +400,16 @@ impl ReadModels {
         let order = if filter.reversed { "DESC" } else { "ASC" };
         let rows = match self {
             ReadModels::Postgres(pool) => {
-                let side = match (filter.debits, filter.credits) {
-                    (true, false) => "debit_account_id = $1",
-                    (false, true) => "credit_account_id = $1",
-                    _ => "(debit_account_id = $1 OR credit_account_id = $1)",
+                let query = HistoryQuery {
+                    account_id: filter.account_id,
+                    debits: filter.debits,
+                    credits: filter.credits,
+                    timestamp_min: min as u64,
+                    timestamp_max: max as u64,
+                    reversed: filter.reversed,
+                    limit: filter.limit as usize,
                 };
-                let sql = format!(
-                    "SELECT {PG_TRANSFER_SELECT} FROM transfers
-                     WHERE {side} AND timestamp >= $2 AND timestamp <= $3
-                     ORDER BY timestamp {order} LIMIT $4"
-                );
-                sqlx::query(&sql)
-                    .bind(uuid::Uuid::from_u128(filter.account_id))
-                    .bind(min)
-                    .bind(max)
-                    .bind(i64::from(filter.limit))
-                    .fetch_all(pool)
-                    .await
-                    .and_then(|rows| rows.iter().map(transfer_of).collect::<Result<Vec<_>, _>>())
+                history_postgres(pool, &query).await?
             }
             ReadModels::Embedded(pool) => {
                 let side = match (filter.debits, filter.credits) {
@@ -442,13 +430,10 @@ impl ReadModels {
                     .fetch_all(pool)
                     .await
                     .and_then(|rows| rows.iter().map(transfer_of).collect::<Result<Vec<_>, _>>())
+                    .map_err(read_error)?
             }
         };
-        Ok(rows
-            .map_err(read_error)?
-            .into_iter()
-            .map(|row| row.transfer)
-            .collect())
+        Ok(rows.into_iter().map(|row| row.transfer).collect())
     }
 
     pub async fn close(&self) {
@@ -457,6 +442,37 @@ impl ReadModels {
             ReadModels::Embedded(pool) => pool.close().await,
         }
     }
+}
+
+/// A history page from `account_postings`, then its transfers by their primary key.
+async fn history_postgres(
+    pool: &PgPool,
+    query: &HistoryQuery,
+) -> Result<Vec<TransferRow>, StoreError> {
+    let timestamps = page_timestamps(pool, query).await?;
+    if timestamps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<i64> = timestamps.iter().map(|&t| t as i64).collect();
+    let sql = format!("SELECT {PG_TRANSFER_SELECT} FROM transfers WHERE timestamp = ANY($1)");
+    let mut rows: Vec<TransferRow> = sqlx::query(&sql)
+        .bind(&keys)
+        .fetch_all(pool)
+        .await
+        .and_then(|rows| rows.iter().map(transfer_of).collect::<Result<Vec<_>, _>>())
+        .map_err(read_error)?;
+    if rows.len() != timestamps.len() {
+        return Err(StoreError::Corrupt(format!(
+            "account {}'s postings list {} transfers that `transfers` lacks",
+            query.account_id,
+            timestamps.len() - rows.len().min(timestamps.len())
+        )));
+    }
+    rows.sort_unstable_by_key(|row| row.transfer.timestamp);
+    if query.reversed {
+        rows.reverse();
+    }
+    Ok(rows)
 }
 
 async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(), StoreError> {
@@ -517,6 +533,24 @@ async fn apply_postgres(pool: &PgPool, name: &str, p: &Projection) -> Result<(),
         rows.copy_into(
             &mut tx,
             &format!("COPY transfers ({TRANSFER_COLUMNS}) FROM STDIN (FORMAT binary)"),
+        )
+        .await?;
+    }
+    let postings = postings_of(p.transfers.iter().map(|row| &row.transfer));
+    if !postings.is_empty() {
+        let mut rows = CopyRows::with_capacity(postings.len() * 64 + p.transfers.len() * 24);
+        for posting in &postings {
+            rows.row(5);
+            rows.uuid(posting.account_id);
+            rows.bigint(posting.last_timestamp)?;
+            rows.bigint(posting.first_timestamp)?;
+            rows.bigint_array(&posting.debits)?;
+            rows.bigint_array(&posting.credits)?;
+        }
+        rows.copy_into(
+            &mut tx,
+            "COPY account_postings (account_id, last_timestamp, first_timestamp, debits, credits)
+             FROM STDIN (FORMAT binary)",
         )
         .await?;
     }
@@ -838,6 +872,29 @@ impl CopyRows {
             StoreError::Unavailable(format!("{value} does not fit a BIGINT column"))
         })?;
         self.value(&value.to_be_bytes());
+        Ok(())
+    }
+
+    /// A `BIGINT[]` (one dimension, no nulls): its header, then each element as a value.
+    fn bigint_array(&mut self, values: &[u64]) -> Result<(), StoreError> {
+        const INT8_OID: u32 = 20;
+        let length = 12 + if values.is_empty() { 0 } else { 8 } + 12 * values.len();
+        let length = i32::try_from(length).map_err(|_| {
+            StoreError::Unavailable(format!("{} elements in one array", values.len()))
+        })?;
+        self.bytes.extend_from_slice(&length.to_be_bytes());
+        let dimensions: i32 = if values.is_empty() { 0 } else { 1 };
+        self.bytes.extend_from_slice(&dimensions.to_be_bytes());
+        self.bytes.extend_from_slice(&0i32.to_be_bytes()); // no nulls
+        self.bytes.extend_from_slice(&INT8_OID.to_be_bytes());
+        if !values.is_empty() {
+            self.bytes
+                .extend_from_slice(&(values.len() as i32).to_be_bytes());
+            self.bytes.extend_from_slice(&1i32.to_be_bytes()); // the lower bound
+        }
+        for &value in values {
+            self.bigint(value)?;
+        }
         Ok(())
     }
 

@@ -414,7 +414,8 @@ async fn the_read_models_keep_every_value_exactly(store: TestStore) {
                 ledger: u32::MAX,
                 code: u16::MAX,
                 flags: TransferFlags::PENDING,
-                timestamp: i64::MAX as u64 - 100 - i as u64,
+                // Growing, as the log's are (the histories rely on it).
+                timestamp: i64::MAX as u64 - 100 + i as u64,
             },
             status: [
                 TransferStatus::Posted,

@@ -13,7 +13,7 @@ use kizo_engine::round::Operation;
 use kizo_engine::store::{MemoryStore, Stored};
 use kizo_engine::{Account, AccountFilter, Transfer, TransferFlags};
 use kizo_persistence::projection::Projection;
-use kizo_persistence::read_models::ReadModels;
+use kizo_persistence::read_models::{Direction, ReadModels};
 
 on_both_backends!(the_read_models_answer_as_the_memory_store);
 
@@ -78,7 +78,10 @@ async fn the_read_models_answer_as_the_memory_store(store: TestStore) {
         memory.project(commit);
     }
     let read_models = ReadModels::open(&store.config).await.unwrap();
-    for chunk in commits.chunks(7) {
+    // Small steps, then one large one: an account's history spans many posting rows, some
+    // of them full.
+    let (small, large) = commits.split_at(commits.len() / 2);
+    for chunk in small.chunks(7).chain([large]) {
         read_models
             .apply("test", &Projection::of(chunk))
             .await
@@ -98,6 +101,29 @@ async fn the_read_models_answer_as_the_memory_store(store: TestStore) {
     assert_eq!(sorted(read_models.stored(&ids).await.unwrap()), expected);
 
     let timestamps: Vec<u64> = engine.commits().iter().map(|c| c.timestamp_max).collect();
+    assert_histories(&read_models, &memory, &timestamps).await;
+    read_models.close().await;
+
+    // A store from before posting lists gets its histories from `transfers` when it migrates.
+    if let kizo_persistence::StoreConfig::Postgres { url, schema } = &store.config {
+        let schema = schema.as_deref().unwrap();
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        for statement in [
+            format!("DELETE FROM {schema}.account_postings"),
+            format!("DELETE FROM {schema}._sqlx_migrations WHERE version = 10"),
+        ] {
+            sqlx::query(&statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let read_models = ReadModels::open(&store.config).await.unwrap();
+        assert_histories(&read_models, &memory, &timestamps).await;
+        read_models.close().await;
+    }
+}
+
+/// Every account's history, through account filters and the wallet's pages, is the memory
+/// store's.
+async fn assert_histories(read_models: &ReadModels, memory: &MemoryStore, timestamps: &[u64]) {
     for account_id in 1..=6u128 {
         for case in 0..16u64 {
             let pick = |at: u64| timestamps[(at as usize) % timestamps.len()];
@@ -120,8 +146,41 @@ async fn the_read_models_answer_as_the_memory_store(store: TestStore) {
                 "{filter:?}"
             );
         }
+        // The wallet's pages, newest first, each before the last one's timestamp.
+        for (direction, debits, credits) in [
+            (Direction::All, true, true),
+            (Direction::Sent, true, false),
+            (Direction::Received, false, true),
+        ] {
+            let (mut before, mut pages) = (None, 0);
+            loop {
+                let page = read_models
+                    .account_transfers(account_id, direction, before, 9)
+                    .await
+                    .unwrap();
+                let filter = AccountFilter {
+                    account_id,
+                    timestamp_min: 0,
+                    timestamp_max: before.map_or(0, |t| t - 1),
+                    limit: 9,
+                    debits,
+                    credits,
+                    reversed: true,
+                };
+                let page: Vec<Transfer> = page.into_iter().map(|row| row.transfer).collect();
+                assert_eq!(page, memory.account_transfers(&filter), "{filter:?}");
+                match page.last() {
+                    Some(last) => before = Some(last.timestamp),
+                    None => break,
+                }
+                pages += 1;
+            }
+            assert!(
+                account_id == 6 || pages > 3,
+                "account {account_id}: {pages} pages"
+            );
+        }
     }
-    read_models.close().await;
 }
 
 /// A store written before the read models kept failed ids: its projector writes them from the

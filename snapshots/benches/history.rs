@@ -208,7 +208,13 @@ fn main() {
         );
 
         // Old duplicates: the first transfer of client 0, sent again inside a batch of new
-        // ones, as it was and with another amount, against a batch of new ones alone.
+        // ones, as it was and with another amount, against a batch of new ones alone; timed
+        // once the projector has caught up (while it writes the run's last commits, the log's
+        // commits queue behind it in PostgreSQL).
+        while running.store.stored_lsn() < running.wal.last_lsn() {
+            running.store.nudge();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let old = transfer(0, 0, accounts);
         let fresh = |from: u64| -> Vec<Transfer> {
             (from..from + BATCH_EVENTS_MAX as u64 - 1)
@@ -262,16 +268,18 @@ fn main() {
             }
         };
         let stored = total as f64;
-        let (log, transfers_table, accounts_table, failed) = (
+        let (log, transfers_table, postings, accounts_table, failed) = (
             size("wal_frames").await,
             size("transfers").await,
+            size("account_postings").await,
             size("accounts").await,
             size("failed_transfers").await,
         );
         println!(
-            "PostgreSQL: log {:.0} B/transfer, transfers read model {:.0} B/transfer (with indexes), accounts {:.1} MiB, failed ids {:.1} MiB",
+            "PostgreSQL: log {:.0} B/transfer, transfers read model {:.0} B/transfer (with indexes) and histories {:.0} B/transfer, accounts {:.1} MiB, failed ids {:.1} MiB",
             log / stored,
             transfers_table / stored,
+            postings / stored,
             accounts_table / f64::from(1u32 << 20),
             failed / f64::from(1u32 << 20),
         );
