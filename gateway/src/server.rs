@@ -19,7 +19,7 @@ use kizo_persistence::keys::KeyStore;
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::ReadModels;
 use kizo_persistence::settlements::SettlementStore;
-use kizo_persistence::transfer_store::ReadModelStore;
+use kizo_persistence::transfer_store::ServedEngine;
 use kizo_persistence::users::UserStore;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use tokio::net::TcpListener;
@@ -143,6 +143,9 @@ pub enum StartError {
     Log(#[from] kizo_engine::WalError),
     #[error("engine: {0}")]
     Engine(#[from] kizo_engine::EngineError),
+    /// The projector or the engine over the read models.
+    #[error("{0}")]
+    Ledger(#[from] kizo_persistence::transfer_store::StartError),
     #[error("settlements: {0}")]
     Settlements(#[from] kizo_engine::settlement_actors::SettlementError),
     #[error("the bank's system account could not be created: {0}")]
@@ -175,25 +178,20 @@ impl Server {
         let baseline = snapshot_dir.clone().map(|dir| {
             Arc::new(kizo_snapshots::DirBaseline(dir)) as Arc<dyn kizo_engine::Baseline>
         });
-        // The projector starts first: its progress is the transfer store's, which the shards
-        // consult before they let a transfer go.
-        let read_models = ReadModels::open(&config.store).await?;
-        let projector =
-            Projector::start(wal.clone(), read_models.clone(), ProjectorConfig::default()).await?;
         let engine_config = EngineConfig {
             shard_count: config.shard_count,
             transfer_window: Some(config.transfer_window),
             ..EngineConfig::default()
         };
-        let transfer_store: Arc<dyn kizo_engine::TransferStore> = ReadModelStore::new(
-            read_models,
-            projector.progress_handle(),
-            engine_config.store_wait,
-        );
-        let engine = Engine::start_with_store(
-            engine_config,
+        let ServedEngine {
+            engine,
+            projector,
+            store: transfer_store,
+        } = ServedEngine::start(
             wal.clone(),
-            Some(transfer_store.clone()),
+            ReadModels::open(&config.store).await?,
+            ProjectorConfig::default(),
+            engine_config,
             clock.clone(),
             baseline,
         )

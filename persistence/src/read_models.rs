@@ -3,6 +3,8 @@
 //! beside the log; the embedded default keeps them in their own SQLite file (`read.db`), so
 //! that the projector never waits on the log's writer.
 
+use std::collections::HashMap;
+
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
@@ -16,7 +18,7 @@ use kizo_engine::{
 };
 
 use crate::postings::{page_timestamps, postings_of, HistoryQuery};
-use crate::projection::{Projection, TransferRow, TransferStatus};
+use crate::projection::{BalanceChange, Projection, TransferRow, TransferStatus};
 use crate::store::read_error;
 use crate::store::{open_pools, Pools, StoreConfig, StoreError};
 
@@ -32,6 +34,10 @@ pub enum Direction {
 
 /// One ledger's sums over every account, as [`ReadModels::ledger_totals`] reads them.
 pub use kizo_engine::reconcile::LedgerTotals;
+
+/// Rows per multi-row statement in SQLite: at most 15 columns each, well under the 32,766
+/// parameters a statement may bind.
+const SQLITE_ROWS_PER_STATEMENT: usize = 1000;
 
 /// The most rows one history query returns.
 pub const HISTORY_LIMIT_MAX: u32 = 1000;
@@ -720,54 +726,52 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
     if moved.rows_affected() != 1 {
         return Err(StoreError::Conflict(p.first_lsn));
     }
-    for (a, lsn) in &p.accounts {
-        sqlx::query(
+    // Many rows per statement: each statement is a round trip to SQLite's worker thread.
+    for chunk in p.accounts.chunks(SQLITE_ROWS_PER_STATEMENT) {
+        let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO accounts (id, ledger, code, flags, debits_pending, debits_posted,
                  credits_pending, credits_posted, user_data_128, user_data_64, user_data_32,
-                 timestamp, lsn)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )
-        .bind(hex(a.id))
-        .bind(i64::from(a.ledger))
-        .bind(i64::from(a.code))
-        .bind(i64::from(a.flags.0))
-        .bind(a.debits_pending.to_string())
-        .bind(a.debits_posted.to_string())
-        .bind(a.credits_pending.to_string())
-        .bind(a.credits_posted.to_string())
-        .bind(a.user_data_128.to_string())
-        .bind(a.user_data_64.to_string())
-        .bind(i64::from(a.user_data_32))
-        .bind(a.timestamp as i64)
-        .bind(*lsn as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(read_error)?;
+                 timestamp, lsn) ",
+        );
+        insert.push_values(chunk, |mut row, (a, lsn)| {
+            row.push_bind(hex(a.id))
+                .push_bind(i64::from(a.ledger))
+                .push_bind(i64::from(a.code))
+                .push_bind(i64::from(a.flags.0))
+                .push_bind(a.debits_pending.to_string())
+                .push_bind(a.debits_posted.to_string())
+                .push_bind(a.credits_pending.to_string())
+                .push_bind(a.credits_posted.to_string())
+                .push_bind(a.user_data_128.to_string())
+                .push_bind(a.user_data_64.to_string())
+                .push_bind(i64::from(a.user_data_32))
+                .push_bind(a.timestamp as i64)
+                .push_bind(*lsn as i64);
+        });
+        insert.build().execute(&mut *tx).await.map_err(read_error)?;
     }
-    for row in &p.transfers {
-        let t = &row.transfer;
-        sqlx::query(&format!(
-            "INSERT INTO transfers ({TRANSFER_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-        ))
-        .bind(hex(t.id))
-        .bind(hex(t.debit_account_id))
-        .bind(hex(t.credit_account_id))
-        .bind(t.amount.to_string())
-        .bind((t.pending_id != 0).then(|| hex(t.pending_id)))
-        .bind(t.user_data_128.to_string())
-        .bind(t.user_data_64.to_string())
-        .bind(i64::from(t.user_data_32))
-        .bind(i64::from(t.timeout))
-        .bind(i64::from(t.ledger))
-        .bind(i64::from(t.code))
-        .bind(i64::from(t.flags.0))
-        .bind(t.timestamp as i64)
-        .bind(row.status.as_str())
-        .bind(row.lsn as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(read_error)?;
+    for chunk in p.transfers.chunks(SQLITE_ROWS_PER_STATEMENT) {
+        let mut insert =
+            sqlx::QueryBuilder::new(format!("INSERT INTO transfers ({TRANSFER_COLUMNS}) "));
+        insert.push_values(chunk, |mut row, transfer_row| {
+            let t = &transfer_row.transfer;
+            row.push_bind(hex(t.id))
+                .push_bind(hex(t.debit_account_id))
+                .push_bind(hex(t.credit_account_id))
+                .push_bind(t.amount.to_string())
+                .push_bind((t.pending_id != 0).then(|| hex(t.pending_id)))
+                .push_bind(t.user_data_128.to_string())
+                .push_bind(t.user_data_64.to_string())
+                .push_bind(i64::from(t.user_data_32))
+                .push_bind(i64::from(t.timeout))
+                .push_bind(i64::from(t.ledger))
+                .push_bind(i64::from(t.code))
+                .push_bind(i64::from(t.flags.0))
+                .push_bind(t.timestamp as i64)
+                .push_bind(transfer_row.status.as_str())
+                .push_bind(transfer_row.lsn as i64);
+        });
+        insert.build().execute(&mut *tx).await.map_err(read_error)?;
     }
     insert_failed_sqlite(&mut tx, &p.failed).await?;
     for (id, status) in &p.resolved {
@@ -778,47 +782,69 @@ async fn apply_sqlite(pool: &SqlitePool, name: &str, p: &Projection) -> Result<(
             .await
             .map_err(read_error)?;
     }
-    // No 128-bit arithmetic in SQLite: read, change in Rust, write back.
-    for (id, change) in &p.balances {
-        let sql = format!("SELECT {SQLITE_ACCOUNT_SELECT} FROM accounts WHERE id = ?1");
-        let row = sqlx::query(&sql)
-            .bind(hex(*id))
-            .fetch_one(&mut *tx)
+    // No 128-bit arithmetic in SQLite: read the balances, change them in Rust, write them back.
+    let changes: Vec<(&u128, &BalanceChange)> = p.balances.iter().collect();
+    for chunk in changes.chunks(SQLITE_ROWS_PER_STATEMENT) {
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|(id, _)| format!("\"{}\"", hex(**id)))
+            .collect();
+        let sql = format!(
+            "SELECT {SQLITE_ACCOUNT_SELECT} FROM accounts
+             WHERE id IN (SELECT value FROM json_each(?1))"
+        );
+        let accounts: HashMap<u128, Account> = sqlx::query(&sql)
+            .bind(format!("[{}]", ids.join(",")))
+            .fetch_all(&mut *tx)
             .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| account_of(row).map(|a| (a.id, a)))
+                    .collect()
+            })
             .map_err(read_error)?;
-        let account = account_of(&row).map_err(read_error)?;
-        sqlx::query(
-            "UPDATE accounts SET debits_pending = ?2, debits_posted = ?3, credits_pending = ?4,
-                 credits_posted = ?5 WHERE id = ?1",
-        )
-        .bind(hex(*id))
-        .bind(
-            change
-                .debits_pending
-                .apply(account.debits_pending)
-                .to_string(),
-        )
-        .bind(
-            change
-                .debits_posted
-                .apply(account.debits_posted)
-                .to_string(),
-        )
-        .bind(
-            change
-                .credits_pending
-                .apply(account.credits_pending)
-                .to_string(),
-        )
-        .bind(
-            change
-                .credits_posted
-                .apply(account.credits_posted)
-                .to_string(),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(read_error)?;
+        if accounts.len() != chunk.len() {
+            // The transaction rolls back: the read models lack an account the log created.
+            return Err(StoreError::Unavailable(format!(
+                "the read models miss accounts that commits {}..={} touch; rebuild them from the log",
+                p.first_lsn, p.last_lsn
+            )));
+        }
+        let mut update = sqlx::QueryBuilder::new(
+            "UPDATE accounts SET debits_pending = u.column2, debits_posted = u.column3,
+                 credits_pending = u.column4, credits_posted = u.column5
+             FROM (",
+        );
+        update.push_values(chunk, |mut row, (id, change)| {
+            let account = &accounts[*id];
+            row.push_bind(hex(**id))
+                .push_bind(
+                    change
+                        .debits_pending
+                        .apply(account.debits_pending)
+                        .to_string(),
+                )
+                .push_bind(
+                    change
+                        .debits_posted
+                        .apply(account.debits_posted)
+                        .to_string(),
+                )
+                .push_bind(
+                    change
+                        .credits_pending
+                        .apply(account.credits_pending)
+                        .to_string(),
+                )
+                .push_bind(
+                    change
+                        .credits_posted
+                        .apply(account.credits_posted)
+                        .to_string(),
+                );
+        });
+        update.push(") AS u WHERE accounts.id = u.column1");
+        update.build().execute(&mut *tx).await.map_err(read_error)?;
     }
     tx.commit().await.map_err(read_error)
 }

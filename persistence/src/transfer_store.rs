@@ -10,9 +10,52 @@ use kizo_engine::transfer_store::{
 };
 use kizo_engine::{AccountFilter, Transfer};
 
-use crate::projector::ProjectorProgress;
+use kizo_engine::{Baseline, Clock, Engine, EngineConfig, EngineError};
+
+use crate::projector::{Projector, ProjectorConfig, ProjectorProgress};
 use crate::read_models::ReadModels;
 use crate::store::StoreError;
+use crate::wal::DurableWal;
+
+/// An engine as a server runs it: the read models, fed by their projector, are its store.
+pub struct ServedEngine {
+    pub engine: Engine,
+    pub projector: Projector,
+    pub store: Arc<dyn TransferStore>,
+}
+
+/// Why [`ServedEngine::start`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the projector could not start: {0}")]
+    Projector(#[from] StoreError),
+    #[error("the engine could not start: {0}")]
+    Engine(#[from] EngineError),
+}
+
+impl ServedEngine {
+    /// The projector first: its progress is the store's LSN, which the shards consult before
+    /// they let a transfer go. Then the engine, on `wal` from `baseline` (a snapshot) if any.
+    pub async fn start(
+        wal: Arc<DurableWal>,
+        read_models: ReadModels,
+        projector: ProjectorConfig,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        baseline: Option<Arc<dyn Baseline>>,
+    ) -> Result<ServedEngine, StartError> {
+        let projector = Projector::start(wal.clone(), read_models.clone(), projector).await?;
+        let store: Arc<dyn TransferStore> =
+            ReadModelStore::new(read_models, projector.progress_handle(), config.store_wait);
+        let engine =
+            Engine::start_with_store(config, wal, Some(store.clone()), clock, baseline).await?;
+        Ok(ServedEngine {
+            engine,
+            projector,
+            store,
+        })
+    }
+}
 
 /// The read models, and how far the projector has written them.
 #[derive(Clone)]

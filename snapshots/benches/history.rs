@@ -20,7 +20,7 @@ use kizo_engine::{
 };
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::ReadModels;
-use kizo_persistence::transfer_store::ReadModelStore;
+use kizo_persistence::transfer_store::ServedEngine;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use kizo_snapshots::{DirBaseline, Policy, SnapshotRetention, Snapshots};
 
@@ -73,26 +73,21 @@ async fn start(config: &StoreConfig, baseline: Option<Arc<dyn kizo_engine::Basel
     let wal = DurableWal::open(log, WalConfig::default())
         .await
         .expect("the log recovers");
-    let read_models = ReadModels::open(config)
-        .await
-        .expect("the read models open");
-    let projector = Projector::start(wal.clone(), read_models.clone(), ProjectorConfig::default())
-        .await
-        .expect("the projector starts");
-    let engine_config = EngineConfig {
-        shard_count: SHARDS,
-        transfer_window: Some(EngineConfig::TRANSFER_WINDOW_DEFAULT),
-        ..EngineConfig::default()
-    };
-    let store: Arc<dyn TransferStore> = ReadModelStore::new(
-        read_models,
-        projector.progress_handle(),
-        engine_config.store_wait,
-    );
-    let engine = Engine::start_with_store(
-        engine_config,
+    let ServedEngine {
+        engine,
+        projector,
+        store,
+    } = ServedEngine::start(
         wal.clone(),
-        Some(store.clone()),
+        ReadModels::open(config)
+            .await
+            .expect("the read models open"),
+        ProjectorConfig::default(),
+        EngineConfig {
+            shard_count: SHARDS,
+            transfer_window: Some(EngineConfig::TRANSFER_WINDOW_DEFAULT),
+            ..EngineConfig::default()
+        },
         Arc::new(SystemClock),
         baseline,
     )

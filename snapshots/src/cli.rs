@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kizo_engine::{Account, LedgerImage};
+use kizo_persistence::projector::ProjectorConfig;
+use kizo_persistence::read_models::ReadModels;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use serde_json::json;
 
@@ -67,6 +69,8 @@ pub enum Command {
         /// Parts to split it into.
         #[arg(long, default_value_t = 2)]
         parts: u32,
+        #[command(flatten)]
+        retain: Retain,
     },
     /// The state as of an LSN or a time, from the best snapshot plus the log, written as a new
     /// snapshot (into --out, default the snapshots' folder).
@@ -77,6 +81,8 @@ pub enum Command {
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 2)]
         parts: u32,
+        #[command(flatten)]
+        retain: Retain,
     },
     /// Every account's balances as of a snapshot, for auditors.
     Export {
@@ -98,6 +104,16 @@ pub struct Point {
     /// Up to this time (RFC 3339, e.g. 2026-11-25T18:00:00Z): every commit made by then.
     #[arg(long)]
     pub to_time: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Retain {
+    /// Keep only the newest COUNT transfers of those the read models already hold, as the
+    /// server's own snapshots do (with the id filters): its size and the memory to make it
+    /// follow the accounts, not the history. Without it, every transfer: a snapshot any engine
+    /// loads, which grows with the history.
+    #[arg(long, value_name = "COUNT")]
+    pub transfer_window: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -164,13 +180,42 @@ impl Cli {
         Ok((dir, name))
     }
 
+    fn store(&self) -> StoreConfig {
+        StoreConfig::from_settings(self.database_url.clone(), Some(self.data_dir.clone()))
+    }
+
     async fn log(&self) -> Result<Arc<DurableWal>, CliError> {
-        let config =
-            StoreConfig::from_settings(self.database_url.clone(), Some(self.data_dir.clone()));
-        let store = LogStore::open(&config).await.map_err(usage)?;
+        let store = LogStore::open(&self.store()).await.map_err(usage)?;
         DurableWal::open(store, WalConfig::default())
             .await
             .map_err(usage)
+    }
+}
+
+impl Cli {
+    /// What a snapshot made here keeps: with a window, what the server's shards would keep,
+    /// given how far the server's projector has written the read models.
+    async fn retention(&self, retain: &Retain) -> Result<Retention, CliError> {
+        let Some(window) = retain.transfer_window else {
+            return Ok(Retention::Everything);
+        };
+        if !(1..=kizo_engine::EngineConfig::TRANSFER_WINDOW_MAX).contains(&window) {
+            return Err(usage(format!(
+                "--transfer-window is 1 to {}",
+                kizo_engine::EngineConfig::TRANSFER_WINDOW_MAX
+            )));
+        }
+        let read_models = ReadModels::open(&self.store()).await.map_err(usage)?;
+        let stored_lsn = read_models
+            .progress(&ProjectorConfig::default().name)
+            .await
+            .map_err(usage);
+        read_models.close().await;
+        Ok(Retention::Window {
+            shard_count: 1,
+            window,
+            stored_lsn: stored_lsn?,
+        })
     }
 }
 
@@ -207,18 +252,26 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             let (manifest, image) = load(&cli, snapshot).await?;
             inspect(&manifest, &image, account.as_deref(), *top, *json, out)
         }
-        Command::Create { point, parts } => {
-            write_rebuilt(&cli, point, Base::LogOnly, None, *parts, out).await
+        Command::Create {
+            point,
+            parts,
+            retain,
+        } => {
+            let retention = cli.retention(retain).await?;
+            write_rebuilt(&cli, point, Base::LogOnly, retention, None, *parts, out).await
         }
         Command::Restore {
             point,
             out: to,
             parts,
+            retain,
         } => {
             if point.to_lsn.is_none() && point.to_time.is_none() {
                 return Err(usage("restore needs --to-lsn or --to-time"));
             }
-            write_rebuilt(&cli, point, Base::BestSnapshot, to.clone(), *parts, out).await
+            let retention = cli.retention(retain).await?;
+            let to = to.clone();
+            write_rebuilt(&cli, point, Base::BestSnapshot, retention, to, *parts, out).await
         }
         Command::Export {
             snapshot,
@@ -475,6 +528,7 @@ async fn write_rebuilt(
     cli: &Cli,
     point: &Point,
     base: Base,
+    retention: Retention,
     to: Option<PathBuf>,
     parts: u32,
     out: &mut dyn Write,
@@ -507,7 +561,7 @@ async fn write_rebuilt(
         wal.as_ref(),
         target,
         base,
-        Retention::Everything,
+        retention,
         |done, total| {
             bar.set_length(total);
             bar.set_position(done);

@@ -11,9 +11,9 @@ use kizo_engine::{
     Account, AccountFlags, Baseline, CreateTransferResult, Engine, EngineConfig, LedgerImage,
     SystemClock, Transfer, TransferFlags, Wal, BATCH_EVENTS_MAX,
 };
-use kizo_persistence::projector::{Projector, ProjectorConfig};
+use kizo_persistence::projector::ProjectorConfig;
 use kizo_persistence::read_models::ReadModels;
-use kizo_persistence::transfer_store::ReadModelStore;
+use kizo_persistence::transfer_store::ServedEngine;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 use kizo_snapshots::{
     rebuild, Base, DirBaseline, Policy, Retention, SnapshotDir, Snapshots, Target,
@@ -105,21 +105,17 @@ async fn start(
     baseline: Option<Arc<dyn Baseline>>,
 ) -> (Engine, Arc<DurableWal>, Arc<dyn kizo_engine::TransferStore>) {
     let wal = open_log(store).await;
-    let read_models = ReadModels::open(store).await.unwrap();
-    let projector = Projector::start(wal.clone(), read_models.clone(), ProjectorConfig::default())
-        .await
-        .unwrap();
-    let transfer_store: Arc<dyn kizo_engine::TransferStore> =
-        ReadModelStore::new(read_models, projector.progress_handle(), config.store_wait);
-    let engine = Engine::start_with_store(
-        config.clone(),
+    let served = ServedEngine::start(
         wal.clone(),
-        Some(transfer_store.clone()),
+        ReadModels::open(store).await.unwrap(),
+        ProjectorConfig::default(),
+        config.clone(),
         Arc::new(SystemClock),
         baseline,
     )
     .await
     .unwrap();
+    let (engine, transfer_store) = (served.engine, served.store);
     (engine, wal, transfer_store)
 }
 

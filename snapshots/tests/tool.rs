@@ -178,3 +178,55 @@ fn the_tool_creates_lists_verifies_inspects_restores_and_exports() {
     let (code, _, err) = tool(data, &["verify", "lsn-00000000000000000077"]);
     assert_eq!(code, 1, "{err}");
 }
+
+/// With a window, `create` keeps what the server's shards would: transfers the read models do
+/// not hold yet all stay; of those they hold, only the newest.
+#[test]
+fn a_windowed_snapshot_keeps_only_what_the_read_models_lack_and_the_newest() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path();
+    data_folder(data);
+    let listed = |data: &Path| -> serde_json::Value {
+        let (code, out, err) = tool(data, &["list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+
+    // Nothing projected yet: every transfer stays.
+    let (code, out, err) = tool(data, &["create", "--transfer-window", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(listed(data)[0]["transfers"], 13);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use kizo_persistence::projector::{Projector, ProjectorConfig};
+        let store = StoreConfig::Embedded {
+            dir: data.to_path_buf(),
+        };
+        let wal = DurableWal::open(LogStore::open(&store).await.unwrap(), WalConfig::default())
+            .await
+            .unwrap();
+        let read_models = kizo_persistence::read_models::ReadModels::open(&store)
+            .await
+            .unwrap();
+        let projector = Projector::start(wal.clone(), read_models, ProjectorConfig::default())
+            .await
+            .unwrap();
+        assert!(
+            projector
+                .wait_for(wal.last_lsn(), std::time::Duration::from_secs(10))
+                .await
+        );
+        projector.stop().await;
+    });
+    std::fs::remove_dir_all(data.join("snapshots")).unwrap();
+    let (code, out, err) = tool(data, &["create", "--transfer-window", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let held = listed(data)[0]["transfers"].as_u64().unwrap();
+    assert!((2..=3).contains(&held), "{held} transfers held");
+    let (code, out, err) = tool(data, &["verify", "latest"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, _, err) = tool(data, &["create", "--transfer-window", "0"]);
+    assert_eq!(code, 2, "{err}");
+}

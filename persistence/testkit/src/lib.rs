@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kizo_engine::{Account, AccountFlags, Engine, EngineConfig, Transfer};
 use kizo_persistence::projector::{Projector, ProjectorConfig};
 use kizo_persistence::read_models::ReadModels;
-use kizo_persistence::transfer_store::ReadModelStore;
+use kizo_persistence::transfer_store::ServedEngine;
 use kizo_persistence::{DurableWal, LogStore, StoreConfig, WalConfig};
 
 pub fn database_url() -> String {
@@ -95,31 +95,23 @@ impl TestStore {
         let read_models = ReadModels::open(&self.config)
             .await
             .expect("the read models open");
-        let projector = Projector::start(
+        let served = ServedEngine::start(
             wal.clone(),
-            read_models.clone(),
+            read_models,
             ProjectorConfig {
                 interval: Duration::from_millis(5),
                 ..ProjectorConfig::default()
             },
-        )
-        .await
-        .expect("the projector starts");
-        let config = EngineConfig {
-            transfer_window: Some(TEST_WINDOW),
-            ..engine_config()
-        };
-        let store =
-            ReadModelStore::new(read_models, projector.progress_handle(), config.store_wait);
-        let engine = Engine::start_with_store(
-            config,
-            wal.clone(),
-            Some(store),
+            EngineConfig {
+                transfer_window: Some(TEST_WINDOW),
+                ..engine_config()
+            },
             Arc::new(kizo_engine::SystemClock),
             None,
         )
         .await
         .expect("the engine starts");
+        let (engine, projector) = (served.engine, served.projector);
         (engine, wal, projector)
     }
 
