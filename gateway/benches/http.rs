@@ -72,6 +72,7 @@ fn main() {
         admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
         bank: Default::default(),
         snapshots: Default::default(),
+        http: Default::default(),
         })
         .await
         .unwrap();

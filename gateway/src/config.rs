@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use kizo_persistence::StoreConfig;
 
+use crate::serve::HttpSettings;
 use crate::server::ServerConfig;
 
 #[derive(Parser, Debug, Clone)]
@@ -114,6 +116,19 @@ pub struct Args {
     /// Snapshots kept (the oldest are removed).
     #[arg(long, env = "KIZO_SNAPSHOTS_KEPT", default_value_t = 3)]
     pub snapshots_kept: usize,
+    /// A request's headers must arrive whole within this time of its connection opening or of
+    /// the previous answer on it; an idle keep-alive connection is closed after it too.
+    #[arg(long, env = "KIZO_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// A request's body must arrive whole within this time of its headers (408 otherwise).
+    #[arg(long, env = "KIZO_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// Connections served at once; those past it are closed as soon as they are accepted.
+    #[arg(long, env = "KIZO_CONNECTIONS_MAX", default_value_t = 10_000)]
+    pub connections_max: usize,
+    /// On SIGTERM or SIGINT, how long requests in flight get to finish.
+    #[arg(long, env = "KIZO_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// Production mode: refuse to start without every secret given.
     #[arg(long, env = "KIZO_PRODUCTION")]
     pub production: bool,
@@ -141,6 +156,8 @@ pub enum ConfigError {
     Settlement(&'static str),
     #[error("snapshot settings: {0}")]
     Snapshots(&'static str),
+    #[error("HTTP settings: {0}")]
+    Http(&'static str),
     #[error("--worker-threads must be between 1 and {WORKER_THREADS_MAX}")]
     WorkerThreads,
     #[error(
@@ -270,6 +287,30 @@ impl Args {
             )?,
             bank: self.bank_settings()?,
             snapshots: self.snapshot_settings()?,
+            http: self.http_settings()?,
+        })
+    }
+
+    fn http_settings(&self) -> Result<HttpSettings, ConfigError> {
+        let timeouts = [self.header_timeout, self.body_timeout, self.drain_timeout];
+        if timeouts
+            .iter()
+            .any(|t| t.is_zero() || *t > HttpSettings::TIMEOUT_MAX)
+        {
+            return Err(ConfigError::Http(
+                "--header-timeout, --body-timeout and --drain-timeout must be above 0 and at most 1h",
+            ));
+        }
+        if !(1..=HttpSettings::CONNECTIONS_MAX).contains(&self.connections_max) {
+            return Err(ConfigError::Http(
+                "--connections-max must be 1 to 1,048,576",
+            ));
+        }
+        Ok(HttpSettings {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            connections_max: self.connections_max,
+            drain_timeout: self.drain_timeout,
         })
     }
 

@@ -87,6 +87,9 @@ impl ApiError {
     }
 }
 
+/// What no name or note may hold (`kizo_wallet::is_hidden_or_control`), in words.
+const HIDDEN: &str = "none of them control, format (bidi, zero-width) or line separator characters";
+
 impl From<WalletError> for ApiError {
     fn from(error: WalletError) -> Self {
         match error {
@@ -97,8 +100,15 @@ impl From<WalletError> for ApiError {
             WalletError::NoteInvalid => Self::invalid(
                 "note",
                 format!(
-                    "at most {} characters, none of them control characters",
+                    "at most {} characters, {HIDDEN}",
                     kizo_wallet::codes::NOTE_MAX_CHARS
+                ),
+            ),
+            WalletError::NameInvalid => Self::invalid(
+                "name",
+                format!(
+                    "1 to {} characters, {HIDDEN}",
+                    kizo_wallet::codes::NAME_MAX_CHARS
                 ),
             ),
             WalletError::MonthTooLong | WalletError::Overflow => Self::new(

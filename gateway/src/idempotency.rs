@@ -116,13 +116,11 @@ async fn scoped(state: AppState, scope: String, request: Request, next: Next) ->
         _ => return invalid_key().into_response(),
     };
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = to_bytes(body, BODY_LIMIT_BYTES).await else {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body is over {BODY_LIMIT_BYTES} bytes"),
-        )
-        .into_response();
+    let bytes = match to_bytes(body, BODY_LIMIT_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            return crate::serve::body_read_error(&error, BODY_LIMIT_BYTES).into_response()
+        }
     };
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str());

@@ -2,7 +2,7 @@
 //! serde names one), instead of axum's plain-text errors.
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection};
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
@@ -78,6 +78,9 @@ fn rejected(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as application/json",
         ),
+        JsonRejection::BytesRejection(BytesRejection::FailedToBufferBody(
+            FailedToBufferBody::UnknownBodyError(error),
+        )) => crate::serve::body_read_error(&error, crate::server::BODY_LIMIT_BYTES),
         JsonRejection::BytesRejection(error) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",

@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: flags and environment, secrets.
 //! - [`server`]: starts the store, the log, the engine and the projector; routes and middleware.
+//! - [`serve`]: the connection loop: a connection cap, header and body deadlines, the drain
+//!   on shutdown.
 //! - [`ledger`]: the batch ledger API (API key).
 //! - [`wallet`], [`auth`]: the wallet API for people: signup with a wallet, login, refresh,
 //!   logout, me; Argon2id passwords on a bounded pool, JWT access tokens, refresh tokens.
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod money;
 pub mod openapi;
 pub mod payments;
+pub mod serve;
 pub mod server;
 pub mod settlements;
 pub mod snapshots;

@@ -60,8 +60,29 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("stopping");
+    let signal = match stop_signal().await {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot wait for SIGTERM or SIGINT; stopping");
+            "none"
+        }
+    };
+    tracing::info!(
+        signal,
+        "stopping: no new connections, draining those in flight"
+    );
     server.stop().await;
+    tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Waits for SIGTERM (`docker stop`, systemd, Kubernetes) or SIGINT (Ctrl-C).
+async fn stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
 }

@@ -96,6 +96,79 @@ pub async fn serve() -> Response {
 
 #[cfg(test)]
 mod tests {
+    /// The characters a `[^...]` class of `\xHH` and `\uHHHH` escapes and ranges leaves out.
+    fn excluded(class: &str) -> Vec<std::ops::RangeInclusive<u32>> {
+        let mut points = Vec::new();
+        let mut rest = class;
+        while !rest.is_empty() {
+            let (digits, after) = match rest.as_bytes() {
+                [b'\\', b'x', ..] => (&rest[2..4], &rest[4..]),
+                [b'\\', b'u', ..] => (&rest[2..6], &rest[6..]),
+                _ => panic!("unexpected {rest:?}"),
+            };
+            points.push(u32::from_str_radix(digits, 16).unwrap());
+            rest = after;
+            if let Some(after) = rest.strip_prefix('-') {
+                let (digits, after) = match after.as_bytes() {
+                    [b'\\', b'x', ..] => (&after[2..4], &after[4..]),
+                    _ => (&after[2..6], &after[6..]),
+                };
+                let end = u32::from_str_radix(digits, 16).unwrap();
+                let start = points.pop().unwrap();
+                points.push(start);
+                rest = after;
+                points.push(end | 1 << 31); // marks a range's end
+            }
+        }
+        let mut ranges = Vec::new();
+        let mut iter = points.into_iter().peekable();
+        while let Some(start) = iter.next() {
+            match iter.peek() {
+                Some(end) if end & 1 << 31 != 0 => {
+                    ranges.push(start..=(end & !(1 << 31)));
+                    iter.next();
+                }
+                _ => ranges.push(start..=start),
+            }
+        }
+        ranges
+    }
+
+    #[test]
+    fn the_patterns_of_names_and_notes_leave_out_what_the_wallet_refuses() {
+        let document: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
+        let mut patterns = Vec::new();
+        fn walk(value: &serde_json::Value, found: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(p)) = map.get("pattern") {
+                        if p.starts_with("^[^\\x00") {
+                            found.push(p.clone());
+                        }
+                    }
+                    map.values().for_each(|v| walk(v, found));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+                _ => {}
+            }
+        }
+        walk(&document, &mut patterns);
+        assert!(patterns.len() >= 5, "{patterns:?}"); // names at signup and update, the note
+        for pattern in patterns {
+            let class = &pattern[3..pattern.find(']').unwrap()];
+            let ranges = excluded(class);
+            // The basic plane, where the patterns' escapes reach (the rule goes beyond it).
+            for code in (0..=0xFFFFu32).filter(|c| !(0xD800..=0xDFFF).contains(c)) {
+                let c = char::from_u32(code).unwrap();
+                assert_eq!(
+                    ranges.iter().any(|r| r.contains(&code)),
+                    kizo_wallet::is_hidden_or_control(c),
+                    "U+{code:04X} in {pattern}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_checked_in_document_is_the_generated_one() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");

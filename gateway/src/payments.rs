@@ -383,8 +383,12 @@ pub struct NewTransfer {
     /// In minor units (cents), 1 to 1,000,000,000,000.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
     pub amount: u64,
-    /// Shown to both parties: up to 280 characters, no control characters.
-    #[schema(max_length = 280)]
+    /// Shown to both parties: up to 280 characters, none of them control, format (bidi,
+    /// zero-width) or line separator characters.
+    #[schema(
+        max_length = 280,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F\\xAD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890\\u0891\\u08E2\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$"
+    )]
     pub note: Option<String>,
 }
 

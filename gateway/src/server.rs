@@ -56,6 +56,7 @@ pub struct ServerConfig {
     pub admin_api_key: String,
     pub bank: BankSettings,
     pub snapshots: SnapshotSettings,
+    pub http: crate::serve::HttpSettings,
 }
 
 /// Where snapshots are kept and when they are taken.
@@ -132,7 +133,7 @@ pub struct Server {
     engine: Engine,
     projector: Projector,
     shutdown: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    serving: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,23 +266,10 @@ impl Server {
         );
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state);
-        // Answers go out whole in one write; Nagle's algorithm would only hold one back behind
-        // a delayed acknowledgement.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set on a connection");
-            }
-        });
-        let serving = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let http = config.http;
+        let serving = tokio::spawn(crate::serve::serve(listener, app, http, async {
+            let _ = stopped.await;
+        }));
         tracing::info!(%addr, store = %config.store.describe(), recovered_commits = recovered, "serving");
         Ok(Server {
             addr,
@@ -295,11 +283,14 @@ impl Server {
         })
     }
 
-    /// Stops taking requests, lets those in flight finish, stops the engine.
+    /// Stops taking requests, lets those in flight finish (for at most the drain timeout), then
+    /// stops settlements, snapshots, the projector and the engine, which flushes the log.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
         self.pruning.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.serving).await;
+        if let Err(error) = self.serving.await {
+            tracing::error!(%error, "the HTTP server's task failed");
+        }
         // Settlements stop between steps: each step's state is persisted before it acts, so
         // whatever is under way resumes at the next start.
         self.money.0.stop();
@@ -541,12 +532,13 @@ async fn require_key(key: &str, api: &str, request: Request, next: Next) -> Resp
     }
 }
 
-/// Compares without leaking, through timing, how much of a secret matched.
+/// Compares without leaking, through timing, how much of a secret matched or how long it is:
+/// the digests compared are always 32 bytes, and compared in constant time.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 #[cfg(test)]

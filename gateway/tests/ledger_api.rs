@@ -52,6 +52,7 @@ impl Running {
             admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
             bank: Default::default(),
             snapshots: Default::default(),
+            http: Default::default(),
         })
         .await
         .expect("the server starts");

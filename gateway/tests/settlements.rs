@@ -320,6 +320,7 @@ async fn the_in_process_bank_remembers_across_a_restart() {
             ..Default::default()
         },
         snapshots: Default::default(),
+        http: Default::default(),
     };
     let server = kizo_gateway::Server::start(config()).await.unwrap();
     let base = format!("http://{}", server.addr);

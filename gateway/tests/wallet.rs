@@ -91,6 +91,29 @@ async fn sessions_work_end_to_end(store: StoreConfig) {
         (status, body["field"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("password"))
     );
+    // Names that read other than they are: a right-to-left override, a zero-width space, NUL.
+    for (first, last, field) in [
+        ("\u{202E}boB", "B", "first_name"),
+        ("Bob", "B\u{200B}", "last_name"),
+        ("Bob\u{0}", "B", "first_name"),
+    ] {
+        let (status, body) = call(
+            "POST",
+            url("/v1/auth/signup"),
+            None,
+            Some(json!({"email": "bob@example.com", "password": "correct horse battery", "first_name": first, "last_name": last})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("invalid_field"),
+                Some(field)
+            ),
+            "{body}"
+        );
+    }
 
     // Wrong password and unknown email: one answer.
     let (status, wrong) = call(
@@ -135,6 +158,18 @@ async fn sessions_work_end_to_end(store: StoreConfig) {
         (StatusCode::OK, Some("Augusta"))
     );
     assert_eq!(me["user"]["last_name"], "Lovelace");
+    let (status, body) = call(
+        "PATCH",
+        url("/v1/me"),
+        Some(&access),
+        Some(json!({"last_name": "Love\u{2066}lace"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("last_name")),
+        "{body}"
+    );
     for bad in ["", "not-a-token", &format!("{access}x")] {
         let (status, body) = call("GET", url("/v1/me"), Some(bad), None).await;
         assert_eq!(

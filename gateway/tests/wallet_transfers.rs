@@ -58,11 +58,18 @@ async fn keys_notes_and_restarts(store: StoreConfig) {
         "{csv}"
     );
     let long = "x".repeat(281);
-    let refused = post("n2", pay(1, Some(&long))).await;
-    assert_eq!(
-        (refused.status, refused.body["field"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("note"))
-    );
+    for (key, bad) in [
+        ("n2", long.as_str()),
+        ("n3", "pay \u{202E}gnp.exe"),
+        ("n4", "a\u{2028}b"),
+    ] {
+        let refused = post(key, pay(1, Some(bad))).await;
+        assert_eq!(
+            (refused.status, refused.body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("note")),
+            "{bad:?}"
+        );
+    }
     // The same key with another note is another request.
     let other = post("n1", pay(100, Some("another note"))).await;
     assert_eq!(

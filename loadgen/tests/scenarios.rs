@@ -39,6 +39,7 @@ async fn gateway(dir: &std::path::Path) -> Server {
         admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
         bank: Default::default(),
         snapshots: Default::default(),
+        http: Default::default(),
     })
     .await
     .unwrap()

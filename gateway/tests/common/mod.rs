@@ -35,6 +35,7 @@ pub async fn start_with(
         admin_api_key: ADMIN_KEY.into(),
         bank: Default::default(),
         snapshots,
+        http: Default::default(),
     })
     .await
     .expect("the server starts");

@@ -14,6 +14,8 @@ pub const BANK_ACCOUNT_CODE: u16 = 10;
 
 /// The longest note on a payment, in characters.
 pub const NOTE_MAX_CHARS: usize = 280;
+/// The longest first or last name of a user, in characters.
+pub const NAME_MAX_CHARS: usize = 100;
 /// `user_data_32` of a payment that has a note (the note is kept apart, by id and fingerprint).
 pub const HAS_NOTE: u32 = 1;
 

@@ -26,7 +26,7 @@ pub enum WalletError {
     #[error("amount: 1 to {AMOUNT_MAX} minor units")]
     AmountOutOfRange,
     #[error(
-        "note: at most {} characters, none of them control characters",
+        "note: at most {} characters, none of them control, format (bidi, zero-width) or line separator characters",
         codes::NOTE_MAX_CHARS
     )]
     NoteInvalid,
@@ -34,6 +34,39 @@ pub enum WalletError {
     MonthTooLong,
     #[error("a sum of the month leaves its range")]
     Overflow,
+    #[error(
+        "name: 1 to {} characters, none of them control, format (bidi, zero-width) or line separator characters",
+        codes::NAME_MAX_CHARS
+    )]
+    NameInvalid,
+}
+
+/// Characters that no name or note may hold: control characters (Cc), format characters (Cf:
+/// bidi controls, zero-width spaces and joiners, the soft hyphen) and line and paragraph
+/// separators (Zl, Zp). They make text read other than it is, in search results, a payment's
+/// party or a CSV, and NUL is refused by the database.
+pub fn is_hidden_or_control(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// A user's first or last name as kept: trimmed, 1 to [`codes::NAME_MAX_CHARS`] characters,
+/// none of them hidden or control characters.
+pub fn checked_name(name: &str) -> Result<String, WalletError> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > codes::NAME_MAX_CHARS
+        || name.chars().any(is_hidden_or_control)
+    {
+        return Err(WalletError::NameInvalid);
+    }
+    Ok(name.to_string())
 }
 
 /// `amount` if a payment, deposit or withdrawal may move it.
@@ -48,7 +81,7 @@ pub fn checked_amount(amount: u64) -> Result<u64, WalletError> {
 pub fn checked_note(note: Option<&str>) -> Result<Option<String>, WalletError> {
     let Some(note) = note else { return Ok(None) };
     let note = note.trim();
-    if note.chars().count() > codes::NOTE_MAX_CHARS || note.chars().any(char::is_control) {
+    if note.chars().count() > codes::NOTE_MAX_CHARS || note.chars().any(is_hidden_or_control) {
         return Err(WalletError::NoteInvalid);
     }
     Ok((!note.is_empty()).then(|| note.to_string()))
@@ -66,6 +99,45 @@ mod tests {
         assert_eq!(
             checked_amount(AMOUNT_MAX + 1),
             Err(WalletError::AmountOutOfRange)
+        );
+    }
+
+    #[test]
+    fn names_and_notes_refuse_what_makes_text_read_other_than_it_is() {
+        assert_eq!(checked_name("  Ada "), Ok("Ada".into()));
+        assert_eq!(
+            checked_name("Zoë-Ångström O'Neil"),
+            Ok("Zoë-Ångström O'Neil".into())
+        );
+        for hidden in [
+            "Ada\u{0}",       // NUL
+            "Ad\u{7}a",       // BEL (Cc)
+            "\u{202E}adA",    // right-to-left override (Cf)
+            "Ada\u{2066}x",   // left-to-right isolate (Cf)
+            "A\u{200B}da",    // zero-width space (Cf)
+            "A\u{200D}da",    // zero-width joiner (Cf)
+            "A\u{AD}da",      // soft hyphen (Cf)
+            "\u{FEFF}Ada",    // byte order mark (Cf)
+            "Ada\u{2028}Eve", // line separator (Zl)
+            "Ada\u{2029}Eve", // paragraph separator (Zp)
+        ] {
+            assert_eq!(
+                checked_name(hidden),
+                Err(WalletError::NameInvalid),
+                "{hidden:?}"
+            );
+            assert_eq!(
+                checked_note(Some(hidden)),
+                Err(WalletError::NoteInvalid),
+                "{hidden:?}"
+            );
+        }
+        assert_eq!(checked_name(" "), Err(WalletError::NameInvalid));
+        let longest = "é".repeat(codes::NAME_MAX_CHARS);
+        assert_eq!(checked_name(&longest), Ok(longest.clone()));
+        assert_eq!(
+            checked_name(&format!("{longest}é")),
+            Err(WalletError::NameInvalid)
         );
     }
 

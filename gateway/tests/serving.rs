@@ -1,0 +1,285 @@
+//! The server process as an operator runs it (`kizo-gateway`, over real TCP): deadlines on
+//! headers, idle connections and bodies, the connection cap, and SIGTERM under load (every
+//! acknowledged transfer survives, the process exits 0).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const API_KEY: &str = "serving-test-api-key-0123456789abcdef";
+
+/// A `kizo-gateway` process on the embedded store in `data`, and the address it serves.
+struct Gateway {
+    child: Child,
+    addr: String,
+}
+
+impl Gateway {
+    fn start(data: &Path, flags: &[&str]) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kizo-gateway"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--api-key",
+                API_KEY,
+                "--no-snapshots",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .args(flags)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the gateway starts");
+        let stdout = child.stdout.take().unwrap();
+        let (found, addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && line.contains(" serving ") {
+                    let addr = line
+                        .split_whitespace()
+                        .find_map(|word| word.strip_prefix("addr="))
+                        .map(str::to_string);
+                    let _ = found.send(addr);
+                    sent = true;
+                }
+                // Keeps reading, so that the process never blocks on a full pipe.
+            }
+        });
+        let addr = addr
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the gateway says where it serves")
+            .expect("the line names the address");
+        Gateway { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its status.
+    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < limit, "the gateway did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads until the peer closes; how long that took, and what came.
+async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (Duration, String) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => panic!("still open after {limit:?}"),
+        }
+    }
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&received).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn slow_headers_idle_connections_and_slow_bodies_are_cut_off() {
+    let data = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        data.path(),
+        &["--header-timeout", "1s", "--body-timeout", "1s"],
+    );
+
+    // Headers that never end.
+    let mut stream = TcpStream::connect(&gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: kizo\r\n")
+        .await
+        .unwrap();
+    let (waited, _) = until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+
+    // A keep-alive connection that goes quiet after its answer.
+    let mut stream = TcpStream::connect(&gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: kizo\r\n\r\n")
+        .await
+        .unwrap();
+    let (waited, answer) = until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+
+    // A body that stops half way: 408 with a problem, then the connection closes.
+    let mut stream = TcpStream::connect(&gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/ledger/accounts HTTP/1.1\r\nHost: kizo\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n[{{\"id\""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (_, answer) = until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+
+    // A request that keeps to the deadlines is served as ever.
+    let health = reqwest::get(gateway.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_until_one_frees() {
+    let data = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        data.path(),
+        &["--connections-max", "2", "--header-timeout", "30s"],
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(&gateway.addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: kizo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 1024];
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    // The third is accepted by the kernel, then closed unanswered.
+    let mut third = TcpStream::connect(&gateway.addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: kizo\r\n\r\n")
+        .await;
+    let (_, answer) = until_closed(&mut third, Duration::from_secs(10)).await;
+    assert!(answer.is_empty(), "{answer}");
+
+    drop(held.pop());
+    // The freed place is taken again (the server notices the close at once).
+    let started = Instant::now();
+    loop {
+        let client = reqwest::Client::new();
+        if let Ok(answer) = client.get(gateway.url("/healthz")).send().await {
+            assert_eq!(answer.status(), 200);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ledger(client: &reqwest::Client, url: String, body: Value) -> Option<(u16, Value)> {
+    let answer = client
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    let status = answer.status().as_u16();
+    Some((status, answer.json().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_exits_zero_and_loses_no_acknowledged_transfer() {
+    let data = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(data.path(), &[]);
+    let client = reqwest::Client::new();
+    let accounts: Vec<Value> = (1..=4)
+        .map(|id| json!({"id": id.to_string(), "ledger": 840, "code": 1}))
+        .collect();
+    let (status, _) = ledger(&client, gateway.url("/v1/ledger/accounts"), json!(accounts))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    // Eight clients in closed loops, one transfer a request, until the server goes away.
+    let mut clients = Vec::new();
+    for task in 0..8u64 {
+        let url = gateway.url("/v1/ledger/transfers");
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut acknowledged, mut refused) = (Vec::new(), 0u32);
+            for n in 0.. {
+                let id = (task << 32 | n) + 1;
+                let transfer = json!([{"id": id.to_string(), "debit_account_id": "1",
+                    "credit_account_id": (2 + n % 3).to_string(), "amount": "1",
+                    "ledger": 840, "code": 1}]);
+                match ledger(&client, url.clone(), transfer).await {
+                    Some((200, body)) => {
+                        assert_eq!(body["results"][0]["result"], "created", "{body}");
+                        acknowledged.push(id);
+                    }
+                    Some((status, body)) => {
+                        assert!(status == 503, "{status} {body}");
+                        refused += 1;
+                    }
+                    None => break, // the server stopped taking connections
+                }
+            }
+            (acknowledged, refused)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gateway.terminate();
+    let status = tokio::task::spawn_blocking(move || gateway.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let mut acknowledged = Vec::new();
+    for client in clients {
+        acknowledged.extend(client.await.unwrap().0);
+    }
+    assert!(
+        acknowledged.len() > 100,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    // Every acknowledged transfer is there after a restart.
+    let gateway = Gateway::start(data.path(), &[]);
+    for chunk in acknowledged.chunks(1000) {
+        let ids: Vec<String> = chunk.iter().map(u64::to_string).collect();
+        let (status, found) = ledger(
+            &client,
+            gateway.url("/v1/ledger/transfers/lookup"),
+            json!({ "ids": ids }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(
+            found["transfers"].as_array().map(Vec::len),
+            Some(chunk.len()),
+            "{found}"
+        );
+    }
+}
