@@ -543,7 +543,17 @@ pub async fn create(
         return Ok(idempotency::replay(kept.status, kept.body));
     }
     let to = match to {
-        Payee::Account(id) => id,
+        Payee::Account(account_id) => {
+            // Only a user's wallet receives payments: never a system account such as the
+            // bank's, whose id is fixed and guessable (an account's code never changes).
+            let found = state.engine.lookup_accounts(vec![account_id]).await?;
+            if !found.first().is_some_and(kizo_wallet::codes::is_wallet) {
+                let error = refused("unknown_recipient", "no such recipient account")
+                    .field("to.account_id");
+                return refuse(&state, id, fingerprint, error).await;
+            }
+            account_id
+        }
         Payee::Email(email) => match state
             .users
             .user_by_email(&email)

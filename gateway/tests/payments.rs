@@ -105,6 +105,13 @@ async fn payments_move_money_once_between_owners(store: StoreConfig) {
             1,
             "unknown_recipient",
         ),
+        // The bank's system account exists, but is nobody's wallet.
+        (
+            "k6",
+            json!({"account_id": uuid::Uuid::from_u128(kizo_wallet::ids::bank_account_id(840))}),
+            1,
+            "unknown_recipient",
+        ),
     ] {
         let answer = send(
             "POST",

@@ -27,6 +27,16 @@ pub fn wallet_account(id: u128, ledger: u32) -> Account {
     }
 }
 
+/// Whether `account` is a user's wallet: the only kind of account a payment may go to.
+/// System accounts (the bank's, and any other the ledger keeps for itself) never receive a
+/// payment from a user, or reconciliation against the bank would no longer add up.
+pub fn is_wallet(account: &Account) -> bool {
+    account.code == WALLET_CODE
+        && account
+            .flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+}
+
 /// The system account that stands for money at the bank, in `ledger`: no limits, since the
 /// bank's side may be owed either way.
 pub fn bank_account(ledger: u32) -> Account {
@@ -35,4 +45,17 @@ pub fn bank_account(ledger: u32) -> Account {
         ledger,
         BANK_ACCOUNT_CODE,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_wallets_are_wallets() {
+        assert!(is_wallet(&wallet_account(7, 840)));
+        assert!(!is_wallet(&bank_account(840)));
+        // A wallet's code without a wallet's limit is not one either.
+        assert!(!is_wallet(&Account::new(7, 840, WALLET_CODE)));
+    }
 }
