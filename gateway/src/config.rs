@@ -68,7 +68,7 @@ pub struct Args {
     /// Signup, login and refresh attempts allowed per minute from one client address.
     #[arg(long, env = "KIZO_AUTH_RATE_PER_ADDRESS", default_value_t = 60)]
     pub auth_rate_per_address: u32,
-    /// Signup and login attempts allowed per minute for one email.
+    /// Signup and login attempts allowed per minute for one email from one client address.
     #[arg(long, env = "KIZO_AUTH_RATE_PER_EMAIL", default_value_t = 10)]
     pub auth_rate_per_email: u32,
     /// Key of the admin API (reconciliation; at least 32 characters). In development,

@@ -1,6 +1,11 @@
 //! Rate limits on the routes that create accounts and sessions (signup, login, refresh): per
-//! client address and per email, so that neither one address nor one target can be hammered.
-//! Over the limit: `429 rate_limited` with `Retry-After`.
+//! client address, and per email from one address, so that neither one address nor one
+//! target can be hammered, and a stranger spending an email's attempts from elsewhere never
+//! keeps its owner out. Over the limit: `429 rate_limited` with `Retry-After`.
+//!
+//! What strangers send never sizes the limiters' memory: keys are buckets of a keyed digest
+//! (an email of any length, or one of the 2^64 addresses of an IPv6 /64, is one bucket), so
+//! each limiter holds at most [`BUCKETS`] entries, and unused ones are forgotten.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -10,6 +15,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -17,6 +23,7 @@ use crate::error::ApiError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuthRates {
     pub per_address: NonZeroU32,
+    /// Per email from one client address.
     pub per_email: NonZeroU32,
 }
 
@@ -29,10 +36,17 @@ impl Default for AuthRates {
     }
 }
 
+/// Buckets per limiter: its most entries (a few dozen bytes each). Two keys share a bucket,
+/// and so a budget, with a chance of one in this many.
+pub const BUCKETS: u32 = 1 << 20;
+
 #[derive(Clone)]
 pub struct Limits {
-    by_address: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    by_email: Arc<DefaultKeyedRateLimiter<String>>,
+    by_address: Arc<DefaultKeyedRateLimiter<u32>>,
+    by_email_and_address: Arc<DefaultKeyedRateLimiter<u32>>,
+    /// Keys the buckets' digest, so that nobody can aim many keys at one bucket.
+    secret: [u8; 16],
+    buckets: u32,
 }
 
 /// A refusal: the caller may try again after this many seconds.
@@ -55,12 +69,49 @@ impl IntoResponse for Limited {
     }
 }
 
+/// The part of an address that one client controls: an IPv4 address, or an IPv6 /64 (a
+/// single host is commonly given a whole /64). IPv4 mapped into IPv6 counts as IPv4.
+fn client_of(address: IpAddr) -> [u8; 16] {
+    match address {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_ipv6_mapped().octets(),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                octets
+            }
+        },
+    }
+}
+
 impl Limits {
     pub fn new(rates: AuthRates) -> Limits {
+        Self::with_buckets(rates, BUCKETS)
+    }
+
+    fn with_buckets(rates: AuthRates, buckets: u32) -> Limits {
+        assert!((1..=BUCKETS).contains(&buckets));
+        let mut secret = [0u8; 16];
+        secret[..8].copy_from_slice(&rand_seed().to_le_bytes());
+        secret[8..].copy_from_slice(&rand_seed().rotate_left(32).to_le_bytes());
         Limits {
             by_address: Arc::new(RateLimiter::keyed(Quota::per_minute(rates.per_address))),
-            by_email: Arc::new(RateLimiter::keyed(Quota::per_minute(rates.per_email))),
+            by_email_and_address: Arc::new(RateLimiter::keyed(Quota::per_minute(rates.per_email))),
+            secret,
+            buckets,
         }
+    }
+
+    fn bucket(&self, parts: &[&[u8]]) -> u32 {
+        let mut digest = Sha256::new();
+        digest.update(self.secret);
+        for part in parts {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+        let digest = digest.finalize();
+        u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]) % self.buckets
     }
 
     /// Counts one attempt from `address`, about `email` when there is one.
@@ -71,20 +122,37 @@ impl Limits {
                 .as_secs()
                 .max(1),
         };
-        self.by_address.check_key(&address).map_err(limited)?;
+        let client = client_of(address);
+        self.by_address
+            .check_key(&self.bucket(&[&client]))
+            .map_err(limited)?;
         if let Some(email) = email {
-            self.by_email
-                .check_key(&email.trim().to_lowercase())
+            let email = email.trim().to_lowercase();
+            self.by_email_and_address
+                .check_key(&self.bucket(&[email.as_bytes(), &client]))
                 .map_err(limited)?;
         }
         Ok(())
     }
 
-    /// Forgets keys whose limits have fully replenished (bounded memory).
+    /// Forgets keys whose limits have fully replenished.
     pub fn shrink(&self) {
         self.by_address.retain_recent();
-        self.by_email.retain_recent();
+        self.by_email_and_address.retain_recent();
     }
+
+    /// Entries held, in both limiters (at most 2 × [`BUCKETS`]).
+    pub fn entries(&self) -> usize {
+        self.by_address.len() + self.by_email_and_address.len()
+    }
+}
+
+/// A seed from the standard library's per-process random hasher keys (no extra dependency).
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x6b69_7a6f);
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -92,7 +160,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_email_and_an_address_each_have_their_own_budget() {
+    fn an_address_and_an_email_from_it_each_have_their_own_budget() {
         let limits = Limits::new(AuthRates {
             per_address: NonZeroU32::new(5).unwrap(),
             per_email: NonZeroU32::new(2).unwrap(),
@@ -100,17 +168,56 @@ mod tests {
         let here: IpAddr = "10.0.0.1".parse().unwrap();
         let there: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(limits.check(here, Some("a@x.io")).is_ok());
-        assert!(limits.check(there, Some("A@x.io ")).is_ok());
+        assert!(limits.check(here, Some("A@x.io ")).is_ok());
         let refused = limits.check(here, Some("a@x.io")).unwrap_err();
         assert!(refused.retry_after_seconds >= 1);
+        // The owner, from elsewhere, is not kept out by what was spent here.
+        assert!(
+            limits.check(there, Some("a@x.io")).is_ok(),
+            "another address"
+        );
         assert!(limits.check(here, Some("b@x.io")).is_ok(), "another email");
-        for _ in 0..2 {
-            let _ = limits.check(here, None);
-        }
+        let _ = limits.check(here, None);
         assert!(
             limits.check(here, Some("c@x.io")).is_err(),
             "the address spent its budget"
         );
         assert!(limits.check(there, Some("c@x.io")).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_mapped_ipv4_is_ipv4() {
+        let limits = Limits::new(AuthRates {
+            per_address: NonZeroU32::new(2).unwrap(),
+            per_email: NonZeroU32::new(100).unwrap(),
+        });
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"] {
+            assert!(limits.check(host.parse().unwrap(), None).is_ok());
+        }
+        assert!(limits
+            .check("2001:db8:1:2::77".parse().unwrap(), None)
+            .is_err());
+        assert!(limits
+            .check("2001:db8:1:3::1".parse().unwrap(), None)
+            .is_ok());
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(limits.check(v4, None).is_ok());
+        assert!(limits.check(v4, None).is_ok());
+        assert!(limits
+            .check("::ffff:192.0.2.7".parse().unwrap(), None)
+            .is_err());
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_buckets_whatever_strangers_send() {
+        let limits = Limits::with_buckets(AuthRates::default(), 1024);
+        let here: IpAddr = "10.0.0.1".parse().unwrap();
+        let long = "x".repeat(4 << 10);
+        for n in 0..20_000u32 {
+            let address = IpAddr::from((n << 8).to_be_bytes());
+            let _ = limits.check(address, Some(&format!("{n}{long}")));
+        }
+        let _ = limits.check(here, Some(&long));
+        assert!(limits.entries() <= 2 * 1024, "{} entries", limits.entries());
     }
 }

@@ -372,6 +372,7 @@ async fn housekeeping(state: AppState) {
     loop {
         every.tick().await;
         state.limits.shrink();
+        metrics::gauge!("kizo_auth_limiter_entries").set(state.limits.entries() as f64);
         state.revocations.prune(state.users.now_ms());
         state.transfer_keys.prune();
         match state.keys.prune(crate::idempotency::KEPT_MS).await {

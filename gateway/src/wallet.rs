@@ -31,7 +31,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/refresh", post(refresh))
         .route("/v1/auth/logout", post(logout))
         .route("/v1/me", axum::routing::get(me).patch(update_me))
+        // Anybody may call these, before any authentication: their bodies are a few hundred
+        // bytes, and nothing larger is read.
+        .layer(axum::extract::DefaultBodyLimit::max(AUTH_BODY_LIMIT_BYTES))
 }
+
+/// The largest body the wallet's auth and profile routes read.
+pub const AUTH_BODY_LIMIT_BYTES: usize = 16 << 10;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
