@@ -52,15 +52,28 @@ pub struct Args {
     /// kept in <data-dir>/api-key when not given.
     #[arg(long, env = "KIZO_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// A file that holds --api-key (so that it is not on the command line, where `ps` shows it).
+    #[arg(long, env = "KIZO_API_KEY_FILE", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
     /// Secret that signs access tokens (at least 32 characters). In development, generated and
     /// kept in <data-dir>/jwt-secret when not given.
     #[arg(long, env = "KIZO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// A file that holds --jwt-secret (so that it is not on the command line, where `ps` shows it).
+    #[arg(long, env = "KIZO_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
     /// Pepper mixed into every password hash (at least 32 characters). In development,
     /// generated and kept in <data-dir>/password-pepper when not given. Never change it: every
     /// password would stop matching.
     #[arg(long, env = "KIZO_PASSWORD_PEPPER", hide_env_values = true)]
     pub password_pepper: Option<String>,
+    /// A file that holds --password-pepper (so that it is not on the command line, where `ps` shows it).
+    #[arg(
+        long,
+        env = "KIZO_PASSWORD_PEPPER_FILE",
+        conflicts_with = "password_pepper"
+    )]
+    pub password_pepper_file: Option<PathBuf>,
     /// Currency of the wallets (ISO 4217: USD, EUR, GBP, JPY, CHF); its numeric code is the
     /// ledger. Fixed for the life of the data.
     #[arg(long, env = "KIZO_CURRENCY", default_value = "USD")]
@@ -75,6 +88,13 @@ pub struct Args {
     /// generated and kept in <data-dir>/admin-api-key when not given.
     #[arg(long, env = "KIZO_ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
+    /// A file that holds --admin-api-key (so that it is not on the command line, where `ps` shows it).
+    #[arg(
+        long,
+        env = "KIZO_ADMIN_API_KEY_FILE",
+        conflicts_with = "admin_api_key"
+    )]
+    pub admin_api_key_file: Option<PathBuf>,
     /// The bank's base URL (a `kizo-bank`). Without it, the same bank runs in this process,
     /// without faults, keeping what it did in <data-dir>/bank.jsonl.
     #[arg(long, env = "KIZO_BANK_URL")]
@@ -82,6 +102,9 @@ pub struct Args {
     /// Token sent to the bank, and expected on its callbacks.
     #[arg(long, env = "KIZO_BANK_TOKEN", hide_env_values = true)]
     pub bank_token: Option<String>,
+    /// A file that holds --bank-token (so that it is not on the command line, where `ps` shows it).
+    #[arg(long, env = "KIZO_BANK_TOKEN_FILE", conflicts_with = "bank_token")]
+    pub bank_token_file: Option<PathBuf>,
     /// Settlements driven at once (bank calls in flight at most), 1 to 1024.
     #[arg(long, env = "KIZO_SETTLEMENT_WORKERS", default_value_t = 16)]
     pub settlement_workers: usize,
@@ -143,6 +166,10 @@ pub enum ConfigError {
     SecretTooShort(&'static str),
     #[error("production mode needs {0}")]
     MissingSecret(&'static str),
+    #[error("production mode needs a real bank: --bank-url and --bank-token (the built-in bank approves every deposit)")]
+    MockBankInProduction,
+    #[error("{path} holds fewer than {API_KEY_MIN} characters; fix it or remove it (a secret on file is never replaced)")]
+    SecretFileTooShort { path: PathBuf },
     #[error("unknown currency {0:?}; one of USD, EUR, GBP, JPY, CHF")]
     Currency(String),
     #[error("rate limits must be at least 1 per minute")]
@@ -266,10 +293,16 @@ impl Args {
             store,
             shard_count,
             transfer_window: self.transfer_window,
-            api_key: self.secret(&self.api_key, "KIZO_API_KEY", "api-key")?,
-            jwt_secret: self.secret(&self.jwt_secret, "KIZO_JWT_SECRET", "jwt-secret")?,
+            api_key: self.secret(&self.api_key, &self.api_key_file, "KIZO_API_KEY", "api-key")?,
+            jwt_secret: self.secret(
+                &self.jwt_secret,
+                &self.jwt_secret_file,
+                "KIZO_JWT_SECRET",
+                "jwt-secret",
+            )?,
             password_pepper: self.secret(
                 &self.password_pepper,
+                &self.password_pepper_file,
                 "KIZO_PASSWORD_PEPPER",
                 "password-pepper",
             )?,
@@ -282,6 +315,7 @@ impl Args {
             },
             admin_api_key: self.secret(
                 &self.admin_api_key,
+                &self.admin_api_key_file,
                 "KIZO_ADMIN_API_KEY",
                 "admin-api-key",
             )?,
@@ -365,9 +399,24 @@ impl Args {
                 "--reconcile-every-secs and --settlement-stuck-secs must be at least 1",
             ));
         }
+        let url = self.bank_url.clone().filter(|url| !url.trim().is_empty());
+        let token = match (&self.bank_token, &self.bank_token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => Some(read_secret(path)?),
+            (None, None) => None,
+        }
+        .filter(|t| !t.is_empty());
+        if self.production {
+            // The built-in bank approves every deposit: in production it would mint money.
+            match (&url, &token) {
+                (Some(_), Some(token)) if token.len() >= API_KEY_MIN => {}
+                (Some(_), Some(_)) => return Err(ConfigError::SecretTooShort("KIZO_BANK_TOKEN")),
+                _ => return Err(ConfigError::MockBankInProduction),
+            }
+        }
         Ok(crate::server::BankSettings {
-            url: self.bank_url.clone().filter(|url| !url.trim().is_empty()),
-            token: self.bank_token.clone().filter(|t| !t.is_empty()),
+            url,
+            token,
             journal: Some(self.data_dir.join("bank.jsonl")),
             settlement: SettlementConfig {
                 policy: Policy {
@@ -385,19 +434,37 @@ impl Args {
     }
 
     /// A secret given, or in development generated once and kept in the data folder.
+    /// A secret: given, read from its `--*-file`, or (in development only) kept in the data
+    /// folder, made the first time.
     fn secret(
         &self,
         given: &Option<String>,
+        from_file: &Option<PathBuf>,
         name: &'static str,
         file: &str,
     ) -> Result<String, ConfigError> {
+        let given = match (given, from_file) {
+            (Some(secret), _) => Some(secret.clone()),
+            (None, Some(path)) => Some(read_secret(path)?),
+            (None, None) => None,
+        };
         match given {
             Some(secret) if secret.len() < API_KEY_MIN => Err(ConfigError::SecretTooShort(name)),
-            Some(secret) => Ok(secret.clone()),
+            Some(secret) => Ok(secret),
             None if self.production => Err(ConfigError::MissingSecret(name)),
             None => development_secret(&self.data_dir.join(file)),
         }
     }
+}
+
+/// A secret file's content, trimmed; a file that cannot be read is an error.
+fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|secret| secret.trim().to_string())
+        .map_err(|source| ConfigError::Secret {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// A secret kept in `path`, made (random, owner-readable only) the first time.
@@ -406,11 +473,17 @@ fn development_secret(path: &Path) -> Result<String, ConfigError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Ok(secret) = std::fs::read_to_string(path) {
-        let secret = secret.trim().to_string();
-        if secret.len() >= API_KEY_MIN {
-            return Ok(secret);
+    // A secret on file is never replaced: a new pepper would stop every password matching, a
+    // new signing secret would end every session. Only a missing file is made.
+    match std::fs::read_to_string(path) {
+        Ok(secret) if secret.trim().len() >= API_KEY_MIN => return Ok(secret.trim().to_string()),
+        Ok(_) => {
+            return Err(ConfigError::SecretFileTooShort {
+                path: path.to_path_buf(),
+            })
         }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(fail(error)),
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail)?;
@@ -510,6 +583,53 @@ mod tests {
             args(&["--api-key", "short"]).server_config(),
             Err(ConfigError::SecretTooShort("KIZO_API_KEY"))
         ));
+        // A secret on file that went bad is an error, never replaced by a new one.
+        std::fs::write(dir.path().join("password-pepper"), "short").unwrap();
+        assert!(matches!(
+            args(&["--data-dir", data]).server_config(),
+            Err(ConfigError::SecretFileTooShort { .. })
+        ));
+        std::fs::remove_file(dir.path().join("password-pepper")).unwrap();
+        std::fs::create_dir(dir.path().join("password-pepper")).unwrap(); // unreadable as a file
+        assert!(matches!(
+            args(&["--data-dir", data]).server_config(),
+            Err(ConfigError::Secret { .. })
+        ));
+        std::fs::remove_dir(dir.path().join("password-pepper")).unwrap();
+        // Production: every secret, from files too, and a real bank with a token.
+        let secrets = tempfile::tempdir().unwrap();
+        let mut production = vec![
+            "--data-dir".to_string(),
+            data.to_string(),
+            "--production".into(),
+        ];
+        for (flag, file) in [
+            ("--api-key-file", "api"),
+            ("--jwt-secret-file", "jwt"),
+            ("--password-pepper-file", "pepper"),
+            ("--admin-api-key-file", "admin"),
+        ] {
+            let path = secrets.path().join(file);
+            std::fs::write(&path, format!("{file}-0123456789abcdef0123456789abcdef\n")).unwrap();
+            production.extend([flag.to_string(), path.to_str().unwrap().to_string()]);
+        }
+        let production: Vec<&str> = production.iter().map(String::as_str).collect();
+        assert!(matches!(
+            args(&production).server_config(),
+            Err(ConfigError::MockBankInProduction)
+        ));
+        let mut with_bank = production.clone();
+        with_bank.extend(["--bank-url", "http://127.0.0.1:9", "--bank-token", "short"]);
+        assert!(matches!(
+            args(&with_bank).server_config(),
+            Err(ConfigError::SecretTooShort("KIZO_BANK_TOKEN"))
+        ));
+        let token = "bank-token-0123456789abcdef0123456789";
+        let mut with_bank = production.clone();
+        with_bank.extend(["--bank-url", "http://127.0.0.1:9", "--bank-token", token]);
+        let config = args(&with_bank).server_config().unwrap();
+        assert_eq!(config.api_key, "api-0123456789abcdef0123456789abcdef");
+        assert_eq!(config.bank.token.as_deref(), Some(token));
         assert!(matches!(
             args(&["--data-dir", data, "--currency", "XYZ"]).server_config(),
             Err(ConfigError::Currency(_))

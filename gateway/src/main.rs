@@ -11,6 +11,12 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Every file this process creates (the embedded store, secrets, snapshots, the bank's
+    // journal) is its owner's alone: 0600, folders 0700.
+    // SAFETY: umask only sets this process's file mode mask; no memory is involved.
+    unsafe {
+        libc::umask(0o077);
+    }
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if args.json_logs {

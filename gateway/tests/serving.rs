@@ -283,3 +283,48 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_no_acknowledged_transfer
         );
     }
 }
+
+#[test]
+fn production_refuses_the_built_in_bank_and_every_file_made_is_private() {
+    let data = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kizo-gateway"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--production", "--data-dir"])
+        .arg(data.path())
+        .env_remove("DATABASE_URL");
+    for (flag, file) in [
+        ("--api-key-file", "api"),
+        ("--jwt-secret-file", "jwt"),
+        ("--password-pepper-file", "pepper"),
+        ("--admin-api-key-file", "admin"),
+    ] {
+        let path = secrets.path().join(file);
+        std::fs::write(&path, format!("{file}-0123456789abcdef0123456789abcdef")).unwrap();
+        command.arg(flag).arg(path);
+    }
+    let output = command.output().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("needs a real bank"), "{said}");
+
+    // In development: the store, the generated secrets and the bank's journal are 0600, and
+    // their folders 0700.
+    let gateway = Gateway::start(data.path(), &[]);
+    drop(gateway);
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    let mut folders = vec![data.path().to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            if path.is_dir() {
+                folders.push(path);
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "{seen} files");
+}
