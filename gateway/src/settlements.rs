@@ -297,16 +297,21 @@ pub async fn callback(
     headers: HeaderMap,
     Json(callback): Json<BankCallback>,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(token) = &state.money.bank_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| crate::server::constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return Err(ApiError::unauthorized(
-                "a callback carries the bank's token",
-            ));
-        }
+    // Without a bank token nobody can be told from the bank: no callback is taken (settlements
+    // then learn the outcome by asking the bank, on their own schedule).
+    let Some(token) = &state.money.bank_token else {
+        return Err(ApiError::unauthorized(
+            "this server takes bank callbacks only with --bank-token set",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| crate::server::constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return Err(ApiError::unauthorized(
+            "a callback carries the bank's token",
+        ));
     }
     state.money.settlements.wake(callback.reference.as_u128());
     Ok(StatusCode::NO_CONTENT)

@@ -328,3 +328,18 @@ fn production_refuses_the_built_in_bank_and_every_file_made_is_private() {
     }
     assert!(seen >= 4, "{seen} files");
 }
+
+#[tokio::test]
+async fn without_a_bank_token_no_callback_is_taken() {
+    let data = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(data.path(), &[]);
+    let answer = reqwest::Client::new()
+        .post(gateway.url("/v1/bank/callbacks"))
+        .json(&json!({"reference": uuid::Uuid::new_v4(), "kind": "deposit", "status": "paid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    let problem: Value = answer.json().await.unwrap();
+    assert_eq!(problem["code"], "unauthorized", "{problem}");
+}
