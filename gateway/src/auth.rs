@@ -35,17 +35,38 @@ pub struct Passwords {
     pepper: Arc<[u8]>,
     permits: Arc<Semaphore>,
     jobs: crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>,
+    /// Requests waiting for a hashing thread, and how many may: past it, 503 at once rather
+    /// than a queue (and its memory) that grows with a storm of logins.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    waiting_max: usize,
     /// Checked when the email is unknown, so that both failures take the same time.
     decoy: Arc<str>,
 }
 
+/// Requests that may wait for a hashing thread, per thread.
+pub const HASH_WAITING_PER_THREAD: usize = 64;
+
+/// One place in the hashing queue, given back however the wait ends (a client that leaves
+/// drops its request, and with it this).
+struct Waiting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 impl Passwords {
     pub fn new(pepper: &str) -> Passwords {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cores.saturating_sub(1).max(1);
+        Self::with_threads(pepper, threads, threads * HASH_WAITING_PER_THREAD)
+    }
+
+    fn with_threads(pepper: &str, threads: usize, waiting_max: usize) -> Passwords {
         // One core is left to everything else: even at idle priority, a hash thread on every
         // core took the caches and memory bandwidth that transfers need (on 2 cores, a login
         // storm raised transfers' p99 1.55 times with two hash threads, 1.28 times with one).
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = cores.saturating_sub(1).max(1);
         let (jobs, queue) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
         for i in 0..threads {
             let queue = queue.clone();
@@ -66,6 +87,8 @@ impl Passwords {
             pepper,
             permits: Arc::new(Semaphore::new(threads)),
             jobs,
+            waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            waiting_max,
             decoy: decoy.into(),
         }
     }
@@ -97,12 +120,28 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
+        let waiting = Waiting(self.waiting.clone());
+        if self
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            >= self.waiting_max
+        {
+            drop(waiting);
+            metrics::counter!("kizo_password_hash_refused_total").increment(1);
+            return Err(ApiError::unavailable(
+                "too many sign-ins at once; retry in a moment",
+            ));
+        }
         let _permit = self.permits.acquire().await.map_err(|_| unavailable())?;
+        drop(waiting);
         let started = std::time::Instant::now();
         let (done, result) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move || {
-                let _ = done.send(work());
+                // The client may have left while the job queued: then nobody reads the answer.
+                if !done.is_closed() {
+                    let _ = done.send(work());
+                }
             }))
             .map_err(|_| unavailable())?;
         let result = result.await.map_err(|_| unavailable())?;
@@ -367,6 +406,33 @@ mod tests {
         // `alg: none` is refused.
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{forged}.");
         assert!(tokens.verify(&none).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_storm_of_sign_ins_waits_in_a_bounded_queue_and_the_rest_is_refused_at_once() {
+        let passwords = Passwords::with_threads("pepper", 1, 2);
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let passwords = passwords.clone();
+                tokio::spawn(async move { passwords.verify(None, "guess".into()).await })
+            })
+            .collect();
+        let mut refused = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(matched) => assert!(!matched),
+                Err(error) => {
+                    assert_eq!(error.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                    refused += 1;
+                }
+            }
+        }
+        // One hashing, two waiting: the other five are refused.
+        assert!(refused >= 5, "{refused} refused");
+        assert_eq!(
+            passwords.waiting.load(std::sync::atomic::Ordering::Acquire),
+            0
+        );
     }
 
     #[tokio::test]
