@@ -68,6 +68,7 @@ impl HttpBank {
         &self,
         request: reqwest::RequestBuilder,
         settlement: &Settlement,
+        call: Call,
     ) -> BankOutcome {
         let response = match self.authorized(request).send().await {
             Ok(response) => response,
@@ -80,15 +81,35 @@ impl HttpBank {
                 Err(error) => BankOutcome::Unknown(format!("the bank's answer: {error}")),
             };
         }
-        match status.as_u16() {
-            404 => BankOutcome::NotFound,
-            // Our request as such was refused (never retried as is): a definite no.
-            400 | 422 => BankOutcome::Declined(format!("refused by the bank ({status})")),
-            // 409 (the reference holds something else), 401, 5xx: nobody knows what happened.
+        match (call, status.as_u16()) {
+            // A request to move money refused as such (never retried as is): a definite no.
+            (Call::Send, 400 | 422) => {
+                BankOutcome::Declined(format!("refused by the bank ({status})"))
+            }
+            // A status query: only the bank's own "no movement with this reference" means the
+            // money did not move. A 404 from a proxy or a wrong path, or any other refusal of
+            // the query, says nothing about the payment, and taking it for "not paid" could
+            // refund a withdrawal the bank did pay.
+            (Call::Check, 404) => match response.json::<serde_json::Value>().await {
+                Ok(problem) if problem["code"] == NO_SUCH_MOVEMENT => BankOutcome::NotFound,
+                _ => BankOutcome::Unknown(format!("the bank answered {status} without saying no")),
+            },
+            // 409 (the reference holds something else), 401, 5xx, and any refused status
+            // query: nobody knows what happened.
             _ => BankOutcome::Unknown(format!("the bank answered {status}")),
         }
     }
 }
+
+/// What was asked of the bank: a movement, or a movement's status.
+#[derive(Clone, Copy)]
+enum Call {
+    Send,
+    Check,
+}
+
+/// The problem code of the bank's answer to a status query for a reference it never saw.
+pub const NO_SUCH_MOVEMENT: &str = "not_found";
 
 impl BankPort for HttpBank {
     fn send<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, BankOutcome> {
@@ -100,7 +121,7 @@ impl BankPort for HttpBank {
                 "currency": self.currency,
                 "account": uuid::Uuid::from_u128(settlement.account_id).to_string(),
             });
-            self.answer(self.client.post(url).json(&body), settlement)
+            self.answer(self.client.post(url).json(&body), settlement, Call::Send)
                 .await
         })
     }
@@ -113,7 +134,8 @@ impl BankPort for HttpBank {
                 path(settlement.kind),
                 uuid::Uuid::from_u128(settlement.id)
             );
-            self.answer(self.client.get(url), settlement).await
+            self.answer(self.client.get(url), settlement, Call::Check)
+                .await
         })
     }
 

@@ -380,7 +380,7 @@ fn answer(answer: Answer) -> Response {
         Answer::Done(record) => Json(record).into_response(),
         Answer::NotFound => problem(
             StatusCode::NOT_FOUND,
-            "not_found",
+            crate::client::NO_SUCH_MOVEMENT,
             "no movement with this reference",
         ),
         Answer::Conflict => problem(

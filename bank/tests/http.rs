@@ -134,3 +134,41 @@ async fn faults_and_the_token_are_enforced() {
         .unwrap();
     assert_eq!(refused.status(), 422);
 }
+
+/// A bank whose status queries fail in every way but the bank's own "no such movement": none
+/// of them may read as "not paid" (which would refund a withdrawal the bank may have paid).
+#[tokio::test]
+async fn a_status_query_that_fails_is_never_taken_for_not_paid() {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let answers = [
+        (StatusCode::BAD_REQUEST, r#"{"code":"bad_request"}"#),
+        (StatusCode::UNPROCESSABLE_ENTITY, r#"{"code":"invalid"}"#),
+        (StatusCode::NOT_FOUND, "<html>no route</html>"),
+        (StatusCode::NOT_FOUND, r#"{"code":"no_route"}"#),
+        (StatusCode::FORBIDDEN, r#"{"code":"forbidden"}"#),
+        (StatusCode::GONE, ""),
+    ];
+    for (status, body) in answers {
+        let app = axum::Router::new().route(
+            "/payouts/{reference}",
+            get(move || async move { (status, body) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let bank = HttpBank::new(&format!("http://{addr}"), None, "USD");
+        let outcome = bank.check(&settlement(9, Kind::Withdrawal, 100)).await;
+        assert!(
+            matches!(outcome, BankOutcome::Unknown(_)),
+            "{status} {body}: {outcome:?}"
+        );
+    }
+    // The bank's own answer for a reference it never saw is a definite "not found".
+    let base = serve(Faults::none(), None).await;
+    let bank = HttpBank::new(&base, Some(TOKEN.into()), "USD");
+    assert_eq!(
+        bank.check(&settlement(10, Kind::Withdrawal, 100)).await,
+        BankOutcome::NotFound
+    );
+}
