@@ -44,17 +44,50 @@ pub struct HttpBank {
     client: reqwest::Client,
 }
 
+/// Why an [`HttpBank`] could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpBankError {
+    #[error("the bank's CA certificate: {0}")]
+    Certificate(reqwest::Error),
+    #[error("the bank's CA file holds no PEM certificate")]
+    NoCertificate,
+    #[error("the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
 impl HttpBank {
+    /// The bank at `base` (`http://` or `https://`, whose certificate the public roots vouch
+    /// for).
     pub fn new(base: &str, token: Option<String>, currency: &str) -> HttpBank {
-        HttpBank {
+        Self::with_ca(base, token, currency, None).expect("an HTTP client without extra roots")
+    }
+
+    /// The bank at `base`, also trusting the PEM certificate `ca` (a bank on a private CA).
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        currency: &str,
+        ca: Option<&[u8]>,
+    ) -> Result<HttpBank, HttpBankError> {
+        let mut client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .https_only(base.starts_with("https://"));
+        if let Some(pem) = ca {
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(HttpBankError::Certificate)?;
+            if certificates.is_empty() {
+                return Err(HttpBankError::NoCertificate);
+            }
+            for certificate in certificates {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        Ok(HttpBank {
             base: base.trim_end_matches('/').to_string(),
             token,
             currency: currency.to_string(),
-            client: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .build()
-                .expect("an HTTP client"),
-        }
+            client: client.build().map_err(HttpBankError::Client)?,
+        })
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

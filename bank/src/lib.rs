@@ -15,6 +15,6 @@ pub mod faults;
 pub use kizo_bank_model as model;
 pub mod server;
 
-pub use client::{HttpBank, InProcessBank};
+pub use client::{HttpBank, HttpBankError, InProcessBank};
 pub use faults::Faults;
 pub use server::{Bank, BankConfig};

@@ -172,3 +172,49 @@ async fn a_status_query_that_fails_is_never_taken_for_not_paid() {
         BankOutcome::NotFound
     );
 }
+
+/// A bank over TLS on a private CA: reached once its certificate is trusted, refused before.
+#[tokio::test]
+async fn the_bank_over_tls() {
+    // The test's TLS server runs on ring, as the client does (rustls' preferred aws-lc-rs
+    // would add a C and CMake build for a test).
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (issued.cert.pem(), issued.key_pair.serialize_pem());
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert.clone().into(), key.into())
+        .await
+        .unwrap();
+    let bank = Bank::open(BankConfig {
+        faults: Faults::none(),
+        token: Some(TOKEN.into()),
+        ..BankConfig::default()
+    })
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum_server::from_tcp_rustls(listener, tls)
+            .serve(router(bank).into_make_service())
+            .await
+    });
+    let base = format!("https://localhost:{port}");
+    let withdrawal = settlement(11, Kind::Withdrawal, 250);
+
+    let untrusted = HttpBank::new(&base, Some(TOKEN.into()), "USD");
+    assert!(matches!(
+        untrusted.send(&withdrawal).await,
+        BankOutcome::Unknown(_)
+    ));
+    let trusted =
+        HttpBank::with_ca(&base, Some(TOKEN.into()), "USD", Some(cert.as_bytes())).unwrap();
+    assert_eq!(
+        trusted.send(&withdrawal).await,
+        BankOutcome::Moved { amount: 250 }
+    );
+    assert_eq!(
+        trusted.check(&withdrawal).await,
+        BankOutcome::Moved { amount: 250 }
+    );
+    assert!(HttpBank::with_ca(&base, None, "USD", Some(b"not a certificate")).is_err());
+}

@@ -99,6 +99,10 @@ pub struct Args {
     /// without faults, keeping what it did in <data-dir>/bank.jsonl.
     #[arg(long, env = "KIZO_BANK_URL")]
     pub bank_url: Option<String>,
+    /// PEM certificates to trust for an `https://` bank on a private CA (besides the public
+    /// roots).
+    #[arg(long, env = "KIZO_BANK_CA_FILE")]
+    pub bank_ca_file: Option<PathBuf>,
     /// Token sent to the bank, and expected on its callbacks.
     #[arg(long, env = "KIZO_BANK_TOKEN", hide_env_values = true)]
     pub bank_token: Option<String>,
@@ -414,9 +418,17 @@ impl Args {
                 _ => return Err(ConfigError::MockBankInProduction),
             }
         }
+        let ca = match &self.bank_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| ConfigError::Secret {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
         Ok(crate::server::BankSettings {
             url,
             token,
+            ca,
             journal: Some(self.data_dir.join("bank.jsonl")),
             settlement: SettlementConfig {
                 policy: Policy {

@@ -76,6 +76,8 @@ pub struct BankSettings {
     pub url: Option<String>,
     /// Sent to the bank, and expected on its callbacks.
     pub token: Option<String>,
+    /// PEM certificates trusted for the bank's TLS, besides the public roots.
+    pub ca: Option<Vec<u8>>,
     /// Where the in-process bank keeps what it did; in memory when `None`.
     pub journal: Option<std::path::PathBuf>,
     pub settlement: SettlementConfig,
@@ -153,6 +155,8 @@ pub enum StartError {
     BankAccount(CreateAccountResult),
     #[error("the in-process bank: {0}")]
     Bank(kizo_bank::server::OpenError),
+    #[error("the bank's client: {0}")]
+    BankClient(kizo_bank::HttpBankError),
     #[error("snapshots: {0}")]
     Snapshots(#[from] kizo_snapshots::actor::TakeError),
     #[error("listen on {addr}: {source}")]
@@ -320,11 +324,15 @@ async fn start_money(
         return Err(StartError::BankAccount(created[0]));
     }
     let bank: Arc<dyn BankPort> = match &config.bank.url {
-        Some(url) => Arc::new(kizo_bank::HttpBank::new(
-            url,
-            config.bank.token.clone(),
-            &config.currency.code,
-        )),
+        Some(url) => Arc::new(
+            kizo_bank::HttpBank::with_ca(
+                url,
+                config.bank.token.clone(),
+                &config.currency.code,
+                config.bank.ca.as_deref(),
+            )
+            .map_err(StartError::BankClient)?,
+        ),
         None => {
             let bank = kizo_bank::Bank::open(kizo_bank::BankConfig {
                 faults: kizo_bank::Faults::none(),
