@@ -373,8 +373,8 @@ async fn start_money(
     })
 }
 
-/// Every few minutes: forgets idempotency keys and revocations past their time, and
-/// rate-limit keys at rest.
+/// Every few minutes: forgets idempotency keys, revocations, expired refresh tokens and dead
+/// sessions past their time, and rate-limit keys at rest.
 async fn housekeeping(state: AppState) {
     let mut every = tokio::time::interval(Duration::from_secs(300));
     loop {
@@ -383,6 +383,13 @@ async fn housekeeping(state: AppState) {
         metrics::gauge!("kizo_auth_limiter_entries").set(state.limits.entries() as f64);
         state.revocations.prune(state.users.now_ms());
         state.transfer_keys.prune();
+        // A day past expiry or revocation: far beyond any access token's 15 minutes.
+        match state.users.prune(state.users.now_ms() - 86_400_000).await {
+            Ok(pruned) => {
+                tracing::debug!(pruned, "expired refresh tokens and dead sessions pruned")
+            }
+            Err(error) => tracing::warn!(%error, "sessions not pruned"),
+        }
         match state.keys.prune(crate::idempotency::KEPT_MS).await {
             Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
             Err(error) => tracing::warn!(%error, "idempotency keys not pruned"),

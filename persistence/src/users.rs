@@ -243,6 +243,30 @@ impl UserStore {
         .map_err(read_error)
     }
 
+    /// Forgets what can no longer matter: refresh tokens that expired before `before_ms`, and
+    /// sessions revoked before it or left without a refresh token (so never to be refreshed
+    /// again) and begun before it. Returns how many rows went. Pass a time well past the
+    /// longest access token's life: a session's revocation must outlive its access tokens.
+    pub async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let tokens = self.sql(
+            "DELETE FROM refresh_tokens WHERE expires_at < $1
+                 OR session_id IN (SELECT id FROM sessions WHERE revoked_at < $1)",
+        );
+        let sessions = self.sql(
+            "DELETE FROM sessions WHERE revoked_at < $1
+                 OR (created_at < $1 AND NOT EXISTS
+                     (SELECT 1 FROM refresh_tokens r WHERE r.session_id = sessions.id))",
+        );
+        on_pool!(Pools, &self.pools, pool => async {
+            let mut tx = pool.begin().await?;
+            let tokens = sqlx::query(&tokens).bind(before_ms).execute(&mut *tx).await?;
+            let sessions = sqlx::query(&sessions).bind(before_ms).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(tokens.rows_affected() + sessions.rows_affected())
+        }.await)
+        .map_err(read_error)
+    }
+
     pub async fn revoke_session(&self, session_id: &str) -> Result<(), StoreError> {
         let sql =
             self.sql("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");

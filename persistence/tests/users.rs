@@ -16,7 +16,8 @@ on_both_backends!(
     emails_are_unique,
     refresh_tokens_rotate_once_and_reuse_ends_the_session,
     notes_are_found_by_transfer_and_request,
-    kept_answers_are_listed_by_scope
+    kept_answers_are_listed_by_scope,
+    expired_tokens_and_dead_sessions_are_pruned
 );
 
 fn user(id: &str, email: &str) -> User {
@@ -174,4 +175,49 @@ async fn kept_answers_are_listed_by_scope(store: TestStore) {
     );
     assert_eq!(kept[0].body, b"{\"code\":\"x\"}");
     assert!(keys.kept("a", 60_000, 0).await.unwrap().is_empty());
+}
+
+async fn expired_tokens_and_dead_sessions_are_pruned(store: TestStore) {
+    let users = UserStore::open(&store.config).await.unwrap();
+    users
+        .create_user(&user("u1", "ada@example.com"))
+        .await
+        .unwrap();
+    let now = now_ms();
+    // s1: its token expired; s2: revoked; s3: alive.
+    users
+        .create_session("s1", "u1", b"t1", now - 1)
+        .await
+        .unwrap();
+    users
+        .create_session("s2", "u1", b"t2", now + 60_000)
+        .await
+        .unwrap();
+    users.revoke_session("s2").await.unwrap();
+    users
+        .create_session("s3", "u1", b"t3", now + 60_000)
+        .await
+        .unwrap();
+
+    // Nothing is old enough yet.
+    assert_eq!(users.prune(now - 60_000).await.unwrap(), 0);
+    // Later: s1's token and then s1 (no token left), s2 and its token; s3 stays whole.
+    assert_eq!(users.prune(now + 1_000).await.unwrap(), 4);
+    assert!(!users.session_active("s1").await.unwrap());
+    assert!(!users.session_active("s2").await.unwrap());
+    assert!(users.session_active("s3").await.unwrap());
+    assert_eq!(
+        users
+            .rotate_refresh(b"t2", b"t2b", now + 60_000)
+            .await
+            .unwrap(),
+        Refresh::Invalid
+    );
+    assert!(matches!(
+        users
+            .rotate_refresh(b"t3", b"t4", now + 60_000)
+            .await
+            .unwrap(),
+        Refresh::Rotated { .. }
+    ));
 }
