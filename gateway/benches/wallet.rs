@@ -57,6 +57,7 @@ fn main() {
             auth_rates: kizo_gateway::limits::AuthRates {
                 per_address: std::num::NonZeroU32::new(1_000_000).unwrap(),
                 per_email: std::num::NonZeroU32::new(1_000_000).unwrap(),
+                trusted_proxies: Vec::new(),
             },
             admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
             bank: Default::default(),

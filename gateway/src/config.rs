@@ -81,6 +81,10 @@ pub struct Args {
     /// Signup, login and refresh attempts allowed per minute from one client address.
     #[arg(long, env = "KIZO_AUTH_RATE_PER_ADDRESS", default_value_t = 60)]
     pub auth_rate_per_address: u32,
+    /// Proxies (addresses or CIDR networks, comma-separated) whose `X-Forwarded-For` names
+    /// the client for rate limits; from anybody else the header is ignored.
+    #[arg(long, env = "KIZO_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Signup and login attempts allowed per minute for one email from one client address.
     #[arg(long, env = "KIZO_AUTH_RATE_PER_EMAIL", default_value_t = 10)]
     pub auth_rate_per_email: u32,
@@ -246,6 +250,14 @@ fn parse_window(text: &str) -> Result<usize, WindowError> {
 }
 pub const WORKER_THREADS_MAX: usize = 1024;
 
+/// `--trusted-proxies`: a network (`10.0.0.0/8`) or one address (`192.0.2.1`).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an address nor a network such as 10.0.0.0/8"))
+}
+
 /// The wallets' currency: its code and the ledger that holds it (ISO 4217 numeric).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Currency {
@@ -316,6 +328,7 @@ impl Args {
                     .ok_or(ConfigError::Rate)?,
                 per_email: std::num::NonZeroU32::new(self.auth_rate_per_email)
                     .ok_or(ConfigError::Rate)?,
+                trusted_proxies: self.trusted_proxies.clone(),
             },
             admin_api_key: self.secret(
                 &self.admin_api_key,
@@ -569,6 +582,18 @@ mod tests {
             let argv = ["kizo-gateway", "--transfer-window", bad];
             assert!(Args::try_parse_from(argv).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let config = args(&["--trusted-proxies", "192.0.2.1, 10.0.0.0/8,::1"]);
+        let parsed: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(parsed, ["192.0.2.1/32", "10.0.0.0/8", "::1/128"]);
+        assert!(Args::try_parse_from(["kizo-gateway", "--trusted-proxies", "proxy"]).is_err());
     }
 
     #[test]

@@ -20,11 +20,14 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 
 /// Requests per minute to the auth routes from one address, and for one email.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthRates {
     pub per_address: NonZeroU32,
     /// Per email from one client address.
     pub per_email: NonZeroU32,
+    /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`); from anybody
+    /// else the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for AuthRates {
@@ -32,6 +35,7 @@ impl Default for AuthRates {
         Self {
             per_address: NonZeroU32::new(60).expect("non-zero"),
             per_email: NonZeroU32::new(10).expect("non-zero"),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -47,7 +51,11 @@ pub struct Limits {
     /// Keys the buckets' digest, so that nobody can aim many keys at one bucket.
     secret: [u8; 16],
     buckets: u32,
+    trusted_proxies: Arc<[ipnet::IpNet]>,
 }
+
+/// Most `X-Forwarded-For` hops looked at: a chain longer than this is cut at it.
+const FORWARDED_HOPS_MAX: usize = 16;
 
 /// A refusal: the caller may try again after this many seconds.
 pub struct Limited {
@@ -100,7 +108,37 @@ impl Limits {
             by_email_and_address: Arc::new(RateLimiter::keyed(Quota::per_minute(rates.per_email))),
             secret,
             buckets,
+            trusted_proxies: rates.trusted_proxies.into(),
         }
+    }
+
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest
+    /// address in `X-Forwarded-For` that is not one (the entries further left are the
+    /// client's to write, and so to forge).
+    pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let trusted = |address: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(address));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .collect();
+        let mut client = peer;
+        for hop in hops.iter().rev().take(FORWARDED_HOPS_MAX) {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(address) => {
+                    client = address;
+                    if !trusted(&address) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
     }
 
     fn bucket(&self, parts: &[&[u8]]) -> u32 {
@@ -164,6 +202,7 @@ mod tests {
         let limits = Limits::new(AuthRates {
             per_address: NonZeroU32::new(5).unwrap(),
             per_email: NonZeroU32::new(2).unwrap(),
+            trusted_proxies: Vec::new(),
         });
         let here: IpAddr = "10.0.0.1".parse().unwrap();
         let there: IpAddr = "10.0.0.2".parse().unwrap();
@@ -190,6 +229,7 @@ mod tests {
         let limits = Limits::new(AuthRates {
             per_address: NonZeroU32::new(2).unwrap(),
             per_email: NonZeroU32::new(100).unwrap(),
+            trusted_proxies: Vec::new(),
         });
         for host in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"] {
             assert!(limits.check(host.parse().unwrap(), None).is_ok());
@@ -206,6 +246,36 @@ mod tests {
         assert!(limits
             .check("::ffff:192.0.2.7".parse().unwrap(), None)
             .is_err());
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_client_is_the_nearest_untrusted_hop() {
+        let limits = Limits::new(AuthRates {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            ..AuthRates::default()
+        });
+        let headers = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+            headers
+        };
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.9".parse().unwrap();
+        let forwarded = headers("203.0.113.5, 192.0.2.1, 10.9.9.9");
+        // Through two proxies: the address the first one saw.
+        assert_eq!(
+            limits.client(proxy, &forwarded),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        // From anybody else the header is the client's own words.
+        assert_eq!(limits.client(stranger, &forwarded), stranger);
+        // No header, or nonsense in it: the proxy itself, or the last good hop.
+        assert_eq!(limits.client(proxy, &axum::http::HeaderMap::new()), proxy);
+        assert_eq!(limits.client(proxy, &headers("junk")), proxy);
+        assert_eq!(
+            limits.client("::1".parse().unwrap(), &headers("2001:db8::7")),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

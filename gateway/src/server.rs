@@ -248,7 +248,7 @@ impl Server {
             tokens: crate::auth::Tokens::new(&config.jwt_secret, clock.clone()),
             passwords: crate::auth::Passwords::new(&config.password_pepper),
             currency: config.currency.clone(),
-            limits: crate::limits::Limits::new(config.auth_rates),
+            limits: crate::limits::Limits::new(config.auth_rates.clone()),
             money,
             snapshots: snapshots.clone(),
             clock: clock.clone(),

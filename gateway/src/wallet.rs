@@ -192,10 +192,14 @@ pub(crate) fn store_error(error: impl std::fmt::Display) -> ApiError {
 /// which the user who wins the email owns.
 pub async fn signup(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<Signup>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state.limits.check(client.ip(), Some(&request.email)) {
+    if let Err(limited) = state.limits.check(
+        state.limits.client(peer.ip(), &headers),
+        Some(&request.email),
+    ) {
         return Ok(limited.into_response());
     }
     let email = normalize_email(&request.email)?;
@@ -265,10 +269,14 @@ fn email_taken() -> ApiError {
 /// wrong password.
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<Login>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state.limits.check(client.ip(), Some(&request.email)) {
+    if let Err(limited) = state.limits.check(
+        state.limits.client(peer.ip(), &headers),
+        Some(&request.email),
+    ) {
         return Ok(limited.into_response());
     }
     let email = request.email.trim().to_lowercase();
@@ -313,10 +321,14 @@ pub async fn login(
 /// presented again ends its whole session.
 pub async fn refresh(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<RefreshRequest>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state.limits.check(client.ip(), None) {
+    if let Err(limited) = state
+        .limits
+        .check(state.limits.client(peer.ip(), &headers), None)
+    {
         return Ok(limited.into_response());
     }
     let (next_token, next_hash) = new_refresh_token();

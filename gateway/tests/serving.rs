@@ -343,3 +343,45 @@ async fn without_a_bank_token_no_callback_is_taken() {
     let problem: Value = answer.json().await.unwrap();
     assert_eq!(problem["code"], "unauthorized", "{problem}");
 }
+
+/// Behind a trusted proxy, each client has its own sign-in budget; from anybody else,
+/// `X-Forwarded-For` changes nothing.
+#[tokio::test]
+async fn sign_in_budgets_follow_the_client_behind_a_trusted_proxy_only() {
+    async fn login(gateway: &Gateway, forwarded_for: &str) -> u16 {
+        reqwest::Client::new()
+            .post(gateway.url("/v1/auth/login"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"email": "nobody@example.com", "password": "wrong password"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+    let data = tempfile::tempdir().unwrap();
+    let behind = Gateway::start(
+        data.path(),
+        &[
+            "--trusted-proxies",
+            "127.0.0.1",
+            "--auth-rate-per-address",
+            "2",
+        ],
+    );
+    assert_eq!(login(&behind, "203.0.113.1").await, 401);
+    assert_eq!(login(&behind, "203.0.113.1").await, 401);
+    assert_eq!(login(&behind, "203.0.113.1").await, 429);
+    assert_eq!(login(&behind, "203.0.113.2").await, 401, "another client");
+    drop(behind);
+
+    let data = tempfile::tempdir().unwrap();
+    let direct = Gateway::start(data.path(), &["--auth-rate-per-address", "2"]);
+    assert_eq!(login(&direct, "203.0.113.1").await, 401);
+    assert_eq!(login(&direct, "203.0.113.2").await, 401);
+    assert_eq!(
+        login(&direct, "203.0.113.3").await,
+        429,
+        "one client, forging"
+    );
+}

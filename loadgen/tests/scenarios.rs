@@ -35,6 +35,7 @@ async fn gateway(dir: &std::path::Path) -> Server {
         auth_rates: kizo_gateway::limits::AuthRates {
             per_address: std::num::NonZeroU32::new(100_000).unwrap(),
             per_email: std::num::NonZeroU32::new(100_000).unwrap(),
+            trusted_proxies: Vec::new(),
         },
         admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
         bank: Default::default(),
