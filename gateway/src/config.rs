@@ -250,12 +250,17 @@ fn parse_window(text: &str) -> Result<usize, WindowError> {
 }
 pub const WORKER_THREADS_MAX: usize = 1024;
 
+/// Why a `--trusted-proxies` entry is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is neither an address nor a network such as 10.0.0.0/8")]
+pub struct NetworkError(String);
+
 /// `--trusted-proxies`: a network (`10.0.0.0/8`) or one address (`192.0.2.1`).
-fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+fn parse_network(text: &str) -> Result<ipnet::IpNet, NetworkError> {
     let text = text.trim();
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("{text:?} is neither an address nor a network such as 10.0.0.0/8"))
+        .map_err(|_| NetworkError(text.to_string()))
 }
 
 /// The wallets' currency: its code and the ledger that holds it (ISO 4217 numeric).
