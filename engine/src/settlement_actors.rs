@@ -42,8 +42,14 @@ pub trait BankPort: Send + Sync + 'static {
 
 /// Where settlements are kept, durably.
 pub trait SettlementStorePort: Send + Sync + 'static {
-    /// Writes the settlement's state (a new one or a transition), durably, before it returns.
-    fn save<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, Result<(), PortError>>;
+    /// Writes the settlement's next state `to` durably before it returns, if what is stored
+    /// is still `from` (compare-and-set); [`PortError::Superseded`] when another writer (a
+    /// person resolving, the reconciler) moved it first, and then nothing is written.
+    fn save<'a>(
+        &'a self,
+        from: &'a Settlement,
+        to: &'a Settlement,
+    ) -> PortFuture<'a, Result<(), PortError>>;
     fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, PortError>>;
     /// Every settlement that is not final (`needs_review` counts as final here).
     fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, PortError>>;
@@ -124,6 +130,10 @@ pub enum PortError {
     /// The port answered with data that cannot be decoded; retrying does not help.
     #[error("corrupt: {0}")]
     Corrupt(String),
+    /// A compare-and-set lost: the stored state moved since it was read. Not a failure of
+    /// the port; the caller reloads instead of retrying its write.
+    #[error("superseded: {0}")]
+    Superseded(String),
 }
 
 /// Why the supervisor or the reconciler could not start or run.
@@ -150,7 +160,7 @@ pub async fn advance(
     if persisted != *settlement {
         ports
             .store
-            .save(&persisted)
+            .save(settlement, &persisted)
             .await
             .map_err(AdvanceError::Store)?;
     }
@@ -197,7 +207,11 @@ pub async fn advance(
         policy,
         jitter(ports.clock.as_ref(), &persisted),
     );
-    ports.store.save(&next).await.map_err(AdvanceError::Store)?;
+    ports
+        .store
+        .save(&persisted, &next)
+        .await
+        .map_err(AdvanceError::Store)?;
     if next.phase != persisted.phase {
         tracing::debug!(
             settlement = %format_args!("{:032x}", next.id),
@@ -265,8 +279,12 @@ pub struct SupervisorState {
     due: BTreeSet<(u64, u128)>,
     running: HashMap<ActorId, u128>,
     running_ids: HashMap<u128, bool>,
-    /// Settlements to reload from the store (their worker crashed or could not persist).
-    reload: BTreeMap<u128, u64>,
+    /// The latest settlement submitted while its worker ran (a resolution, a re-drive),
+    /// weighed against what the worker leaves when it finishes.
+    submitted_while_running: HashMap<u128, Settlement>,
+    /// Settlements to reload from the store (their worker crashed, could not persist, or was
+    /// asked to act again while it ran): when, and whether to act on it at once.
+    reload: BTreeMap<u128, (u64, bool)>,
     backlog: Arc<AtomicUsize>,
     worker_restarts: u64,
 }
@@ -316,6 +334,7 @@ impl Actor for SettlementSupervisor {
             running: HashMap::new(),
             running_ids: HashMap::new(),
             reload: BTreeMap::new(),
+            submitted_while_running: HashMap::new(),
             backlog: args.backlog,
             worker_restarts: 0,
         };
@@ -337,6 +356,9 @@ impl Actor for SettlementSupervisor {
             SupervisorMsg::Submit(settlement) => {
                 if let Some(again) = state.running_ids.get_mut(&settlement.id) {
                     *again = true;
+                    state
+                        .submitted_while_running
+                        .insert(settlement.id, settlement);
                 } else {
                     state.schedule(settlement);
                 }
@@ -353,15 +375,31 @@ impl Actor for SettlementSupervisor {
             }
             SupervisorMsg::Finished(id, left) => {
                 let again = state.running_ids.remove(&id).unwrap_or(false);
+                let now = state.ports.clock.now_ms();
+                let submitted = state.submitted_while_running.remove(&id);
                 match left {
+                    // It ended, and meanwhile a person resolved it (or reconciliation re-drove
+                    // it): that state was saved by compare-and-set over the worker's last
+                    // one, so it is the newer.
+                    Some(settlement)
+                        if matches!(settlement.phase, crate::settlement::Phase::Done(_))
+                            && submitted.as_ref().is_some_and(|s| {
+                                !matches!(s.phase, crate::settlement::Phase::Done(_))
+                            }) =>
+                    {
+                        let mut resubmitted = submitted.expect("checked above");
+                        resubmitted.due_ms = resubmitted.due_ms.min(now);
+                        state.schedule(resubmitted);
+                    }
+                    // Otherwise nobody but its worker moved it, so its copy is what is stored.
                     Some(mut settlement) => {
                         if again {
-                            settlement.due_ms = settlement.due_ms.min(state.ports.clock.now_ms());
+                            settlement.due_ms = settlement.due_ms.min(now);
                         }
                         state.schedule(settlement);
                     }
                     None => {
-                        state.reload.insert(id, state.ports.clock.now_ms() + 1_000);
+                        state.reload.insert(id, (now + 1_000, again));
                     }
                 }
                 start_due(&myself, state).await;
@@ -398,10 +436,14 @@ impl Actor for SettlementSupervisor {
         if let Some(id) = state.running.remove(&cell.get_id()) {
             if let Some(error) = failure {
                 if state.running_ids.remove(&id).is_some() {
+                    // Reloaded from the store, which holds anything submitted meanwhile.
+                    state.submitted_while_running.remove(&id);
                     state.worker_restarts += 1;
                     metrics::counter!("kizo_settlement_worker_restarts_total").increment(1);
                     tracing::error!(settlement = %format_args!("{id:032x}"), %error, "a settlement worker failed; resuming its settlement");
-                    state.reload.insert(id, state.ports.clock.now_ms() + 200);
+                    state
+                        .reload
+                        .insert(id, (state.ports.clock.now_ms() + 200, false));
                 }
             }
         }
@@ -413,16 +455,19 @@ impl Actor for SettlementSupervisor {
 
 async fn reload_due(state: &mut SupervisorState) {
     let now = state.ports.clock.now_ms();
-    let due: Vec<u128> = state
+    let due: Vec<(u128, bool)> = state
         .reload
         .iter()
-        .filter(|(_, at)| **at <= now)
-        .map(|(id, _)| *id)
+        .filter(|(_, (at, _))| *at <= now)
+        .map(|(id, (_, act_now))| (*id, *act_now))
         .collect();
-    for id in due {
+    for (id, act_now) in due {
         match state.ports.store.load(id).await {
-            Ok(Some(settlement)) => {
+            Ok(Some(mut settlement)) => {
                 state.reload.remove(&id);
+                if act_now {
+                    settlement.due_ms = settlement.due_ms.min(now);
+                }
                 state.schedule(settlement);
             }
             Ok(None) => {
@@ -431,7 +476,7 @@ async fn reload_due(state: &mut SupervisorState) {
             }
             Err(error) => {
                 tracing::warn!(%error, "the settlement store is unavailable; retrying");
-                state.reload.insert(id, now + 1_000);
+                state.reload.insert(id, (now + 1_000, act_now));
                 return;
             }
         }
@@ -462,7 +507,7 @@ async fn start_due(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState
             }
             Err(error) => {
                 tracing::error!(%error, "a settlement worker could not start");
-                state.reload.insert(id, now + 1_000);
+                state.reload.insert(id, (now + 1_000, false));
                 return;
             }
         }
@@ -682,9 +727,16 @@ async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, Settlement
     let mut redriven = 0;
     for s in &settlements {
         if let Some(again) = s.redrive(now) {
-            ports.store.save(&again).await?;
-            state.settlements.submit(again);
-            redriven += 1;
+            match ports.store.save(s, &again).await {
+                Ok(()) => {
+                    state.settlements.submit(again);
+                    redriven += 1;
+                }
+                // Moved since the statement was compared (resolved by hand, or its worker
+                // went on): whoever moved it drives it.
+                Err(PortError::Superseded(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
         }
     }
     report.redriven = redriven;
@@ -795,9 +847,21 @@ mod tests {
     struct TestStore(Mutex<BTreeMap<u128, Settlement>>);
 
     impl SettlementStorePort for TestStore {
-        fn save<'a>(&'a self, s: &'a Settlement) -> PortFuture<'a, Result<(), PortError>> {
+        fn save<'a>(
+            &'a self,
+            from: &'a Settlement,
+            to: &'a Settlement,
+        ) -> PortFuture<'a, Result<(), PortError>> {
             Box::pin(async move {
-                self.0.lock().unwrap().insert(s.id, s.clone());
+                let mut stored = self.0.lock().unwrap();
+                let same = |s: &Settlement| {
+                    (s.phase, s.attempts_total, s.updated_ms)
+                        == (from.phase, from.attempts_total, from.updated_ms)
+                };
+                if stored.get(&from.id).is_some_and(|s| !same(s)) {
+                    return Err(PortError::Superseded(format!("{:x}", from.id)));
+                }
+                stored.insert(to.id, to.clone());
                 Ok(())
             })
         }
@@ -897,7 +961,7 @@ mod tests {
             250,
             SystemClock.now_ms(),
         );
-        store.save(&deposit).await.unwrap();
+        store.save(&deposit, &deposit).await.unwrap();
         settlements.submit(deposit);
         let done = until_final(&store, &[7]).await;
         assert_eq!(done[0].phase, Phase::Done(Status::Succeeded));
@@ -932,7 +996,7 @@ mod tests {
         let hold = Settlement::new(3, Kind::Withdrawal, WALLET, BANK_ACCOUNT, 840, 30, now);
         let too_much = Settlement::new(4, Kind::Withdrawal, WALLET, BANK_ACCOUNT, 840, 5_000, now);
         for s in [&send, &check, &hold, &too_much] {
-            store.save(s).await.unwrap();
+            store.save(s, s).await.unwrap();
         }
         let ports = Ports {
             engine: engine.clone(),
@@ -999,7 +1063,7 @@ mod tests {
                 SystemClock.now_ms() - 10_000,
             )
         };
-        store.save(&lost).await.unwrap();
+        store.save(&lost, &lost).await.unwrap();
         let reconciler = start_reconciler(ReconcilerArgs {
             ports,
             totals: None,

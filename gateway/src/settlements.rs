@@ -17,6 +17,7 @@ use kizo_engine::reconcile::{Difference, Report};
 use kizo_engine::settlement::{Kind, Phase, Settlement, Status};
 use kizo_engine::settlement_actors::{self, PortError, PortFuture};
 use kizo_persistence::settlements::{Owned, SettlementStore};
+use kizo_persistence::store::StoreError;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Authenticated;
@@ -596,12 +597,18 @@ pub async fn resolve(
             format!("the settlement is {}", owned.settlement.status().code()),
         ));
     };
-    state
-        .money
-        .store
-        .save(&resolved)
-        .await
-        .map_err(store_error)?;
+    match state.money.store.save(&owned.settlement, &resolved).await {
+        Ok(()) => {}
+        // Another resolution (or the reconciler) got there between the read and the write.
+        Err(StoreError::Superseded(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_under_review",
+                "the settlement changed while it was being resolved",
+            ))
+        }
+        Err(error) => return Err(store_error(error)),
+    }
     tracing::warn!(settlement = %uuid::Uuid::from_u128(id), bank_moved = resolution.bank_moved, "a settlement was resolved by hand");
     state.money.settlements.submit(resolved.clone());
     Ok((StatusCode::ACCEPTED, Json(view_of(&state, &resolved))).into_response())
@@ -611,8 +618,12 @@ pub async fn resolve(
 pub struct StoreAdapter(pub SettlementStore);
 
 impl settlement_actors::SettlementStorePort for StoreAdapter {
-    fn save<'a>(&'a self, settlement: &'a Settlement) -> PortFuture<'a, Result<(), PortError>> {
-        Box::pin(async move { Ok(self.0.save(settlement).await?) })
+    fn save<'a>(
+        &'a self,
+        from: &'a Settlement,
+        to: &'a Settlement,
+    ) -> PortFuture<'a, Result<(), PortError>> {
+        Box::pin(async move { Ok(self.0.save(from, to).await?) })
     }
 
     fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, PortError>> {

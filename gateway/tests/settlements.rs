@@ -288,6 +288,87 @@ async fn flows(store: TestStore) {
     store.clean().await;
 }
 
+/// Two people resolving the same settlement at once: exactly one resolution is kept (the
+/// store compares and sets), the other is told the settlement changed, and the kept one is
+/// what the supervisor carries out.
+#[tokio::test]
+async fn concurrent_resolutions_of_one_settlement_keep_exactly_one() {
+    let store = TestStore::postgres("settlements_resolve");
+    // A bank that is never there: every deposit's outcome stays unknown, so it needs review
+    // after its one attempt.
+    let nowhere = free_port();
+    let (server, base) = common::start_configured(&store.config, |config| {
+        config.bank.url = Some(format!("http://127.0.0.1:{nowhere}"));
+        config.bank.token = Some(BANK_TOKEN.into());
+        config.bank.settlement.policy.attempts_max = 1;
+        config.bank.settlement.policy.attempt_timeout_ms = 200;
+    })
+    .await;
+    let (token, wallet) = user(&base, "reviewed@example.com").await;
+    for round in 0..8 {
+        let started = send(
+            "POST",
+            format!("{base}/v1/deposits"),
+            &token,
+            Some(&format!("deposit-{round}")),
+            Some(json!({"account_id": wallet, "amount": 100})),
+        )
+        .await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+        let id = started.body["id"].as_str().unwrap().to_string();
+        let settled = settle(&base, &token, "deposit", &id).await;
+        assert_eq!(settled["status"], "needs_review", "{settled}");
+        let resolutions = futures_util::future::join_all((0..6).map(|n| {
+            send(
+                "POST",
+                format!("{base}/v1/admin/settlements/{id}/resolve"),
+                ADMIN_KEY,
+                None,
+                Some(json!({"bank_moved": n % 2 == 0})),
+            )
+        }))
+        .await;
+        let answers: Vec<(StatusCode, &Value)> =
+            resolutions.iter().map(|r| (r.status, &r.body)).collect();
+        let kept: Vec<&Value> = answers
+            .iter()
+            .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+            .map(|(_, body)| *body)
+            .collect();
+        assert_eq!(kept.len(), 1, "round {round}: {answers:?}");
+        for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::ACCEPTED) {
+            assert_eq!(
+                (*status, body["code"].as_str()),
+                (StatusCode::CONFLICT, Some("not_under_review"))
+            );
+        }
+        let moved = kept[0]["reason"] == "resolved: the bank moved it";
+        let last = settle(&base, &token, "deposit", &id).await;
+        assert_eq!(
+            last["status"],
+            if moved { "succeeded" } else { "failed" },
+            "round {round}: {last}"
+        );
+        let history = send(
+            "GET",
+            format!("{base}/v1/admin/settlements/{id}"),
+            ADMIN_KEY,
+            None,
+            None,
+        )
+        .await;
+        let resolved = history.body["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["phase"] == "settle" || t["phase"] == "release")
+            .count();
+        assert!(resolved <= 1, "round {round}: {}", history.body);
+    }
+    server.stop().await;
+    store.clean().await;
+}
+
 #[tokio::test]
 async fn deposits_and_withdrawals_settle_on_the_embedded_store() {
     flows(TestStore::embedded()).await;

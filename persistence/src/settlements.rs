@@ -161,36 +161,55 @@ impl SettlementStore {
         }
     }
 
-    /// Writes the settlement's new state and its transition, durably.
-    pub async fn save(&self, s: &Settlement) -> Result<(), StoreError> {
+    /// Writes the settlement's new state and its transition, durably, if the stored row is
+    /// still `from` (compare-and-set): a worker and a person resolving by hand, or a worker and
+    /// the reconciler, can never overwrite each other's step. Refused with
+    /// [`StoreError::Superseded`] when another writer moved it first.
+    pub async fn save(&self, from: &Settlement, to: &Settlement) -> Result<(), StoreError> {
+        assert_eq!(from.id, to.id, "a settlement saved over another");
+        // Every step moves the phase, counts an attempt or moves the update time, so these
+        // three name one stored state. (Not `due_ms`: the supervisor moves it forward in
+        // memory when a callback wakes a settlement.)
         let update = self.sql(
-            "UPDATE settlements SET phase = $2, attempts = $3, attempts_total = $4, due_ms = $5, reason = $6, updated_ms = $7 WHERE id = $1",
+            "UPDATE settlements SET phase = $2, attempts = $3, attempts_total = $4, due_ms = $5, reason = $6, updated_ms = $7
+             WHERE id = $1 AND phase = $8 AND attempts_total = $9 AND updated_ms = $10",
         );
         let transition = self.sql(TRANSITION);
         let updated = on_pool!(SettlementStore, self, pool => async {
             let mut tx = pool.begin().await?;
             let done = sqlx::query(&update)
-                .bind(id_text(s.id))
-                .bind(s.phase.code())
-                .bind(s.attempts as i32)
-                .bind(s.attempts_total as i32)
-                .bind(ms(s.due_ms))
-                .bind(s.reason.as_deref())
-                .bind(ms(s.updated_ms))
+                .bind(id_text(to.id))
+                .bind(to.phase.code())
+                .bind(to.attempts as i32)
+                .bind(to.attempts_total as i32)
+                .bind(ms(to.due_ms))
+                .bind(to.reason.as_deref())
+                .bind(ms(to.updated_ms))
+                .bind(from.phase.code())
+                .bind(from.attempts_total as i32)
+                .bind(ms(from.updated_ms))
                 .execute(&mut *tx)
                 .await?;
-            record_transition!(tx, &transition, s)?;
-            tx.commit().await?;
+            if done.rows_affected() == 1 {
+                record_transition!(tx, &transition, to)?;
+                tx.commit().await?;
+            }
             Ok::<_, sqlx::Error>(done.rows_affected())
         }.await)
         .map_err(read_error)?;
-        if updated != 1 {
-            return Err(StoreError::Unavailable(format!(
-                "settlement {} is not stored",
-                id_text(s.id)
-            )));
+        match updated {
+            1 => Ok(()),
+            _ => match self.load(to.id).await? {
+                Some(_) => Err(StoreError::Superseded(format!(
+                    "settlement {} moved since it was read",
+                    id_text(to.id)
+                ))),
+                None => Err(StoreError::Unavailable(format!(
+                    "settlement {} is not stored",
+                    id_text(to.id)
+                ))),
+            },
         }
-        Ok(())
     }
 
     pub async fn load(&self, id: u128) -> Result<Option<Owned>, StoreError> {

@@ -100,6 +100,10 @@ pub enum StoreError {
     /// failure, so retrying does not help.
     #[error("the store holds data that cannot be decoded: {0}")]
     Corrupt(String),
+    /// A compare-and-set found the row changed since it was read: another writer got there
+    /// first, and nothing was written.
+    #[error("changed by another writer: {0}")]
+    Superseded(String),
 }
 
 impl From<StoreError> for kizo_engine::settlement_actors::PortError {
@@ -107,6 +111,7 @@ impl From<StoreError> for kizo_engine::settlement_actors::PortError {
         use kizo_engine::settlement_actors::PortError;
         match error {
             StoreError::Corrupt(_) => PortError::Corrupt(error.to_string()),
+            StoreError::Superseded(_) => PortError::Superseded(error.to_string()),
             _ => PortError::Unavailable(error.to_string()),
         }
     }

@@ -6,6 +6,7 @@ mod common;
 use common::TestStore;
 use kizo_engine::settlement::{Kind, Phase, Settlement, Status};
 use kizo_persistence::settlements::{Created, SettlementStore, REPORTS_KEPT};
+use kizo_persistence::StoreError;
 
 on_both_backends!(
     a_settlement_is_created_once_and_every_transition_is_kept,
@@ -46,6 +47,7 @@ async fn a_settlement_is_created_once_and_every_transition_is_kept(store: TestSt
         (Phase::Check, 1_002),
         (Phase::Settle, 1_003),
     ] {
+        let from = moved.clone();
         moved = Settlement {
             phase,
             attempts: u32::from(phase == Phase::Check) + moved.attempts,
@@ -54,7 +56,7 @@ async fn a_settlement_is_created_once_and_every_transition_is_kept(store: TestSt
             reason: Some("a reason, kept".into()),
             ..moved
         };
-        settlements.save(&moved).await.unwrap();
+        settlements.save(&from, &moved).await.unwrap();
     }
     let loaded = settlements.load(first.id).await.unwrap().unwrap();
     assert_eq!(loaded.settlement, moved);
@@ -62,9 +64,39 @@ async fn a_settlement_is_created_once_and_every_transition_is_kept(store: TestSt
     let done = Settlement {
         phase: Phase::Done(Status::Succeeded),
         updated_ms: 1_004,
-        ..moved
+        ..moved.clone()
     };
-    settlements.save(&done).await.unwrap();
+    // A writer that read the settlement before it settled (a worker beside a person
+    // resolving) is refused, and what it would have written is not kept.
+    let stale_from = Settlement {
+        phase: Phase::Check,
+        updated_ms: 1_002,
+        ..moved.clone()
+    };
+    let stale = Settlement {
+        phase: Phase::Done(Status::Failed),
+        updated_ms: 1_004,
+        ..moved.clone()
+    };
+    assert!(matches!(
+        settlements.save(&stale_from, &stale).await,
+        Err(StoreError::Superseded(_))
+    ));
+    assert_eq!(
+        settlements
+            .load(first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .settlement,
+        moved
+    );
+    settlements.save(&moved, &done).await.unwrap();
+    // The same step twice: the second finds the first's state and is refused.
+    assert!(matches!(
+        settlements.save(&moved, &done).await,
+        Err(StoreError::Superseded(_))
+    ));
     assert!(settlements.unfinished().await.unwrap().is_empty());
     let phases: Vec<String> = settlements
         .transitions(first.id)
@@ -78,7 +110,10 @@ async fn a_settlement_is_created_once_and_every_transition_is_kept(store: TestSt
     assert!(counts.contains(&(Status::Succeeded, 1)));
     assert!(counts.contains(&(Status::Pending, 0)));
     // Saving a settlement that was never created is refused, not silently ignored.
-    assert!(settlements.save(&withdrawal(5, 5)).await.is_err());
+    assert!(matches!(
+        settlements.save(&withdrawal(5, 5), &withdrawal(5, 5)).await,
+        Err(StoreError::Unavailable(_))
+    ));
     assert_eq!(settlements.all(10).await.unwrap().len(), 1);
 }
 

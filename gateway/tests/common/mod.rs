@@ -22,7 +22,15 @@ pub async fn start_with(
     store: &StoreConfig,
     snapshots: kizo_gateway::server::SnapshotSettings,
 ) -> (Server, String) {
-    let server = Server::start(ServerConfig {
+    start_configured(store, |config| config.snapshots = snapshots).await
+}
+
+/// Starts a server on `store` with the tests' configuration, changed by `change`.
+pub async fn start_configured(
+    store: &StoreConfig,
+    change: impl FnOnce(&mut ServerConfig),
+) -> (Server, String) {
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         store: store.clone(),
         shard_count: 2,
@@ -34,11 +42,11 @@ pub async fn start_with(
         auth_rates: Default::default(),
         admin_api_key: ADMIN_KEY.into(),
         bank: Default::default(),
-        snapshots,
+        snapshots: Default::default(),
         http: Default::default(),
-    })
-    .await
-    .expect("the server starts");
+    };
+    change(&mut config);
+    let server = Server::start(config).await.expect("the server starts");
     let base = format!("http://{}", server.addr);
     (server, base)
 }
