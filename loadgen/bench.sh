@@ -19,7 +19,7 @@ cargo build --release -q -p kizo-gateway -p kizo-loadgen --manifest-path "$root/
 psql "$admin" -q -c "DROP DATABASE IF EXISTS kizo_loadgen_bench" -c "CREATE DATABASE kizo_loadgen_bench"
 export KIZO_API_KEY=bench-api-key-0123456789abcdef0123456789
 export DATABASE_URL=$admin
-DATABASE_URL="${admin%/*}/kizo_loadgen_bench" KIZO_LISTEN=127.0.0.1:$port KIZO_DATA_DIR="$work" \
+DATABASE_URL="${admin%/*}/kizo_loadgen_bench" KIZO_LISTEN=127.0.0.1:$port KIZO_METRICS_LISTEN=127.0.0.1:$((port + 1)) KIZO_DATA_DIR="$work" \
   KIZO_AUTH_RATE_PER_ADDRESS=1000000 KIZO_AUTH_RATE_PER_EMAIL=1000000 \
   "$root/target/release/kizo-gateway" >"$work/gateway.log" 2>&1 &
 gateway=$!
@@ -33,7 +33,7 @@ http=http://127.0.0.1:$port
 settle() {
   psql "$admin" -q -c CHECKPOINT
   for _ in $(seq 600); do
-    lag=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '/^kizo_projector_lag_commits/ {print $2}' | head -1)
+    lag=$(curl -fs "http://127.0.0.1:$((port + 1))/metrics" | awk '/^kizo_projector_lag_commits/ {print $2}' | head -1)
     [ "${lag:-0}" = "0" ] && return
     sleep 0.5
   done

@@ -212,6 +212,14 @@ pub async fn advance(
         .save(&persisted, &next)
         .await
         .map_err(AdvanceError::Store)?;
+    if let (crate::settlement::Phase::Done(status), false) = (
+        next.phase,
+        matches!(persisted.phase, crate::settlement::Phase::Done(_)),
+    ) {
+        // Counted as they finish, so that nothing reads the whole table to count them.
+        metrics::counter!("kizo_settlements_finished_total", "kind" => next.kind.code(), "status" => status.code())
+            .increment(1);
+    }
     if next.phase != persisted.phase {
         tracing::debug!(
             settlement = %format_args!("{:032x}", next.id),

@@ -116,6 +116,10 @@ pub struct Args {
     /// Settlements driven at once (bank calls in flight at most), 1 to 1024.
     #[arg(long, env = "KIZO_SETTLEMENT_WORKERS", default_value_t = 16)]
     pub settlement_workers: usize,
+    /// Deposits and withdrawals one user may have under way at once (1 to 10000); past it,
+    /// 429 too_many_settlements.
+    #[arg(long, env = "KIZO_SETTLEMENTS_PER_USER", default_value_t = crate::money::SETTLEMENTS_UNFINISHED_PER_USER)]
+    pub settlements_per_user: u32,
     /// Bank calls per settlement before an unknown outcome becomes needs_review (1 to 100).
     #[arg(long, env = "KIZO_SETTLEMENT_ATTEMPTS", default_value_t = 8)]
     pub settlement_attempts: u32,
@@ -160,6 +164,21 @@ pub struct Args {
     /// On SIGTERM or SIGINT, how long requests in flight get to finish.
     #[arg(long, env = "KIZO_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Where Prometheus scrapes `/metrics`: a listener of its own, loopback by default, so
+    /// that the public port does not show it; `off` for none.
+    #[arg(long, env = "KIZO_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = parse_metrics_listen)]
+    pub metrics_listen: MetricsListen,
+    /// Also serve `/metrics` on the main listener, to whoever sends
+    /// `Authorization: Bearer <this token>` (at least 32 characters).
+    #[arg(long, env = "KIZO_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// A file that holds --metrics-token (so that it is not on the command line).
+    #[arg(
+        long,
+        env = "KIZO_METRICS_TOKEN_FILE",
+        conflicts_with = "metrics_token"
+    )]
+    pub metrics_token_file: Option<PathBuf>,
     /// Production mode: refuse to start without every secret given.
     #[arg(long, env = "KIZO_PRODUCTION")]
     pub production: bool,
@@ -256,6 +275,24 @@ pub const WORKER_THREADS_MAX: usize = 1024;
 pub struct NetworkError(String);
 
 /// `--trusted-proxies`: a network (`10.0.0.0/8`) or one address (`192.0.2.1`).
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is neither an address (127.0.0.1:9464) nor `off`")]
+pub struct MetricsListenError(String);
+
+fn parse_metrics_listen(text: &str) -> Result<MetricsListen, MetricsListenError> {
+    match text.trim() {
+        "off" => Ok(MetricsListen(None)),
+        addr => addr
+            .parse()
+            .map(|addr| MetricsListen(Some(addr)))
+            .map_err(|_| MetricsListenError(text.to_string())),
+    }
+}
+
 fn parse_network(text: &str) -> Result<ipnet::IpNet, NetworkError> {
     let text = text.trim();
     text.parse::<ipnet::IpNet>()
@@ -344,6 +381,22 @@ impl Args {
             bank: self.bank_settings()?,
             snapshots: self.snapshot_settings()?,
             http: self.http_settings()?,
+            metrics: self.metrics_settings()?,
+        })
+    }
+
+    fn metrics_settings(&self) -> Result<crate::server::MetricsSettings, ConfigError> {
+        let token = match (&self.metrics_token, &self.metrics_token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => Some(read_secret(path)?),
+            (None, None) => None,
+        };
+        if token.as_ref().is_some_and(|t| t.len() < API_KEY_MIN) {
+            return Err(ConfigError::SecretTooShort("KIZO_METRICS_TOKEN"));
+        }
+        Ok(crate::server::MetricsSettings {
+            listen: self.metrics_listen.0,
+            token,
         })
     }
 
@@ -404,6 +457,13 @@ impl Args {
                 "--settlement-workers must be 1 to 1024",
             ));
         }
+        if !(1..=crate::money::SETTLEMENTS_UNFINISHED_PER_USER_MAX)
+            .contains(&self.settlements_per_user)
+        {
+            return Err(ConfigError::Settlement(
+                "--settlements-per-user must be 1 to 10000",
+            ));
+        }
         if !(1..=100).contains(&self.settlement_attempts) {
             return Err(ConfigError::Settlement(
                 "--settlement-attempts must be 1 to 100",
@@ -448,6 +508,7 @@ impl Args {
             token,
             ca,
             journal: Some(self.data_dir.join("bank.jsonl")),
+            unfinished_per_user: self.settlements_per_user,
             settlement: SettlementConfig {
                 policy: Policy {
                     attempts_max: self.settlement_attempts,

@@ -32,8 +32,17 @@ pub enum Started {
     InUse,
 }
 
+/// Settlements one user may have under way at once (pending or processing) by default: one
+/// user cannot fill the supervisor's backlog (`BACKLOG_MAX`) for everyone.
+pub const SETTLEMENTS_UNFINISHED_PER_USER: u32 = 16;
+/// The most `--settlements-per-user` may be.
+pub const SETTLEMENTS_UNFINISHED_PER_USER_MAX: u32 = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SettlementRequestError {
+    /// The user has as many settlements under way as they may.
+    #[error("you have {0} deposits and withdrawals under way; retry when one has finished")]
+    UserQuota(u32),
     /// The supervisor holds as many unfinished settlements as it may.
     #[error("too many settlements under way")]
     Busy,
@@ -66,8 +75,15 @@ pub async fn start_settlement(
         request.amount,
         state.clock.now_ms(),
     );
-    match money.store.create(request.user_id, &fresh).await? {
+    match money
+        .store
+        .create(request.user_id, &fresh, money.unfinished_per_user)
+        .await?
+    {
         Created::Created => {}
+        Created::OverQuota => {
+            return Err(SettlementRequestError::UserQuota(money.unfinished_per_user))
+        }
         Created::Exists(existing) => {
             let same = existing.user_id == request.user_id
                 && existing.settlement.kind == request.kind

@@ -57,6 +57,17 @@ pub struct ServerConfig {
     pub bank: BankSettings,
     pub snapshots: SnapshotSettings,
     pub http: crate::serve::HttpSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Where `/metrics` is served. By default (`None`, `None`) nowhere: the binary's flags put it
+/// on a loopback listener of its own.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsSettings {
+    /// A listener that serves `/metrics` alone, to anybody who can reach it.
+    pub listen: Option<SocketAddr>,
+    /// With a token, the main listener serves `/metrics` too, to bearers of the token.
+    pub token: Option<String>,
 }
 
 /// Where snapshots are kept and when they are taken.
@@ -69,7 +80,7 @@ pub struct SnapshotSettings {
 }
 
 /// The bank, and how settlements with it are driven.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BankSettings {
     /// The bank's base URL (`KIZO_BANK_URL`); without it, a bank in this process, without
     /// faults.
@@ -81,6 +92,21 @@ pub struct BankSettings {
     /// Where the in-process bank keeps what it did; in memory when `None`.
     pub journal: Option<std::path::PathBuf>,
     pub settlement: SettlementConfig,
+    /// Deposits and withdrawals one user may have under way at once (`--settlements-per-user`).
+    pub unfinished_per_user: u32,
+}
+
+impl Default for BankSettings {
+    fn default() -> Self {
+        BankSettings {
+            url: None,
+            token: None,
+            ca: None,
+            journal: None,
+            settlement: SettlementConfig::default(),
+            unfinished_per_user: crate::money::SETTLEMENTS_UNFINISHED_PER_USER,
+        }
+    }
 }
 
 /// Deposits and withdrawals: their store, the supervisor that drives them, reconciliation.
@@ -91,6 +117,7 @@ pub struct Money {
     pub settlements: Settlements,
     pub reconciler: ractor::ActorRef<ReconcilerMsg>,
     pub bank_token: Option<String>,
+    pub unfinished_per_user: u32,
 }
 
 /// What every handler shares; cloned per request, hence one `Arc`.
@@ -129,13 +156,15 @@ impl App {
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The metrics listener's address, when it has one.
+    pub metrics_addr: Option<SocketAddr>,
     money: (Settlements, ractor::ActorRef<ReconcilerMsg>),
     snapshots: Option<kizo_snapshots::Snapshots>,
     pruning: tokio::task::JoinHandle<()>,
     engine: Engine,
     projector: Projector,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<()>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    serving: Vec<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,15 +297,49 @@ impl Server {
             state.money.settlements.clone(),
             state.money.reconciler.clone(),
         );
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state);
+        let (shutdown, stopped) = tokio::sync::watch::channel(false);
+        let stopping = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
         let http = config.http;
-        let serving = tokio::spawn(crate::serve::serve(listener, app, http, async {
-            let _ = stopped.await;
-        }));
+        let mut serving = Vec::with_capacity(2);
+        let metrics_addr = match config.metrics.listen {
+            Some(metrics_listen) => {
+                let listener = TcpListener::bind(metrics_listen).await.map_err(|source| {
+                    StartError::Listen {
+                        addr: metrics_listen,
+                        source,
+                    }
+                })?;
+                let metrics_addr = listener.local_addr().map_err(|source| StartError::Listen {
+                    addr: metrics_listen,
+                    source,
+                })?;
+                serving.push(tokio::spawn(crate::serve::serve(
+                    listener,
+                    metrics_router(state.clone()),
+                    http,
+                    stopping(),
+                )));
+                tracing::info!(addr = %metrics_addr, "serving metrics");
+                Some(metrics_addr)
+            }
+            None => None,
+        };
+        let app = router(state, config.metrics.token.as_deref());
+        serving.push(tokio::spawn(crate::serve::serve(
+            listener,
+            app,
+            http,
+            stopping(),
+        )));
         tracing::info!(%addr, store = %config.store.describe(), recovered_commits = recovered, "serving");
         Ok(Server {
             addr,
+            metrics_addr,
             money,
             snapshots,
             pruning,
@@ -290,10 +353,12 @@ impl Server {
     /// Stops taking requests, lets those in flight finish (for at most the drain timeout), then
     /// stops settlements, snapshots, the projector and the engine, which flushes the log.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(());
+        let _ = self.shutdown.send(true);
         self.pruning.abort();
-        if let Err(error) = self.serving.await {
-            tracing::error!(%error, "the HTTP server's task failed");
+        for serving in self.serving {
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "the HTTP server's task failed");
+            }
         }
         // Settlements stop between steps: each step's state is persisted before it acts, so
         // whatever is under way resumes at the next start.
@@ -370,34 +435,72 @@ async fn start_money(
         settlements,
         reconciler,
         bank_token: config.bank.token.clone(),
+        unfinished_per_user: config.bank.unfinished_per_user,
     })
 }
 
-/// Every few minutes: forgets idempotency keys, revocations, expired refresh tokens and dead
-/// sessions past their time, and rate-limit keys at rest.
+/// How often the store's counts behind gauges are refreshed (off the scrape).
+const GAUGES_EVERY: Duration = Duration::from_secs(10);
+/// How often what has expired is forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+/// Every few seconds: the gauges that read the store. Every few minutes: forgets idempotency
+/// keys, revocations, expired refresh tokens and dead sessions past their time, and
+/// rate-limit keys at rest.
 async fn housekeeping(state: AppState) {
-    let mut every = tokio::time::interval(Duration::from_secs(300));
+    let mut every = tokio::time::interval(GAUGES_EVERY);
+    let mut pruned_at: Option<tokio::time::Instant> = None;
     loop {
         every.tick().await;
-        state.limits.shrink();
-        metrics::gauge!("kizo_auth_limiter_entries").set(state.limits.entries() as f64);
-        state.revocations.prune(state.users.now_ms());
-        state.transfer_keys.prune();
-        // A day past expiry or revocation: far beyond any access token's 15 minutes.
-        match state.users.prune(state.users.now_ms() - 86_400_000).await {
-            Ok(pruned) => {
-                tracing::debug!(pruned, "expired refresh tokens and dead sessions pruned")
-            }
-            Err(error) => tracing::warn!(%error, "sessions not pruned"),
+        crate::settlements::count_open(&state).await;
+        if pruned_at.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            continue;
         }
-        match state.keys.prune(crate::idempotency::KEPT_MS).await {
-            Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
-            Err(error) => tracing::warn!(%error, "idempotency keys not pruned"),
-        }
+        pruned_at = Some(tokio::time::Instant::now());
+        prune(&state).await;
     }
 }
 
-pub fn router(state: AppState) -> Router {
+async fn prune(state: &AppState) {
+    state.limits.shrink();
+    metrics::gauge!("kizo_auth_limiter_entries").set(state.limits.entries() as f64);
+    state.revocations.prune(state.users.now_ms());
+    state.transfer_keys.prune();
+    // A day past expiry or revocation: far beyond any access token's 15 minutes.
+    match state.users.prune(state.users.now_ms() - 86_400_000).await {
+        Ok(pruned) => {
+            tracing::debug!(pruned, "expired refresh tokens and dead sessions pruned")
+        }
+        Err(error) => tracing::warn!(%error, "sessions not pruned"),
+    }
+    match state.keys.prune(crate::idempotency::KEPT_MS).await {
+        Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
+        Err(error) => tracing::warn!(%error, "idempotency keys not pruned"),
+    }
+}
+
+/// The metrics listener's only route.
+fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(crate::metrics::render))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// The API. `/metrics` is on it only with a token (`metrics_token`), for its bearers.
+pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
+    let metrics = match metrics_token {
+        Some(token) => {
+            let token: Arc<str> = token.into();
+            Router::new()
+                .route("/metrics", get(crate::metrics::render))
+                .route_layer(middleware::from_fn(move |request: Request, next: Next| {
+                    let token = token.clone();
+                    async move { require_key(&token, "/metrics", request, next).await }
+                }))
+        }
+        None => Router::new(),
+    };
     // The API key is checked first (the outer layer), so that strangers claim no keys.
     let ledger = crate::ledger::routes()
         .route_layer(middleware::from_fn_with_state(
@@ -417,7 +520,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::render))
+        .merge(metrics)
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(ledger)
         .merge(crate::wallet::routes())

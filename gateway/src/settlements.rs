@@ -132,6 +132,7 @@ fn answer(state: &AppState, s: &Settlement) -> Response {
         (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "idempotency_key_reused, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "too_many_settlements: the user's settlements under way are at their quota", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create_deposit(
@@ -158,6 +159,7 @@ pub async fn create_deposit(
         (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "insufficient_funds, account_closed, withdrawal_refused, idempotency_key_reused, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "too_many_settlements: the user's settlements under way are at their quota", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create_withdrawal(
@@ -217,6 +219,11 @@ async fn create_settlement(
         )
         .with_code("settlements_busy")),
         Err(SettlementRequestError::KeyReused) => Err(idempotency::reused()),
+        Err(error @ SettlementRequestError::UserQuota(_)) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_settlements",
+            error.to_string(),
+        )),
         Err(SettlementRequestError::Store(error)) => Err(store_error(error)),
     }
 }
@@ -686,15 +693,23 @@ impl settlement_actors::LedgerTotalsPort for Totals {
     }
 }
 
-/// Records the settlements' gauges (by status, and the supervisor's queue) for `/metrics`.
+/// The supervisor's live counts, on each scrape (an actor's answer: no store read).
 pub async fn record_metrics(state: &AppState) {
-    if let Ok(counts) = state.money.store.count_by_status().await {
-        for (status, count) in counts {
-            metrics::gauge!("kizo_settlements", "status" => status.code()).set(count as f64);
-        }
-    }
     if let Some(counts) = state.money.settlements.counts().await {
         metrics::gauge!("kizo_settlements_waiting").set(counts.waiting as f64);
         metrics::gauge!("kizo_settlements_running").set(counts.running as f64);
+    }
+}
+
+/// The store's counts of open settlements by status, refreshed off the scrape (see
+/// `server::housekeeping`), so that a scrape never reads the store.
+pub async fn count_open(state: &AppState) {
+    match state.money.store.count_open().await {
+        Ok(counts) => {
+            for (status, count) in counts {
+                metrics::gauge!("kizo_settlements", "status" => status.code()).set(count as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "settlements not counted"),
     }
 }

@@ -43,6 +43,7 @@ impl Node {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KIZO_API_KEY", API_KEY)
+            .env("KIZO_METRICS_LISTEN", "127.0.0.1:0")
             .env("KIZO_LOG_JSON", "true")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())

@@ -7,9 +7,13 @@ use serde_json::{json, Value};
 
 const KEY: &str = "test-key-0123456789abcdef0123456789";
 
+const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789ab";
+
 struct Running {
     server: Option<Server>,
     base: String,
+    /// The metrics listener's base URL.
+    metrics: String,
     client: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
     schema: Option<(String, String)>,
@@ -53,11 +57,16 @@ impl Running {
             bank: Default::default(),
             snapshots: Default::default(),
             http: Default::default(),
+            metrics: kizo_gateway::server::MetricsSettings {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                token: Some(METRICS_TOKEN.into()),
+            },
         })
         .await
         .expect("the server starts");
         Running {
             base: format!("http://{}", server.addr),
+            metrics: format!("http://{}", server.metrics_addr.unwrap()),
             server: Some(server),
             client: reqwest::Client::new(),
             _dir: dir,
@@ -441,9 +450,30 @@ async fn metrics_count_requests_transfers_and_flushes() {
             &json!([{"id": "9", "debit_account_id": "1", "credit_account_id": "2", "amount": "5", "ledger": 1, "code": 1}]),
         )
         .await;
+    // The public listener shows them only to the token's bearers.
+    for (token, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some(KEY), StatusCode::UNAUTHORIZED),
+        (Some(METRICS_TOKEN), StatusCode::OK),
+    ] {
+        let mut request = server.client.get(format!("{}/metrics", server.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        assert_eq!(request.send().await.unwrap().status(), status, "{token:?}");
+    }
+    // The metrics listener serves them, and nothing else.
+    let other = server
+        .client
+        .get(format!("{}/v1/ledger/accounts/1", server.metrics))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
     let response = server
         .client
-        .get(format!("{}/metrics", server.base))
+        .get(format!("{}/metrics", server.metrics))
         .send()
         .await
         .unwrap();

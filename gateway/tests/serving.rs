@@ -17,6 +17,8 @@ const API_KEY: &str = "serving-test-api-key-0123456789abcdef";
 struct Gateway {
     child: Child,
     addr: String,
+    /// Where `/metrics` is served.
+    metrics_addr: String,
 }
 
 impl Gateway {
@@ -28,6 +30,8 @@ impl Gateway {
                 "--api-key",
                 API_KEY,
                 "--no-snapshots",
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(data)
@@ -41,24 +45,33 @@ impl Gateway {
         let stdout = child.stdout.take().unwrap();
         let (found, addr) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut metrics_addr = None;
             let mut sent = false;
+            let addr_of = |line: &str| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix("addr="))
+                    .map(str::to_string)
+            };
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && line.contains(" serving ") {
-                    let addr = line
-                        .split_whitespace()
-                        .find_map(|word| word.strip_prefix("addr="))
-                        .map(str::to_string);
-                    let _ = found.send(addr);
+                if line.contains(" serving metrics addr=") {
+                    metrics_addr = addr_of(&line);
+                }
+                if !sent && line.contains(" serving addr=") {
+                    let _ = found.send(addr_of(&line).zip(metrics_addr.clone()));
                     sent = true;
                 }
                 // Keeps reading, so that the process never blocks on a full pipe.
             }
         });
-        let addr = addr
+        let (addr, metrics_addr) = addr
             .recv_timeout(Duration::from_secs(60))
             .expect("the gateway says where it serves")
-            .expect("the line names the address");
-        Gateway { child, addr }
+            .expect("the lines name both addresses");
+        Gateway {
+            child,
+            addr,
+            metrics_addr,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -290,7 +303,8 @@ fn production_refuses_the_built_in_bank_and_every_file_made_is_private() {
     let secrets = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_kizo-gateway"));
     command
-        .args(["--listen", "127.0.0.1:0", "--production", "--data-dir"])
+        .args(["--listen", "127.0.0.1:0", "--production"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
         .env_remove("DATABASE_URL");
     for (flag, file) in [
@@ -342,6 +356,38 @@ async fn without_a_bank_token_no_callback_is_taken() {
     assert_eq!(answer.status(), 401);
     let problem: Value = answer.json().await.unwrap();
     assert_eq!(problem["code"], "unauthorized", "{problem}");
+}
+
+/// `/metrics` is on its own listener (loopback by default), not on the public one; scrapes
+/// read no store (the counts behind the settlement gauges are refreshed beside them).
+#[tokio::test]
+async fn metrics_are_on_their_own_listener_only() {
+    let data = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(data.path(), &[]);
+    assert!(
+        gateway.metrics_addr.starts_with("127.0.0.1:"),
+        "{}",
+        gateway.metrics_addr
+    );
+    let client = reqwest::Client::new();
+    let public = client.get(gateway.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+    let scraped = client
+        .get(format!("http://{}/metrics", gateway.metrics_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    for expected in ["kizo_engine_commits_total", "kizo_settlements_waiting"] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    let other = client
+        .get(format!("http://{}/v1/me", gateway.metrics_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
 }
 
 /// Behind a trusted proxy, each client has its own sign-in budget; from anybody else,

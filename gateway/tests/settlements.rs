@@ -369,6 +369,54 @@ async fn concurrent_resolutions_of_one_settlement_keep_exactly_one() {
     store.clean().await;
 }
 
+/// One user's deposits and withdrawals under way are capped, with a clear 429; another user
+/// is not held back, and a retry of one under way is still answered.
+#[tokio::test]
+async fn a_users_settlements_under_way_are_capped() {
+    let store = TestStore::embedded();
+    // A bank that is never there: deposits stay under way (retrying) for the whole test.
+    let nowhere = free_port();
+    let (server, base) = common::start_configured(&store.config, |config| {
+        config.bank.url = Some(format!("http://127.0.0.1:{nowhere}"));
+        config.bank.token = Some(BANK_TOKEN.into());
+        config.bank.settlement.policy.backoff_base_ms = 60_000;
+    })
+    .await;
+    let (token, wallet) = user(&base, "eager@example.com").await;
+    let deposit = |token: String, wallet: String, key: String| {
+        let base = base.clone();
+        async move {
+            send(
+                "POST",
+                format!("{base}/v1/deposits"),
+                &token,
+                Some(&key),
+                Some(json!({"account_id": wallet, "amount": 100})),
+            )
+            .await
+        }
+    };
+    let quota = kizo_gateway::money::SETTLEMENTS_UNFINISHED_PER_USER;
+    for n in 0..quota {
+        let answer = deposit(token.clone(), wallet.clone(), format!("d-{n}")).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    }
+    let refused = deposit(token.clone(), wallet.clone(), "one-more".into()).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_settlements")),
+        "{}",
+        refused.body
+    );
+    let retried = deposit(token.clone(), wallet.clone(), "d-0".into()).await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
+    assert!(retried.replayed);
+    let (other, other_wallet) = user(&base, "patient@example.com").await;
+    let answer = deposit(other, other_wallet, "first".into()).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn deposits_and_withdrawals_settle_on_the_embedded_store() {
     flows(TestStore::embedded()).await;
@@ -402,6 +450,7 @@ async fn the_in_process_bank_remembers_across_a_restart() {
         },
         snapshots: Default::default(),
         http: Default::default(),
+        metrics: Default::default(),
     };
     let server = kizo_gateway::Server::start(config()).await.unwrap();
     let base = format!("http://{}", server.addr);
@@ -460,18 +509,22 @@ struct Gateway {
 impl Gateway {
     async fn start(
         port: u16,
+        metrics_port: u16,
         bank_port: u16,
         database_url: &str,
         data: &std::path::Path,
     ) -> Gateway {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kizo-gateway"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(["--database-url", database_url])
             .args(["--data-dir", data.to_str().unwrap()])
             .args(["--admin-api-key", ADMIN_KEY])
             .args(["--bank-url", &format!("http://127.0.0.1:{bank_port}")])
             .args(["--bank-token", BANK_TOKEN])
             .args(["--settlement-workers", "32", "--settlement-attempts", "12"])
+            // Each test user stands for many: their requests come 32 at a time.
+            .args(["--settlements-per-user", "1000"])
             .args([
                 "--settlement-timeout-ms",
                 "300",
@@ -509,9 +562,9 @@ impl Gateway {
     }
 }
 
-/// Settlements not final, read from `/metrics`.
-async fn under_way(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
+/// Settlements not final, read from `/metrics` on the metrics listener.
+async fn under_way(metrics: &str) -> u64 {
+    let text = reqwest::get(format!("{metrics}/metrics"))
         .await
         .unwrap()
         .text()
@@ -519,8 +572,9 @@ async fn under_way(base: &str) -> u64 {
         .unwrap();
     text.lines()
         .filter(|l| {
-            l.starts_with("kizo_settlements{status=\"pending\"}")
-                || l.starts_with("kizo_settlements{status=\"processing\"}")
+            // The supervisor's own counts, live (the store's counts by status are refreshed
+            // every few seconds).
+            l.starts_with("kizo_settlements_waiting ") || l.starts_with("kizo_settlements_running ")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
@@ -590,7 +644,8 @@ async fn thousands_of_settlements_survive_a_faulty_bank_and_a_killed_gateway() {
     let database_url = format!("{}/{database}", admin_url.rsplit_once('/').unwrap().0);
     let data = tempfile::tempdir().unwrap();
 
-    let (port, bank_port) = (free_port(), free_port());
+    let (port, metrics_port, bank_port) = (free_port(), free_port(), free_port());
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
     let base = format!("http://127.0.0.1:{port}");
     let bank_base = format!("http://127.0.0.1:{bank_port}");
     let mut bank = tokio::process::Command::new(env!("CARGO_BIN_EXE_kizo-bank"))
@@ -621,7 +676,7 @@ async fn thousands_of_settlements_survive_a_faulty_bank_and_a_killed_gateway() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let gateway = Gateway::start(port, bank_port, &database_url, data.path()).await;
+    let gateway = Gateway::start(port, metrics_port, bank_port, &database_url, data.path()).await;
 
     let mut users = Vec::new();
     for i in 0..20 {
@@ -642,14 +697,14 @@ async fn thousands_of_settlements_survive_a_faulty_bank_and_a_killed_gateway() {
     }
     let (first, second) = requests.split_at(requests.len() / 2);
     let mut accepted = submit(&base, &users, first).await;
-    let busy = under_way(&base).await;
+    let busy = under_way(&metrics).await;
     assert!(
         busy > 0,
         "the kill should come while settlements are under way"
     );
     gateway.kill().await;
 
-    let gateway = Gateway::start(port, bank_port, &database_url, data.path()).await;
+    let gateway = Gateway::start(port, metrics_port, bank_port, &database_url, data.path()).await;
     // Retries of requests from before the kill are the same settlements.
     let retried = submit(&base, &users, &first[..200]).await;
     for (key, (_, _, id)) in &retried {
@@ -662,12 +717,12 @@ async fn thousands_of_settlements_survive_a_faulty_bank_and_a_killed_gateway() {
     assert!(accepted.len() > 2_000, "{} accepted", accepted.len());
 
     for _ in 0..600 {
-        if under_way(&base).await == 0 {
+        if under_way(&metrics).await == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(under_way(&base).await, 0, "every settlement ends");
+    assert_eq!(under_way(&metrics).await, 0, "every settlement ends");
 
     // Each settlement is final; sum what succeeded per wallet.
     let mut expected: BTreeMap<String, i128> = BTreeMap::new();

@@ -29,6 +29,8 @@ pub enum Created {
     Created,
     /// A settlement with this id exists: this one (the caller compares).
     Exists(Box<Owned>),
+    /// Not written: the user has as many settlements under way as they may.
+    OverQuota,
 }
 
 /// Reports kept; older ones are pruned as new ones come.
@@ -117,11 +119,23 @@ impl SettlementStore {
         dialect(sql, matches!(self, SettlementStore::Postgres(_)))
     }
 
-    /// Writes a new settlement (with its first transition), unless one with its id exists.
-    pub async fn create(&self, user_id: &str, s: &Settlement) -> Result<Created, StoreError> {
+    /// Writes a new settlement (with its first transition), unless one with its id exists or
+    /// its user already has `unfinished_max` settlements under way (their quota, so that one
+    /// user cannot fill the supervisor's backlog for everyone).
+    pub async fn create(
+        &self,
+        user_id: &str,
+        s: &Settlement,
+        unfinished_max: u32,
+    ) -> Result<Created, StoreError> {
+        // One statement: the count and the insert see the same snapshot. Two requests of one
+        // user at the same instant may both pass at `unfinished_max - 1`, so the quota can be
+        // passed by the requests in flight at once, never more.
         let insert = self.sql(
             "INSERT INTO settlements (id, user_id, kind, account_id, bank_account_id, ledger, amount, phase, attempts, attempts_total, due_ms, reason, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+             WHERE (SELECT count(*) FROM settlements WHERE user_id = $2 AND phase NOT IN ('succeeded', 'failed', 'needs_review')) < $15
+             ON CONFLICT (id) DO NOTHING",
         );
         let transition = self.sql(TRANSITION);
         let inserted = on_pool!(SettlementStore, self, pool => async {
@@ -141,6 +155,7 @@ impl SettlementStore {
                 .bind(s.reason.as_deref())
                 .bind(ms(s.created_ms))
                 .bind(ms(s.updated_ms))
+                .bind(i64::from(unfinished_max))
                 .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 1 {
@@ -155,9 +170,7 @@ impl SettlementStore {
         }
         match self.load(s.id).await? {
             Some(existing) => Ok(Created::Exists(Box::new(existing))),
-            None => Err(StoreError::Unavailable(
-                "a settlement both exists and does not".into(),
-            )),
+            None => Ok(Created::OverQuota),
         }
     }
 
@@ -241,13 +254,27 @@ impl SettlementStore {
         rows.into_iter().map(Row::decode).collect()
     }
 
-    /// How many settlements are in each status.
-    pub async fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError> {
-        let sql = "SELECT phase, count(*) FROM settlements GROUP BY phase";
-        let rows: Vec<(String, i64)> =
-            on_pool!(SettlementStore, self, pool => sqlx::query_as(sql).fetch_all(pool).await)
-                .map_err(read_error)?;
-        let mut counts: Vec<(Status, u64)> = Status::ALL.iter().map(|s| (*s, 0)).collect();
+    /// How many settlements are under way (pending, processing) and waiting for a person
+    /// (needs_review). Reads partial indexes, so it costs what is open, not the history;
+    /// finished ones are counted as they finish (`kizo_settlements_finished_total`).
+    pub async fn count_open(&self) -> Result<Vec<(Status, u64)>, StoreError> {
+        let open = "SELECT phase, count(*) FROM settlements WHERE phase NOT IN ('succeeded', 'failed', 'needs_review') GROUP BY phase";
+        let review =
+            "SELECT phase, count(*) FROM settlements WHERE phase = 'needs_review' GROUP BY phase";
+        type Counts = Vec<(String, i64)>;
+        let (mut rows, review): (Counts, Counts) = on_pool!(SettlementStore, self, pool => async {
+                Ok::<_, sqlx::Error>((
+                    sqlx::query_as(open).fetch_all(pool).await?,
+                    sqlx::query_as(review).fetch_all(pool).await?,
+                ))
+            }.await)
+        .map_err(read_error)?;
+        rows.extend(review);
+        let mut counts: Vec<(Status, u64)> =
+            [Status::Pending, Status::Processing, Status::NeedsReview]
+                .iter()
+                .map(|s| (*s, 0))
+                .collect();
         for (phase, count) in rows {
             // Phases map to statuses (`send` is pending before the first attempt, processing
             // after; counted as processing here).

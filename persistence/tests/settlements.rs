@@ -9,6 +9,7 @@ use kizo_persistence::settlements::{Created, SettlementStore, REPORTS_KEPT};
 use kizo_persistence::StoreError;
 
 on_both_backends!(
+    a_users_settlements_under_way_are_capped_and_open_ones_counted,
     a_settlement_is_created_once_and_every_transition_is_kept,
     the_latest_of_many_reports_is_served
 );
@@ -29,12 +30,12 @@ async fn a_settlement_is_created_once_and_every_transition_is_kept(store: TestSt
     let settlements = SettlementStore::open(&store.config).await.unwrap();
     let first = withdrawal(u128::MAX - 2, 500);
     assert_eq!(
-        settlements.create("user-1", &first).await.unwrap(),
+        settlements.create("user-1", &first, 16).await.unwrap(),
         Created::Created
     );
     // The same id again: the first one is answered, untouched.
     let again = withdrawal(u128::MAX - 2, 999);
-    match settlements.create("user-2", &again).await.unwrap() {
+    match settlements.create("user-2", &again, 16).await.unwrap() {
         Created::Exists(existing) => {
             assert_eq!(existing.user_id, "user-1");
             assert_eq!(existing.settlement, first);
@@ -106,9 +107,15 @@ async fn a_settlement_is_created_once_and_every_transition_is_kept(store: TestSt
         .map(|(_, phase, _, _)| phase)
         .collect();
     assert_eq!(phases, ["hold", "send", "check", "settle", "succeeded"]);
-    let counts = settlements.count_by_status().await.unwrap();
-    assert!(counts.contains(&(Status::Succeeded, 1)));
-    assert!(counts.contains(&(Status::Pending, 0)));
+    let counts = settlements.count_open().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            (Status::Pending, 0),
+            (Status::Processing, 0),
+            (Status::NeedsReview, 0)
+        ]
+    );
     // Saving a settlement that was never created is refused, not silently ignored.
     assert!(matches!(
         settlements.save(&withdrawal(5, 5), &withdrawal(5, 5)).await,
@@ -128,4 +135,64 @@ async fn the_latest_of_many_reports_is_served(store: TestStore) {
     }
     let latest = settlements.latest_report().await.unwrap().unwrap();
     assert_eq!(latest, format!("{{\"at_ms\":{}}}", REPORTS_KEPT + 4));
+}
+
+async fn a_users_settlements_under_way_are_capped_and_open_ones_counted(store: TestStore) {
+    let settlements = SettlementStore::open(&store.config).await.unwrap();
+    for id in [1, 2] {
+        assert_eq!(
+            settlements
+                .create("busy", &withdrawal(id, 10), 2)
+                .await
+                .unwrap(),
+            Created::Created
+        );
+    }
+    // A third is over the quota; a retry of one under way is still answered; another user
+    // is not held back.
+    assert_eq!(
+        settlements
+            .create("busy", &withdrawal(3, 10), 2)
+            .await
+            .unwrap(),
+        Created::OverQuota
+    );
+    assert!(matches!(
+        settlements
+            .create("busy", &withdrawal(2, 10), 2)
+            .await
+            .unwrap(),
+        Created::Exists(_)
+    ));
+    assert_eq!(
+        settlements
+            .create("other", &withdrawal(4, 10), 2)
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    // One finishes (needing review): room for one more.
+    let first = withdrawal(1, 10);
+    let reviewed = Settlement {
+        phase: Phase::Done(Status::NeedsReview),
+        updated_ms: 2_000,
+        ..first.clone()
+    };
+    settlements.save(&first, &reviewed).await.unwrap();
+    assert_eq!(
+        settlements
+            .create("busy", &withdrawal(3, 10), 2)
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    assert_eq!(
+        settlements.count_open().await.unwrap(),
+        [
+            (Status::Pending, 3),
+            (Status::Processing, 0),
+            (Status::NeedsReview, 1)
+        ]
+    );
+    assert!(settlements.all(10).await.unwrap().len() == 4);
 }

@@ -21,9 +21,9 @@ trap 'kill $gateway 2>/dev/null || true; cp "$work/gateway.log" "${TMPDIR:-/tmp}
 
 cargo build --release -q -p kizo-gateway --manifest-path "$root/Cargo.toml"
 psql "$admin" -q -c "DROP DATABASE IF EXISTS kizo_wrk" -c "CREATE DATABASE kizo_wrk"
-DATABASE_URL="${admin%/*}/kizo_wrk" KIZO_LISTEN=127.0.0.1:$port KIZO_DATA_DIR="$work" \
+DATABASE_URL="${admin%/*}/kizo_wrk" KIZO_LISTEN=127.0.0.1:$port KIZO_METRICS_LISTEN=127.0.0.1:$((port + 1)) KIZO_DATA_DIR="$work" \
   KIZO_API_KEY=wrk-api-key-0123456789abcdef0123456789 \
-  KIZO_AUTH_RATE_PER_ADDRESS=100000 KIZO_AUTH_RATE_PER_EMAIL=100000 \
+  KIZO_AUTH_RATE_PER_ADDRESS=100000 KIZO_AUTH_RATE_PER_EMAIL=100000 KIZO_SETTLEMENTS_PER_USER=10000 \
   RUST_LOG=${RUST_LOG:-info} "$root/target/release/kizo-gateway" >"$work/gateway.log" 2>&1 &
 gateway=$!
 for _ in $(seq 100); do
@@ -35,7 +35,7 @@ KIZO_WRK_USERS="$work/users.lua" KIZO_WRK_REQUEST="$requests" wrk -t2 -c"$connec
   -s "$here/wallet.lua" "http://127.0.0.1:$port"
 # The log's slow flushes: every request waits for the flush that holds its commit, so a few
 # slow ones (the disk's fsync) are enough to set the p99.
-curl -fs "http://127.0.0.1:$port/metrics" | awk '
+curl -fs "http://127.0.0.1:$((port + 1))/metrics" | awk '
   /^kizo_wal_flush_seconds_bucket\{le="0.01"\}/ {fast = $2}
   /^kizo_wal_flush_seconds_bucket\{le="0.1"\}/ {tenth = $2}
   /^kizo_wal_flush_seconds_count/ {all = $2}
@@ -43,8 +43,8 @@ curl -fs "http://127.0.0.1:$port/metrics" | awk '
 if [ "$requests" = deposits ]; then
   started=$(date +%s.%N)
   while :; do
-    metrics=$(curl -fs "http://127.0.0.1:$port/metrics")
-    under_way=$(echo "$metrics" | awk '/^kizo_settlements\{status="(pending|processing)"\}/ {s += $2} END {print s + 0}')
+    metrics=$(curl -fs "http://127.0.0.1:$((port + 1))/metrics")
+    under_way=$(echo "$metrics" | awk '/^kizo_settlements_(waiting|running) / {s += $2} END {print s + 0}')
     [ "$under_way" = 0 ] && break
     sleep 0.2
   done

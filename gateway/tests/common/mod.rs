@@ -44,6 +44,7 @@ pub async fn start_configured(
         bank: Default::default(),
         snapshots: Default::default(),
         http: Default::default(),
+        metrics: Default::default(),
     };
     change(&mut config);
     let server = Server::start(config).await.expect("the server starts");
