@@ -73,6 +73,7 @@ fn main() {
         bank: Default::default(),
         snapshots: Default::default(),
         http: Default::default(),
+        mail: Default::default(),
         metrics: Default::default(),
         })
         .await

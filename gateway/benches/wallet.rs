@@ -63,6 +63,7 @@ fn main() {
             bank: Default::default(),
             snapshots: Default::default(),
             http: Default::default(),
+            mail: Default::default(),
             metrics: Default::default(),
         })
         .await

@@ -179,6 +179,24 @@ pub struct Args {
         conflicts_with = "metrics_token"
     )]
     pub metrics_token_file: Option<PathBuf>,
+    /// The SMTP server that sends mail (verification, password reset): `smtp://host:port`
+    /// (plain; `?tls=required` for STARTTLS) or `smtps://host:port`, with `user:password@` if
+    /// it asks. Without it (development only), mail is kept as files in <data-dir>/mail.
+    #[arg(long, env = "KIZO_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// A file that holds --smtp-url (it may hold a password).
+    #[arg(long, env = "KIZO_SMTP_URL_FILE", conflicts_with = "smtp_url")]
+    pub smtp_url_file: Option<PathBuf>,
+    /// The sender of Kizo's mail.
+    #[arg(
+        long,
+        env = "KIZO_MAIL_FROM",
+        default_value = "Kizo <no-reply@kizo.localhost>"
+    )]
+    pub mail_from: String,
+    /// Where people reach Kizo's web app; links in mail point there.
+    #[arg(long, env = "KIZO_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_url: String,
     /// Production mode: refuse to start without every secret given.
     #[arg(long, env = "KIZO_PRODUCTION")]
     pub production: bool,
@@ -195,6 +213,8 @@ pub enum ConfigError {
     MissingSecret(&'static str),
     #[error("production mode needs a real bank: --bank-url and --bank-token (the built-in bank approves every deposit)")]
     MockBankInProduction,
+    #[error("production mode needs an SMTP server (--smtp-url): mail proves emails and resets passwords")]
+    NoMailInProduction,
     #[error("{path} holds fewer than {API_KEY_MIN} characters; fix it or remove it (a secret on file is never replaced)")]
     SecretFileTooShort { path: PathBuf },
     #[error("unknown currency {0:?}; one of USD, EUR, GBP, JPY, CHF")]
@@ -382,6 +402,26 @@ impl Args {
             snapshots: self.snapshot_settings()?,
             http: self.http_settings()?,
             metrics: self.metrics_settings()?,
+            mail: self.mail_settings()?,
+        })
+    }
+
+    fn mail_settings(&self) -> Result<crate::mail::MailSettings, ConfigError> {
+        let smtp_url = match (&self.smtp_url, &self.smtp_url_file) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(path)) => Some(read_secret(path)?),
+            (None, None) => None,
+        }
+        .filter(|url| !url.trim().is_empty());
+        if self.production && smtp_url.is_none() {
+            // Without mail, nobody can prove an address or reset a password.
+            return Err(ConfigError::NoMailInProduction);
+        }
+        Ok(crate::mail::MailSettings {
+            smtp_url,
+            from: self.mail_from.clone(),
+            public_url: self.public_url.clone(),
+            dir: Some(self.data_dir.join("mail")),
         })
     }
 

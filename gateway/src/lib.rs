@@ -27,11 +27,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod email;
 pub mod error;
 pub mod idempotency;
 pub mod json;
 pub mod ledger;
 pub mod limits;
+pub mod mail;
 pub mod metrics;
 pub mod money;
 pub mod openapi;

@@ -560,8 +560,9 @@ pub async fn create(
             .await
             .map_err(store_error)?
         {
-            Some(user) => user.wallet_id.parse().unwrap_or(0),
-            None => {
+            // Only a verified email names its owner: an unverified one may be anybody's.
+            Some(user) if user.email_verified_at.is_some() => user.wallet_id.parse().unwrap_or(0),
+            _ => {
                 let error =
                     refused("unknown_recipient", "no user has this email").field("to.email");
                 return refuse(&state, id, fingerprint, error).await;

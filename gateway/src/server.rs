@@ -58,6 +58,7 @@ pub struct ServerConfig {
     pub snapshots: SnapshotSettings,
     pub http: crate::serve::HttpSettings,
     pub metrics: MetricsSettings,
+    pub mail: crate::mail::MailSettings,
 }
 
 /// Where `/metrics` is served. By default (`None`, `None`) nowhere: the binary's flags put it
@@ -143,6 +144,10 @@ pub struct App {
     admin_api_key: Arc<str>,
     /// Keys the hash that names a new user's wallet (see [`App::wallet_id_of`]).
     wallet_key: [u8; 32],
+    /// Wakes the mail sender (a handler just wrote to the outbox).
+    pub mail_written: Arc<tokio::sync::Notify>,
+    /// Where people reach the web app: links in mail point there.
+    pub public_url: Arc<str>,
 }
 
 impl App {
@@ -158,9 +163,12 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The metrics listener's address, when it has one.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where development mail is kept (no SMTP server), when it is kept.
+    pub mail_dir: Option<std::path::PathBuf>,
     money: (Settlements, ractor::ActorRef<ReconcilerMsg>),
     snapshots: Option<kizo_snapshots::Snapshots>,
     pruning: tokio::task::JoinHandle<()>,
+    mailing: tokio::task::JoinHandle<()>,
     engine: Engine,
     projector: Projector,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -188,6 +196,8 @@ pub enum StartError {
     BankClient(kizo_bank::HttpBankError),
     #[error("snapshots: {0}")]
     Snapshots(#[from] kizo_snapshots::actor::TakeError),
+    #[error("mail: {0}")]
+    Mail(#[from] crate::mail::MailError),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -267,6 +277,14 @@ impl Server {
             .await?
             .with_clock(clock.clone());
         let money = start_money(&config, &engine, clock.clone()).await?;
+        let mailer = Arc::new(crate::mail::Mailer::new(&config.mail)?);
+        let mail_dir = config
+            .mail
+            .smtp_url
+            .is_none()
+            .then(|| config.mail.dir.clone())
+            .flatten();
+        let mail_written = Arc::new(tokio::sync::Notify::new());
         let state = Arc::new(App {
             engine: engine.clone(),
             wal,
@@ -291,7 +309,14 @@ impl Server {
                     .finalize()
                     .into()
             },
+            mail_written: mail_written.clone(),
+            public_url: config.mail.public_url.trim_end_matches('/').into(),
         });
+        let mailing = tokio::spawn(crate::mail::run_outbox(
+            state.users.clone(),
+            mailer,
+            mail_written,
+        ));
         let pruning = tokio::spawn(housekeeping(state.clone()));
         let money = (
             state.money.settlements.clone(),
@@ -340,9 +365,11 @@ impl Server {
         Ok(Server {
             addr,
             metrics_addr,
+            mail_dir,
             money,
             snapshots,
             pruning,
+            mailing,
             engine,
             projector,
             shutdown,
@@ -355,6 +382,8 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         self.pruning.abort();
+        // Mail not yet sent stays in the outbox for the next start.
+        self.mailing.abort();
         for serving in self.serving {
             if let Err(error) = serving.await {
                 tracing::error!(%error, "the HTTP server's task failed");

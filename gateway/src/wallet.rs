@@ -22,7 +22,7 @@ use crate::server::AppState;
 
 const PASSWORD_MIN: usize = 8;
 const PASSWORD_MAX: usize = 128;
-const EMAIL_MAX: usize = 254;
+pub(crate) const EMAIL_MAX: usize = 254;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/refresh", post(refresh))
         .route("/v1/auth/logout", post(logout))
         .route("/v1/me", axum::routing::get(me).patch(update_me))
+        .merge(crate::email::routes())
         // Anybody may call these, before any authentication: their bodies are a few hundred
         // bytes, and nothing larger is read.
         .layer(axum::extract::DefaultBodyLimit::max(AUTH_BODY_LIMIT_BYTES))
@@ -115,6 +116,9 @@ impl TokenPair {
 pub struct UserJson {
     pub id: String,
     pub email: String,
+    /// Whether the user proved the email is theirs (the mail's link): until then nobody can
+    /// find them in search or pay them by email.
+    pub email_verified: bool,
     pub first_name: String,
     pub last_name: String,
 }
@@ -160,7 +164,7 @@ fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
     kizo_wallet::checked_name(name).map_err(|error| ApiError::from(error).field(field))
 }
 
-fn check_password(password: &str) -> Result<(), ApiError> {
+pub(crate) fn check_password(password: &str) -> Result<(), ApiError> {
     let length = password.chars().count();
     if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&length) {
         return Err(ApiError::invalid(
@@ -236,11 +240,16 @@ pub async fn signup(
         last_name,
         wallet_id: wallet_id.to_string(),
         created_at: state.users.now_ms(),
+        email_verified_at: None,
     };
     match state.users.create_user(&user).await {
         Ok(()) => {}
         Err(UserError::EmailTaken) => return Err(email_taken()),
         Err(UserError::Store(error)) => return Err(store_error(error)),
+    }
+    // The user exists without it; `/v1/auth/verify-email/resend` sends another.
+    if let Err(error) = crate::email::send_verification(&state, &user).await {
+        tracing::warn!(?error, "a verification mail was not written");
     }
     let me = me_of(&state, user).await?;
     Ok((StatusCode::CREATED, Json(me)).into_response())
@@ -466,6 +475,7 @@ async fn me_of(state: &AppState, user: User) -> Result<Me, ApiError> {
         user: UserJson {
             id: user.id,
             email: user.email,
+            email_verified: user.email_verified_at.is_some(),
             first_name: user.first_name,
             last_name: user.last_name,
         },

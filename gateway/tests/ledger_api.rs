@@ -57,6 +57,7 @@ impl Running {
             bank: Default::default(),
             snapshots: Default::default(),
             http: Default::default(),
+            mail: Default::default(),
             metrics: kizo_gateway::server::MetricsSettings {
                 listen: Some("127.0.0.1:0".parse().unwrap()),
                 token: Some(METRICS_TOKEN.into()),

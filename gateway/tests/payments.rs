@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fund, send, start, user, TestStore};
+use common::{fund, send, start, user, verify, TestStore};
 use kizo_persistence::StoreConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -21,6 +21,22 @@ async fn payments_move_money_once_between_owners(store: StoreConfig) {
     let pay =
         |to: Value, amount: u64| json!({"from_account_id": ada_wallet, "to": to, "amount": amount});
     let to_bob = || json!({"email": "bob@example.com"});
+    // Until Bob proves the address is his, nobody can pay it: it may be anybody's.
+    let unverified = send(
+        "POST",
+        url("/v1/transfers"),
+        &ada,
+        Some("to-unverified"),
+        Some(pay(to_bob(), 1)),
+    )
+    .await;
+    assert_eq!(
+        (unverified.status, unverified.body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_recipient")),
+        "{}",
+        unverified.body
+    );
+    verify(&server, &base, "bob@example.com").await;
     let answer = send(
         "POST",
         url("/v1/transfers"),
@@ -358,7 +374,14 @@ async fn history_pages_and_user_search() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // Search: names by prefix, an email only on an exact match.
+    // Search: verified users only; names by prefix, an email only on an exact match.
+    let found = send("GET", url("/v1/users?q=bob@example.com"), &ada, None, None).await;
+    assert_eq!(
+        found.body["users"].as_array().unwrap().len(),
+        0,
+        "unverified"
+    );
+    verify(&server, &base, "bob@example.com").await;
     let found = send("GET", url("/v1/users?q=bob@example.com"), &ada, None, None).await;
     assert_eq!(found.body["users"][0]["email"], "bob@example.com");
     let found = send("GET", url("/v1/users?q=bob@"), &ada, None, None).await;

@@ -321,6 +321,16 @@ fn production_refuses_the_built_in_bank_and_every_file_made_is_private() {
     let said = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains("needs a real bank"), "{said}");
+    // With a bank, still no start without an SMTP server: nobody could prove an email or
+    // reset a password.
+    let output = command
+        .args(["--bank-url", "https://bank.example.com"])
+        .args(["--bank-token", "bank-token-0123456789abcdef0123456789"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("needs an SMTP server"), "{said}");
 
     // In development: the store, the generated secrets and the bank's journal are 0600, and
     // their folders 0700.

@@ -450,6 +450,7 @@ async fn the_in_process_bank_remembers_across_a_restart() {
         },
         snapshots: Default::default(),
         http: Default::default(),
+        mail: Default::default(),
         metrics: Default::default(),
     };
     let server = kizo_gateway::Server::start(config()).await.unwrap();

@@ -41,6 +41,7 @@ async fn gateway(dir: &std::path::Path) -> Server {
         bank: Default::default(),
         snapshots: Default::default(),
         http: Default::default(),
+        mail: Default::default(),
         metrics: Default::default(),
     })
     .await

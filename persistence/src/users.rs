@@ -33,6 +33,54 @@ pub struct User {
     /// The wallet's ledger account, a decimal u128.
     pub wallet_id: String,
     pub created_at: i64,
+    /// When the user proved they read mail sent to `email`; `None` until then.
+    pub email_verified_at: Option<i64>,
+}
+
+/// What a token sent by email is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailPurpose {
+    /// Proves the address is the user's.
+    Verify,
+    /// Lets the user choose a new password.
+    ResetPassword,
+}
+
+impl EmailPurpose {
+    pub fn code(self) -> &'static str {
+        match self {
+            EmailPurpose::Verify => "verify",
+            EmailPurpose::ResetPassword => "reset_password",
+        }
+    }
+}
+
+/// A mail to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mail {
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// A mail of the outbox, due to be sent.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxMail {
+    pub id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: i32,
+}
+
+/// What [`UserStore::reset_password`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reset {
+    /// The password is changed, the email counts as verified, and these sessions (every one
+    /// the user had) are revoked.
+    Done { revoked_sessions: Vec<String> },
+    /// Unknown, used or expired token: nothing changed.
+    Invalid,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,8 +162,9 @@ impl UserStore {
             .map_err(read_error)
     }
 
-    /// Users whose first or last name starts with `prefix` (case-insensitive), or whose email
-    /// is exactly `prefix` (lowercased), at most `limit`, by last then first name.
+    /// Users with a verified email whose first or last name starts with `prefix`
+    /// (case-insensitive), or whose email is exactly `prefix` (lowercased), at most `limit`, by
+    /// last then first name.
     pub async fn search(&self, prefix: &str, limit: u32) -> Result<Vec<User>, StoreError> {
         let escaped: String = prefix
             .to_lowercase()
@@ -128,8 +177,9 @@ impl UserStore {
         let pattern = format!("{escaped}%");
         let sql = self.sql(
             "SELECT * FROM users
-             WHERE lower(first_name) LIKE $1 ESCAPE '\\' OR lower(last_name) LIKE $1 ESCAPE '\\'
-                OR email = $3
+             WHERE email_verified_at IS NOT NULL
+               AND (lower(first_name) LIKE $1 ESCAPE '\\' OR lower(last_name) LIKE $1 ESCAPE '\\'
+                    OR email = $3)
              ORDER BY last_name, first_name, id LIMIT $2",
         );
         on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql)
@@ -139,6 +189,161 @@ impl UserStore {
             .fetch_all(pool)
             .await)
         .map_err(read_error)
+    }
+
+    /// Keeps a token (hashed) sent by email for `purpose`, and the mail that carries it, in one
+    /// transaction: the mail goes out only if the token is kept. Earlier unused tokens of the
+    /// user for the same purpose stop working: only the latest mail's link does.
+    pub async fn issue_email_token(
+        &self,
+        user_id: &str,
+        purpose: EmailPurpose,
+        token_hash: &[u8],
+        expires_at: i64,
+        mail: &Mail,
+    ) -> Result<(), StoreError> {
+        let retire = self.sql(
+            "UPDATE email_tokens SET used_at = $3 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
+        );
+        let insert = self.sql(
+            "INSERT INTO email_tokens (token_hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4)",
+        );
+        let enqueue = self.sql(
+            "INSERT INTO outbox (recipient, subject, body, created_at, next_at) VALUES ($1, $2, $3, $4, $4)",
+        );
+        let now = self.now_ms();
+        on_pool!(Pools, &self.pools, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&retire).bind(user_id).bind(purpose.code()).bind(now).execute(&mut *tx).await?;
+            sqlx::query(&insert)
+                .bind(token_hash)
+                .bind(user_id)
+                .bind(purpose.code())
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&enqueue)
+                .bind(&mail.recipient)
+                .bind(&mail.subject)
+                .bind(&mail.body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }.await)
+        .map_err(read_error)
+    }
+
+    /// Spends a verification token: the user it was sent to now has a verified email.
+    /// `None` for a token unknown, used, expired or of another purpose.
+    pub async fn verify_email(&self, token_hash: &[u8]) -> Result<Option<String>, StoreError> {
+        let spend = self.sql(
+            "UPDATE email_tokens SET used_at = $3
+             WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3
+             RETURNING user_id",
+        );
+        let verify = self.sql(
+            "UPDATE users SET email_verified_at = $2 WHERE id = $1 AND email_verified_at IS NULL",
+        );
+        let now = self.now_ms();
+        on_pool!(Pools, &self.pools, pool => async {
+            let mut tx = pool.begin().await?;
+            let user: Option<(String,)> = sqlx::query_as(&spend)
+                .bind(token_hash)
+                .bind(EmailPurpose::Verify.code())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((user_id,)) = &user {
+                sqlx::query(&verify).bind(user_id).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(user.map(|(id,)| id))
+        }.await)
+        .map_err(read_error)
+    }
+
+    /// Spends a password-reset token: sets the new password (given hashed), counts the email
+    /// as verified (the mail was read), and revokes every session of the user, in one
+    /// transaction.
+    pub async fn reset_password(
+        &self,
+        token_hash: &[u8],
+        password_hash: &str,
+    ) -> Result<Reset, StoreError> {
+        let spend = self.sql(
+            "UPDATE email_tokens SET used_at = $3
+             WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3
+             RETURNING user_id",
+        );
+        let update = self.sql(
+            "UPDATE users SET password_hash = $2, email_verified_at = COALESCE(email_verified_at, $3) WHERE id = $1",
+        );
+        let revoke = self.sql(
+            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+        );
+        let now = self.now_ms();
+        on_pool!(Pools, &self.pools, pool => async {
+            let mut tx = pool.begin().await?;
+            let user: Option<(String,)> = sqlx::query_as(&spend)
+                .bind(token_hash)
+                .bind(EmailPurpose::ResetPassword.code())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((user_id,)) = user else {
+                return Ok(Reset::Invalid);
+            };
+            sqlx::query(&update).bind(&user_id).bind(password_hash).bind(now).execute(&mut *tx).await?;
+            let revoked: Vec<(String,)> = sqlx::query_as(&revoke).bind(&user_id).bind(now).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Reset::Done {
+                revoked_sessions: revoked.into_iter().map(|(id,)| id).collect(),
+            })
+        }.await)
+        .map_err(read_error)
+    }
+
+    /// Mail due to be sent by `now_ms`, oldest first, at most `limit`.
+    pub async fn due_mail(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxMail>, StoreError> {
+        let sql = self.sql(
+            "SELECT id, recipient, subject, body, attempts FROM outbox
+             WHERE sent_at IS NULL AND failed_at IS NULL AND next_at <= $1
+             ORDER BY next_at, id LIMIT $2",
+        );
+        on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, OutboxMail>(&sql)
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+        .map_err(read_error)
+    }
+
+    /// Records a delivery: `Ok` sent; otherwise retried at `retry_at`, or, with `None`, given
+    /// up on.
+    pub async fn mail_attempted(
+        &self,
+        id: i64,
+        outcome: Result<(), Option<i64>>,
+    ) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let (sql, at) = match outcome {
+            Ok(()) => (
+                "UPDATE outbox SET sent_at = $2, attempts = attempts + 1 WHERE id = $1",
+                now,
+            ),
+            Err(Some(retry_at)) => (
+                "UPDATE outbox SET next_at = $2, attempts = attempts + 1 WHERE id = $1",
+                retry_at,
+            ),
+            Err(None) => (
+                "UPDATE outbox SET failed_at = $2, attempts = attempts + 1 WHERE id = $1",
+                now,
+            ),
+        };
+        let sql = self.sql(sql);
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql).bind(id).bind(at).execute(pool).await.map(|_| ()))
+            .map_err(read_error)
     }
 
     pub async fn update_names(
@@ -257,12 +462,22 @@ impl UserStore {
                  OR (created_at < $1 AND NOT EXISTS
                      (SELECT 1 FROM refresh_tokens r WHERE r.session_id = sessions.id))",
         );
+        // Mail tokens past their expiry, and mail sent or given up on, go too.
+        let email_tokens = self.sql("DELETE FROM email_tokens WHERE expires_at < $1");
+        let outbox = self.sql("DELETE FROM outbox WHERE sent_at < $1 OR failed_at < $1");
         on_pool!(Pools, &self.pools, pool => async {
             let mut tx = pool.begin().await?;
             let tokens = sqlx::query(&tokens).bind(before_ms).execute(&mut *tx).await?;
             let sessions = sqlx::query(&sessions).bind(before_ms).execute(&mut *tx).await?;
+            let email_tokens = sqlx::query(&email_tokens).bind(before_ms).execute(&mut *tx).await?;
+            let outbox = sqlx::query(&outbox).bind(before_ms).execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(tokens.rows_affected() + sessions.rows_affected())
+            Ok::<_, sqlx::Error>(
+                tokens.rows_affected()
+                    + sessions.rows_affected()
+                    + email_tokens.rows_affected()
+                    + outbox.rows_affected(),
+            )
         }.await)
         .map_err(read_error)
     }

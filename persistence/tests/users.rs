@@ -5,7 +5,7 @@ mod common;
 
 use common::TestStore;
 use kizo_engine::{Clock, SystemClock};
-use kizo_persistence::users::{Refresh, User, UserError, UserStore};
+use kizo_persistence::users::{EmailPurpose, Mail, Refresh, Reset, User, UserError, UserStore};
 
 /// The time as the store stamps it (its clock is the system's unless told otherwise).
 fn now_ms() -> i64 {
@@ -13,6 +13,7 @@ fn now_ms() -> i64 {
 }
 
 on_both_backends!(
+    mail_tokens_work_once_before_they_expire_and_mail_waits_in_the_outbox,
     emails_are_unique,
     refresh_tokens_rotate_once_and_reuse_ends_the_session,
     notes_are_found_by_transfer_and_request,
@@ -29,6 +30,7 @@ fn user(id: &str, email: &str) -> User {
         last_name: "Lovelace".into(),
         wallet_id: "12345".into(),
         created_at: now_ms(),
+        email_verified_at: None,
     }
 }
 
@@ -220,4 +222,133 @@ async fn expired_tokens_and_dead_sessions_are_pruned(store: TestStore) {
             .unwrap(),
         Refresh::Rotated { .. }
     ));
+}
+
+async fn mail_tokens_work_once_before_they_expire_and_mail_waits_in_the_outbox(store: TestStore) {
+    let clock = std::sync::Arc::new(kizo_testkit::ManualClock(1_000_000_000_000_000.into()));
+    let users = UserStore::open(&store.config)
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    users
+        .create_user(&user("u1", "ada@example.com"))
+        .await
+        .unwrap();
+    let mail = |subject: &str| Mail {
+        recipient: "ada@example.com".into(),
+        subject: subject.into(),
+        body: "the code".into(),
+    };
+    let now = users.now_ms();
+    users
+        .issue_email_token(
+            "u1",
+            EmailPurpose::Verify,
+            b"old",
+            now + 1_000,
+            &mail("first"),
+        )
+        .await
+        .unwrap();
+    users
+        .issue_email_token(
+            "u1",
+            EmailPurpose::Verify,
+            b"new",
+            now + 1_000,
+            &mail("second"),
+        )
+        .await
+        .unwrap();
+    // The outbox holds both mails, due now, oldest first.
+    let due = users.due_mail(now, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(),
+        ["first", "second"]
+    );
+    users.mail_attempted(due[0].id, Ok(())).await.unwrap();
+    users
+        .mail_attempted(due[1].id, Err(Some(now + 500)))
+        .await
+        .unwrap();
+    assert!(users.due_mail(now, 10).await.unwrap().is_empty());
+    let retried = users.due_mail(now + 500, 10).await.unwrap();
+    assert_eq!((retried.len(), retried[0].attempts), (1, 1));
+    users
+        .mail_attempted(retried[0].id, Err(None))
+        .await
+        .unwrap();
+    assert!(users.due_mail(now + 10_000, 10).await.unwrap().is_empty());
+
+    // Only the newest token works, once; a reset token is not a verification token.
+    assert_eq!(users.verify_email(b"old").await.unwrap(), None);
+    assert_eq!(
+        users.verify_email(b"new").await.unwrap().as_deref(),
+        Some("u1")
+    );
+    assert_eq!(users.verify_email(b"new").await.unwrap(), None);
+    assert!(users
+        .user_by_id("u1")
+        .await
+        .unwrap()
+        .unwrap()
+        .email_verified_at
+        .is_some());
+
+    users
+        .create_session("s1", "u1", b"r1", now + 60_000)
+        .await
+        .unwrap();
+    users
+        .create_session("s2", "u1", b"r2", now + 60_000)
+        .await
+        .unwrap();
+    users
+        .issue_email_token(
+            "u1",
+            EmailPurpose::ResetPassword,
+            b"late",
+            now + 1_000,
+            &mail("reset"),
+        )
+        .await
+        .unwrap();
+    // Past its expiry it does nothing.
+    clock.advance(1_001 * 1_000_000);
+    assert_eq!(
+        users.reset_password(b"late", "new hash").await.unwrap(),
+        Reset::Invalid
+    );
+    assert_eq!(users.verify_email(b"late").await.unwrap(), None);
+    let now = users.now_ms();
+    users
+        .issue_email_token(
+            "u1",
+            EmailPurpose::ResetPassword,
+            b"reset",
+            now + 1_000,
+            &mail("reset"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(users.verify_email(b"reset").await.unwrap(), None);
+    match users.reset_password(b"reset", "new hash").await.unwrap() {
+        Reset::Done {
+            mut revoked_sessions,
+        } => {
+            revoked_sessions.sort();
+            assert_eq!(revoked_sessions, ["s1", "s2"]);
+        }
+        Reset::Invalid => panic!("a good reset token was refused"),
+    }
+    assert_eq!(
+        users.reset_password(b"reset", "newer hash").await.unwrap(),
+        Reset::Invalid
+    );
+    assert_eq!(
+        users.user_by_id("u1").await.unwrap().unwrap().password_hash,
+        "new hash"
+    );
+    assert!(!users.session_active("s1").await.unwrap());
+    assert!(!users.session_active("s2").await.unwrap());
 }

@@ -44,6 +44,11 @@ pub async fn start_configured(
         bank: Default::default(),
         snapshots: Default::default(),
         http: Default::default(),
+        mail: kizo_gateway::mail::MailSettings {
+            // Kept for the test process's life: tests read the mail the server sends.
+            dir: Some(tempfile::tempdir().unwrap().keep()),
+            ..Default::default()
+        },
         metrics: Default::default(),
     };
     change(&mut config);
@@ -110,6 +115,52 @@ pub async fn user(base: &str, email: &str) -> (String, String) {
         .unwrap();
     let tokens: Value = response.json().await.unwrap();
     (tokens["access_token"].as_str().unwrap().to_string(), wallet)
+}
+
+/// The newest mail to `email` the server kept (development mail), waiting for it a while.
+pub async fn mail_to(server: &Server, email: &str) -> String {
+    let dir = server.mail_dir.as_ref().expect("the server keeps its mail");
+    for _ in 0..200 {
+        let mut found: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                let text = std::fs::read_to_string(&path).ok()?;
+                text.lines()
+                    .any(|line| line.eq_ignore_ascii_case(&format!("To: {email}")))
+                    .then_some((path, text))
+            })
+            .collect();
+        found.sort();
+        if let Some((_, text)) = found.pop() {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no mail to {email}");
+}
+
+/// The one-use code a mail carries (the line after "enter this code:").
+pub fn code_in(mail: &str) -> String {
+    let mut lines = mail.lines().skip_while(|l| !l.contains("enter this code:"));
+    lines
+        .find(|l| !l.trim().is_empty() && !l.contains("enter this code:"))
+        .expect("a code in the mail")
+        .trim()
+        .to_string()
+}
+
+/// Verifies `email`'s address with the code of the newest mail sent to it.
+pub async fn verify(server: &Server, base: &str, email: &str) {
+    let code = code_in(&mail_to(server, email).await);
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/auth/verify-email"))
+        .json(&json!({ "token": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
 /// Pays `amount` into `wallet` (a UUID) from a bank account of the ledger API (created on first
