@@ -770,7 +770,13 @@ mod tests {
         let token = "bank-token-0123456789abcdef0123456789";
         let mut with_bank = production.clone();
         with_bank.extend(["--bank-url", "http://127.0.0.1:9", "--bank-token", token]);
+        assert!(matches!(
+            args(&with_bank).server_config(),
+            Err(ConfigError::NoMailInProduction)
+        ));
+        with_bank.extend(["--smtp-url", "smtp://127.0.0.1:25"]);
         let config = args(&with_bank).server_config().unwrap();
+        assert_eq!(config.mail.smtp_url.as_deref(), Some("smtp://127.0.0.1:25"));
         assert_eq!(config.api_key, "api-0123456789abcdef0123456789abcdef");
         assert_eq!(config.bank.token.as_deref(), Some(token));
         assert!(matches!(
