@@ -3,6 +3,12 @@
 //! target can be hammered, and a stranger spending an email's attempts from elsewhere never
 //! keeps its owner out. Over the limit: `429 rate_limited` with `Retry-After`.
 //!
+//! Failed sign-ins also slow down what follows them: after a few failures for one email from
+//! one address ([`FREE_FAILURES_PER_EMAIL`]), or many from one address whatever the email
+//! ([`FREE_FAILURES_PER_ADDRESS`]), each further attempt must wait twice as long as the last,
+//! up to [`FAILURE_DELAY_MAX_MS`]; a success from that address ends its wait. The owner,
+//! signing in from their own address, is never kept waiting by failures from elsewhere.
+//!
 //! What strangers send never sizes the limiters' memory: keys are buckets of a keyed digest
 //! (an email of any length, or one of the 2^64 addresses of an IPv6 /64, is one bucket), so
 //! each limiter holds at most [`BUCKETS`] entries, and unused ones are forgotten.
@@ -44,10 +50,23 @@ impl Default for AuthRates {
 /// and so a budget, with a chance of one in this many.
 pub const BUCKETS: u32 = 1 << 20;
 
+/// Failed sign-ins for one email from one address before each further one must wait.
+pub const FREE_FAILURES_PER_EMAIL: u32 = 3;
+/// Failed sign-ins from one address, whatever the emails, before each further one must wait.
+pub const FREE_FAILURES_PER_ADDRESS: u32 = 20;
+/// The longest wait after failures: it doubles from a second up to this.
+pub const FAILURE_DELAY_MAX_MS: u64 = 15 * 60_000;
+
+/// Consecutive failed sign-ins by bucket: how many, and when the last one was.
+type Failures = std::sync::Mutex<std::collections::HashMap<u32, (u32, u64)>>;
+
 #[derive(Clone)]
 pub struct Limits {
     by_address: Arc<DefaultKeyedRateLimiter<u32>>,
     by_email_and_address: Arc<DefaultKeyedRateLimiter<u32>>,
+    /// Keys are buckets (below [`BUCKETS`]), so each map holds at most that many entries.
+    failures_by_address: Arc<Failures>,
+    failures_by_email_and_address: Arc<Failures>,
     /// Keys the buckets' digest, so that nobody can aim many keys at one bucket.
     secret: [u8; 16],
     buckets: u32,
@@ -106,6 +125,8 @@ impl Limits {
         Limits {
             by_address: Arc::new(RateLimiter::keyed(Quota::per_minute(rates.per_address))),
             by_email_and_address: Arc::new(RateLimiter::keyed(Quota::per_minute(rates.per_email))),
+            failures_by_address: Arc::default(),
+            failures_by_email_and_address: Arc::default(),
             secret,
             buckets,
             trusted_proxies: rates.trusted_proxies.into(),
@@ -173,16 +194,111 @@ impl Limits {
         Ok(())
     }
 
-    /// Forgets keys whose limits have fully replenished.
-    pub fn shrink(&self) {
-        self.by_address.retain_recent();
-        self.by_email_and_address.retain_recent();
+    /// The buckets of a sign-in's failure counts: its address's, and its email's from it.
+    fn failure_buckets(&self, address: IpAddr, email: &str) -> (u32, u32) {
+        let client = client_of(address);
+        let email = email.trim().to_lowercase();
+        (
+            self.bucket(&[b"failures", &client]),
+            self.bucket(&[b"failures", email.as_bytes(), &client]),
+        )
     }
 
-    /// Entries held, in both limiters (at most 2 × [`BUCKETS`]).
-    pub fn entries(&self) -> usize {
-        self.by_address.len() + self.by_email_and_address.len()
+    /// Whether a sign-in for `email` from `address` may be tried at `now_ms`, or must wait
+    /// for the failures before it.
+    pub fn sign_in_allowed(
+        &self,
+        address: IpAddr,
+        email: &str,
+        now_ms: u64,
+    ) -> Result<(), Limited> {
+        let (by_address, by_email) = self.failure_buckets(address, email);
+        let wait = |failures: &Failures, bucket: u32, free: u32| -> u64 {
+            let failures = failures.lock().expect("not poisoned");
+            match failures.get(&bucket) {
+                Some(&(count, last_ms)) if count >= free => {
+                    let delay = failure_delay_ms(count - free);
+                    (last_ms + delay).saturating_sub(now_ms)
+                }
+                _ => 0,
+            }
+        };
+        let waits = [
+            wait(
+                &self.failures_by_address,
+                by_address,
+                FREE_FAILURES_PER_ADDRESS,
+            ),
+            wait(
+                &self.failures_by_email_and_address,
+                by_email,
+                FREE_FAILURES_PER_EMAIL,
+            ),
+        ];
+        match waits.into_iter().max().unwrap_or(0) {
+            0 => Ok(()),
+            ms => Err(Limited {
+                retry_after_seconds: ms.div_ceil(1_000),
+            }),
+        }
     }
+
+    /// Counts a failed sign-in for `email` from `address`.
+    pub fn sign_in_failed(&self, address: IpAddr, email: &str, now_ms: u64) {
+        let (by_address, by_email) = self.failure_buckets(address, email);
+        for (failures, bucket) in [
+            (&self.failures_by_address, by_address),
+            (&self.failures_by_email_and_address, by_email),
+        ] {
+            let mut failures = failures.lock().expect("not poisoned");
+            let entry = failures.entry(bucket).or_insert((0, now_ms));
+            *entry = (entry.0.saturating_add(1), now_ms);
+        }
+    }
+
+    /// A sign-in for `email` from `address` succeeded: their waits end.
+    pub fn sign_in_succeeded(&self, address: IpAddr, email: &str) {
+        let (by_address, by_email) = self.failure_buckets(address, email);
+        self.failures_by_address
+            .lock()
+            .expect("not poisoned")
+            .remove(&by_address);
+        self.failures_by_email_and_address
+            .lock()
+            .expect("not poisoned")
+            .remove(&by_email);
+    }
+
+    /// Forgets keys whose limits have fully replenished, and failures whose waits are over
+    /// (`now_ms`).
+    pub fn shrink(&self, now_ms: u64) {
+        self.by_address.retain_recent();
+        self.by_email_and_address.retain_recent();
+        for failures in [
+            &self.failures_by_address,
+            &self.failures_by_email_and_address,
+        ] {
+            failures
+                .lock()
+                .expect("not poisoned")
+                .retain(|_, (_, last_ms)| *last_ms + 2 * FAILURE_DELAY_MAX_MS > now_ms);
+        }
+    }
+
+    /// Entries held, in the limiters and the failure counts (at most 4 × [`BUCKETS`]).
+    pub fn entries(&self) -> usize {
+        let failures = |f: &Failures| f.lock().expect("not poisoned").len();
+        self.by_address.len()
+            + self.by_email_and_address.len()
+            + failures(&self.failures_by_address)
+            + failures(&self.failures_by_email_and_address)
+    }
+}
+
+/// The wait after `past_free` failures beyond the free ones: a second, doubling, at most
+/// [`FAILURE_DELAY_MAX_MS`].
+fn failure_delay_ms(past_free: u32) -> u64 {
+    (1_000u64 << past_free.min(20)).min(FAILURE_DELAY_MAX_MS)
 }
 
 /// A seed from the standard library's per-process random hasher keys (no extra dependency).
@@ -196,6 +312,58 @@ fn rand_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_sign_ins_make_the_next_wait_longer_and_never_lock_out_another_address() {
+        let limits = Limits::new(AuthRates::default());
+        let (attacker, owner): (IpAddr, IpAddr) = (
+            "203.0.113.9".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+        );
+        let mut now = 1_000_000;
+        for _ in 0..FREE_FAILURES_PER_EMAIL {
+            assert!(limits
+                .sign_in_allowed(attacker, "ada@example.com", now)
+                .is_ok());
+            limits.sign_in_failed(attacker, "ada@example.com", now);
+        }
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            let wait = limits
+                .sign_in_allowed(attacker, "Ada@Example.com", now)
+                .err()
+                .expect("a wait after the free failures")
+                .retry_after_seconds;
+            waits.push(wait);
+            now += wait * 1_000;
+            assert!(limits
+                .sign_in_allowed(attacker, "ada@example.com", now)
+                .is_ok());
+            limits.sign_in_failed(attacker, "ada@example.com", now);
+        }
+        assert_eq!(waits, [1, 2, 4, 8]);
+        // The owner, from their own address, is not kept waiting.
+        assert!(limits
+            .sign_in_allowed(owner, "ada@example.com", now)
+            .is_ok());
+        // A success ends the wait; the delays stop growing at their ceiling.
+        limits.sign_in_succeeded(attacker, "ada@example.com");
+        assert!(limits
+            .sign_in_allowed(attacker, "ada@example.com", now)
+            .is_ok());
+        assert_eq!(failure_delay_ms(u32::MAX), FAILURE_DELAY_MAX_MS);
+        // Many emails from one address: its own budget of failures, then waits.
+        for n in 0..FREE_FAILURES_PER_ADDRESS {
+            limits.sign_in_failed(owner, &format!("guess{n}@example.com"), now);
+        }
+        assert!(limits
+            .sign_in_allowed(owner, "new@example.com", now)
+            .is_err());
+        limits.shrink(now + 2 * FAILURE_DELAY_MAX_MS + 1);
+        assert!(limits
+            .sign_in_allowed(owner, "new@example.com", now)
+            .is_ok());
+    }
 
     #[test]
     fn an_address_and_an_email_from_it_each_have_their_own_budget() {

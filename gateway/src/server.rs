@@ -491,7 +491,7 @@ async fn housekeeping(state: AppState) {
 }
 
 async fn prune(state: &AppState) {
-    state.limits.shrink();
+    state.limits.shrink(state.clock.now_ms());
     metrics::gauge!("kizo_auth_limiter_entries").set(state.limits.entries() as f64);
     state.revocations.prune(state.users.now_ms());
     state.transfer_keys.prune();

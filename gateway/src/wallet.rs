@@ -288,7 +288,14 @@ pub async fn login(
     ) {
         return Ok(limited.into_response());
     }
+    let client = state.limits.client(peer.ip(), &headers);
     let email = request.email.trim().to_lowercase();
+    if let Err(limited) = state
+        .limits
+        .sign_in_allowed(client, &email, state.clock.now_ms())
+    {
+        return Ok(limited.into_response());
+    }
     let user = state
         .users
         .user_by_email(&email)
@@ -296,6 +303,13 @@ pub async fn login(
         .map_err(store_error)?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let matches = state.passwords.verify(stored, request.password).await?;
+    if matches {
+        state.limits.sign_in_succeeded(client, &email);
+    } else {
+        state
+            .limits
+            .sign_in_failed(client, &email, state.clock.now_ms());
+    }
     let Some(user) = user.filter(|_| matches) else {
         return Err(
             ApiError::unauthorized("wrong email or password").with_code("invalid_credentials")

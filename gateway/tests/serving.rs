@@ -441,3 +441,50 @@ async fn sign_in_budgets_follow_the_client_behind_a_trusted_proxy_only() {
         "one client, forging"
     );
 }
+
+/// Failed sign-ins for one email from one address make the next attempt from there wait,
+/// longer each time; the owner signing in from another address is never kept out.
+#[tokio::test]
+async fn failed_sign_ins_slow_their_address_down_but_never_lock_the_owner_out() {
+    async fn login(gateway: &Gateway, from: &str, password: &str) -> (u16, Option<u64>) {
+        let response = reqwest::Client::new()
+            .post(gateway.url("/v1/auth/login"))
+            .header("x-forwarded-for", from)
+            .json(&json!({"email": "ada@example.com", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        (response.status().as_u16(), retry_after)
+    }
+    let data = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(data.path(), &["--trusted-proxies", "127.0.0.1"]);
+    let signup = reqwest::Client::new()
+        .post(gateway.url("/v1/auth/signup"))
+        .json(&json!({"email": "ada@example.com", "password": "the right password", "first_name": "Ada", "last_name": "L"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let attacker = "203.0.113.66";
+    for _ in 0..3 {
+        assert_eq!(login(&gateway, attacker, "a guess").await.0, 401);
+    }
+    // Now every attempt from there waits, even with the right password.
+    let (status, wait) = login(&gateway, attacker, "the right password").await;
+    assert_eq!((status, wait), (429, Some(1)));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(login(&gateway, attacker, "a guess").await.0, 401);
+    let (status, wait) = login(&gateway, attacker, "a guess").await;
+    assert_eq!((status, wait), (429, Some(2)), "the wait doubles");
+    // The owner, elsewhere, signs in at once.
+    assert_eq!(
+        login(&gateway, "198.51.100.7", "the right password")
+            .await
+            .0,
+        200
+    );
+}
