@@ -331,8 +331,7 @@ mod tests {
         for _ in 0..4 {
             let wait = limits
                 .sign_in_allowed(attacker, "Ada@Example.com", now)
-                .err()
-                .expect("a wait after the free failures")
+                .expect_err("a wait after the free failures")
                 .retry_after_seconds;
             waits.push(wait);
             now += wait * 1_000;
