@@ -30,6 +30,7 @@ pub mod config;
 pub mod email;
 pub mod error;
 pub mod idempotency;
+pub mod js_safe;
 pub mod json;
 pub mod ledger;
 pub mod limits;

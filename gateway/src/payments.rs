@@ -52,7 +52,7 @@ const CSV_PAGE: u32 = 1_000;
     params(("id" = uuid::Uuid, Path), CsvQuery),
     responses(
         (status = 200, content_type = "text/csv", body = String,
-            description = "id,timestamp,direction,counterparty_account_id,amount,currency,status,note"),
+            description = "id,created_at,direction,counterparty_account_id,amount,currency,status,note (created_at: RFC 3339, UTC)"),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -66,7 +66,7 @@ pub async fn history_csv(
 ) -> Result<Response, ApiError> {
     let id = own_account(&caller, &id)?;
     let (debits, credits) = sides(query.direction.as_deref())?;
-    let header = "id,timestamp,direction,counterparty_account_id,amount,currency,status,note\n";
+    let header = "id,created_at,direction,counterparty_account_id,amount,currency,status,note\n";
     // (the engine, the next page's upper bound, done)
     let start = (state.clone(), u64::MAX, false);
     let pages = futures_util::stream::unfold(start, move |(state, before, done)| async move {
@@ -112,7 +112,7 @@ pub async fn history_csv(
             text.push_str(&format!(
                 "{},{},{},{},{},{},{},{}\n",
                 uuid::Uuid::from_u128(t.id),
-                t.timestamp,
+                crate::js_safe::rfc3339_ns(t.timestamp),
                 if sent { "sent" } else { "received" },
                 uuid::Uuid::from_u128(counterparty),
                 t.amount,
@@ -162,7 +162,11 @@ pub struct Dashboard {
     pub account: AccountBalance,
     /// Sums of this calendar month (UTC), in minor units, of money that moved (a withdrawal's
     /// hold counts once it is paid out).
+    #[serde(serialize_with = "crate::js_safe::decimal")]
+    #[schema(value_type = String, example = "2500")]
     pub sent_this_month: u128,
+    #[serde(serialize_with = "crate::js_safe::decimal")]
+    #[schema(value_type = String, example = "10000")]
     pub received_this_month: u128,
     /// Transfers this month that moved money, sent and received.
     pub transfers_this_month: u64,
@@ -404,8 +408,9 @@ pub struct TransferView {
     /// posted; pending (a withdrawal's hold, until it is paid out: then a posted withdrawal
     /// follows); voided (a hold released).
     pub status: &'static str,
-    /// Nanoseconds since 1970, assigned by the ledger.
-    pub timestamp: u64,
+    /// When the ledger took it: RFC 3339, UTC, to the nanosecond (unique per transfer).
+    #[schema(example = "2026-12-05T13:11:05.337000001Z")]
+    pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -419,7 +424,7 @@ fn view(state: &AppState, t: &Transfer, note: Option<String>) -> TransferView {
         currency: state.currency.code.clone(),
         kind: TransferKind::of(t).as_str(),
         status: TransferState::of(t).as_str(),
-        timestamp: t.timestamp,
+        created_at: crate::js_safe::rfc3339_ns(t.timestamp),
         note,
     }
 }

@@ -70,8 +70,11 @@ pub struct SettlementView {
     /// Calls made to the bank.
     pub attempts: u32,
     /// Milliseconds since 1970.
-    pub created_at_ms: u64,
-    pub updated_at_ms: u64,
+    /// RFC 3339, UTC, to the millisecond.
+    #[schema(example = "2026-12-05T13:11:05.337Z")]
+    pub created_at: String,
+    #[schema(example = "2026-12-05T13:11:05.380Z")]
+    pub updated_at: String,
 }
 
 fn view_of(state: &AppState, s: &Settlement) -> SettlementView {
@@ -84,8 +87,8 @@ fn view_of(state: &AppState, s: &Settlement) -> SettlementView {
         status: s.status().code(),
         reason: s.reason.clone(),
         attempts: s.attempts_total,
-        created_at_ms: s.created_ms,
-        updated_at_ms: s.updated_ms,
+        created_at: crate::js_safe::rfc3339_ms(s.created_ms),
+        updated_at: crate::js_safe::rfc3339_ms(s.updated_ms),
     }
 }
 

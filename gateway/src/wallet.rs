@@ -127,13 +127,22 @@ pub struct UserJson {
 pub struct AccountBalance {
     pub id: String,
     pub currency: String,
-    /// What can be spent: posted credits less posted and held debits.
+    /// What can be spent: posted credits less posted and held debits (minor units, a decimal
+    /// string: it may pass 2^53).
+    #[serde(serialize_with = "crate::js_safe::decimal")]
+    #[schema(value_type = String, example = "12500")]
     pub available: u128,
     /// Pending debits (withdrawals under way).
+    #[serde(serialize_with = "crate::js_safe::decimal")]
+    #[schema(value_type = String, example = "0")]
     pub held: u128,
     /// Pending credits.
+    #[serde(serialize_with = "crate::js_safe::decimal")]
+    #[schema(value_type = String, example = "0")]
     pub incoming: u128,
     /// Posted credits less posted debits.
+    #[serde(serialize_with = "crate::js_safe::decimal")]
+    #[schema(value_type = String, example = "12500")]
     pub posted: u128,
 }
 

@@ -193,3 +193,32 @@ pub async fn fund(base: &str, wallet: &str, amount: u64, id: u64) {
         answer.body
     );
 }
+
+/// Fails unless JavaScript reads `value` exactly: no number above 2^53 (or fractional), and
+/// every field named like a time (`*_at`) an RFC 3339 string in UTC.
+pub fn assert_js_safe(value: &Value) {
+    const SAFE: u64 = 1 << 53;
+    match value {
+        Value::Number(n) => assert!(
+            n.as_u64().is_some_and(|n| n <= SAFE)
+                || n.as_i64().is_some_and(|n| n.unsigned_abs() <= SAFE),
+            "{n} is not an integer JavaScript reads exactly"
+        ),
+        Value::Array(items) => items.iter().for_each(assert_js_safe),
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                if name.ends_with("_at") {
+                    let text = field
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{name}: {field} is not a string"));
+                    assert!(
+                        text.len() >= 20 && text.as_bytes()[10] == b'T' && text.ends_with('Z'),
+                        "{name}: {text} is not RFC 3339 in UTC"
+                    );
+                }
+                assert_js_safe(field);
+            }
+        }
+        _ => {}
+    }
+}
