@@ -78,6 +78,10 @@ pub struct EngineConfig {
     /// Events (or looked-up ids) admitted at once, across all callers; further callers wait
     /// (backpressure instead of unbounded mailboxes). At least one full batch.
     pub max_in_flight_events: usize,
+    /// Rows of account histories (`get_account_transfers`, read from the transfer store)
+    /// asked for at once: reads wait on a budget of their own, so that a flood of them never
+    /// holds back writes (which wait on `max_in_flight_events`). At least one full batch.
+    pub max_in_flight_reads: usize,
     /// At most this many events are decided together in one round (one log commit).
     pub round_events_max: usize,
     /// How often the engine looks for pending transfers whose timeout passed.
@@ -110,6 +114,7 @@ impl Default for EngineConfig {
         Self {
             shard_count: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_in_flight_events: 16 * BATCH_EVENTS_MAX,
+            max_in_flight_reads: 4 * BATCH_EVENTS_MAX,
             round_events_max: 4 * BATCH_EVENTS_MAX,
             expiry_interval: Duration::from_millis(250),
             transfer_window: None,
@@ -127,7 +132,10 @@ pub struct Engine {
 struct Inner {
     coordinator: Arc<RwLock<Option<ActorRef<CoordinatorMsg>>>>,
     supervisor: ActorRef<SupervisorMsg>,
+    /// Writes and lookups (served from memory).
     admission: Semaphore,
+    /// Account histories (served from the transfer store).
+    read_admission: Semaphore,
     shard_count: usize,
     stats: Arc<Stats>,
 }
@@ -193,10 +201,12 @@ impl Engine {
         }
         if config.max_in_flight_events < BATCH_EVENTS_MAX
             || config.max_in_flight_events > Semaphore::MAX_PERMITS
+            || config.max_in_flight_reads < BATCH_EVENTS_MAX
+            || config.max_in_flight_reads > Semaphore::MAX_PERMITS
             || config.round_events_max < BATCH_EVENTS_MAX
         {
             return Err(EngineError::Start(format!(
-                "max_in_flight_events and round_events_max must be at least {BATCH_EVENTS_MAX}"
+                "max_in_flight_events, max_in_flight_reads and round_events_max must be at least {BATCH_EVENTS_MAX}"
             )));
         }
         let coordinator = Arc::new(RwLock::new(None));
@@ -218,6 +228,7 @@ impl Engine {
                 coordinator,
                 supervisor,
                 admission: Semaphore::new(config.max_in_flight_events),
+                read_admission: Semaphore::new(config.max_in_flight_reads),
                 shard_count: config.shard_count,
                 stats,
             }),
@@ -312,11 +323,14 @@ impl Engine {
             return Ok(Vec::new());
         }
         let weight = filter.limit as usize;
-        self.ask(weight, |reply| CoordinatorMsg::AccountTransfers {
-            filter,
-            reply,
-        })
-        .await
+        let _permit = self
+            .inner
+            .read_admission
+            .acquire_many(weight as u32)
+            .await
+            .map_err(|_| EngineError::ShutDown)?;
+        self.send(|reply| CoordinatorMsg::AccountTransfers { filter, reply })
+            .await
     }
 
     /// Fault injection for tests and the simulator: shard `index` panics while handling its
@@ -374,6 +388,15 @@ impl Engine {
             .acquire_many(weight.max(1) as u32)
             .await
             .map_err(|_| EngineError::ShutDown)?;
+        self.send(message).await
+    }
+
+    /// Sends a request to the coordinator and waits for the answer (admission is the
+    /// caller's).
+    async fn send<T>(
+        &self,
+        message: impl FnOnce(Reply<T>) -> CoordinatorMsg,
+    ) -> Result<T, EngineError> {
         let coordinator = self
             .inner
             .coordinator

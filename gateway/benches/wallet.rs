@@ -58,6 +58,7 @@ fn main() {
                 per_address: std::num::NonZeroU32::new(1_000_000).unwrap(),
                 per_email: std::num::NonZeroU32::new(1_000_000).unwrap(),
                 trusted_proxies: Vec::new(),
+                reads_per_user: std::num::NonZeroU32::new(1_000_000).unwrap(),
             },
             admin_api_key: "admin-key-for-tests-0123456789abcdef".into(),
             bank: Default::default(),

@@ -81,6 +81,10 @@ pub struct Args {
     /// Signup, login and refresh attempts allowed per minute from one client address.
     #[arg(long, env = "KIZO_AUTH_RATE_PER_ADDRESS", default_value_t = 60)]
     pub auth_rate_per_address: u32,
+    /// History, dashboard, search and CSV reads allowed per minute to one user (a CSV export
+    /// counts as 20); past it, 429 with Retry-After for that user only.
+    #[arg(long, env = "KIZO_READS_PER_USER", default_value_t = 600)]
+    pub reads_per_user: u32,
     /// Proxies (addresses or CIDR networks, comma-separated) whose `X-Forwarded-For` names
     /// the client for rate limits; from anybody else the header is ignored.
     #[arg(long, env = "KIZO_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
@@ -391,6 +395,8 @@ impl Args {
                 per_email: std::num::NonZeroU32::new(self.auth_rate_per_email)
                     .ok_or(ConfigError::Rate)?,
                 trusted_proxies: self.trusted_proxies.clone(),
+                reads_per_user: std::num::NonZeroU32::new(self.reads_per_user)
+                    .ok_or(ConfigError::Rate)?,
             },
             admin_api_key: self.secret(
                 &self.admin_api_key,

@@ -37,6 +37,7 @@ pub mod limits;
 pub mod mail;
 pub mod metrics;
 pub mod money;
+pub mod month_cache;
 pub mod openapi;
 pub mod payments;
 pub mod serve;

@@ -34,7 +34,13 @@ pub struct AuthRates {
     /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`); from anybody
     /// else the header is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// History, dashboard, search and CSV reads per minute by one user (`--reads-per-user`; a
+    /// CSV export counts as [`CSV_READ_COST`]).
+    pub reads_per_user: NonZeroU32,
 }
+
+/// What one CSV export counts for against `reads_per_user`: it reads many pages.
+pub const CSV_READ_COST: u32 = 20;
 
 impl Default for AuthRates {
     fn default() -> Self {
@@ -42,6 +48,7 @@ impl Default for AuthRates {
             per_address: NonZeroU32::new(60).expect("non-zero"),
             per_email: NonZeroU32::new(10).expect("non-zero"),
             trusted_proxies: Vec::new(),
+            reads_per_user: NonZeroU32::new(600).expect("non-zero"),
         }
     }
 }
@@ -64,6 +71,7 @@ type Failures = std::sync::Mutex<std::collections::HashMap<u32, (u32, u64)>>;
 pub struct Limits {
     by_address: Arc<DefaultKeyedRateLimiter<u32>>,
     by_email_and_address: Arc<DefaultKeyedRateLimiter<u32>>,
+    reads_by_user: Arc<DefaultKeyedRateLimiter<u32>>,
     /// Keys are buckets (below [`BUCKETS`]), so each map holds at most that many entries.
     failures_by_address: Arc<Failures>,
     failures_by_email_and_address: Arc<Failures>,
@@ -125,6 +133,13 @@ impl Limits {
         Limits {
             by_address: Arc::new(RateLimiter::keyed(Quota::per_minute(rates.per_address))),
             by_email_and_address: Arc::new(RateLimiter::keyed(Quota::per_minute(rates.per_email))),
+            reads_by_user: Arc::new(RateLimiter::keyed(
+                Quota::per_minute(rates.reads_per_user).allow_burst(
+                    rates
+                        .reads_per_user
+                        .max(NonZeroU32::new(CSV_READ_COST).expect("non-zero")),
+                ),
+            )),
             failures_by_address: Arc::default(),
             failures_by_email_and_address: Arc::default(),
             secret,
@@ -192,6 +207,26 @@ impl Limits {
                 .map_err(limited)?;
         }
         Ok(())
+    }
+
+    /// Counts a read of `cost` by `user_id` (history, dashboard, search, CSV): a user who
+    /// reads faster than `reads_per_user` a minute waits, and so does nobody else.
+    pub fn read(&self, user_id: &str, cost: u32) -> Result<(), Limited> {
+        let bucket = self.bucket(&[b"reads", user_id.as_bytes()]);
+        let cost = NonZeroU32::new(cost.max(1)).expect("at least 1");
+        match self.reads_by_user.check_key_n(&bucket, cost) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Limited {
+                retry_after_seconds: not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .as_secs()
+                    .max(1),
+            }),
+            // More than the burst: never allowed; the caller asked for too much at once.
+            Err(_) => Err(Limited {
+                retry_after_seconds: 60,
+            }),
+        }
     }
 
     /// The buckets of a sign-in's failure counts: its address's, and its email's from it.
@@ -274,6 +309,7 @@ impl Limits {
     pub fn shrink(&self, now_ms: u64) {
         self.by_address.retain_recent();
         self.by_email_and_address.retain_recent();
+        self.reads_by_user.retain_recent();
         for failures in [
             &self.failures_by_address,
             &self.failures_by_email_and_address,
@@ -285,11 +321,12 @@ impl Limits {
         }
     }
 
-    /// Entries held, in the limiters and the failure counts (at most 4 × [`BUCKETS`]).
+    /// Entries held, in the limiters and the failure counts (at most 5 × [`BUCKETS`]).
     pub fn entries(&self) -> usize {
         let failures = |f: &Failures| f.lock().expect("not poisoned").len();
         self.by_address.len()
             + self.by_email_and_address.len()
+            + self.reads_by_user.len()
             + failures(&self.failures_by_address)
             + failures(&self.failures_by_email_and_address)
     }
@@ -370,6 +407,7 @@ mod tests {
             per_address: NonZeroU32::new(5).unwrap(),
             per_email: NonZeroU32::new(2).unwrap(),
             trusted_proxies: Vec::new(),
+            ..AuthRates::default()
         });
         let here: IpAddr = "10.0.0.1".parse().unwrap();
         let there: IpAddr = "10.0.0.2".parse().unwrap();
@@ -397,6 +435,7 @@ mod tests {
             per_address: NonZeroU32::new(2).unwrap(),
             per_email: NonZeroU32::new(100).unwrap(),
             trusted_proxies: Vec::new(),
+            ..AuthRates::default()
         });
         for host in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"] {
             assert!(limits.check(host.parse().unwrap(), None).is_ok());

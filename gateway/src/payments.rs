@@ -18,7 +18,6 @@ use crate::json::{Json, Query};
 use crate::server::AppState;
 use kizo_wallet::codes::{HAS_NOTE, PAYMENT_CODE};
 use kizo_wallet::ids::{self, Payee};
-use kizo_wallet::month::MonthTotals;
 use kizo_wallet::view::{TransferKind, TransferState};
 
 use crate::wallet::{balance_of, store_error, AccountBalance};
@@ -57,6 +56,7 @@ const CSV_PAGE: u32 = 1_000;
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: this user reads faster than --reads-per-user; see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn history_csv(
     State(state): State<AppState>,
@@ -65,6 +65,12 @@ pub async fn history_csv(
     Query(query): Query<CsvQuery>,
 ) -> Result<Response, ApiError> {
     let id = own_account(&caller, &id)?;
+    if let Err(limited) = state
+        .limits
+        .read(&caller.user_id, crate::limits::CSV_READ_COST)
+    {
+        return Ok(limited.into_response());
+    }
     let (debits, credits) = sides(query.direction.as_deref())?;
     let header = "id,created_at,direction,counterparty_account_id,amount,currency,status,note\n";
     // (the engine, the next page's upper bound, done)
@@ -181,22 +187,24 @@ pub struct Dashboard {
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "history_too_long: this month holds more transfers than the sums read", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: this user reads faster than --reads-per-user; see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn dashboard(
     State(state): State<AppState>,
     caller: Authenticated,
-) -> Result<Json<Dashboard>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Err(limited) = state.limits.read(&caller.user_id, 1) {
+        return Ok(limited.into_response());
+    }
     let id = caller.wallet;
     let found = state.engine.lookup_accounts(vec![id]).await?;
     let account = found
         .first()
         .ok_or_else(|| ApiError::not_found("no such account"))?;
-    let mut month = MonthTotals::new(id, state.clock.now_ns());
-    while let Some(filter) = month.next_filter() {
-        let page = state.engine.get_account_transfers(filter).await?;
-        month.take_page(&page)?;
-    }
-    let totals = month.totals().expect("the month's pages are all read");
+    let totals = state
+        .month_totals
+        .totals(&state.engine, id, state.clock.now_ns())
+        .await?;
     let latest = state
         .engine
         .get_account_transfers(kizo_engine::AccountFilter {
@@ -210,7 +218,8 @@ pub async fn dashboard(
         received_this_month: totals.received,
         transfers_this_month: totals.count,
         latest: views(&state, &latest).await?,
-    }))
+    })
+    .into_response())
 }
 
 #[cfg(test)]
@@ -262,14 +271,18 @@ pub struct HistoryPage {
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: this user reads faster than --reads-per-user; see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(id): Path<String>,
     Query(query): Query<HistoryQuery>,
-) -> Result<Json<HistoryPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = own_account(&caller, &id)?;
+    if let Err(limited) = state.limits.read(&caller.user_id, 1) {
+        return Ok(limited.into_response());
+    }
     let (debits, credits) = sides(query.direction.as_deref())?;
     let pending = match query.status.as_deref().unwrap_or("all") {
         "posted" => Some(false),
@@ -312,7 +325,8 @@ pub async fn history(
     Ok(Json(HistoryPage {
         transfers,
         next_cursor,
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -346,12 +360,16 @@ pub struct FoundUsers {
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: this user reads faster than --reads-per-user; see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn find_users(
     State(state): State<AppState>,
-    _caller: Authenticated,
+    caller: Authenticated,
     Query(query): Query<UserQuery>,
-) -> Result<Json<FoundUsers>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Err(limited) = state.limits.read(&caller.user_id, 1) {
+        return Ok(limited.into_response());
+    }
     let q = query.q.trim().to_lowercase();
     let length = q.chars().count();
     if !(3..=100).contains(&length) {
@@ -368,7 +386,8 @@ pub async fn find_users(
                 last_name: u.last_name,
             })
             .collect(),
-    }))
+    })
+    .into_response())
 }
 
 /// The recipient: an account, or the wallet of the user with this email.

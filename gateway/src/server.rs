@@ -148,6 +148,8 @@ pub struct App {
     pub mail_written: Arc<tokio::sync::Notify>,
     /// Where people reach the web app: links in mail point there.
     pub public_url: Arc<str>,
+    /// This month's sums per wallet, resumed by each dashboard read.
+    pub month_totals: crate::month_cache::MonthCache,
 }
 
 impl App {
@@ -311,6 +313,7 @@ impl Server {
             },
             mail_written: mail_written.clone(),
             public_url: config.mail.public_url.trim_end_matches('/').into(),
+            month_totals: Default::default(),
         });
         let mailing = tokio::spawn(crate::mail::run_outbox(
             state.users.clone(),

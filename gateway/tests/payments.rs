@@ -431,3 +431,82 @@ async fn history_pages_and_user_search() {
     );
     server.stop().await;
 }
+
+/// One user flooding history, dashboard, search and CSV reads is slowed down alone (429 with
+/// Retry-After), on a read budget of their own; another user's payments and reads go on, and
+/// the dashboard's month sums, resumed from read to read, stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_flood_slows_its_reader_alone() {
+    let store = TestStore::embedded();
+    let (server, base) = common::start_configured(&store.config, |config| {
+        config.auth_rates.reads_per_user = std::num::NonZeroU32::new(40).unwrap();
+    })
+    .await;
+    let (flooder, flooder_wallet) = user(&base, "flood@example.com").await;
+    let (payer, payer_wallet) = user(&base, "payer@example.com").await;
+    let (_, payee_wallet) = user(&base, "payee@example.com").await;
+    fund(&base, &payer_wallet, 100_000, 1).await;
+
+    let reads = ["/v1/dashboard", "/v1/users?q=payee", "HISTORY", "CSV"];
+    let flood = futures_util::future::join_all((0..200).map(|n| {
+        let path = match reads[n % reads.len()] {
+            "HISTORY" => format!("/v1/accounts/{flooder_wallet}/transfers"),
+            "CSV" => format!("/v1/accounts/{flooder_wallet}/transfers.csv"),
+            other => other.to_string(),
+        };
+        let (base, flooder) = (base.clone(), flooder.clone());
+        async move {
+            let response = reqwest::Client::new()
+                .get(format!("{base}{path}"))
+                .bearer_auth(flooder)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status(),
+                response.headers().get("retry-after").is_some(),
+            )
+        }
+    }));
+    let payments = async {
+        let mut statuses = Vec::new();
+        for n in 0..20u64 {
+            let pay = json!({"from_account_id": payer_wallet, "to": {"account_id": payee_wallet}, "amount": 100 + n});
+            let answer = send(
+                "POST",
+                format!("{base}/v1/transfers"),
+                &payer,
+                Some(&format!("pay-{n}")),
+                Some(pay),
+            )
+            .await;
+            statuses.push(answer.status);
+            // The payer's dashboard, resumed each time, counts every payment so far.
+            let dashboard = send("GET", format!("{base}/v1/dashboard"), &payer, None, None).await;
+            assert_eq!(dashboard.status, StatusCode::OK, "{}", dashboard.body);
+            let sent: u64 = (0..=n).map(|k| 100 + k).sum();
+            assert_eq!(dashboard.body["sent_this_month"], sent.to_string());
+            assert_eq!(
+                dashboard.body["transfers_this_month"],
+                n + 2,
+                "with the funding"
+            );
+        }
+        statuses
+    };
+    let (flooded, statuses) = tokio::join!(flood, payments);
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    let limited = flooded
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited > 100, "{limited} of 200 flooding reads limited");
+    assert!(flooded
+        .iter()
+        .all(|(status, retry)| *status == StatusCode::OK
+            || (*status == StatusCode::TOO_MANY_REQUESTS && *retry)));
+    server.stop().await;
+}

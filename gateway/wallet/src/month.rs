@@ -1,6 +1,7 @@
 //! This month's sums for an account, as a sans-IO pager: it names the next page of history to
 //! read ([`MonthTotals::next_filter`]), takes the page the caller read
 //! ([`MonthTotals::take_page`]), and stops at a short page or refuses past [`PAGES_MAX`].
+//! Finished totals resume ([`MonthTotals::resume`]): a later call reads only what came since.
 
 use kizo_ledger::{AccountFilter, Transfer, BATCH_EVENTS_MAX};
 
@@ -40,20 +41,46 @@ pub struct Totals {
 #[derive(Clone, Debug)]
 pub struct MonthTotals {
     account_id: u128,
+    /// The month's first nanosecond.
+    month_start: u64,
     /// The next page starts here; `None` once a short page ended the month.
     from: Option<u64>,
+    /// Where the next increment starts: past the last transfer read.
+    resume_from: u64,
     pages: u32,
     totals: Totals,
 }
 
 impl MonthTotals {
     pub fn new(account_id: u128, now_ns: u64) -> Self {
+        let month_start = month_start_ns(now_ns).max(1);
         Self {
             account_id,
-            from: Some(month_start_ns(now_ns).max(1)),
+            month_start,
+            from: Some(month_start),
+            resume_from: month_start,
             pages: 0,
             totals: Totals::default(),
         }
+    }
+
+    /// Finished totals carried on to `now_ns`: the same sums, with only the transfers after
+    /// the last one read still to read (at most [`PAGES_MAX`] pages of them). Unfinished
+    /// totals, or a new month, start over. Sound because the ledger's timestamps only grow:
+    /// a transfer read later never has a timestamp below one read before.
+    pub fn resume(self, now_ns: u64) -> Self {
+        if self.from.is_some() || month_start_ns(now_ns).max(1) != self.month_start {
+            return Self::new(self.account_id, now_ns);
+        }
+        Self {
+            from: Some(self.resume_from),
+            pages: 0,
+            ..self
+        }
+    }
+
+    pub fn account_id(&self) -> u128 {
+        self.account_id
     }
 
     /// The page to read next, oldest first; `None` when the sums are complete.
@@ -82,6 +109,9 @@ impl MonthTotals {
                 .count
                 .checked_add(1)
                 .ok_or(WalletError::Overflow)?;
+        }
+        if let Some(last) = page.last() {
+            self.resume_from = last.timestamp.checked_add(1).ok_or(WalletError::Overflow)?;
         }
         self.from = match page.last() {
             Some(last) if page.len() == PAGE_LEN as usize => {
@@ -147,6 +177,42 @@ mod tests {
         assert_eq!(sums.count, u64::from(PAGE_LEN) + 3);
         assert_eq!(sums.sent, 2 * (u128::from(PAGE_LEN) + 3));
         assert_eq!(sums.received, 0);
+    }
+
+    #[test]
+    fn finished_totals_resume_with_only_what_came_since() {
+        let now = 1_795_608_000 * S;
+        let mut totals = MonthTotals::new(7, now);
+        let first = totals.next_filter().unwrap();
+        totals.take_page(&page(3, first.timestamp_min, 7)).unwrap();
+        let before = totals.totals().unwrap();
+        // Later the same month: only transfers after the last one read are asked for.
+        let mut later = totals.clone().resume(now + S);
+        let next = later.next_filter().unwrap();
+        assert_eq!(next.timestamp_min, first.timestamp_min + 3);
+        later.take_page(&page(2, next.timestamp_min, 7)).unwrap();
+        let after = later.totals().unwrap();
+        assert_eq!(after.count, before.count + 2);
+        assert_eq!(after.sent, before.sent + 4);
+        // Nothing new: the same sums, one short read.
+        let mut again = later.clone().resume(now + 2 * S);
+        again.take_page(&[]).unwrap();
+        assert_eq!(again.totals(), Some(after));
+        // A new month starts over from its first nanosecond.
+        let next_month = later.resume(now + 40 * 86_400 * S);
+        assert_eq!(next_month.totals(), None);
+        assert!(next_month.next_filter().unwrap().timestamp_min > first.timestamp_min);
+        // Unfinished totals start over too.
+        let mut unfinished = MonthTotals::new(7, now);
+        let filter = unfinished.next_filter().unwrap();
+        unfinished
+            .take_page(&page(PAGE_LEN as usize, filter.timestamp_min, 7))
+            .unwrap();
+        let restarted = unfinished.resume(now);
+        assert_eq!(
+            restarted.next_filter().unwrap().timestamp_min,
+            filter.timestamp_min
+        );
     }
 
     #[test]
