@@ -530,6 +530,7 @@ fn refusal_of(result: R) -> Option<ApiError> {
         (status = 409, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Refused: insufficient_funds, same_account, unknown_recipient, currency_mismatch, account_closed, idempotency_key_reused, transfer_failed, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "too_many_refusals: this user had 1000 payments refused in the last day", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create(
@@ -566,6 +567,18 @@ pub async fn create(
         }
         return Ok(idempotency::replay(kept.status, kept.body));
     }
+    if state.transfer_keys.refusals_of(&caller.user_id) >= crate::transfer_keys::REFUSALS_PER_USER {
+        // Each refusal is remembered for a day (for retries): one user may not fill that
+        // memory for everyone.
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_refusals",
+            format!(
+                "{} of your payments were refused in the last day; retry later",
+                crate::transfer_keys::REFUSALS_PER_USER
+            ),
+        ));
+    }
     let to = match to {
         Payee::Account(account_id) => {
             // Only a user's wallet receives payments: never a system account such as the
@@ -574,7 +587,7 @@ pub async fn create(
             if !found.first().is_some_and(kizo_wallet::codes::is_wallet) {
                 let error = refused("unknown_recipient", "no such recipient account")
                     .field("to.account_id");
-                return refuse(&state, id, fingerprint, error).await;
+                return refuse(&state, &caller.user_id, id, fingerprint, error).await;
             }
             account_id
         }
@@ -589,7 +602,7 @@ pub async fn create(
             _ => {
                 let error =
                     refused("unknown_recipient", "no user has this email").field("to.email");
-                return refuse(&state, id, fingerprint, error).await;
+                return refuse(&state, &caller.user_id, id, fingerprint, error).await;
             }
         },
     };
@@ -598,7 +611,7 @@ pub async fn create(
             "same_account",
             "the sender and the recipient are the same account",
         );
-        return refuse(&state, id, fingerprint, error).await;
+        return refuse(&state, &caller.user_id, id, fingerprint, error).await;
     }
     if let Some(note) = &note {
         state
@@ -641,13 +654,22 @@ pub async fn create(
             Ok(idempotency::replayed(error.into_response()))
         }
         Some(error) if error.code == "idempotency_key_reused" => Err(error),
-        Some(error) => refuse(&state, id, fingerprint, error).await,
+        Some(error) => {
+            if note.is_some() {
+                if let Err(failure) = state.users.delete_note(id, fingerprint).await {
+                    // Never shown (no transfer has this id and fingerprint); only kept.
+                    tracing::warn!(error = %failure, "a refused transfer's note was not forgotten");
+                }
+            }
+            refuse(&state, &caller.user_id, id, fingerprint, error).await
+        }
     }
 }
 
 /// Answers a refusal, kept first so that a retry gets it again.
 async fn refuse(
     state: &AppState,
+    user_id: &str,
     id: u128,
     fingerprint: u128,
     error: ApiError,
@@ -658,7 +680,7 @@ async fn refuse(
         status: status.as_u16(),
         body: body.into(),
     };
-    if let Err(failure) = state.transfer_keys.refuse(id, refusal).await {
+    if let Err(failure) = state.transfer_keys.refuse(id, user_id, refusal).await {
         // The refusal stands (nothing moved); only its replay is lost: a retry runs again.
         tracing::warn!(error = %failure, "a transfer refusal was not kept");
     }

@@ -21,6 +21,10 @@ use kizo_persistence::StoreError;
 pub const SCOPE: &str = "wallet-transfers";
 /// The most refusals held in memory (the oldest go first; see [`TransferKeys::refusal`]).
 pub const REFUSALS_MAX: usize = 1_000_000;
+/// The most refusals of one user held at once (a day's): past it, that user's payments are
+/// answered `429 too_many_refusals` until the oldest are a day old. Counted from this
+/// process's start (refusals loaded from the store carry no user).
+pub const REFUSALS_PER_USER: u32 = 1_000;
 
 /// A kept refusal: the fingerprint of the request refused, and its answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,28 +37,44 @@ pub struct Refusal {
 #[derive(Default)]
 struct Refusals {
     by_id: HashMap<u128, Refusal>,
-    /// (kept at, id), oldest first: what to forget first.
-    order: VecDeque<(i64, u128)>,
+    /// (kept at, id, whose), oldest first: what to forget first.
+    order: VecDeque<(i64, u128, Option<Arc<str>>)>,
+    /// Refusals held per user (those with a known user).
+    per_user: HashMap<Arc<str>, u32>,
 }
 
 impl Refusals {
     /// Keeps `refusal` for `id`, unless one is kept already: the first stays.
-    fn insert(&mut self, at_ms: i64, id: u128, refusal: Refusal) {
+    fn insert(&mut self, at_ms: i64, id: u128, user: Option<&str>, refusal: Refusal) {
         if let std::collections::hash_map::Entry::Vacant(entry) = self.by_id.entry(id) {
             entry.insert(refusal);
-            self.order.push_back((at_ms, id));
+            let user: Option<Arc<str>> = user.map(Arc::from);
+            if let Some(user) = &user {
+                *self.per_user.entry(user.clone()).or_default() += 1;
+            }
+            self.order.push_back((at_ms, id, user));
             self.forget(i64::MIN, REFUSALS_MAX);
         }
     }
 
     /// Forgets refusals kept before `before_ms`, and the oldest beyond `count_max`.
     fn forget(&mut self, before_ms: i64, count_max: usize) {
-        while let Some(&(at, id)) = self.order.front() {
-            if at >= before_ms && self.order.len() <= count_max {
+        while let Some((at, _, _)) = self.order.front() {
+            if *at >= before_ms && self.order.len() <= count_max {
                 break;
             }
-            self.order.pop_front();
+            let (_, id, user) = self.order.pop_front().expect("a front");
             self.by_id.remove(&id);
+            if let Some(user) = user {
+                if let std::collections::hash_map::Entry::Occupied(mut count) =
+                    self.per_user.entry(user)
+                {
+                    *count.get_mut() -= 1;
+                    if *count.get() == 0 {
+                        count.remove();
+                    }
+                }
+            }
         }
         debug_assert_eq!(self.order.len(), self.by_id.len());
     }
@@ -97,6 +117,7 @@ impl TransferKeys {
             refusals.insert(
                 row.started_at,
                 id,
+                None,
                 Refusal {
                     fingerprint: u128::from_le_bytes(fingerprint),
                     status: u16::try_from(row.status).unwrap_or(422),
@@ -132,8 +153,25 @@ impl TransferKeys {
             .cloned()
     }
 
-    /// Keeps a refusal, durably first. The first refusal kept for an id stays.
-    pub async fn refuse(&self, id: u128, refusal: Refusal) -> Result<(), StoreError> {
+    /// Refusals of `user_id` held now (the last day's, since this process started).
+    pub fn refusals_of(&self, user_id: &str) -> u32 {
+        self.refusals
+            .lock()
+            .expect("not poisoned")
+            .per_user
+            .get(user_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Keeps a refusal of `user_id`'s request, durably first. The first refusal kept for an
+    /// id stays.
+    pub async fn refuse(
+        &self,
+        id: u128,
+        user_id: &str,
+        refusal: Refusal,
+    ) -> Result<(), StoreError> {
         self.store
             .keep(
                 SCOPE,
@@ -143,10 +181,12 @@ impl TransferKeys {
                 &refusal.body,
             )
             .await?;
-        self.refusals
-            .lock()
-            .expect("not poisoned")
-            .insert(self.store.now_ms(), id, refusal);
+        self.refusals.lock().expect("not poisoned").insert(
+            self.store.now_ms(),
+            id,
+            Some(user_id),
+            refusal,
+        );
         Ok(())
     }
 
@@ -175,16 +215,26 @@ mod tests {
     fn refusals_are_forgotten_by_age_and_beyond_the_cap() {
         let mut refusals = Refusals::default();
         for id in 0..10 {
-            refusals.insert(100 + id as i64, id, refusal(id));
+            let user = if id % 2 == 0 { "even" } else { "odd" };
+            refusals.insert(100 + id as i64, id, Some(user), refusal(id));
         }
+        assert_eq!(refusals.per_user["even"], 5);
         // Inserting an id again keeps the first.
-        refusals.insert(500, 3, refusal(99));
+        refusals.insert(500, 3, Some("odd"), refusal(99));
+        assert_eq!(refusals.per_user["odd"], 5);
         assert_eq!(refusals.by_id[&3].fingerprint, 3);
         refusals.forget(105, usize::MAX);
         assert_eq!(refusals.order.len(), 5);
         assert!(!refusals.by_id.contains_key(&4) && refusals.by_id.contains_key(&5));
         refusals.forget(i64::MIN, 2);
-        let left: Vec<u128> = refusals.order.iter().map(|&(_, id)| id).collect();
+        let left: Vec<u128> = refusals.order.iter().map(|(_, id, _)| *id).collect();
         assert_eq!(left, [8, 9]);
+        // Per-user counts follow what is forgotten.
+        assert_eq!(
+            (refusals.per_user["even"], refusals.per_user["odd"]),
+            (1, 1)
+        );
+        refusals.forget(i64::MAX, usize::MAX);
+        assert!(refusals.per_user.is_empty());
     }
 }

@@ -510,3 +510,73 @@ async fn a_read_flood_slows_its_reader_alone() {
             || (*status == StatusCode::TOO_MANY_REQUESTS && *retry)));
     server.stop().await;
 }
+
+/// One user's refused payments fill only their own share of the memory of refusals: past
+/// it, their payments are answered 429 (retries of kept refusals still replay), and another
+/// user pays as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_remembered_up_to_a_quota_per_user() {
+    use futures_util::StreamExt;
+    let store = TestStore::embedded();
+    let (server, base) = start(&store.config).await;
+    let (broke, broke_wallet) = user(&base, "broke@example.com").await;
+    let (other, other_wallet) = user(&base, "other@example.com").await;
+    fund(&base, &other_wallet, 1_000, 1).await;
+    let quota = kizo_gateway::transfer_keys::REFUSALS_PER_USER as usize;
+    let pay = |token: String, from: String, to: String, key: String| {
+        let base = base.clone();
+        async move {
+            send(
+                "POST",
+                format!("{base}/v1/transfers"),
+                &token,
+                Some(&key),
+                Some(json!({"from_account_id": from, "to": {"account_id": to}, "amount": 5, "note": "cannot pay"})),
+            )
+            .await
+        }
+    };
+    let codes: Vec<String> = futures_util::stream::iter(0..quota)
+        .map(|n| {
+            pay(
+                broke.clone(),
+                broke_wallet.clone(),
+                other_wallet.clone(),
+                format!("k{n}"),
+            )
+        })
+        .buffer_unordered(16)
+        .map(|answer| answer.body["code"].as_str().unwrap_or_default().to_string())
+        .collect()
+        .await;
+    assert!(
+        codes.iter().all(|c| c == "insufficient_funds"),
+        "{:?}",
+        &codes[..5]
+    );
+    let over = pay(
+        broke.clone(),
+        broke_wallet.clone(),
+        other_wallet.clone(),
+        "one-more".into(),
+    )
+    .await;
+    assert_eq!(
+        (over.status, over.body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_refusals")),
+        "{}",
+        over.body
+    );
+    let replayed = pay(
+        broke.clone(),
+        broke_wallet.clone(),
+        other_wallet.clone(),
+        "k0".into(),
+    )
+    .await;
+    assert_eq!(replayed.body["code"], "insufficient_funds");
+    assert!(replayed.replayed);
+    let paid = pay(other, other_wallet, broke_wallet, "fine".into()).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+    server.stop().await;
+}

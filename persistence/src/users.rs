@@ -507,6 +507,23 @@ impl UserStore {
     /// On PostgreSQL, the commit does not wait for its own flush: the transfer's log commit,
     /// later on the same server, flushes the server's log past it (its log is one sequence). A
     /// note whose transfer never happened is never shown.
+    /// Forgets the note a refused request carried: no transfer will ever show it.
+    pub async fn delete_note(
+        &self,
+        transfer_id: u128,
+        fingerprint: u128,
+    ) -> Result<(), StoreError> {
+        let sql =
+            self.sql("DELETE FROM transfer_notes WHERE transfer_id = $1 AND fingerprint = $2");
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
+            .bind(transfer_id.to_string())
+            .bind(fingerprint.to_string())
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(read_error)
+    }
+
     pub async fn put_note(
         &self,
         transfer_id: u128,

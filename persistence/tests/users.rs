@@ -154,6 +154,11 @@ async fn notes_are_found_by_transfer_and_request(store: TestStore) {
     assert_eq!(found[&(big, 1)], "rent for May");
     assert_eq!(found[&(5, 9)], "lunch 🍜");
     assert!(users.notes(&[]).await.unwrap().is_empty());
+    // A refused request's note is forgotten; the other request's stays.
+    users.delete_note(big, 1).await.unwrap();
+    let found = users.notes(&[(big, 1), (big, 2)]).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[&(big, 2)], "not this one");
 }
 
 async fn kept_answers_are_listed_by_scope(store: TestStore) {
