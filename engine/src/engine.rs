@@ -78,9 +78,10 @@ pub struct EngineConfig {
     /// Events (or looked-up ids) admitted at once, across all callers; further callers wait
     /// (backpressure instead of unbounded mailboxes). At least one full batch.
     pub max_in_flight_events: usize,
-    /// Rows of account histories (`get_account_transfers`, read from the transfer store)
-    /// asked for at once: reads wait on a budget of their own, so that a flood of them never
-    /// holds back writes (which wait on `max_in_flight_events`). At least one full batch.
+    /// Account-history reads (`get_account_transfers`, from the transfer store) served at
+    /// once; more wait. Reads wait on this budget of their own, never on writes' (which wait
+    /// on `max_in_flight_events`), and a flood of them takes at most this many store queries'
+    /// worth of the machine from writes. At least 1.
     pub max_in_flight_reads: usize,
     /// At most this many events are decided together in one round (one log commit).
     pub round_events_max: usize,
@@ -114,7 +115,7 @@ impl Default for EngineConfig {
         Self {
             shard_count: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_in_flight_events: 16 * BATCH_EVENTS_MAX,
-            max_in_flight_reads: 4 * BATCH_EVENTS_MAX,
+            max_in_flight_reads: 2,
             round_events_max: 4 * BATCH_EVENTS_MAX,
             expiry_interval: Duration::from_millis(250),
             transfer_window: None,
@@ -201,12 +202,12 @@ impl Engine {
         }
         if config.max_in_flight_events < BATCH_EVENTS_MAX
             || config.max_in_flight_events > Semaphore::MAX_PERMITS
-            || config.max_in_flight_reads < BATCH_EVENTS_MAX
+            || config.max_in_flight_reads == 0
             || config.max_in_flight_reads > Semaphore::MAX_PERMITS
             || config.round_events_max < BATCH_EVENTS_MAX
         {
             return Err(EngineError::Start(format!(
-                "max_in_flight_events, max_in_flight_reads and round_events_max must be at least {BATCH_EVENTS_MAX}"
+                "max_in_flight_events and round_events_max must be at least {BATCH_EVENTS_MAX}, max_in_flight_reads at least 1"
             )));
         }
         let coordinator = Arc::new(RwLock::new(None));
@@ -322,11 +323,10 @@ impl Engine {
         if filter.account_id == 0 || filter.account_id == u128::MAX {
             return Ok(Vec::new());
         }
-        let weight = filter.limit as usize;
         let _permit = self
             .inner
             .read_admission
-            .acquire_many(weight as u32)
+            .acquire()
             .await
             .map_err(|_| EngineError::ShutDown)?;
         self.send(|reply| CoordinatorMsg::AccountTransfers { filter, reply })
