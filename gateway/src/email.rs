@@ -63,9 +63,11 @@ pub struct Accepted {
     pub detail: &'static str,
 }
 
+/// A mail's token is a credential: one unknown, used or expired is answered as an invalid
+/// refresh token is (401).
 fn invalid_token() -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNAUTHORIZED,
         "invalid_token",
         "the link is unknown, used or expired: ask for a new one",
     )
@@ -127,7 +129,8 @@ pub async fn send_verification(state: &App, user: &User) -> Result<(), ApiError>
 #[utoipa::path(post, path = "/v1/auth/verify-email", tag = "wallet", request_body = TokenRequest,
     responses(
         (status = 204, description = "The email is verified"),
-        (status = 400, description = "invalid_token", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_token", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts: see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -201,6 +204,7 @@ pub async fn resend_verification(
 #[utoipa::path(post, path = "/v1/auth/forgot-password", tag = "wallet", request_body = ForgotPassword,
     responses(
         (status = 202, description = "The same answer whether or not an account has this email", body = Accepted),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts: see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -247,7 +251,8 @@ pub async fn forgot_password(
 #[utoipa::path(post, path = "/v1/auth/reset-password", tag = "wallet", request_body = ResetPassword,
     responses(
         (status = 204, description = "The password is changed and every session of the user has ended"),
-        (status = 400, description = "invalid_token", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_token", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts: see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),

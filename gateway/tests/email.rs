@@ -144,7 +144,7 @@ async fn signup_mails_a_verification_and_a_reset_ends_every_session() {
     .await;
     assert_eq!(
         (status, problem["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_token"))
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
     );
     let (status, _) = post(&base, "/v1/auth/verify-email", json!({"token": code})).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -152,7 +152,7 @@ async fn signup_mails_a_verification_and_a_reset_ends_every_session() {
     let (status, problem) = post(&base, "/v1/auth/verify-email", json!({"token": code})).await;
     assert_eq!(
         (status, problem["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_token"))
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
     );
     let (status, tokens) = login(&base, email, "first password").await;
     assert_eq!(status, StatusCode::OK);
@@ -200,7 +200,7 @@ async fn signup_mails_a_verification_and_a_reset_ends_every_session() {
         json!({"token": code, "password": "second password"}),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, problem) = post(
         &base,
         "/v1/auth/reset-password",
@@ -221,7 +221,7 @@ async fn signup_mails_a_verification_and_a_reset_ends_every_session() {
         json!({"token": reset_code, "password": "third password"}),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "a reset code works once");
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a reset code works once");
 
     // Every session ended: the access token and the refresh token stop working at once.
     let me = send("GET", format!("{base}/v1/me"), &access, None, None).await;
@@ -276,7 +276,7 @@ async fn only_the_newest_verification_link_works() {
     }
     assert_ne!(first, second);
     let (status, _) = post(&base, "/v1/auth/verify-email", json!({"token": first})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = post(&base, "/v1/auth/verify-email", json!({"token": second})).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     server.stop().await;
