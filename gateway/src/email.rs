@@ -224,7 +224,13 @@ pub async fn forgot_password(
         return Ok(limited.into_response());
     }
     let email = request.email.trim().to_lowercase();
-    if email.len() <= crate::wallet::EMAIL_MAX {
+    if email.chars().count() > crate::wallet::EMAIL_MAX {
+        return Err(ApiError::invalid(
+            "email",
+            format!("at most {} characters", crate::wallet::EMAIL_MAX),
+        ));
+    }
+    {
         let state = state.clone();
         tokio::spawn(async move {
             match state.users.user_by_email(&email).await {
