@@ -285,6 +285,59 @@ pub fn hash_refresh(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// The cookie that carries the web app's refresh token: `HttpOnly` (no script reads it),
+/// `SameSite=Strict` (no other site's page sends it), sent only to `/v1/auth`, and `Secure`
+/// when the server is reached over HTTPS. The access token stays in the page's memory.
+pub const REFRESH_COOKIE: &str = "kizo_refresh";
+
+/// The header a request authenticated by the refresh cookie must carry (any value but
+/// empty). A page of another origin cannot set it without a CORS preflight, which this
+/// server never grants; with `SameSite=Strict` it is the second lock on the same door.
+pub const CSRF_HEADER: &str = "x-kizo-csrf";
+
+/// `Set-Cookie` for a new refresh token; `secure` when the public URL is `https://`.
+pub fn refresh_cookie(token: &str, secure: bool) -> header::HeaderValue {
+    let max_age = REFRESH_TTL_MS / 1000;
+    let secure = if secure { "; Secure" } else { "" };
+    header::HeaderValue::from_str(&format!(
+        "{REFRESH_COOKIE}={token}; Path=/v1/auth; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("a token is hex")
+}
+
+/// `Set-Cookie` that deletes the refresh cookie.
+pub fn cleared_refresh_cookie(secure: bool) -> header::HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    header::HeaderValue::from_str(&format!(
+        "{REFRESH_COOKIE}=; Path=/v1/auth; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
+    ))
+    .expect("ASCII")
+}
+
+/// The refresh token of the request's cookie, once its CSRF header is checked; `Ok(None)`
+/// when it carries no such cookie.
+pub fn refresh_from_cookie(headers: &header::HeaderMap) -> Result<Option<String>, ApiError> {
+    let token = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value.to_string());
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    if headers.get(CSRF_HEADER).is_none_or(|v| v.is_empty()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "csrf_header_missing",
+            format!("a request authenticated by the refresh cookie must carry {CSRF_HEADER}"),
+        ));
+    }
+    Ok(Some(token))
+}
+
 /// Sessions revoked while their access tokens may still be alive, in memory: checking a
 /// token costs no I/O. Filled at start from the store (sessions revoked within one access-token
 /// lifetime) and on every revocation, after it is durable and before it is answered. One

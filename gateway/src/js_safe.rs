@@ -47,3 +47,60 @@ mod tests {
         assert_eq!(json, format!("{{\"value\":\"{}\"}}", u128::MAX));
     }
 }
+
+/// The first nanosecond (since 1970) of a UTC calendar day written `YYYY-MM-DD`, clamped to
+/// what a u64 of nanoseconds holds (a day before 1970 is 0, one after 2262 the last
+/// nanosecond); `None` for anything that is not a calendar date.
+pub fn day_start_ns(date: &str) -> Option<u64> {
+    let shaped = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if !shaped {
+        return None;
+    }
+    let year: u32 = date[..4].parse().ok()?;
+    if year < 1970 {
+        // humantime reads years from 1970 on; earlier days are checked on a leap-year twin
+        // (400 years on: the same calendar) and all start before the ledger's first instant.
+        let twin = format!("{}{}", year + 400 * (1 + (1969 - year) / 400), &date[4..]);
+        return day_start_ns(&twin).map(|_| 0);
+    }
+    let at = humantime::parse_rfc3339(&format!("{date}T00:00:00Z")).ok()?;
+    let nanos = at.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    Some(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// A day's `YYYY-MM-DD` from any nanosecond in it.
+pub fn date_of(nanos: u64) -> String {
+    let mut text = rfc3339_ns(nanos);
+    text.truncate(10);
+    text
+}
+
+#[cfg(test)]
+mod day_tests {
+    use super::*;
+
+    #[test]
+    fn days_parse_only_as_calendar_dates() {
+        assert_eq!(day_start_ns("1970-01-02"), Some(86_400_000_000_000));
+        assert_eq!(day_start_ns("2024-02-29"), Some(1_709_164_800_000_000_000));
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-01",
+            "20240101",
+            "",
+            "1900-02-29",
+        ] {
+            assert_eq!(day_start_ns(bad), None, "{bad}");
+        }
+        // Calendar dates out of the ledger's range are clamped, not refused.
+        assert_eq!(day_start_ns("0001-01-01"), Some(0));
+        assert_eq!(day_start_ns("1600-02-29"), Some(0));
+        assert_eq!(day_start_ns("9999-12-31"), Some(u64::MAX));
+        assert_eq!(date_of(1_709_164_800_000_000_001), "2024-02-29");
+    }
+}

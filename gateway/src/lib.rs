@@ -20,6 +20,8 @@
 //! - [`settlements`]: deposits and withdrawals through the bank, the bank's callbacks, and the
 //!   admin API of reconciliation; [`money`]: starting a settlement, without HTTP.
 //! - [`snapshots`]: the admin API of snapshots.
+//! - [`ui`]: the web app (wallet, operator console, API documentation), embedded and served
+//!   as written.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
 //!
 //! This crate never decides about money: the wallet's rules are `kizo-wallet`'s, the ledger's
@@ -45,6 +47,7 @@ pub mod server;
 pub mod settlements;
 pub mod snapshots;
 pub mod transfer_keys;
+pub mod ui;
 pub mod wallet;
 pub mod wire;
 

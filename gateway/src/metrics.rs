@@ -118,6 +118,17 @@ pub fn results(name: &'static str, codes: impl IntoIterator<Item = &'static str>
     }
 }
 
+/// `GET /v1/admin/metrics`: the same text as `/metrics`, for the operator console, which
+/// reads it with the admin key on the public listener (same origin as the console).
+#[utoipa::path(get, path = "/v1/admin/metrics", tag = "admin", security(("admin_api_key" = [])),
+    responses(
+        (status = 200, content_type = "text/plain", body = String, description = "Prometheus' text format (see docs/operations.md)"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_render(state: State<AppState>) -> Response {
+    render(state).await
+}
+
 pub async fn render(State(state): State<AppState>) -> Response {
     let stats = state.engine.stats();
     for (name, value) in [

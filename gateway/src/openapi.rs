@@ -44,10 +44,13 @@ use utoipa::{Modify, OpenApi};
         crate::settlements::callback,
         crate::settlements::reconcile,
         crate::settlements::latest_report,
+        crate::settlements::settlements_needing_review,
         crate::settlements::admin_settlement,
         crate::settlements::resolve,
         crate::snapshots::take,
         crate::snapshots::list,
+        crate::metrics::admin_render,
+        crate::payments::balances,
     ),
     modifiers(&ApiKey),
     tags(

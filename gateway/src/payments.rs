@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/users", get(find_users))
         .route("/v1/dashboard", get(dashboard))
         .route("/v1/accounts/{id}/transfers.csv", get(history_csv))
+        .route("/v1/accounts/{id}/balances", get(balances))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -40,6 +41,32 @@ pub struct CsvQuery {
     /// sent, received or all (default).
     #[param(pattern = "^(sent|received|all)$")]
     pub direction: Option<String>,
+    /// Transfers on or after this UTC day (`YYYY-MM-DD`).
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    pub from: Option<String>,
+    /// Transfers on or before this UTC day (`YYYY-MM-DD`); before `from`, nothing is found.
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    pub to: Option<String>,
+}
+
+/// The ledger timestamps (inclusive) of the days `from` to `to` (`YYYY-MM-DD`, UTC, both
+/// inclusive, either open). `from` after `to` is a range that holds nothing (min > max).
+fn day_range(from: Option<&str>, to: Option<&str>) -> Result<(u64, u64), ApiError> {
+    const DAY_NS: u64 = 86_400 * 1_000_000_000;
+    let day = |field: &str, text: &str| {
+        crate::js_safe::day_start_ns(text)
+            .ok_or_else(|| ApiError::invalid(field, "a calendar date: YYYY-MM-DD"))
+    };
+    let min = match from {
+        Some(text) => day("from", text)?.max(1),
+        None => 1,
+    };
+    let max = match to {
+        Some(text) => day("to", text)?.saturating_add(DAY_NS - 1),
+        None => u64::MAX,
+    };
+    // The read models take timestamps as i64, and 0 means "no bound": keep to what is real.
+    Ok((min, max.min(i64::MAX as u64)))
 }
 
 /// Transfers per page read while a CSV streams.
@@ -72,16 +99,17 @@ pub async fn history_csv(
         return Ok(limited.into_response());
     }
     let (debits, credits) = sides(query.direction.as_deref())?;
+    let (timestamp_min, timestamp_max) = day_range(query.from.as_deref(), query.to.as_deref())?;
     let header = "id,created_at,direction,counterparty_account_id,amount,currency,status,note\n";
     // (the engine, the next page's upper bound, done)
-    let start = (state.clone(), u64::MAX, false);
+    let start = (state.clone(), timestamp_max, timestamp_min > timestamp_max);
     let pages = futures_util::stream::unfold(start, move |(state, before, done)| async move {
         if done {
             return None;
         }
         let filter = kizo_engine::AccountFilter {
             account_id: id,
-            timestamp_min: 0,
+            timestamp_min,
             timestamp_max: before,
             limit: CSV_PAGE,
             debits,
@@ -128,7 +156,7 @@ pub async fn history_csv(
             ));
         }
         let next = page.last().map_or(0, |t| t.timestamp.saturating_sub(1));
-        let done = page.len() < CSV_PAGE as usize || next == 0;
+        let done = page.len() < CSV_PAGE as usize || next < timestamp_min;
         Some((Ok::<_, std::io::Error>(text), (state, next, done)))
     });
     let body =
@@ -222,6 +250,100 @@ pub async fn dashboard(
     .into_response())
 }
 
+/// The most days one balance series covers through the API.
+pub const BALANCE_DAYS_MAX: u32 = 90;
+/// What one balance series costs against `--reads-per-user` (it may read many pages).
+const BALANCES_READ_COST: u32 = 5;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BalancesQuery {
+    /// 1 to 90 (default 30): the days up to today (UTC).
+    #[param(minimum = 1, maximum = 90)]
+    pub days: Option<u32>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DailyBalance {
+    /// The UTC day, `YYYY-MM-DD`.
+    #[schema(example = "2026-12-05")]
+    pub date: String,
+    /// The posted balance at the day's end (today: now), minor units as a decimal string;
+    /// null when the history is too long to read that far back.
+    #[schema(value_type = Option<String>, example = "12500")]
+    pub closing: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BalanceSeries {
+    pub currency: String,
+    /// Oldest day first.
+    pub days: Vec<DailyBalance>,
+}
+
+/// `GET /v1/accounts/{id}/balances`: the caller's account's balance at the end of each of its
+/// last days, for a chart.
+#[utoipa::path(get, path = "/v1/accounts/{id}/balances", tag = "wallet", security(("access_token" = [])),
+    params(("id" = uuid::Uuid, Path), BalancesQuery),
+    responses(
+        (status = 200, body = BalanceSeries),
+        (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: this user reads faster than --reads-per-user; see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn balances(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+    Query(query): Query<BalancesQuery>,
+) -> Result<Response, ApiError> {
+    let id = own_account(&caller, &id)?;
+    let days = query.days.unwrap_or(30);
+    if !(1..=BALANCE_DAYS_MAX).contains(&days) {
+        return Err(ApiError::invalid(
+            "days",
+            format!("1 to {BALANCE_DAYS_MAX}"),
+        ));
+    }
+    if let Err(limited) = state.limits.read(&caller.user_id, BALANCES_READ_COST) {
+        return Ok(limited.into_response());
+    }
+    let found = state.engine.lookup_accounts(vec![id]).await?;
+    let account = found
+        .first()
+        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    let posted_now = i128::try_from(account.credits_posted)
+        .unwrap_or(i128::MAX)
+        .saturating_sub(i128::try_from(account.debits_posted).unwrap_or(i128::MAX));
+    let mut series =
+        kizo_wallet::daily::DailyBalances::new(id, state.clock.now_ns(), days, posted_now);
+    while let Some(filter) = series.next_filter() {
+        let page = state.engine.get_account_transfers(filter).await?;
+        series.take_page(&page);
+    }
+    const DAY_NS: u64 = 86_400 * 1_000_000_000;
+    let first = series.first_day_ns();
+    let days = series
+        .closing()
+        .expect("every page is read")
+        .iter()
+        .enumerate()
+        .map(|(i, closing)| DailyBalance {
+            date: crate::js_safe::date_of(first + i as u64 * DAY_NS),
+            closing: closing.map(|c| c.to_string()),
+        })
+        .collect();
+    Ok(Json(BalanceSeries {
+        currency: state.currency.code.clone(),
+        days,
+    })
+    .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -252,6 +374,12 @@ pub struct HistoryQuery {
     /// From a page's `next_cursor`: the transfers before it.
     #[param(pattern = "^[0-9]{1,19}$")]
     pub cursor: Option<String>,
+    /// Transfers on or after this UTC day (`YYYY-MM-DD`).
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    pub from: Option<String>,
+    /// Transfers on or before this UTC day (`YYYY-MM-DD`); before `from`, nothing is found.
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    pub to: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -302,10 +430,21 @@ pub async fn history(
             .ok_or_else(|| ApiError::invalid("cursor", "a cursor from a previous page"))?,
         None => 0,
     };
+    let (timestamp_min, mut timestamp_max) = day_range(query.from.as_deref(), query.to.as_deref())?;
+    if before > 0 {
+        timestamp_max = timestamp_max.min(before - 1);
+    }
+    if timestamp_min > timestamp_max {
+        return Ok(Json(HistoryPage {
+            transfers: Vec::new(),
+            next_cursor: None,
+        })
+        .into_response());
+    }
     let filter = kizo_engine::AccountFilter {
         account_id: id,
-        timestamp_min: 0,
-        timestamp_max: before.saturating_sub(1),
+        timestamp_min,
+        timestamp_max,
         limit,
         debits,
         credits,
@@ -341,6 +480,8 @@ pub struct UserQuery {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct FoundUser {
     pub id: String,
+    /// The user's wallet: pay them with `to.account_id`.
+    pub account_id: uuid::Uuid,
     pub first_name: String,
     pub last_name: String,
     /// Only when the query is this user's exact email (no harvesting of addresses).
@@ -376,18 +517,21 @@ pub async fn find_users(
         return Err(ApiError::invalid("q", "3 to 100 characters"));
     }
     let found = state.users.search(&q, 20).await.map_err(store_error)?;
-    Ok(Json(FoundUsers {
-        users: found
-            .into_iter()
-            .map(|u| FoundUser {
-                email: (u.email == q).then(|| u.email.clone()),
-                id: u.id,
-                first_name: u.first_name,
-                last_name: u.last_name,
-            })
-            .collect(),
-    })
-    .into_response())
+    let mut users = Vec::with_capacity(found.len());
+    for u in found {
+        let wallet: u128 = u
+            .wallet_id
+            .parse()
+            .map_err(|_| store_error("a stored wallet id is not a number"))?;
+        users.push(FoundUser {
+            email: (u.email == q).then(|| u.email.clone()),
+            account_id: uuid::Uuid::from_u128(wallet),
+            id: u.id,
+            first_name: u.first_name,
+            last_name: u.last_name,
+        });
+    }
+    Ok(Json(FoundUsers { users }).into_response())
 }
 
 /// The recipient: an account, or the wallet of the user with this email.

@@ -545,6 +545,7 @@ pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
         ));
     let admin = crate::settlements::admin_routes()
         .merge(crate::snapshots::admin_routes())
+        .route("/v1/admin/metrics", get(crate::metrics::admin_render))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_key,
@@ -559,6 +560,7 @@ pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
         .merge(crate::payments::routes())
         .merge(crate::settlements::routes())
         .merge(admin)
+        .merge(crate::ui::routes())
         .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

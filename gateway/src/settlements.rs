@@ -41,6 +41,7 @@ pub fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/reconciliation", post(reconcile))
         .route("/v1/admin/reconciliation/latest", get(latest_report))
+        .route("/v1/admin/settlements", get(settlements_needing_review))
         .route("/v1/admin/settlements/{id}", get(admin_settlement))
         .route("/v1/admin/settlements/{id}/resolve", post(resolve))
 }
@@ -495,6 +496,55 @@ pub async fn latest_report(State(state): State<AppState>) -> Result<Response, Ap
         Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
         None => Err(ApiError::not_found("no reconciliation has run yet")),
     }
+}
+
+/// The most settlements one review list shows.
+pub const REVIEW_LIST_MAX: usize = 200;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReviewList {
+    /// Oldest first: settlements whose outcome at the bank is unknown, waiting for a person to
+    /// resolve them (`POST /v1/admin/settlements/{id}/resolve`).
+    pub settlements: Vec<ReviewedSettlement>,
+    /// Whether more wait than were listed (at most 200 are).
+    pub truncated: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReviewedSettlement {
+    #[serde(flatten)]
+    pub settlement: SettlementView,
+    pub user_id: String,
+}
+
+/// `GET /v1/admin/settlements`: the settlements that need review, oldest first.
+#[utoipa::path(get, path = "/v1/admin/settlements", tag = "admin", security(("admin_api_key" = [])),
+    responses(
+        (status = 200, body = ReviewList),
+        (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+    ))]
+pub async fn settlements_needing_review(
+    State(state): State<AppState>,
+) -> Result<Json<ReviewList>, ApiError> {
+    let mut found = state
+        .money
+        .store
+        .needing_review(REVIEW_LIST_MAX + 1)
+        .await
+        .map_err(store_error)?;
+    let truncated = found.len() > REVIEW_LIST_MAX;
+    found.truncate(REVIEW_LIST_MAX);
+    Ok(Json(ReviewList {
+        settlements: found
+            .into_iter()
+            .map(|owned| ReviewedSettlement {
+                settlement: view_of(&state, &owned.settlement),
+                user_id: owned.user_id,
+            })
+            .collect(),
+        truncated,
+    }))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -14,7 +14,8 @@ use kizo_persistence::users::{Refresh, User, UserError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{
-    hash_refresh, new_refresh_token, Authenticated, ACCESS_TTL_SECONDS, REFRESH_TTL_MS,
+    cleared_refresh_cookie, hash_refresh, new_refresh_token, refresh_cookie, refresh_from_cookie,
+    Authenticated, ACCESS_TTL_SECONDS, REFRESH_TTL_MS,
 };
 use crate::error::ApiError;
 use crate::json::Json;
@@ -66,12 +67,18 @@ pub struct Signup {
 pub struct Login {
     pub email: String,
     pub password: String,
+    /// Set the refresh token as an `HttpOnly`, `SameSite=Strict` cookie (`kizo_refresh`, path
+    /// `/v1/auth`) instead of in the answer: the web app's way, so that no script can read it.
+    #[serde(default)]
+    pub refresh_cookie: bool,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    pub refresh_token: String,
+    /// Absent: the `kizo_refresh` cookie's token, and then the request must carry the
+    /// `x-kizo-csrf` header, and the answer sets the next token as the cookie again.
+    pub refresh_token: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -97,19 +104,42 @@ pub struct TokenPair {
     #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
     pub expires_in: u64,
-    pub refresh_token: String,
+    /// Absent when it was set as the `kizo_refresh` cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 impl TokenPair {
-    fn new(state: &AppState, user: &User, session_id: &str, refresh_token: String) -> Self {
+    /// The answer that hands out a session's tokens: the refresh token in the JSON, or in the
+    /// `kizo_refresh` cookie when `in_cookie`.
+    fn answer(
+        state: &AppState,
+        user: &User,
+        session_id: &str,
+        refresh_token: String,
+        in_cookie: bool,
+    ) -> Response {
         let wallet = user.wallet_id.parse().unwrap_or_default();
-        TokenPair {
+        let pair = TokenPair {
             access_token: state.tokens.issue(&user.id, session_id, wallet),
             token_type: "Bearer",
             expires_in: ACCESS_TTL_SECONDS,
-            refresh_token,
+            refresh_token: (!in_cookie).then(|| refresh_token.clone()),
+        };
+        let mut response = Json(pair).into_response();
+        if in_cookie {
+            response.headers_mut().insert(
+                axum::http::header::SET_COOKIE,
+                refresh_cookie(&refresh_token, secure_cookies(state)),
+            );
         }
+        response
     }
+}
+
+/// Whether cookies are marked `Secure`: when people reach the server over HTTPS.
+fn secure_cookies(state: &AppState) -> bool {
+    state.public_url.starts_with("https://")
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -336,7 +366,13 @@ pub async fn login(
         )
         .await
         .map_err(store_error)?;
-    Ok(Json(TokenPair::new(&state, &user, &session_id, refresh_token)).into_response())
+    Ok(TokenPair::answer(
+        &state,
+        &user,
+        &session_id,
+        refresh_token,
+        request.refresh_cookie,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "wallet", request_body = RefreshRequest,
@@ -344,6 +380,7 @@ pub async fn login(
         (status = 200, body = TokenPair),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "csrf_header_missing: the refresh cookie came without x-kizo-csrf", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts: see Retry-After", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -363,11 +400,23 @@ pub async fn refresh(
     {
         return Ok(limited.into_response());
     }
+    let (presented, in_cookie) = match request.refresh_token {
+        Some(token) => (token, false),
+        None => match refresh_from_cookie(&headers)? {
+            Some(token) => (token, true),
+            None => {
+                return Err(ApiError::unauthorized(
+                    "send a refresh_token, or the kizo_refresh cookie",
+                )
+                .with_code("invalid_refresh_token"))
+            }
+        },
+    };
     let (next_token, next_hash) = new_refresh_token();
     let outcome = state
         .users
         .rotate_refresh(
-            &hash_refresh(&request.refresh_token),
+            &hash_refresh(&presented),
             &next_hash,
             state.users.now_ms() + REFRESH_TTL_MS,
         )
@@ -384,7 +433,13 @@ pub async fn refresh(
                 .await
                 .map_err(store_error)?
                 .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
-            Ok(Json(TokenPair::new(&state, &user, &session_id, next_token)).into_response())
+            Ok(TokenPair::answer(
+                &state,
+                &user,
+                &session_id,
+                next_token,
+                in_cookie,
+            ))
         }
         Refresh::Reused { session_id } => {
             state.revocations.insert(session_id, state.users.now_ms());
@@ -405,11 +460,12 @@ pub async fn refresh(
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
-/// `POST /v1/auth/logout`: ends the session; its access tokens stop working at once.
+/// `POST /v1/auth/logout`: ends the session; its access tokens stop working at once, and the
+/// refresh cookie, if any, is deleted.
 pub async fn logout(
     State(state): State<AppState>,
     caller: Authenticated,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .users
         .revoke_session(&caller.session_id)
@@ -418,7 +474,14 @@ pub async fn logout(
     state
         .revocations
         .insert(caller.session_id, state.users.now_ms());
-    Ok(StatusCode::NO_CONTENT)
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(
+            axum::http::header::SET_COOKIE,
+            cleared_refresh_cookie(secure_cookies(&state)),
+        )],
+    )
+        .into_response())
 }
 
 /// The caller and their accounts, with balances.

@@ -6,88 +6,26 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestStore, API_KEY};
+use common::{GatewayProcess, TestStore, API_KEY};
 use kizo_engine::{Account, AccountFlags, Transfer};
 use kizo_gateway::wire::{AccountJson, TransferJson};
 use kizo_persistence::read_models::ReadModels;
 use kizo_persistence::StoreConfig;
 use kizo_testkit::Outcomes;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const LEDGER: u32 = 840;
 const WALLETS: u128 = 8;
 const FUNDING: u128 = 1_000_000;
 const CLIENTS: u64 = 16;
 
-struct Node {
-    child: Child,
-    base: String,
-    /// The gateway's own data folder (its generated secrets) when the store is PostgreSQL.
-    _data: tempfile::TempDir,
-}
-
-impl Node {
-    /// Starts the gateway on `store` on a port of its choosing, and waits until it serves.
-    async fn start(store: &TestStore) -> Node {
-        let data = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kizo-gateway"));
-        command
-            .args(["--listen", "127.0.0.1:0", "--shards", "2", "--no-snapshots"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KIZO_API_KEY", API_KEY)
-            .env("KIZO_METRICS_LISTEN", "127.0.0.1:0")
-            .env("KIZO_LOG_JSON", "true")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        match &store.config {
-            StoreConfig::Postgres { url, schema } => {
-                command.env("DATABASE_URL", url);
-                command.env("KIZO_PG_SCHEMA", schema.as_deref().unwrap());
-                command.env("KIZO_DATA_DIR", data.path());
-            }
-            StoreConfig::Embedded { dir } => {
-                command.env("KIZO_DATA_DIR", dir);
-            }
-        }
-        let mut child = command.spawn().expect("the gateway starts");
-        // The log goes to standard output.
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if event["fields"]["message"] == "serving" {
-                    return event["fields"]["addr"].as_str().unwrap().to_string();
-                }
-            }
-            panic!("the gateway stopped before it served");
-        })
-        .await
-        .expect("the gateway recovers within a minute");
-        // Keep reading its log, so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node {
-            child,
-            base: format!("http://{addr}"),
-            _data: data,
-        }
-    }
-
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap(); // SIGKILL
-        self.child.wait().await.unwrap();
-    }
+/// The gateway as crash cycles run it: two shards, no snapshots.
+async fn start_node(store: &TestStore) -> GatewayProcess {
+    GatewayProcess::start(store, &["--shards", "2", "--no-snapshots"]).await
 }
 
 /// One client of the batch ledger API.
@@ -267,7 +205,7 @@ async fn killed_and_restarted(store: TestStore) {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
-    let mut node = Node::start(&store).await;
+    let mut node = start_node(&store).await;
     fund(&Client::new(&node.base)).await;
     let next_id = Arc::new(AtomicU64::new(1_000));
     let mut outcomes = Outcomes::default();
@@ -291,7 +229,7 @@ async fn killed_and_restarted(store: TestStore) {
         );
         outcomes.merge(cycle_outcomes);
 
-        node = Node::start(&store).await;
+        node = start_node(&store).await;
         let client = Client::new(&node.base);
         let found = client.lookup_transfers(&outcomes.attempted_ids()).await;
         let accounts = client.accounts().await;

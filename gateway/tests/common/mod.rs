@@ -222,3 +222,73 @@ pub fn assert_js_safe(value: &Value) {
         _ => {}
     }
 }
+
+/// A `kizo-gateway` process on `store`, serving on a port of its choosing.
+pub struct GatewayProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+    /// Its data folder: the store's when embedded, its own otherwise (generated secrets,
+    /// development mail).
+    pub data_dir: std::path::PathBuf,
+    _own_data: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    /// Starts the binary with `args` besides its store, and waits until it serves.
+    pub async fn start(store: &TestStore, args: &[&str]) -> GatewayProcess {
+        use tokio::io::AsyncBufReadExt;
+        let own_data = tempfile::tempdir().unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kizo-gateway"));
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KIZO_API_KEY", API_KEY)
+            .env("KIZO_METRICS_LISTEN", "127.0.0.1:0")
+            .env("KIZO_LOG_JSON", "true")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let data_dir = match &store.config {
+            StoreConfig::Postgres { url, schema } => {
+                command.env("DATABASE_URL", url);
+                command.env("KIZO_PG_SCHEMA", schema.as_deref().unwrap());
+                own_data.path().to_path_buf()
+            }
+            StoreConfig::Embedded { dir } => dir.clone(),
+        };
+        command.env("KIZO_DATA_DIR", &data_dir);
+        let mut child = command.spawn().expect("the gateway starts");
+        // The log goes to standard output.
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["fields"]["message"] == "serving" {
+                    return event["fields"]["addr"].as_str().unwrap().to_string();
+                }
+            }
+            panic!("the gateway stopped before it served");
+        })
+        .await
+        .expect("the gateway serves within a minute");
+        // Keep reading its log, so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        GatewayProcess {
+            child,
+            base: format!("http://{addr}"),
+            data_dir,
+            _own_data: own_data,
+        }
+    }
+
+    /// SIGKILL, and wait for the process to end.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}

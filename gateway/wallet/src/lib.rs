@@ -6,6 +6,8 @@
 //! - [`ids`]: every id the wallet derives (wallets, transfers, settlements, bank accounts,
 //!   fingerprints). These derivations are stored ids: they must never change.
 //! - [`view`]: the balance and the kind and status of a transfer, as a user sees them.
+//! - [`daily`]: the balance at the end of each of the last days, for the dashboard's chart,
+//!   as a sans-IO pager.
 //! - [`month`]: this month's sums, paged over an account's history with a page cap and
 //!   checked arithmetic, as a sans-IO pager.
 //!
@@ -14,6 +16,7 @@
 //! `sim/tests/pure_crates.rs`).
 
 pub mod codes;
+pub mod daily;
 pub mod ids;
 pub mod month;
 pub mod view;
