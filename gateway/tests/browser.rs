@@ -31,8 +31,14 @@ fn chromium() -> String {
     path
 }
 
-/// `npm ci` once, when the packages are missing or older than the lock file.
+/// `npm ci` once, when the packages are missing or older than the lock file (once per
+/// process: the tests of this file would otherwise install into one folder at once).
 fn install_packages() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install_packages_now);
+}
+
+fn install_packages_now() {
     let dir = tests_dir();
     let installed = dir.join("node_modules/.package-lock.json");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();

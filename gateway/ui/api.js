@@ -7,6 +7,10 @@
 // session. Nothing is kept in localStorage; sessionStorage holds only the payment being sent
 // (its Idempotency-Key and what it pays), so that a reload can finish it without paying twice.
 
+/** How long a call may take before the page stops waiting (a payment is then retried with
+ * its same Idempotency-Key, so a slow answer never makes a second payment). */
+const REQUEST_TIMEOUT_MS = 15_000;
+
 let access = null; // { token, expiresAt }
 let refreshTimer = null;
 const listeners = new Set();
@@ -81,9 +85,13 @@ export async function call(method, path, { body, idempotencyKey, accept } = {}) 
     if (accept) headers.accept = accept;
     let response;
     try {
-      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    } catch {
-      return { network: true, problem: { code: "network", detail: "The server could not be reached." } };
+      response = await fetch(path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+    } catch (error) {
+      const timedOut = error && error.name === "TimeoutError";
+      return { network: true, problem: { code: timedOut ? "timeout" : "network" } };
     }
     if (response.status === 401 && attempt === 0) {
       access = null;
@@ -136,6 +144,7 @@ const WORDS = {
   invalid_token: "This link or code is unknown, used or expired. Ask for a new one.",
   rate_limited: "Too many attempts.",
   network: "The server could not be reached. Check your connection and try again.",
+  timeout: "The server took too long to answer.",
   unavailable: "Kizo is busy or unavailable for a moment. Try again.",
   history_too_long: "This history is too long to sum here.",
   signed_out: "Your session ended. Sign in again.",

@@ -246,20 +246,25 @@ impl SettlementStore {
     /// Settlements waiting for a person (`needs_review`), oldest first, at most `limit`. Reads
     /// the partial index of open settlements, so it costs what waits, not the history.
     pub async fn needing_review(&self, limit: usize) -> Result<Vec<Owned>, StoreError> {
-        let sql = self.sql(
+        self.at_most(
             "SELECT * FROM settlements WHERE phase = 'needs_review' ORDER BY updated_ms, id LIMIT $1",
-        );
-        let rows = on_pool!(SettlementStore, self, pool => sqlx::query_as::<_, Row>(&sql)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(pool)
-            .await)
-        .map_err(read_error)?;
-        rows.into_iter().map(Row::decode).collect()
+            limit,
+        )
+        .await
     }
 
     /// Every settlement, oldest first, at most `limit`.
     pub async fn all(&self, limit: usize) -> Result<Vec<Owned>, StoreError> {
-        let sql = self.sql("SELECT * FROM settlements ORDER BY created_ms, id LIMIT $1");
+        self.at_most(
+            "SELECT * FROM settlements ORDER BY created_ms, id LIMIT $1",
+            limit,
+        )
+        .await
+    }
+
+    /// The settlements `sql` selects, its `$1` bound to `limit`.
+    async fn at_most(&self, sql: &'static str, limit: usize) -> Result<Vec<Owned>, StoreError> {
+        let sql = self.sql(sql);
         let rows = on_pool!(SettlementStore, self, pool => sqlx::query_as::<_, Row>(&sql)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(pool)

@@ -53,12 +53,12 @@ async function newPage(viewport = { width: 1200, height: 900 }) {
 }
 
 /** axe-core on the page as it is: no serious or critical violation; then a screenshot. */
-async function check(page, name) {
+async function check(page, name, { fullPage = true } = {}) {
   await page.evaluate(AXE);
   const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
   const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
   assert.deepEqual(bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`), [], `accessibility of ${name}`);
-  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
 }
 
 /** The code in the newest mail to `email` whose subject contains `subject`. */
@@ -281,7 +281,7 @@ await check(anaPage, "profile");
 const phone = await newPage({ width: 390, height: 844 });
 await signIn(phone, ana);
 assert.ok(await phone.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), "no sideways scrolling");
-await phone.screenshot({ path: join(SHOTS, "dashboard-phone.png"), fullPage: true });
+await check(phone, "dashboard-phone");
 await phone.goto("/transactions");
 await phone.getByRole("heading", { name: "Transactions" }).waitFor();
 assert.ok(await phone.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), "no sideways scrolling");
@@ -350,7 +350,7 @@ await anaPage.locator("main").getByText("Wrong email or password.").waitFor();
   await docs.goto("/docs");
   await docs.getByRole("heading", { name: /^Kizo/ }).first().waitFor();
   await docs.locator("h2", { hasText: /^wallet$/ }).waitFor({ timeout: 30_000 });
-  await docs.screenshot({ path: join(SHOTS, "docs.png") });
+  await check(docs, "docs", { fullPage: false });
   await docs.context().close();
 }
 
