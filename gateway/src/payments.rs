@@ -245,7 +245,7 @@ pub async fn dashboard(
         sent_this_month: totals.sent,
         received_this_month: totals.received,
         transfers_this_month: totals.count,
-        latest: views(&state, &latest).await?,
+        latest: named(&state, views(&state, &latest).await?).await?,
     })
     .into_response())
 }
@@ -460,7 +460,7 @@ pub async fn history(
             pending.is_none_or(|p| t.flags.contains(kizo_engine::TransferFlags::PENDING) == p)
         })
         .collect();
-    let transfers = views(&state, &shown).await?;
+    let transfers = named(&state, views(&state, &shown).await?).await?;
     Ok(Json(HistoryPage {
         transfers,
         next_cursor,
@@ -576,6 +576,13 @@ pub struct TransferView {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The sender's name, when the account is a user's wallet (in reads: the history, the
+    /// dashboard, `GET /v1/transfers/{id}`; not in the answer to `POST /v1/transfers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_name: Option<String>,
+    /// The recipient's name, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_name: Option<String>,
 }
 
 fn view(state: &AppState, t: &Transfer, note: Option<String>) -> TransferView {
@@ -589,7 +596,36 @@ fn view(state: &AppState, t: &Transfer, note: Option<String>) -> TransferView {
         status: TransferState::of(t).as_str(),
         created_at: crate::js_safe::rfc3339_ns(t.timestamp),
         note,
+        from_name: None,
+        to_name: None,
     }
+}
+
+/// `views` with the names of the users whose wallets pay and are paid (one query).
+async fn named(
+    state: &AppState,
+    mut views: Vec<TransferView>,
+) -> Result<Vec<TransferView>, ApiError> {
+    let mut wallets: Vec<u128> = views
+        .iter()
+        .filter(|v| v.kind == TransferKind::Payment.as_str())
+        .flat_map(|v| [v.from_account_id.as_u128(), v.to_account_id.as_u128()])
+        .collect();
+    wallets.sort_unstable();
+    wallets.dedup();
+    let names = state
+        .users
+        .names_of_wallets(&wallets)
+        .await
+        .map_err(store_error)?;
+    for view in views
+        .iter_mut()
+        .filter(|v| v.kind == TransferKind::Payment.as_str())
+    {
+        view.from_name = names.get(&view.from_account_id.as_u128()).cloned();
+        view.to_name = names.get(&view.to_account_id.as_u128()).cloned();
+    }
+    Ok(views)
 }
 
 /// The views of `transfers`, with their notes (one query, only when one has a note).
@@ -850,7 +886,9 @@ pub async fn transfer(
     let found = state.engine.lookup_transfers(vec![id]).await?;
     match found.first() {
         Some(t) if t.debit_account_id == own || t.credit_account_id == own => Ok(Json(
-            views(&state, std::slice::from_ref(t)).await?.remove(0),
+            named(&state, views(&state, std::slice::from_ref(t)).await?)
+                .await?
+                .remove(0),
         )),
         _ => Err(ApiError::not_found("no such transfer")),
     }

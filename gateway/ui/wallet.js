@@ -317,8 +317,12 @@ function amountOf(t, sent) {
 function describeTransfer(t, sent) {
   if (t.kind === "deposit") return "Added from your bank";
   if (t.kind === "withdrawal") return t.status === "pending" ? "Withdrawal: money held" : t.status === "voided" ? "Withdrawal: hold released" : "Withdrawn to your bank";
-  const other = sent ? t.to_account_id : t.from_account_id;
-  return `${sent ? "Sent to" : "Received from"} wallet ${other.slice(0, 8)}`;
+  return `${sent ? "Sent to" : "Received from"} ${sent ? party(t.to_name, t.to_account_id) : party(t.from_name, t.from_account_id)}`;
+}
+
+/** A party to a payment: their name, or their wallet's first digits if the wallet is no user's. */
+function party(name, account) {
+  return name || `wallet ${account.slice(0, 8)}`;
 }
 
 // ---- Sending money ----------------------------------------------------------------------
@@ -520,8 +524,8 @@ async function transactionView(id) {
       h("dt", {}, "Status"), h("dd", {}, h("span", { class: `status ${t.status}` }, t.status)),
       h("dt", {}, "Kind"), h("dd", {}, t.kind),
       h("dt", {}, "Date"), h("dd", {}, when(t.created_at), h("span", { class: "muted" }, ` (${t.created_at})`)),
-      h("dt", {}, "From wallet"), h("dd", {}, t.from_account_id),
-      h("dt", {}, "To wallet"), h("dd", {}, t.to_account_id),
+      h("dt", {}, "From"), h("dd", {}, t.from_name ? `${t.from_name}, ` : "", h("span", { class: "muted" }, `wallet ${t.from_account_id}`)),
+      h("dt", {}, "To"), h("dd", {}, t.to_name ? `${t.to_name}, ` : "", h("span", { class: "muted" }, `wallet ${t.to_account_id}`)),
       h("dt", {}, "Note"), h("dd", {}, t.note || "none"),
       h("dt", {}, "Id"), h("dd", {}, t.id)),
     h("p", {}, h("a", { href: "/transactions", "data-link": true }, "All transactions")))];

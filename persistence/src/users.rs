@@ -573,15 +573,10 @@ impl UserStore {
             return Ok(found);
         }
         // A page of history is at most a thousand transfers: one query.
-        let placeholders: Vec<String> = (1..=of.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT transfer_id, fingerprint, note FROM transfer_notes WHERE transfer_id IN ({})",
-            placeholders.join(", ")
+        let sql = self.sql_in(
+            "SELECT transfer_id, fingerprint, note FROM transfer_notes WHERE transfer_id IN",
+            of.len(),
         );
-        let sql = match &self.pools {
-            Pools::Postgres(_) => sql,
-            Pools::Embedded(_) => sql.replace('$', "?"),
-        };
         let rows: Vec<(String, String, String)> = on_pool!(Pools, &self.pools, pool => {
             let mut query = sqlx::query_as(&sql);
             for (id, _) in of {
@@ -598,6 +593,45 @@ impl UserStore {
             }
         }
         Ok(found)
+    }
+
+    /// The names ("first last") of the users whose wallets these are, where there are any.
+    pub async fn names_of_wallets(
+        &self,
+        wallets: &[u128],
+    ) -> Result<std::collections::HashMap<u128, String>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        if wallets.is_empty() {
+            return Ok(found);
+        }
+        let sql = self.sql_in(
+            "SELECT wallet_id, first_name, last_name FROM users WHERE wallet_id IN",
+            wallets.len(),
+        );
+        let rows: Vec<(String, String, String)> = on_pool!(Pools, &self.pools, pool => {
+            let mut query = sqlx::query_as(&sql);
+            for wallet in wallets {
+                query = query.bind(wallet.to_string());
+            }
+            query.fetch_all(pool).await
+        })
+        .map_err(read_error)?;
+        for (wallet, first, last) in rows {
+            if let Ok(wallet) = wallet.parse() {
+                found.insert(wallet, format!("{first} {last}"));
+            }
+        }
+        Ok(found)
+    }
+
+    /// `head` followed by a list of `count` placeholders in this store's dialect:
+    /// `... IN ($1, $2)` or `... IN (?, ?)`.
+    fn sql_in(&self, head: &str, count: usize) -> String {
+        let marks: Vec<String> = match &self.pools {
+            Pools::Postgres(_) => (1..=count).map(|i| format!("${i}")).collect(),
+            Pools::Embedded(_) => vec!["?".to_string(); count],
+        };
+        format!("{head} ({})", marks.join(", "))
     }
 
     /// Whether the session exists and is not revoked.

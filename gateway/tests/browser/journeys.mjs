@@ -183,6 +183,7 @@ await bobPage.reload();
 await bobPage.getByRole("heading", { name: /^Hello/ }).waitFor();
 await bobPage.locator("main").getByText("+$12.50").first().waitFor();
 await bobPage.locator("main").getByText("lunch").first().waitFor();
+await bobPage.getByRole("link", { name: "Received from Ana Example" }).first().waitFor();
 await check(bobPage, "dashboard-recipient");
 
 // A retry after a timeout pays once: the first try reaches the server, its answer is lost,
@@ -212,6 +213,7 @@ await anaPage.unroute("**/v1/transfers");
   const { transfers } = await history(ana);
   const payments = transfers.filter((t) => t.kind === "payment");
   assert.equal(payments.filter((t) => t.amount === 1250).length, 1, "the double click paid once");
+  assert.ok(payments.every((t) => t.from_name === "Ana Example" && t.to_name === "Bob Example"), JSON.stringify(payments));
   assert.equal(payments.filter((t) => t.amount === 225).length, 1, "the retry paid once");
 }
 
@@ -252,7 +254,7 @@ await anaPage.getByLabel("Direction").selectOption("received");
 await anaPage.getByRole("button", { name: "Show" }).click();
 await anaPage.waitForURL(/direction=received/);
 await anaPage.locator("main").getByText("Added from your bank").waitFor();
-assert.equal(await anaPage.locator("main").getByText(/^Sent to wallet/).count(), 0);
+assert.equal(await anaPage.locator("main").getByText(/^Sent to /).count(), 0);
 await anaPage.getByLabel("Direction").selectOption("sent");
 await anaPage.getByRole("button", { name: "Show" }).click();
 await anaPage.waitForURL(/direction=sent/);
@@ -266,8 +268,8 @@ const csv = readFileSync(await download.path(), "utf8");
 assert.match(csv, /^id,created_at,direction,counterparty_account_id,amount,currency,status,note\n/);
 assert.match(csv, /,sent,[0-9a-f-]{36},1250,USD,posted,lunch\n/);
 assert.doesNotMatch(csv, /,received,/);
-await anaPage.getByRole("link", { name: /^Sent to wallet/ }).first().click();
-await anaPage.locator("main").getByText("From wallet").waitFor();
+await anaPage.getByRole("link", { name: "Sent to Bob Example" }).first().click();
+await anaPage.locator("main").getByText(/^Ana Example, /).waitFor();
 await check(anaPage, "transaction");
 
 // ---- Profile ----------------------------------------------------------------------------
