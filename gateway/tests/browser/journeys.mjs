@@ -281,7 +281,16 @@ await check(anaPage, "profile");
 
 // ---- A phone-sized screen ---------------------------------------------------------------
 const phone = await newPage({ width: 390, height: 844 });
+await phone.clock.install();
 await signIn(phone, ana);
+// The silent refresh: a minute before the 15-minute access token expires, the page gets a
+// new one (and a new refresh cookie) without a word to the user.
+const cookieBefore = (await phone.context().cookies()).find((c) => c.name === "kizo_refresh").value;
+const refreshed = phone.waitForResponse((r) => r.url().endsWith("/v1/auth/refresh") && r.status() === 200);
+await phone.clock.fastForward("14:10");
+await refreshed;
+const cookieAfter = (await phone.context().cookies()).find((c) => c.name === "kizo_refresh").value;
+assert.notEqual(cookieAfter, cookieBefore, "the refresh cookie was rotated");
 assert.ok(await phone.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), "no sideways scrolling");
 await check(phone, "dashboard-phone");
 await phone.goto("/transactions");
