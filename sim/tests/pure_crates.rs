@@ -9,6 +9,7 @@ use std::process::Command;
 const PURE: &[&str] = &[
     "kizo-ledger",
     "kizo-settlement",
+    "kizo-cluster",
     "kizo-log-codec",
     "kizo-snapshot-format",
     "kizo-bank-model",
