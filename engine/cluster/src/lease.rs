@@ -155,7 +155,10 @@ mod tests {
                 match action {
                     LeaseAction::Acquire { partition, epoch } => {
                         let row = &mut self.rows[partition as usize];
-                        if row.epoch == epoch {
+                        let takeable = row.owner.is_none()
+                            || row.owner.as_ref() == Some(me)
+                            || row.expires_ms <= now_ms;
+                        if row.epoch == epoch && takeable {
                             row.epoch += 1;
                             row.owner = Some(me.clone());
                             row.expires_ms = now_ms + self.policy.length_ms;

@@ -1,0 +1,243 @@
+//! The cluster's membership and partition leases in PostgreSQL (issue 28): nodes' heartbeats
+//! and one lease row per partition. Every change to a lease is a compare-and-set on its epoch
+//! in one statement, timed by the database's clock: what [`kizo_cluster::lease::plan`]
+//! decides, this applies, and a node whose view was stale gets `false` and changes nothing.
+//! The embedded store has no cluster: it serves one node.
+
+use kizo_cluster::lease::{LeaseAction, LeasePolicy, LeaseRow};
+use kizo_cluster::{NodeId, PartitionCount};
+use sqlx::postgres::PgPool;
+
+use crate::store::{postgres_pool, read_error, StoreConfig, StoreError};
+
+/// The database's time in milliseconds, in SQL.
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseStoreError {
+    #[error("a cluster needs PostgreSQL: the embedded store serves one node")]
+    NotPostgres,
+    #[error("the data was created with {stored} partitions, not {asked}: the count is fixed")]
+    PartitionCountChanged { stored: u32, asked: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one node sees of the cluster at one instant of the database's clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    pub now_ms: u64,
+    /// Nodes whose heartbeat is current and that are not leaving, by id.
+    pub live: Vec<NodeId>,
+    /// Every partition's lease, by partition.
+    pub leases: Vec<LeaseRow>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LeaseStore {
+    pool: PgPool,
+    partitions: PartitionCount,
+}
+
+fn ms(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl LeaseStore {
+    /// Opens the lease table for a cluster of `partitions`; the first node to open it fixes
+    /// the count, and every later one must ask for the same.
+    pub async fn open(
+        config: &StoreConfig,
+        partitions: PartitionCount,
+    ) -> Result<LeaseStore, LeaseStoreError> {
+        let StoreConfig::Postgres { url, schema } = config else {
+            return Err(LeaseStoreError::NotPostgres);
+        };
+        let pool = postgres_pool(url, schema.as_deref(), 4).await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
+        let asked = partitions.get();
+        let (stored,): (i32,) = sqlx::query_as(
+            "INSERT INTO cluster_config (partitions) VALUES ($1)
+             ON CONFLICT (id) DO UPDATE SET partitions = cluster_config.partitions
+             RETURNING partitions",
+        )
+        .bind(signed(u64::from(asked)))
+        .fetch_one(&pool)
+        .await
+        .map_err(read_error)?;
+        if stored as u32 != asked {
+            return Err(LeaseStoreError::PartitionCountChanged {
+                stored: stored as u32,
+                asked,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO partition_leases (partition)
+             SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
+        )
+        .bind(i32::try_from(asked).expect("at most 4096"))
+        .execute(&pool)
+        .await
+        .map_err(read_error)?;
+        Ok(LeaseStore { pool, partitions })
+    }
+
+    pub fn partitions(&self) -> PartitionCount {
+        self.partitions
+    }
+
+    /// `node` (reachable at `address`) starts: live from now, even if it left before.
+    pub async fn join(&self, node: &NodeId, address: &str) -> Result<(), StoreError> {
+        self.beat(node, address, "false").await
+    }
+
+    /// `node` is alive now. A node that is leaving stays leaving.
+    pub async fn heartbeat(&self, node: &NodeId, address: &str) -> Result<(), StoreError> {
+        self.beat(node, address, "cluster_nodes.leaving").await
+    }
+
+    async fn beat(&self, node: &NodeId, address: &str, leaving: &str) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO cluster_nodes (node_id, address, heartbeat_ms, leaving)
+             VALUES ($1, $2, {NOW_MS}, false)
+             ON CONFLICT (node_id) DO UPDATE
+             SET address = EXCLUDED.address, heartbeat_ms = EXCLUDED.heartbeat_ms,
+                 leaving = {leaving}"
+        ))
+        .bind(node.as_str())
+        .bind(address)
+        .execute(&self.pool)
+        .await
+        .map_err(read_error)?;
+        Ok(())
+    }
+
+    /// A graceful shutdown: `node` is no longer live, so that every node's next plan hands
+    /// its partitions to others (it releases them; they acquire them without waiting).
+    pub async fn leave(&self, node: &NodeId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE cluster_nodes SET leaving = true WHERE node_id = $1")
+            .bind(node.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(read_error)?;
+        Ok(())
+    }
+
+    /// The live nodes (a heartbeat within `node_timeout_ms`) and every lease, read after the
+    /// database's clock: a lease renewed meanwhile looks live, never the other way round, so
+    /// the view errs towards waiting.
+    pub async fn view(&self, node_timeout_ms: u64) -> Result<ClusterView, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(read_error)?;
+        let (now,): (i64,) = sqlx::query_as(&format!("SELECT {NOW_MS}"))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(read_error)?;
+        let nodes: Vec<(String,)> = sqlx::query_as(
+            "SELECT node_id FROM cluster_nodes
+             WHERE NOT leaving AND heartbeat_ms > $1 ORDER BY node_id",
+        )
+        .bind(now.saturating_sub(signed(node_timeout_ms)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(read_error)?;
+        let rows: Vec<(i32, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT partition, owner, epoch, expires_ms FROM partition_leases ORDER BY partition",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(read_error)?;
+        tx.commit().await.map_err(read_error)?;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("cluster: {what}"));
+        let live = nodes
+            .into_iter()
+            .map(|(id,)| NodeId::new(&id).map_err(|_| corrupt("a node id")))
+            .collect::<Result<_, _>>()?;
+        let leases = rows
+            .into_iter()
+            .map(|(partition, owner, epoch, expires_ms)| {
+                Ok(LeaseRow {
+                    partition: u32::try_from(partition).map_err(|_| corrupt("a partition"))?,
+                    owner: owner
+                        .map(|o| NodeId::new(&o).map_err(|_| corrupt("an owner")))
+                        .transpose()?,
+                    epoch: ms(epoch),
+                    expires_ms: ms(expires_ms),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(ClusterView {
+            now_ms: ms(now),
+            live,
+            leases,
+        })
+    }
+
+    /// Applies `action` of `me` if the lease is still as the plan saw it; the new epoch of
+    /// an acquisition (or the renewed or released one), `None` when another node got there
+    /// first. A `Stop` touches nothing.
+    pub async fn apply(
+        &self,
+        me: &NodeId,
+        action: &LeaseAction,
+        policy: LeasePolicy,
+    ) -> Result<Option<u64>, StoreError> {
+        let length = signed(policy.length_ms);
+        let (sql, partition, epoch, timed) = match *action {
+            // Taken only if still free, lapsed or this node's own (a renewal between the
+            // plan's read and this statement keeps the epoch but not the lease free).
+            LeaseAction::Acquire { partition, epoch } => (
+                format!(
+                    "UPDATE partition_leases
+                     SET owner = $3, epoch = epoch + 1, expires_ms = {NOW_MS} + $4
+                     WHERE partition = $1 AND epoch = $2
+                       AND (owner IS NULL OR owner = $3 OR expires_ms <= {NOW_MS})
+                     RETURNING epoch"
+                ),
+                partition,
+                epoch,
+                true,
+            ),
+            LeaseAction::Renew { partition, epoch } => (
+                format!(
+                    "UPDATE partition_leases SET expires_ms = {NOW_MS} + $4
+                     WHERE partition = $1 AND epoch = $2 AND owner = $3 AND expires_ms > {NOW_MS}
+                     RETURNING epoch"
+                ),
+                partition,
+                epoch,
+                true,
+            ),
+            LeaseAction::Release { partition, epoch } => (
+                format!(
+                    "UPDATE partition_leases SET owner = NULL, expires_ms = {NOW_MS}
+                     WHERE partition = $1 AND epoch = $2 AND owner = $3
+                     RETURNING epoch"
+                ),
+                partition,
+                epoch,
+                false,
+            ),
+            LeaseAction::Stop { .. } => return Ok(None),
+        };
+        let mut query = sqlx::query_as(&sql)
+            .bind(i32::try_from(partition).unwrap_or(i32::MAX))
+            .bind(signed(epoch))
+            .bind(me.as_str());
+        if timed {
+            query = query.bind(length);
+        }
+        let done: Option<(i64,)> = query.fetch_optional(&self.pool).await.map_err(read_error)?;
+        Ok(done.map(|(epoch,)| ms(epoch)))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,218 @@
+//! Partition leases on real PostgreSQL, driven by `kizo_cluster::lease::plan` as nodes will
+//! drive them: the nodes share the partitions, a dead node's partitions are taken once its
+//! leases expire (never before), a paused owner's stale epoch is refused, and a node that
+//! leaves hands over at once. Times are the database's.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kizo_cluster::lease::{plan, LeaseAction, LeasePolicy};
+use kizo_cluster::{owner_of, NodeId, PartitionCount};
+use kizo_persistence::leases::{LeaseStore, LeaseStoreError};
+use kizo_testkit::TestStore;
+
+const POLICY: LeasePolicy = LeasePolicy {
+    length_ms: 1_200,
+    renew_every_ms: 300,
+};
+/// A node whose heartbeat is older than this is not live.
+const NODE_TIMEOUT_MS: u64 = 1_000;
+const PARTITIONS: u32 = 6;
+
+struct Node {
+    id: NodeId,
+    held: BTreeMap<u32, u64>,
+    joined: bool,
+}
+
+impl Node {
+    fn new(name: &str) -> Node {
+        Node {
+            id: NodeId::new(name).unwrap(),
+            held: BTreeMap::new(),
+            joined: false,
+        }
+    }
+
+    /// One round: a heartbeat, the view, the plan, and each action applied.
+    async fn round(&mut self, store: &LeaseStore) {
+        if self.joined {
+            store.heartbeat(&self.id, "127.0.0.1:1").await.unwrap();
+        } else {
+            store.join(&self.id, "127.0.0.1:1").await.unwrap();
+            self.joined = true;
+        }
+        let view = store.view(NODE_TIMEOUT_MS).await.unwrap();
+        let actions = plan(
+            &self.id,
+            &view.live,
+            &view.leases,
+            &self.held,
+            view.now_ms,
+            POLICY,
+        );
+        for action in actions {
+            let applied = store.apply(&self.id, &action, POLICY).await.unwrap();
+            match (action, applied) {
+                (LeaseAction::Acquire { partition, .. }, Some(epoch)) => {
+                    self.held.insert(partition, epoch);
+                }
+                (LeaseAction::Renew { .. }, Some(_)) | (LeaseAction::Acquire { .. }, None) => {}
+                (
+                    LeaseAction::Renew { partition, .. }
+                    | LeaseAction::Release { partition, .. }
+                    | LeaseAction::Stop { partition },
+                    _,
+                ) => {
+                    self.held.remove(&partition);
+                }
+            }
+        }
+    }
+}
+
+/// Every partition's stored owner and epoch.
+async fn owners(store: &LeaseStore) -> Vec<(Option<NodeId>, u64)> {
+    let view = store.view(NODE_TIMEOUT_MS).await.unwrap();
+    view.leases
+        .into_iter()
+        .map(|l| (l.owner, l.epoch))
+        .collect()
+}
+
+/// Rounds of `nodes` every 100 ms until `done` holds (true) or `limit` passes (false).
+async fn rounds_until(
+    store: &LeaseStore,
+    nodes: &mut [&mut Node],
+    limit: Duration,
+    done: impl Fn(&[(Option<NodeId>, u64)]) -> bool,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        for node in nodes.iter_mut() {
+            node.round(store).await;
+        }
+        if done(&owners(store).await) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn leases_move_only_as_the_rules_say() {
+    let store = TestStore::postgres("leases");
+    let partitions = PartitionCount::new(PARTITIONS).unwrap();
+    let leases = LeaseStore::open(&store.config, partitions).await.unwrap();
+    // The count is fixed by the first node; the embedded store has no cluster.
+    assert!(matches!(
+        LeaseStore::open(&store.config, PartitionCount::new(7).unwrap()).await,
+        Err(LeaseStoreError::PartitionCountChanged {
+            stored: 6,
+            asked: 7
+        })
+    ));
+    assert!(matches!(
+        LeaseStore::open(&TestStore::embedded().config, partitions).await,
+        Err(LeaseStoreError::NotPostgres)
+    ));
+
+    let (mut a, mut b, mut c) = (Node::new("a"), Node::new("b"), Node::new("c"));
+    let all = [a.id.clone(), b.id.clone(), c.id.clone()];
+    let shared = |owners: &[(Option<NodeId>, u64)], live: &[NodeId]| {
+        owners
+            .iter()
+            .enumerate()
+            .all(|(p, (owner, _))| owner.as_ref() == owner_of(p as u32, live))
+    };
+    let took = rounds_until(
+        &leases,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_secs(10),
+        |o| shared(o, &all),
+    )
+    .await;
+    assert!(took.is_some(), "the nodes share the partitions");
+    // Kept by renewals, never re-acquired: the epochs stay.
+    let settled = owners(&leases).await;
+    rounds_until(
+        &leases,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_millis(2_000),
+        |_| false,
+    )
+    .await;
+    assert_eq!(owners(&leases).await, settled);
+
+    // "a" dies (no more rounds, no heartbeat). Its partitions wait for its leases to expire.
+    let theirs: Vec<u32> = (0..PARTITIONS)
+        .filter(|&p| owner_of(p, &all) == Some(&a.id))
+        .collect();
+    assert!(!theirs.is_empty());
+    let rest = [b.id.clone(), c.id.clone()];
+    let taken = rounds_until(
+        &leases,
+        &mut [&mut b, &mut c],
+        Duration::from_secs(10),
+        |o| shared(o, &rest),
+    )
+    .await
+    .expect("its partitions are taken");
+    assert!(
+        taken >= Duration::from_millis(POLICY.length_ms - POLICY.renew_every_ms - 200),
+        "not before the lease could have expired: {taken:?}"
+    );
+    let now = owners(&leases).await;
+    for &p in &theirs {
+        assert_eq!(now[p as usize].1, settled[p as usize].1 + 1, "a new epoch");
+    }
+    // "a" wakes up (it was paused): its epoch is stale, so it can renew nothing, and its
+    // first round stops what it believed it held.
+    let (p, stale) = a
+        .held
+        .iter()
+        .next()
+        .map(|(p, e)| (*p, *e))
+        .expect("it believes it holds some");
+    let renewed = leases
+        .apply(
+            &a.id,
+            &LeaseAction::Renew {
+                partition: p,
+                epoch: stale,
+            },
+            POLICY,
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed, None, "fenced");
+    // The paused node comes back and gets its share again (through "b" and "c" releasing).
+    let back = rounds_until(
+        &leases,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_secs(10),
+        |o| shared(o, &all),
+    )
+    .await;
+    assert!(back.is_some(), "{:?}", owners(&leases).await);
+    // "b" leaves gracefully: it releases its partitions and the others take them well before
+    // a lease would have expired.
+    leases.leave(&b.id).await.unwrap();
+    let remaining = [a.id.clone(), c.id.clone()];
+    let handed = rounds_until(
+        &leases,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_secs(10),
+        |o| shared(o, &remaining),
+    )
+    .await
+    .expect("handed over");
+    assert!(
+        handed < Duration::from_millis(POLICY.length_ms),
+        "without waiting for expiry: {handed:?}"
+    );
+    assert!(b.held.is_empty());
+    leases.close().await;
+    store.clean().await;
+}
