@@ -14,7 +14,10 @@
 //! - [`settlements`]: deposits and withdrawals: the settlement state machine against a
 //!   simulated bank with the mock bank's faults, and reconciliation.
 //! - [`world`]: one run: workload, faults, checks, the trace hash.
+//! - [`cluster`]: nodes owning partitions through leases, with pauses, crashes, leaves, stale
+//!   views and lost answers, and cross-partition transfers through their legs.
 
+pub mod cluster;
 pub mod disk;
 pub mod log;
 pub mod model;

@@ -87,3 +87,40 @@ fn broken_builds_are_caught() {
         assert!(caught.is_some(), "{mutation:?} went unnoticed for 20 seeds");
     }
 }
+
+/// The cluster: leases under pauses, crashes, leaves, stale views and lost answers, and
+/// cross-partition transfers, over fixed seeds and this commit's.
+#[test]
+fn cluster_seeds_pass() {
+    // A third of the world's seeds: a cluster seed costs about as much as a world seed.
+    let count = std::env::var("KIZO_SIM_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(SEEDS / 3);
+    let commit = std::env::var("KIZO_SIM_SEED")
+        .ok()
+        .and_then(|text| u64::from_str_radix(text.trim(), 16).ok())
+        .unwrap_or(0x5eed);
+    let (mut takeovers, mut fenced, mut posted, mut refused) = (0, 0, 0, 0);
+    for seed in (1..=count).chain([commit]) {
+        let report = kizo_sim::cluster::run_cluster(seed);
+        assert!(
+            report.violations.is_empty(),
+            "cluster seed {seed}: {:?}\n{report:?}",
+            report.violations
+        );
+        takeovers += report.takeovers;
+        fenced += report.fenced_appends;
+        posted += report.cross_posted;
+        refused += report.cross_refused;
+    }
+    // The seeds reach the paths that matter.
+    assert!(
+        takeovers > 0 && fenced > 0,
+        "takeovers {takeovers}, fenced {fenced}"
+    );
+    assert!(
+        posted > 0 && refused > 0,
+        "posted {posted}, refused {refused}"
+    );
+}
