@@ -216,3 +216,116 @@ async fn leases_move_only_as_the_rules_say() {
     leases.close().await;
     store.clean().await;
 }
+
+/// A partition's log takes appends only under its current epoch: once another node acquired
+/// it, a former owner still appending (paused, cut off) writes nothing, and every append that
+/// was acknowledged before is in the log the new owner reads.
+#[tokio::test]
+async fn appends_are_fenced_by_the_epoch() {
+    use kizo_persistence::leases::Appended;
+    use kizo_persistence::StoreError;
+
+    let store = TestStore::postgres("fenced_appends");
+    let leases = LeaseStore::open(&store.config, PartitionCount::new(2).unwrap())
+        .await
+        .unwrap();
+    let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
+    let first = leases
+        .apply(
+            &a,
+            &LeaseAction::Acquire {
+                partition: 0,
+                epoch: 0,
+            },
+            POLICY,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, Some(1));
+    assert_eq!(
+        leases.append_fenced(0, 1, 1, 1, b"one").await.unwrap(),
+        Appended::Durable
+    );
+    assert!(matches!(
+        leases.append_fenced(0, 1, 1, 1, b"again").await,
+        Err(StoreError::Conflict(1))
+    ));
+    assert_eq!(
+        leases.append_fenced(0, 2, 2, 2, b"future").await.unwrap(),
+        Appended::Fenced
+    );
+    assert_eq!(
+        leases.append_fenced(1, 0, 1, 1, b"unowned").await.unwrap(),
+        Appended::Durable,
+        "epoch 0 of a never-acquired partition is its current one"
+    );
+
+    // "a" keeps appending at epoch 1 while "b" takes the partition over.
+    let appended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let appender = {
+        let (leases, appended) = (leases.clone(), appended.clone());
+        tokio::spawn(async move {
+            let mut durable = Vec::new();
+            for lsn in 2..400u64 {
+                if leases.append_fenced(0, 1, lsn, lsn, b"a").await.unwrap() == Appended::Durable {
+                    durable.push(lsn);
+                    appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            durable
+        })
+    };
+    while appended.load(std::sync::atomic::Ordering::Relaxed) < 5 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let released = leases
+        .apply(
+            &a,
+            &LeaseAction::Release {
+                partition: 0,
+                epoch: 1,
+            },
+            POLICY,
+        )
+        .await
+        .unwrap();
+    assert_eq!(released, Some(1));
+    let taken = leases
+        .apply(
+            &b,
+            &LeaseAction::Acquire {
+                partition: 0,
+                epoch: 1,
+            },
+            POLICY,
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken, Some(2));
+    let at_takeover = leases.partition_frames(0, 0, 10_000).await.unwrap();
+    let durable = appender.await.unwrap();
+    assert!(
+        !durable.is_empty() && durable.len() < 398,
+        "the takeover came in the middle: {} appended",
+        durable.len()
+    );
+    let after = leases.partition_frames(0, 0, 10_000).await.unwrap();
+    assert_eq!(
+        at_takeover, after,
+        "no append of the old epoch after the takeover"
+    );
+    let logged: Vec<u64> = after.iter().map(|f| f.0).collect();
+    for lsn in &durable {
+        assert!(logged.contains(lsn), "acknowledged LSN {lsn} is in the log");
+    }
+    assert_eq!(logged.len(), durable.len() + 1);
+    assert!(after.iter().all(|f| f.2 == 1));
+    // The new owner appends at its epoch, after what it read.
+    let next = logged.last().unwrap() + 1;
+    assert_eq!(
+        leases.append_fenced(0, 2, next, next, b"b").await.unwrap(),
+        Appended::Durable
+    );
+    leases.close().await;
+    store.clean().await;
+}
