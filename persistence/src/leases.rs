@@ -2,15 +2,15 @@
 //! and one lease row per partition. Every change to a lease is a compare-and-set on its epoch
 //! in one statement, timed by the database's clock: what [`kizo_cluster::lease::plan`]
 //! decides, this applies, and a node whose view was stale gets `false` and changes nothing.
-//! Each partition's log stream is here too ([`LeaseStore::append_fenced`]): an append commits
-//! only under the partition's current epoch. The embedded store has no cluster: it serves
+//! Each partition's log stream is a [`LogStore`] too ([`LeaseStore::log_stream`]): an append
+//! commits only under the partition's current epoch. The embedded store has no cluster: it serves
 //! one node.
 
 use kizo_cluster::lease::{LeaseAction, LeasePolicy, LeaseRow};
 use kizo_cluster::{NodeId, PartitionCount};
 use sqlx::postgres::PgPool;
 
-use crate::store::{postgres_pool, read_error, StoreConfig, StoreError};
+use crate::store::{postgres_pool, read_error, LogStore, PartitionStream, StoreConfig, StoreError};
 
 /// The database's time in milliseconds, in SQL.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -248,67 +248,53 @@ impl LeaseStore {
         Ok(done.map(|(epoch,)| ms(epoch)))
     }
 
-    /// Appends a frame of `partition`'s log under the lease of `epoch`, in one statement that
-    /// holds the lease row (`FOR SHARE`) while it inserts: an acquisition that bumps the
-    /// epoch waits for the append to commit, and an append that waited for an acquisition
-    /// finds the new epoch and writes nothing. So after a node acquires a partition, no
-    /// append of an earlier epoch can commit, and every one that did is in the log it reads.
-    pub async fn append_fenced(
-        &self,
-        partition: u32,
-        epoch: u64,
-        first_lsn: u64,
-        last_lsn: u64,
-        frame: &[u8],
-    ) -> Result<Appended, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO partition_frames (partition, first_lsn, last_lsn, epoch, frame)
-             SELECT $1, $2, $3, $4, $5
-             WHERE EXISTS (SELECT 1 FROM partition_leases
-                           WHERE partition = $1 AND epoch = $4 FOR SHARE)",
-        )
-        .bind(i32::try_from(partition).unwrap_or(i32::MAX))
-        .bind(signed(first_lsn))
-        .bind(signed(last_lsn))
-        .bind(signed(epoch))
-        .bind(frame)
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(done) if done.rows_affected() == 1 => Ok(Appended::Durable),
-            Ok(_) => Ok(Appended::Fenced),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                Err(StoreError::Conflict(first_lsn))
-            }
-            Err(error) => Err(read_error(error)),
-        }
-    }
-
-    /// `partition`'s frames after `after_lsn`, in order, at most `limit`: (first LSN, last
-    /// LSN, epoch, frame).
-    pub async fn partition_frames(
-        &self,
-        partition: u32,
-        after_lsn: u64,
-        limit: u32,
-    ) -> Result<Vec<(u64, u64, u64, Vec<u8>)>, StoreError> {
-        let rows: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT first_lsn, last_lsn, epoch, frame FROM partition_frames
-             WHERE partition = $1 AND first_lsn > $2 ORDER BY first_lsn LIMIT $3",
-        )
-        .bind(i32::try_from(partition).unwrap_or(i32::MAX))
-        .bind(signed(after_lsn))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(read_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|(first, last, epoch, frame)| (ms(first), ms(last), ms(epoch), frame))
-            .collect())
+    /// `partition`'s log stream, written under `epoch` (the one this node acquired): a
+    /// [`LogStore`] for a `DurableWal`, whose appends are fenced ([`append_fenced`]).
+    pub fn log_stream(&self, partition: u32, epoch: u64) -> LogStore {
+        LogStore::Partition(PartitionStream {
+            pool: self.pool.clone(),
+            partition,
+            epoch,
+        })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Appends a frame of a partition's log under its stream's epoch, in one statement that holds
+/// the lease row (`FOR SHARE`) while it inserts: an acquisition that bumps the epoch waits for
+/// the append to commit, and an append that waited for an acquisition finds the new epoch and
+/// writes nothing. So once a node has acquired a partition, no append of an earlier epoch can
+/// commit, and every one that did is in the log it reads.
+pub(crate) async fn append_fenced(
+    stream: &PartitionStream,
+    first_lsn: u64,
+    last_lsn: u64,
+    frame: &[u8],
+) -> Result<Appended, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO partition_frames (partition, first_lsn, last_lsn, epoch, frame)
+         SELECT $1, $2, $3, $4, $5
+         WHERE EXISTS (SELECT 1 FROM partition_leases
+                       WHERE partition = $1 AND epoch = $4 FOR SHARE)",
+    )
+    .bind(i32::try_from(stream.partition).unwrap_or(i32::MAX))
+    .bind(signed(first_lsn))
+    .bind(signed(last_lsn))
+    .bind(signed(stream.epoch))
+    .bind(frame)
+    .execute(&stream.pool)
+    .await;
+    match inserted {
+        Ok(done) if done.rows_affected() == 1 => Ok(Appended::Durable),
+        Ok(_) => Ok(Appended::Fenced),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            Err(StoreError::Conflict(first_lsn))
+        }
+        Err(sqlx::Error::Database(db)) => Err(StoreError::Unavailable(db.to_string())),
+        // The statement may have reached the database: whether it committed is unknown.
+        Err(error) => Err(StoreError::Unknown(error.to_string())),
     }
 }

@@ -130,6 +130,23 @@ pub struct StoredFrame {
 pub enum LogStore {
     Postgres(PgPool),
     Embedded(SqlitePool),
+    /// One partition's log stream in a cluster (`partition_frames`): appends commit only
+    /// under the partition's current lease epoch ([`crate::leases`]).
+    Partition(PartitionStream),
+}
+
+/// A partition's log stream, written under the lease epoch its node acquired.
+#[derive(Clone, Debug)]
+pub struct PartitionStream {
+    pub pool: PgPool,
+    pub partition: u32,
+    pub epoch: u64,
+}
+
+impl PartitionStream {
+    fn partition(&self) -> i32 {
+        i32::try_from(self.partition).expect("at most 4096 partitions")
+    }
 }
 
 const PG_APPEND: &str = "INSERT INTO wal_frames (first_lsn, last_lsn, frame) VALUES ($1, $2, $3)";
@@ -180,6 +197,14 @@ impl LogStore {
                     .await
                     .and_then(|row| row.try_get::<i64, _>(0))
             }
+            LogStore::Partition(stream) => sqlx::query(
+                "SELECT count(*) FROM partition_frames WHERE partition = $1 AND first_lsn = $2",
+            )
+            .bind(stream.partition())
+            .bind(to_i64(first_lsn))
+            .fetch_one(&stream.pool)
+            .await
+            .and_then(|row| row.try_get::<i64, _>(0)),
         }
         .map_err(read_error)?;
         Ok(count > 0)
@@ -188,11 +213,18 @@ impl LogStore {
     /// The LSN of the last stored commit (0 when the log is empty).
     pub async fn last_lsn(&self) -> Result<u64, StoreError> {
         let sql = "SELECT COALESCE(MAX(last_lsn), 0) FROM wal_frames";
-        let row = match self {
-            LogStore::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
-            LogStore::Embedded(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
-        }
-        .map_err(read_error)?;
+        let row =
+            match self {
+                LogStore::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
+                LogStore::Embedded(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
+                LogStore::Partition(stream) => sqlx::query_scalar::<_, i64>(
+                    "SELECT COALESCE(MAX(last_lsn), 0) FROM partition_frames WHERE partition = $1",
+                )
+                .bind(stream.partition())
+                .fetch_one(&stream.pool)
+                .await,
+            }
+            .map_err(read_error)?;
         Ok(from_i64(row))
     }
 
@@ -231,6 +263,22 @@ impl LogStore {
             .fetch_all(pool)
             .await
             .and_then(|rows| rows.iter().map(frame_of).collect()),
+            LogStore::Partition(stream) => sqlx::query(
+                "SELECT first_lsn, last_lsn, frame FROM partition_frames
+                     WHERE partition = $4
+                       AND first_lsn >= COALESCE(
+                             (SELECT MAX(first_lsn) FROM partition_frames
+                              WHERE partition = $4 AND first_lsn <= $1), 0)
+                       AND first_lsn <= $2
+                     ORDER BY first_lsn LIMIT $3",
+            )
+            .bind(to_i64(from_lsn))
+            .bind(to_i64(to_lsn))
+            .bind(i64::from(limit))
+            .bind(stream.partition())
+            .fetch_all(&stream.pool)
+            .await
+            .and_then(|rows| rows.iter().map(frame_of).collect()),
         }
         .map_err(read_error)
     }
@@ -240,6 +288,7 @@ impl LogStore {
         match self {
             LogStore::Postgres(pool) => pool.close().await,
             LogStore::Embedded(pool) => pool.close().await,
+            LogStore::Partition(stream) => stream.pool.close().await,
         }
     }
 }
@@ -406,6 +455,17 @@ impl Appender {
             .execute(pool)
             .await
             .map(|_| ()),
+            LogStore::Partition(stream) => {
+                return match crate::leases::append_fenced(stream, first_lsn, last_lsn, frame)
+                    .await?
+                {
+                    crate::leases::Appended::Durable => Ok(()),
+                    crate::leases::Appended::Fenced => Err(StoreError::Superseded(format!(
+                        "partition {} is past epoch {}: another node owns it",
+                        stream.partition, stream.epoch
+                    ))),
+                };
+            }
         };
         result.map_err(|error| match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => {

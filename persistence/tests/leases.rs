@@ -222,7 +222,6 @@ async fn leases_move_only_as_the_rules_say() {
 /// was acknowledged before is in the log the new owner reads.
 #[tokio::test]
 async fn appends_are_fenced_by_the_epoch() {
-    use kizo_persistence::leases::Appended;
     use kizo_persistence::StoreError;
 
     let store = TestStore::postgres("fenced_appends");
@@ -242,34 +241,44 @@ async fn appends_are_fenced_by_the_epoch() {
         .await
         .unwrap();
     assert_eq!(first, Some(1));
+    let mut at_one = leases.log_stream(0, 1).appender();
+    at_one.append(1, 1, b"one").await.unwrap();
     assert_eq!(
-        leases.append_fenced(0, 1, 1, 1, b"one").await.unwrap(),
-        Appended::Durable
+        at_one.append(1, 1, b"again").await,
+        Err(StoreError::Conflict(1))
     );
     assert!(matches!(
-        leases.append_fenced(0, 1, 1, 1, b"again").await,
-        Err(StoreError::Conflict(1))
+        leases
+            .log_stream(0, 2)
+            .appender()
+            .append(2, 2, b"future")
+            .await,
+        Err(StoreError::Superseded(_))
     ));
-    assert_eq!(
-        leases.append_fenced(0, 2, 2, 2, b"future").await.unwrap(),
-        Appended::Fenced
-    );
-    assert_eq!(
-        leases.append_fenced(1, 0, 1, 1, b"unowned").await.unwrap(),
-        Appended::Durable,
-        "epoch 0 of a never-acquired partition is its current one"
-    );
+    // A partition never acquired is at epoch 0; its stream is its own.
+    leases
+        .log_stream(1, 0)
+        .appender()
+        .append(1, 1, b"other")
+        .await
+        .unwrap();
+    assert_eq!(leases.log_stream(1, 0).last_lsn().await.unwrap(), 1);
 
     // "a" keeps appending at epoch 1 while "b" takes the partition over.
     let appended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let appender = {
-        let (leases, appended) = (leases.clone(), appended.clone());
+        let (stream, appended) = (leases.log_stream(0, 1), appended.clone());
         tokio::spawn(async move {
+            let mut appender = stream.appender();
             let mut durable = Vec::new();
             for lsn in 2..400u64 {
-                if leases.append_fenced(0, 1, lsn, lsn, b"a").await.unwrap() == Appended::Durable {
-                    durable.push(lsn);
-                    appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match appender.append(lsn, lsn, b"a").await {
+                    Ok(()) => {
+                        durable.push(lsn);
+                        appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(StoreError::Superseded(_)) => {}
+                    Err(other) => panic!("{other}"),
                 }
             }
             durable
@@ -302,30 +311,123 @@ async fn appends_are_fenced_by_the_epoch() {
         .await
         .unwrap();
     assert_eq!(taken, Some(2));
-    let at_takeover = leases.partition_frames(0, 0, 10_000).await.unwrap();
+    let theirs = leases.log_stream(0, 2);
+    let frames = |stream: kizo_persistence::LogStore| async move {
+        stream
+            .read_frames(0, u64::MAX >> 1, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.first_lsn)
+            .collect::<Vec<u64>>()
+    };
+    let at_takeover = frames(theirs.clone()).await;
     let durable = appender.await.unwrap();
     assert!(
         !durable.is_empty() && durable.len() < 398,
         "the takeover came in the middle: {} appended",
         durable.len()
     );
-    let after = leases.partition_frames(0, 0, 10_000).await.unwrap();
+    let after = frames(theirs.clone()).await;
     assert_eq!(
         at_takeover, after,
         "no append of the old epoch after the takeover"
     );
-    let logged: Vec<u64> = after.iter().map(|f| f.0).collect();
-    for lsn in &durable {
-        assert!(logged.contains(lsn), "acknowledged LSN {lsn} is in the log");
-    }
-    assert_eq!(logged.len(), durable.len() + 1);
-    assert!(after.iter().all(|f| f.2 == 1));
+    let mut expected = vec![1];
+    expected.extend(&durable);
+    assert_eq!(after, expected, "every acknowledged append, and only those");
     // The new owner appends at its epoch, after what it read.
-    let next = logged.last().unwrap() + 1;
+    let next = theirs.last_lsn().await.unwrap() + 1;
+    theirs.appender().append(next, next, b"b").await.unwrap();
+    leases.close().await;
+    store.clean().await;
+}
+
+/// A partition moves between nodes as its log: an engine on node "a" writes the partition's
+/// stream under epoch 1; "a" pauses past its lease; "b" acquires the partition (epoch 2),
+/// starts an engine on the same stream and recovers every acknowledged transfer; and "a",
+/// when it wakes, can no longer commit anything.
+#[tokio::test]
+async fn a_partition_moves_to_another_node_through_its_fenced_log() {
+    use kizo_engine::{Account, Engine, EngineError, Transfer};
+    use kizo_persistence::{DurableWal, WalConfig};
+
+    let store = TestStore::postgres("partition_moves");
+    let leases = LeaseStore::open(&store.config, PartitionCount::new(2).unwrap())
+        .await
+        .unwrap();
+    let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
+    let acquire = |node: NodeId, epoch: u64| {
+        let leases = leases.clone();
+        async move {
+            leases
+                .apply(
+                    &node,
+                    &LeaseAction::Acquire {
+                        partition: 0,
+                        epoch,
+                    },
+                    POLICY,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(acquire(a.clone(), 0).await, Some(1));
+    let wal_a = DurableWal::open(leases.log_stream(0, 1), WalConfig::default())
+        .await
+        .unwrap();
+    let engine_a = Engine::start(kizo_testkit::engine_config(), wal_a)
+        .await
+        .unwrap();
+    engine_a
+        .create_accounts(vec![Account::new(1, 840, 1), Account::new(2, 840, 1)])
+        .await
+        .unwrap();
+    for id in 1..=20u128 {
+        engine_a
+            .create_transfers(vec![Transfer::new(id, 1, 2, 5, 840, 1)])
+            .await
+            .unwrap();
+    }
+    // "a" pauses; its lease runs out; "b" takes the partition.
     assert_eq!(
-        leases.append_fenced(0, 2, next, next, b"b").await.unwrap(),
-        Appended::Durable
+        acquire(b.clone(), 1).await,
+        None,
+        "not while a's lease runs"
     );
+    tokio::time::sleep(Duration::from_millis(POLICY.length_ms + 100)).await;
+    assert_eq!(acquire(b.clone(), 1).await, Some(2));
+    let wal_b = DurableWal::open(leases.log_stream(0, 2), WalConfig::default())
+        .await
+        .unwrap();
+    let engine_b = Engine::start(kizo_testkit::engine_config(), wal_b)
+        .await
+        .unwrap();
+    let accounts = engine_b.lookup_accounts(vec![1, 2]).await.unwrap();
+    assert_eq!(
+        accounts[0].debits_posted, 100,
+        "every acknowledged transfer"
+    );
+    assert_eq!(accounts[1].credits_posted, 100);
+    // "a" wakes and tries to go on: fenced, nothing commits.
+    match engine_a
+        .create_transfers(vec![Transfer::new(21, 1, 2, 5, 840, 1)])
+        .await
+    {
+        Err(EngineError::Unavailable(_)) => {}
+        other => panic!("the former owner committed: {other:?}"),
+    }
+    // "b" serves on.
+    let results = engine_b
+        .create_transfers(vec![Transfer::new(21, 1, 2, 7, 840, 1)])
+        .await
+        .unwrap();
+    assert_eq!(results[0], kizo_engine::CreateTransferResult::Created);
+    let accounts = engine_b.lookup_accounts(vec![2]).await.unwrap();
+    assert_eq!(accounts[0].credits_posted, 107);
+    engine_a.shutdown().await;
+    engine_b.shutdown().await;
     leases.close().await;
     store.clean().await;
 }

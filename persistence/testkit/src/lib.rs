@@ -135,6 +135,7 @@ impl TestStore {
                 query.execute(&pool).await.expect("SQL runs");
                 pool.close().await;
             }
+            LogStore::Partition(_) => unreachable!("a store opens as one log, not a partition's"),
         }
     }
 }
