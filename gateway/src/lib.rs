@@ -20,6 +20,8 @@
 //! - [`settlements`]: deposits and withdrawals through the bank, the bank's callbacks, and the
 //!   admin API of reconciliation; [`money`]: starting a settlement, without HTTP.
 //! - [`snapshots`]: the admin API of snapshots.
+//! - [`cluster`]: a cluster node's lease loop and its engines, one per partition it holds
+//!   (issue 28, not yet wired into the server).
 //! - [`ui`]: the web app (wallet, operator console, API documentation), embedded and served
 //!   as written.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
@@ -28,6 +30,7 @@
 //! `kizo-ledger`'s, settlements' `kizo-settlement`'s. Handlers parse, authenticate, call and map.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod email;
 pub mod error;

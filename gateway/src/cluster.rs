@@ -1,0 +1,230 @@
+//! A node of a cluster (issue 28, in progress): it keeps its partition leases and runs one
+//! engine per partition it holds, on that partition's fenced log stream. Every
+//! `renew_every` it heartbeats, reads the lease table, asks [`kizo_cluster::lease::plan`]
+//! what to do, and does it: an acquired partition gets an engine recovered from its log; a
+//! partition to hand over stops taking requests, then its lease is released; a lost one is
+//! dropped at once (its appends would be refused anyway). The decisions are the pure
+//! crate's; this task carries time and I/O.
+//!
+//! Not yet wired into the server: requests are not routed to partitions, cross-partition
+//! transfers have no supervisor, and partitions start from their log without a snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kizo_cluster::lease::{plan, LeaseAction, LeasePolicy};
+use kizo_cluster::{partition_of, NodeId, PartitionCount};
+use kizo_engine::{Engine, EngineConfig};
+use kizo_persistence::leases::LeaseStore;
+use kizo_persistence::{DurableWal, StoreError, WalConfig};
+
+/// A node's place in its cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub node_id: NodeId,
+    /// Where the other nodes reach this one.
+    pub address: String,
+    pub policy: LeasePolicy,
+    /// A node whose heartbeat is older than this is not live (a few renewals).
+    pub node_timeout: Duration,
+}
+
+/// The engines of the partitions this node holds, by partition: (epoch, engine).
+type Hosted = Arc<RwLock<BTreeMap<u32, (u64, Engine)>>>;
+
+/// A running node: its lease loop and the engines of the partitions it holds.
+pub struct PartitionHost {
+    hosted: Hosted,
+    partitions: PartitionCount,
+    leases: LeaseStore,
+    node_id: NodeId,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PartitionHost {
+    /// Joins the cluster and starts the lease loop.
+    pub async fn start(
+        leases: LeaseStore,
+        settings: ClusterSettings,
+        engine_config: EngineConfig,
+    ) -> Result<PartitionHost, StoreError> {
+        assert!(
+            settings.policy.is_valid(),
+            "lease timing checked by the caller"
+        );
+        leases.join(&settings.node_id, &settings.address).await?;
+        let hosted: Hosted = Arc::default();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(lease_loop(
+            leases.clone(),
+            settings.clone(),
+            engine_config,
+            hosted.clone(),
+            stopped,
+        ));
+        Ok(PartitionHost {
+            hosted,
+            partitions: leases.partitions(),
+            leases,
+            node_id: settings.node_id,
+            stop,
+            task,
+        })
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The engine of `account`'s partition, if this node serves it now.
+    pub fn engine_of(&self, account: u128) -> Option<Engine> {
+        let partition = partition_of(account, self.partitions);
+        let hosted = self.hosted.read().expect("not poisoned");
+        hosted.get(&partition).map(|(_, engine)| engine.clone())
+    }
+
+    /// The partitions served now, with the epoch each was acquired at.
+    pub fn held(&self) -> BTreeMap<u32, u64> {
+        let hosted = self.hosted.read().expect("not poisoned");
+        hosted.iter().map(|(&p, (epoch, _))| (p, *epoch)).collect()
+    }
+
+    /// A graceful leave: the node stops being live, hands every partition over (each is
+    /// released once its engine stopped), and ends within `within`.
+    pub async fn leave(self, within: Duration) {
+        if let Err(error) = self.leases.leave(&self.node_id).await {
+            tracing::warn!(%error, "the leave was not recorded; the leases will expire instead");
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.held().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.halt().await;
+    }
+
+    /// Stops at once, releasing nothing (as a crash would leave the leases, to expire).
+    pub async fn halt(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let engines: Vec<Engine> = {
+            let mut hosted = self.hosted.write().expect("not poisoned");
+            std::mem::take(&mut *hosted)
+                .into_values()
+                .map(|(_, engine)| engine)
+                .collect()
+        };
+        for engine in engines {
+            engine.shutdown().await;
+        }
+    }
+}
+
+async fn lease_loop(
+    leases: LeaseStore,
+    settings: ClusterSettings,
+    engine_config: EngineConfig,
+    hosted: Hosted,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_millis(settings.policy.renew_every_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        if let Err(error) = round(&leases, &settings, &engine_config, &hosted).await {
+            tracing::warn!(%error, "a lease round failed; the next one retries");
+        }
+    }
+}
+
+/// One round: heartbeat, view, plan, act.
+async fn round(
+    leases: &LeaseStore,
+    settings: &ClusterSettings,
+    engine_config: &EngineConfig,
+    hosted: &Hosted,
+) -> Result<(), StoreError> {
+    let me = &settings.node_id;
+    leases.heartbeat(me, &settings.address).await?;
+    let view = leases
+        .view(settings.node_timeout.as_millis() as u64)
+        .await?;
+    let held: BTreeMap<u32, u64> = {
+        let hosted = hosted.read().expect("not poisoned");
+        hosted.iter().map(|(&p, (epoch, _))| (p, *epoch)).collect()
+    };
+    let actions = plan(
+        me,
+        &view.live,
+        &view.leases,
+        &held,
+        view.now_ms,
+        settings.policy,
+    );
+    for action in actions {
+        match action {
+            LeaseAction::Acquire { partition, .. } => {
+                let Some(epoch) = leases.apply(me, &action, settings.policy).await? else {
+                    continue;
+                };
+                match start_engine(leases, partition, epoch, engine_config).await {
+                    Ok(engine) => {
+                        tracing::info!(partition, epoch, "partition acquired; serving it");
+                        let mut hosted = hosted.write().expect("not poisoned");
+                        hosted.insert(partition, (epoch, engine));
+                    }
+                    // Held but not served: the lease is renewed by nobody and lapses, and
+                    // the next round (here or elsewhere) tries again at a new epoch.
+                    Err(error) => {
+                        tracing::error!(partition, %error, "a partition's engine did not start")
+                    }
+                }
+            }
+            LeaseAction::Renew { partition, .. } => {
+                if leases.apply(me, &action, settings.policy).await?.is_none() {
+                    tracing::warn!(partition, "a renewal was refused: the partition is lost");
+                    drop_engine(hosted, partition).await;
+                }
+            }
+            LeaseAction::Release { partition, .. } => {
+                // Stop taking its requests and let those in flight finish, then hand it over.
+                drop_engine(hosted, partition).await;
+                leases.apply(me, &action, settings.policy).await?;
+                tracing::info!(partition, "partition handed over");
+            }
+            LeaseAction::Stop { partition } => {
+                tracing::warn!(partition, "partition lost: no longer serving it");
+                drop_engine(hosted, partition).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn start_engine(
+    leases: &LeaseStore,
+    partition: u32,
+    epoch: u64,
+    engine_config: &EngineConfig,
+) -> Result<Engine, String> {
+    let wal = DurableWal::open(leases.log_stream(partition, epoch), WalConfig::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Engine::start(engine_config.clone(), wal)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn drop_engine(hosted: &Hosted, partition: u32) {
+    let engine = {
+        let mut hosted = hosted.write().expect("not poisoned");
+        hosted.remove(&partition)
+    };
+    if let Some((_, engine)) = engine {
+        engine.shutdown().await;
+    }
+}
