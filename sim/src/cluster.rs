@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 
 use kizo_cluster::lease::{plan, LeaseAction, LeasePolicy, LeaseRow};
-use kizo_cluster::legs::{clearing_account_id, CrossOutcome, CrossTransfer, Phase};
+use kizo_cluster::legs::{
+    clearing_account_id, clearing_totals, CrossOutcome, CrossTransfer, Phase,
+};
 use kizo_cluster::{owner_of, partition_of, NodeId, PartitionCount};
 use kizo_ledger::local::LocalEngine;
 use kizo_ledger::{Account, AccountFlags, Transfer};
@@ -286,22 +288,21 @@ pub fn run_cluster(seed: u64) -> ClusterReport {
                 .push(format!("transfer {} ended at {other:?}", cross.asked.id)),
         }
     }
-    let mut net = 0i128;
-    for (p, engine) in engines.iter().enumerate() {
-        let clearing = engine
-            .account(clearing_account_id(LEDGER, p as u32))
-            .expect("a clearing account");
-        net += clearing.credits_posted as i128 - clearing.debits_posted as i128;
-        if clearing.debits_pending + clearing.credits_pending != 0 {
+    let clearing: Vec<Account> = engines
+        .iter()
+        .enumerate()
+        .map(|(p, engine)| {
+            engine
+                .account(clearing_account_id(LEDGER, p as u32))
+                .expect("a clearing account")
+        })
+        .collect();
+    for (ledger, (net, pending)) in clearing_totals(&clearing) {
+        if net != 0 || pending != 0 {
             report.violations.push(format!(
-                "partition {p}: clearing still holds pending amounts"
+                "ledger {ledger}: clearing accounts net to {net} with {pending} pending, not 0"
             ));
         }
-    }
-    if net != 0 {
-        report
-            .violations
-            .push(format!("clearing accounts net to {net}, not 0"));
     }
     for &wallet in &wallets {
         let p = partition_of(wallet, partitions) as usize;

@@ -25,6 +25,30 @@ pub fn clearing_account_id(ledger: u32, partition: u32) -> u128 {
     (0x6b69_7a6f_636c_7200_u128 << 64) | (u128::from(partition) << 32) | u128::from(ledger)
 }
 
+/// The clearing account's partition and ledger, if `account` is one.
+pub fn clearing_account_of(account: u128) -> Option<(u32, u32)> {
+    const PREFIX: u128 = 0x6b69_7a6f_636c_7200;
+    (account >> 64 == PREFIX).then_some(((account >> 32) as u32, account as u32))
+}
+
+/// What the clearing accounts hold, per ledger, summed over every partition: posted credits
+/// less posted debits, and pending amounts. When no cross-partition transfer is under way,
+/// both are zero for every ledger; otherwise the pending amounts are the holds of transfers
+/// in flight. Reconciliation reports a ledger whose net is not zero.
+pub fn clearing_totals(
+    accounts: &[kizo_ledger::Account],
+) -> std::collections::BTreeMap<u32, (i128, u128)> {
+    let mut totals = std::collections::BTreeMap::new();
+    for account in accounts {
+        if let Some((_, ledger)) = clearing_account_of(account.id) {
+            let (net, pending): &mut (i128, u128) = totals.entry(ledger).or_default();
+            *net += account.credits_posted as i128 - account.debits_posted as i128;
+            *pending += account.credits_pending + account.debits_pending;
+        }
+    }
+    totals
+}
+
 /// The legs of a cross-partition transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Leg {
@@ -228,6 +252,16 @@ mod tests {
     const LEDGER: u32 = 840;
 
     #[test]
+    fn clearing_accounts_are_told_apart() {
+        assert_eq!(
+            clearing_account_of(clearing_account_id(978, 7)),
+            Some((7, 978))
+        );
+        assert_eq!(clearing_account_of(12345), None);
+        assert_eq!(clearing_account_of(u128::MAX - 1), None);
+    }
+
+    #[test]
     fn derivations_are_pinned() {
         assert_eq!(
             clearing_account_id(840, 3),
@@ -320,16 +354,16 @@ mod tests {
     /// Clearing accounts of the ledger, summed over partitions: posted credits less debits,
     /// and what is still pending.
     fn clearing_net(engines: &[LocalEngine]) -> (i128, u128) {
-        let mut net = 0i128;
-        let mut pending = 0u128;
-        for (p, engine) in engines.iter().enumerate() {
-            let a = engine
-                .account(clearing_account_id(LEDGER, p as u32))
-                .unwrap();
-            net += a.credits_posted as i128 - a.debits_posted as i128;
-            pending += a.credits_pending + a.debits_pending;
-        }
-        (net, pending)
+        let accounts: Vec<Account> = engines
+            .iter()
+            .enumerate()
+            .map(|(p, engine)| {
+                engine
+                    .account(clearing_account_id(LEDGER, p as u32))
+                    .unwrap()
+            })
+            .collect();
+        clearing_totals(&accounts)[&LEDGER]
     }
 
     #[test]
