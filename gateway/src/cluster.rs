@@ -6,16 +6,21 @@
 //! dropped at once (its appends would be refused anyway). The decisions are the pure
 //! crate's; this task carries time and I/O.
 //!
-//! Not yet wired into the server: requests are not routed to partitions, cross-partition
-//! transfers have no supervisor, and partitions start from their log without a snapshot.
+//! [`CrossPartition`] drives transfers between partitions through their legs, persisted after
+//! each answer so that a node taking a partition over resumes them.
+//!
+//! Not yet wired into the server: requests are not routed to partitions (nor forwarded to
+//! other nodes), and partitions start from their log without a snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kizo_cluster::lease::{plan, LeaseAction, LeasePolicy};
+use kizo_cluster::legs::{clearing_account, CrossTransfer, NotCrossing};
 use kizo_cluster::{partition_of, NodeId, PartitionCount};
-use kizo_engine::{Engine, EngineConfig};
+use kizo_engine::{Account, CreateTransferResult, Engine, EngineConfig, Transfer};
+use kizo_persistence::cross::{CrossCreated, CrossStore};
 use kizo_persistence::leases::LeaseStore;
 use kizo_persistence::{DurableWal, StoreError, WalConfig};
 
@@ -80,7 +85,11 @@ impl PartitionHost {
 
     /// The engine of `account`'s partition, if this node serves it now.
     pub fn engine_of(&self, account: u128) -> Option<Engine> {
-        let partition = partition_of(account, self.partitions);
+        self.engine(partition_of(account, self.partitions))
+    }
+
+    /// The engine of `partition`, if this node serves it now.
+    pub fn engine(&self, partition: u32) -> Option<Engine> {
         let hosted = self.hosted.read().expect("not poisoned");
         hosted.get(&partition).map(|(_, engine)| engine.clone())
     }
@@ -227,4 +236,100 @@ async fn drop_engine(hosted: &Hosted, partition: u32) {
     if let Some((_, engine)) = engine {
         engine.shutdown().await;
     }
+}
+
+/// A leg's answer, from wherever its partition is served.
+pub type LegFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<CreateTransferResult, String>> + Send + 'a>,
+>;
+
+/// Where legs go: the engine serving a partition, here or on another node.
+pub trait LegRouter: Send + Sync {
+    /// Creates `accounts` (clearing accounts) then `leg` in `partition`; an error when the
+    /// partition could not be reached (the leg may or may not have been made: it is retried,
+    /// and its id makes that harmless).
+    fn create(&self, partition: u32, accounts: Vec<Account>, leg: Transfer) -> LegFuture<'_>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrossError {
+    #[error(transparent)]
+    NotCrossing(#[from] NotCrossing),
+    #[error("a transfer with this id exists with other fields")]
+    ExistsDifferently,
+    #[error("a partition could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Transfers between partitions: each is stored, then driven leg by leg, its phase saved
+/// after every answer.
+pub struct CrossPartition {
+    store: CrossStore,
+    partitions: PartitionCount,
+}
+
+impl CrossPartition {
+    pub fn new(store: CrossStore, partitions: PartitionCount) -> CrossPartition {
+        CrossPartition { store, partitions }
+    }
+
+    /// Starts `transfer` (or finds it, for a retry) and drives it to its end.
+    pub async fn transfer(
+        &self,
+        router: &dyn LegRouter,
+        transfer: Transfer,
+    ) -> Result<CrossTransfer, CrossError> {
+        let cross = CrossTransfer::new(transfer, self.partitions)?;
+        let cross = match self.store.create(&cross, now_ms()).await? {
+            CrossCreated::Created => cross,
+            CrossCreated::Exists(existing) if existing.transfer == transfer => *existing,
+            CrossCreated::Exists(_) => return Err(CrossError::ExistsDifferently),
+        };
+        self.drive(router, cross).await
+    }
+
+    /// Submits the transfer's legs until it ends, saving each phase.
+    pub async fn drive(
+        &self,
+        router: &dyn LegRouter,
+        mut cross: CrossTransfer,
+    ) -> Result<CrossTransfer, CrossError> {
+        while let Some((partition, leg)) = cross.next_leg() {
+            // The clearing account the leg touches exists before it does (creating it again
+            // is answered `exists`): a leg refused for a missing account would be remembered
+            // as failed.
+            let clearing = clearing_account(cross.transfer.ledger, partition);
+            let result = router
+                .create(partition, vec![clearing], leg)
+                .await
+                .map_err(CrossError::Unreachable)?;
+            let from = cross.phase;
+            cross.on_result(result);
+            self.store.save(from, &cross, now_ms()).await?;
+        }
+        Ok(cross)
+    }
+
+    /// Drives every unfinished transfer whose source is `partition` (once a node holds it);
+    /// how many it finished.
+    pub async fn resume(
+        &self,
+        router: &dyn LegRouter,
+        partition: u32,
+    ) -> Result<usize, CrossError> {
+        let unfinished = self.store.unfinished(partition).await?;
+        let count = unfinished.len();
+        for cross in unfinished {
+            self.drive(router, cross).await?;
+        }
+        Ok(count)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -167,3 +167,148 @@ async fn partitions_are_shared_moved_on_a_death_and_handed_over_on_a_leave() {
     c.halt().await;
     store.clean().await;
 }
+
+/// Routes legs to whichever of the test's nodes serves the partition.
+struct Hosts<'a>(Vec<&'a PartitionHost>);
+
+impl kizo_gateway::cluster::LegRouter for Hosts<'_> {
+    fn create(
+        &self,
+        partition: u32,
+        accounts: Vec<Account>,
+        leg: Transfer,
+    ) -> kizo_gateway::cluster::LegFuture<'_> {
+        Box::pin(async move {
+            let engine = self
+                .0
+                .iter()
+                .find_map(|h| h.engine(partition))
+                .ok_or_else(|| format!("partition {partition} is not served"))?;
+            engine
+                .create_accounts(accounts)
+                .await
+                .map_err(|e| e.to_string())?;
+            let results = engine
+                .create_transfers(vec![leg])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(results[0])
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_cross_partitions_once_and_resume_after_a_takeover() {
+    use kizo_cluster::legs::{clearing_totals, CrossOutcome, CrossTransfer, Leg, Phase};
+    use kizo_engine::AccountFlags;
+    use kizo_gateway::cluster::{CrossPartition, LegRouter};
+
+    let store = TestStore::postgres("cluster_cross");
+    let partitions = PartitionCount::new(PARTITIONS).unwrap();
+    let (a, b) = (host(&store, "a").await, host(&store, "b").await);
+    settled(&[&a, &b], Duration::from_secs(10)).await;
+    let table = LeaseStore::open(&store.config, partitions).await.unwrap();
+    let cross = CrossPartition::new(table.cross_transfers(), partitions);
+
+    // A sender in partition 0 (funded there), receivers elsewhere.
+    let in_partition = |p: u32, skip: usize| {
+        (1u128..)
+            .filter(|&id| partition_of(id, partitions) == p)
+            .nth(skip)
+            .unwrap()
+    };
+    let (sender, funding) = (in_partition(0, 0), in_partition(0, 1));
+    let receivers = [in_partition(1, 0), in_partition(2, 0), in_partition(3, 0)];
+    let limited = Account {
+        flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        ..Account::new(sender, 840, 1)
+    };
+    let engine0 = serving(&[&a, &b], sender);
+    engine0
+        .create_accounts(vec![limited, Account::new(funding, 840, 1)])
+        .await
+        .unwrap();
+    engine0
+        .create_transfers(vec![Transfer::new(1, funding, sender, 100, 840, 1)])
+        .await
+        .unwrap();
+    for &receiver in &receivers {
+        serving(&[&a, &b], receiver)
+            .create_accounts(vec![Account::new(receiver, 840, 1)])
+            .await
+            .unwrap();
+    }
+    let router = Hosts(vec![&a, &b]);
+
+    // Posted once, even when asked again.
+    let pay = Transfer::new(1_000, sender, receivers[0], 30, 840, 1);
+    let done = cross.transfer(&router, pay).await.unwrap();
+    assert_eq!(done.phase, Phase::Done(CrossOutcome::Posted));
+    let again = cross.transfer(&router, pay).await.unwrap();
+    assert_eq!(again.phase, Phase::Done(CrossOutcome::Posted));
+    assert!(matches!(
+        cross
+            .transfer(&router, Transfer { amount: 31, ..pay })
+            .await,
+        Err(kizo_gateway::cluster::CrossError::ExistsDifferently)
+    ));
+    // Refused at the hold: more than the sender holds.
+    let too_much = Transfer::new(1_001, sender, receivers[1], 500, 840, 1);
+    let refused = cross.transfer(&router, too_much).await.unwrap();
+    assert_eq!(
+        refused.phase,
+        Phase::Done(CrossOutcome::Refused {
+            leg: Leg::Hold,
+            result: CreateTransferResult::ExceedsCredits
+        })
+    );
+
+    // A node dies after the hold: the transfer's row says `credit`; whoever serves the source
+    // partition next resumes it.
+    let interrupted = Transfer::new(1_002, sender, receivers[2], 20, 840, 1);
+    let mut machine = CrossTransfer::new(interrupted, partitions).unwrap();
+    let store_rows = table.cross_transfers();
+    store_rows.create(&machine, 1).await.unwrap();
+    let (partition, hold) = machine.next_leg().unwrap();
+    let result = router
+        .create(
+            partition,
+            vec![kizo_cluster::legs::clearing_account(840, partition)],
+            hold,
+        )
+        .await
+        .unwrap();
+    let from = machine.phase;
+    machine.on_result(result);
+    store_rows.save(from, &machine, 2).await.unwrap();
+    assert_eq!(machine.phase, Phase::Credit);
+    assert_eq!(cross.resume(&router, 0).await.unwrap(), 1);
+    assert_eq!(cross.resume(&router, 0).await.unwrap(), 0, "nothing left");
+    let resumed = store_rows.load(interrupted.id).await.unwrap().unwrap();
+    assert_eq!(resumed.phase, Phase::Done(CrossOutcome::Posted));
+
+    // The books: the sender paid 30 + 20 once; the receivers got them; clearing nets to 0.
+    let sender_now = engine0.lookup_accounts(vec![sender]).await.unwrap();
+    assert_eq!(
+        (sender_now[0].debits_posted, sender_now[0].debits_pending),
+        (50, 0)
+    );
+    for (receiver, expected) in receivers.iter().zip([30, 0, 20]) {
+        let found = serving(&[&a, &b], *receiver)
+            .lookup_accounts(vec![*receiver])
+            .await
+            .unwrap();
+        assert_eq!(found[0].credits_posted, expected, "receiver {receiver}");
+    }
+    let mut clearing = Vec::new();
+    for p in 0..PARTITIONS {
+        let id = kizo_cluster::legs::clearing_account_id(840, p);
+        let engine = [&a, &b].iter().find_map(|h| h.engine(p)).unwrap();
+        clearing.extend(engine.lookup_accounts(vec![id]).await.unwrap());
+    }
+    assert_eq!(clearing_totals(&clearing)[&840], (0, 0));
+    table.close().await;
+    a.halt().await;
+    b.halt().await;
+    store.clean().await;
+}

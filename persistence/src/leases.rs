@@ -258,6 +258,11 @@ impl LeaseStore {
         })
     }
 
+    /// The cluster's cross-partition transfers, on this store's pool.
+    pub fn cross_transfers(&self) -> crate::cross::CrossStore {
+        crate::cross::CrossStore::new(self.pool.clone())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -10,11 +10,13 @@
 //! - [`transfer_store`]: the read models as the engine's transfer store (what its shards let
 //!   go of is found there by id).
 //! - [`keys`]: the HTTP API's idempotency keys, durable.
+//! - [`cross`]: a cluster's transfers between partitions, resumable (PostgreSQL only).
 //! - [`leases`]: a cluster's nodes and partition leases (PostgreSQL only; issue 28).
 //! - [`users`]: users of the wallet API, sessions, refresh tokens.
 //! - [`settlements`]: deposits and withdrawals through the bank, with every transition, and
 //!   reconciliation reports.
 pub use kizo_log_codec as codec;
+pub mod cross;
 pub mod keys;
 pub mod leases;
 mod postings;

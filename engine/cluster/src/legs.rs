@@ -25,6 +25,19 @@ pub fn clearing_account_id(ledger: u32, partition: u32) -> u128 {
     (0x6b69_7a6f_636c_7200_u128 << 64) | (u128::from(partition) << 32) | u128::from(ledger)
 }
 
+/// The code of clearing accounts ("ce" for cross-entry).
+pub const CLEARING_CODE: u16 = 0xCE;
+
+/// The clearing account of `ledger` in `partition`, as it is created: no balance limit either
+/// way (a source's clearing account gains, a destination's gives).
+pub fn clearing_account(ledger: u32, partition: u32) -> kizo_ledger::Account {
+    kizo_ledger::Account::new(
+        clearing_account_id(ledger, partition),
+        ledger,
+        CLEARING_CODE,
+    )
+}
+
 /// The clearing account's partition and ledger, if `account` is one.
 pub fn clearing_account_of(account: u128) -> Option<(u32, u32)> {
     const PREFIX: u128 = 0x6b69_7a6f_636c_7200;
@@ -109,6 +122,76 @@ pub enum Phase {
     /// Void the hold, then report the credit's refusal.
     Void(CreateTransferResult),
     Done(CrossOutcome),
+}
+
+impl Leg {
+    /// The leg's stored name.
+    pub fn code(self) -> &'static str {
+        match self {
+            Leg::Hold => "hold",
+            Leg::Credit => "credit",
+            Leg::Post => "post",
+            Leg::Void => "void",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Leg> {
+        [Leg::Hold, Leg::Credit, Leg::Post, Leg::Void]
+            .into_iter()
+            .find(|leg| leg.code() == code)
+    }
+}
+
+impl Phase {
+    /// The phase as stored: `hold`, `credit`, `post`, `void:<result>`, `posted`,
+    /// `refused:<leg>:<result>` or `review:<leg>:<result>` (results by their stable names).
+    pub fn code(self) -> String {
+        match self {
+            Phase::Hold => "hold".into(),
+            Phase::Credit => "credit".into(),
+            Phase::Post => "post".into(),
+            Phase::Void(result) => format!("void:{}", result.code()),
+            Phase::Done(CrossOutcome::Posted) => "posted".into(),
+            Phase::Done(CrossOutcome::Refused { leg, result }) => {
+                format!("refused:{}:{}", leg.code(), result.code())
+            }
+            Phase::Done(CrossOutcome::NeedsReview { leg, result }) => {
+                format!("review:{}:{}", leg.code(), result.code())
+            }
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Phase> {
+        let result = |name: &str| {
+            CreateTransferResult::ALL
+                .iter()
+                .copied()
+                .find(|r| r.code() == name)
+        };
+        let mut parts = code.split(':');
+        let phase = match (parts.next()?, parts.next(), parts.next()) {
+            ("hold", None, None) => Phase::Hold,
+            ("credit", None, None) => Phase::Credit,
+            ("post", None, None) => Phase::Post,
+            ("void", Some(r), None) => Phase::Void(result(r)?),
+            ("posted", None, None) => Phase::Done(CrossOutcome::Posted),
+            ("refused", Some(leg), Some(r)) => Phase::Done(CrossOutcome::Refused {
+                leg: Leg::parse(leg)?,
+                result: result(r)?,
+            }),
+            ("review", Some(leg), Some(r)) => Phase::Done(CrossOutcome::NeedsReview {
+                leg: Leg::parse(leg)?,
+                result: result(r)?,
+            }),
+            _ => return None,
+        };
+        parts.next().is_none().then_some(phase)
+    }
+
+    /// Whether the transfer has ended.
+    pub fn is_done(self) -> bool {
+        matches!(self, Phase::Done(_))
+    }
 }
 
 /// One transfer between two partitions and how far it has come.
@@ -250,6 +333,43 @@ mod tests {
     use proptest::prelude::*;
 
     const LEDGER: u32 = 840;
+
+    #[test]
+    fn phases_are_stored_by_name() {
+        use CreateTransferResult::ExceedsCredits;
+        for phase in [
+            Phase::Hold,
+            Phase::Credit,
+            Phase::Post,
+            Phase::Void(CreateTransferResult::CreditAccountAlreadyClosed),
+            Phase::Done(CrossOutcome::Posted),
+            Phase::Done(CrossOutcome::Refused {
+                leg: Leg::Hold,
+                result: ExceedsCredits,
+            }),
+            Phase::Done(CrossOutcome::NeedsReview {
+                leg: Leg::Void,
+                result: ExceedsCredits,
+            }),
+        ] {
+            assert_eq!(Phase::parse(&phase.code()), Some(phase), "{}", phase.code());
+        }
+        assert_eq!(
+            Phase::code(Phase::Void(ExceedsCredits)),
+            "void:exceeds_credits"
+        );
+        for bad in [
+            "",
+            "hold:x",
+            "void",
+            "void:nope",
+            "refused:hold",
+            "posted:1",
+            "x",
+        ] {
+            assert_eq!(Phase::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn clearing_accounts_are_told_apart() {
