@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kizo_cluster::lease::{plan, LeaseAction, LeasePolicy};
+use kizo_cluster::lease::{held_after, plan, LeaseAction, LeasePolicy};
 use kizo_cluster::{owner_of, NodeId, PartitionCount};
 use kizo_persistence::leases::{LeaseStore, LeaseStoreError};
 use kizo_testkit::TestStore;
@@ -53,20 +53,7 @@ impl Node {
         );
         for action in actions {
             let applied = store.apply(&self.id, &action, POLICY).await.unwrap();
-            match (action, applied) {
-                (LeaseAction::Acquire { partition, .. }, Some(epoch)) => {
-                    self.held.insert(partition, epoch);
-                }
-                (LeaseAction::Renew { .. }, Some(_)) | (LeaseAction::Acquire { .. }, None) => {}
-                (
-                    LeaseAction::Renew { partition, .. }
-                    | LeaseAction::Release { partition, .. }
-                    | LeaseAction::Stop { partition },
-                    _,
-                ) => {
-                    self.held.remove(&partition);
-                }
-            }
+            held_after(&mut self.held, &action, applied);
         }
     }
 }

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use kizo_cluster::lease::{plan, LeaseAction, LeasePolicy, LeaseRow};
+use kizo_cluster::lease::{held_after, plan, LeaseAction, LeasePolicy, LeaseRow};
 use kizo_cluster::legs::{
     clearing_account_id, clearing_totals, CrossOutcome, CrossTransfer, Phase,
 };
@@ -187,23 +187,14 @@ pub fn run_cluster(seed: u64) -> ClusterReport {
                     fault(&mut report, "lost_answer");
                 }
                 let node = &mut nodes[n];
-                match (action, applied) {
-                    (LeaseAction::Acquire { partition, .. }, Some(epoch)) if !lost => {
-                        node.held.insert(partition, epoch);
-                        if epoch > 1 {
-                            report.takeovers += 1;
-                        }
-                    }
-                    (LeaseAction::Renew { .. }, Some(_)) | (LeaseAction::Acquire { .. }, _) => {}
-                    (
-                        LeaseAction::Renew { partition, .. }
-                        | LeaseAction::Release { partition, .. }
-                        | LeaseAction::Stop { partition },
-                        _,
-                    ) => {
-                        node.held.remove(&partition);
+                // A lost answer is no answer: the node acts as if nothing was applied.
+                let answered = if lost { None } else { applied };
+                if let (LeaseAction::Acquire { .. }, Some(epoch)) = (action, answered) {
+                    if epoch > 1 {
+                        report.takeovers += 1;
                     }
                 }
+                held_after(&mut node.held, &action, answered);
             }
             // Appends to what it believes it holds; the store fences by epoch.
             for (&partition, &epoch) in &nodes[n].held {

@@ -52,7 +52,7 @@ pub struct LeaseRow {
 }
 
 /// What the node should do; the store applies each as a compare-and-set on `epoch`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseAction {
     /// Take the partition if its epoch is still `epoch` (the store makes it `epoch + 1`), then
     /// load its newest snapshot and the log after it, and serve.
@@ -113,6 +113,26 @@ pub fn plan(
         }
     }
     actions
+}
+
+/// What a node holds after the store answered `action` (`applied`: the epoch it took or kept,
+/// `None` when the compare-and-set found the lease changed). An acquisition adds the
+/// partition; a refused renewal, a release and a stop remove it.
+pub fn held_after(held: &mut BTreeMap<u32, u64>, action: &LeaseAction, applied: Option<u64>) {
+    match (*action, applied) {
+        (LeaseAction::Acquire { partition, .. }, Some(epoch)) => {
+            held.insert(partition, epoch);
+        }
+        (LeaseAction::Acquire { .. }, None) | (LeaseAction::Renew { .. }, Some(_)) => {}
+        (
+            LeaseAction::Renew { partition, .. }
+            | LeaseAction::Release { partition, .. }
+            | LeaseAction::Stop { partition },
+            _,
+        ) => {
+            held.remove(&partition);
+        }
+    }
 }
 
 #[cfg(test)]
