@@ -35,8 +35,27 @@ pub struct ClusterSettings {
     pub node_timeout: Duration,
 }
 
-/// The engines of the partitions this node holds, by partition: (epoch, engine).
-type Hosted = Arc<RwLock<BTreeMap<u32, (u64, Engine)>>>;
+/// What happened to a partition on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostEvent {
+    /// Acquired at `epoch`; its engine serves it (the moment to resume its cross-partition
+    /// transfers).
+    Acquired { partition: u32, epoch: u64 },
+    /// No longer served here: lost, released or stopped.
+    Dropped { partition: u32 },
+}
+
+/// Events kept for a receiver that falls behind; past it, it misses the oldest.
+pub const HOST_EVENTS_KEPT: usize = 1024;
+
+/// The engines of the partitions this node holds, by partition: (epoch, engine); and who
+/// hears of changes.
+struct Hosting {
+    engines: RwLock<BTreeMap<u32, (u64, Engine)>>,
+    events: tokio::sync::broadcast::Sender<HostEvent>,
+}
+
+type Hosted = Arc<Hosting>;
 
 /// A running node: its lease loop and the engines of the partitions it holds.
 pub struct PartitionHost {
@@ -60,7 +79,10 @@ impl PartitionHost {
             "lease timing checked by the caller"
         );
         leases.join(&settings.node_id, &settings.address).await?;
-        let hosted: Hosted = Arc::default();
+        let hosted: Hosted = Arc::new(Hosting {
+            engines: RwLock::default(),
+            events: tokio::sync::broadcast::channel(HOST_EVENTS_KEPT).0,
+        });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(lease_loop(
             leases.clone(),
@@ -90,13 +112,18 @@ impl PartitionHost {
 
     /// The engine of `partition`, if this node serves it now.
     pub fn engine(&self, partition: u32) -> Option<Engine> {
-        let hosted = self.hosted.read().expect("not poisoned");
+        let hosted = self.hosted.engines.read().expect("not poisoned");
         hosted.get(&partition).map(|(_, engine)| engine.clone())
+    }
+
+    /// Hears of every partition acquired or dropped from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<HostEvent> {
+        self.hosted.events.subscribe()
     }
 
     /// The partitions served now, with the epoch each was acquired at.
     pub fn held(&self) -> BTreeMap<u32, u64> {
-        let hosted = self.hosted.read().expect("not poisoned");
+        let hosted = self.hosted.engines.read().expect("not poisoned");
         hosted.iter().map(|(&p, (epoch, _))| (p, *epoch)).collect()
     }
 
@@ -118,7 +145,7 @@ impl PartitionHost {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let engines: Vec<Engine> = {
-            let mut hosted = self.hosted.write().expect("not poisoned");
+            let mut hosted = self.hosted.engines.write().expect("not poisoned");
             std::mem::take(&mut *hosted)
                 .into_values()
                 .map(|(_, engine)| engine)
@@ -163,7 +190,7 @@ async fn round(
         .view(settings.node_timeout.as_millis() as u64)
         .await?;
     let held: BTreeMap<u32, u64> = {
-        let hosted = hosted.read().expect("not poisoned");
+        let hosted = hosted.engines.read().expect("not poisoned");
         hosted.iter().map(|(&p, (epoch, _))| (p, *epoch)).collect()
     };
     let actions = plan(
@@ -183,8 +210,13 @@ async fn round(
                 match start_engine(leases, partition, epoch, engine_config).await {
                     Ok(engine) => {
                         tracing::info!(partition, epoch, "partition acquired; serving it");
-                        let mut hosted = hosted.write().expect("not poisoned");
-                        hosted.insert(partition, (epoch, engine));
+                        hosted
+                            .engines
+                            .write()
+                            .expect("not poisoned")
+                            .insert(partition, (epoch, engine));
+                        // Nobody listening is fine.
+                        let _ = hosted.events.send(HostEvent::Acquired { partition, epoch });
                     }
                     // Held but not served: the lease is renewed by nobody and lapses, and
                     // the next round (here or elsewhere) tries again at a new epoch.
@@ -230,11 +262,12 @@ async fn start_engine(
 
 async fn drop_engine(hosted: &Hosted, partition: u32) {
     let engine = {
-        let mut hosted = hosted.write().expect("not poisoned");
+        let mut hosted = hosted.engines.write().expect("not poisoned");
         hosted.remove(&partition)
     };
     if let Some((_, engine)) = engine {
         engine.shutdown().await;
+        let _ = hosted.events.send(HostEvent::Dropped { partition });
     }
 }
 

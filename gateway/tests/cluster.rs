@@ -12,7 +12,7 @@ use common::TestStore;
 use kizo_cluster::lease::LeasePolicy;
 use kizo_cluster::{owner_of, partition_of, NodeId, PartitionCount};
 use kizo_engine::{Account, CreateTransferResult, Transfer};
-use kizo_gateway::cluster::{ClusterSettings, PartitionHost};
+use kizo_gateway::cluster::{ClusterSettings, HostEvent, PartitionHost};
 use kizo_persistence::leases::LeaseStore;
 
 const POLICY: LeasePolicy = LeasePolicy {
@@ -263,8 +263,8 @@ async fn transfers_cross_partitions_once_and_resume_after_a_takeover() {
         })
     );
 
-    // A node dies after the hold: the transfer's row says `credit`; whoever serves the source
-    // partition next resumes it.
+    // A node dies after the hold: the transfer's row says `credit`; the node that takes the
+    // source partition over resumes it when it hears it acquired the partition.
     let interrupted = Transfer::new(1_002, sender, receivers[2], 20, 840, 1);
     let mut machine = CrossTransfer::new(interrupted, partitions).unwrap();
     let store_rows = table.cross_transfers();
@@ -282,19 +282,46 @@ async fn transfers_cross_partitions_once_and_resume_after_a_takeover() {
     machine.on_result(result);
     store_rows.save(from, &machine, 2).await.unwrap();
     assert_eq!(machine.phase, Phase::Credit);
+    let (source_owner, survivor) = if a.engine(0).is_some() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut events = survivor.events();
+    source_owner.halt().await;
+    let acquired = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match events.recv().await.unwrap() {
+                HostEvent::Acquired {
+                    partition: 0,
+                    epoch,
+                } => return epoch,
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("the survivor takes the source partition");
+    assert!(acquired >= 2, "a takeover: a new epoch");
+    settled(&[&survivor], Duration::from_secs(15)).await;
+    let router = Hosts(vec![&survivor]);
     assert_eq!(cross.resume(&router, 0).await.unwrap(), 1);
     assert_eq!(cross.resume(&router, 0).await.unwrap(), 0, "nothing left");
     let resumed = store_rows.load(interrupted.id).await.unwrap().unwrap();
     assert_eq!(resumed.phase, Phase::Done(CrossOutcome::Posted));
 
-    // The books: the sender paid 30 + 20 once; the receivers got them; clearing nets to 0.
-    let sender_now = engine0.lookup_accounts(vec![sender]).await.unwrap();
+    // The books, as the survivor recovered them from every partition's log: the sender paid
+    // 30 + 20 once; the receivers got them; clearing nets to 0.
+    let sender_now = serving(&[&survivor], sender)
+        .lookup_accounts(vec![sender])
+        .await
+        .unwrap();
     assert_eq!(
         (sender_now[0].debits_posted, sender_now[0].debits_pending),
         (50, 0)
     );
     for (receiver, expected) in receivers.iter().zip([30, 0, 20]) {
-        let found = serving(&[&a, &b], *receiver)
+        let found = serving(&[&survivor], *receiver)
             .lookup_accounts(vec![*receiver])
             .await
             .unwrap();
@@ -303,12 +330,11 @@ async fn transfers_cross_partitions_once_and_resume_after_a_takeover() {
     let mut clearing = Vec::new();
     for p in 0..PARTITIONS {
         let id = kizo_cluster::legs::clearing_account_id(840, p);
-        let engine = [&a, &b].iter().find_map(|h| h.engine(p)).unwrap();
+        let engine = survivor.engine(p).unwrap();
         clearing.extend(engine.lookup_accounts(vec![id]).await.unwrap());
     }
     assert_eq!(clearing_totals(&clearing)[&840], (0, 0));
     table.close().await;
-    a.halt().await;
-    b.halt().await;
+    survivor.halt().await;
     store.clean().await;
 }
