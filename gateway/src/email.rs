@@ -143,12 +143,9 @@ pub async fn verify_email(
     headers: axum::http::HeaderMap,
     Json(request): Json<TokenRequest>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state
+    state
         .limits
-        .check(state.limits.client(peer.ip(), &headers), None)
-    {
-        return Ok(limited.into_response());
-    }
+        .check(state.limits.client(peer.ip(), &headers), None)?;
     let hash = token_hash(&request.token)?;
     match state.users.verify_email(&hash).await.map_err(store_error)? {
         Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -178,12 +175,9 @@ pub async fn resend_verification(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::unauthorized("no such user"))?;
-    if let Err(limited) = state
+    state
         .limits
-        .check(state.limits.client(peer.ip(), &headers), Some(&user.email))
-    {
-        return Ok(limited.into_response());
-    }
+        .check(state.limits.client(peer.ip(), &headers), Some(&user.email))?;
     if user.email_verified_at.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -217,12 +211,10 @@ pub async fn forgot_password(
     headers: axum::http::HeaderMap,
     Json(request): Json<ForgotPassword>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state.limits.check(
+    state.limits.check(
         state.limits.client(peer.ip(), &headers),
         Some(&request.email),
-    ) {
-        return Ok(limited.into_response());
-    }
+    )?;
     let email = request.email.trim().to_lowercase();
     if email.chars().count() > crate::wallet::EMAIL_MAX {
         return Err(ApiError::invalid(
@@ -272,12 +264,9 @@ pub async fn reset_password(
     headers: axum::http::HeaderMap,
     Json(request): Json<ResetPassword>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state
+    state
         .limits
-        .check(state.limits.client(peer.ip(), &headers), None)
-    {
-        return Ok(limited.into_response());
-    }
+        .check(state.limits.client(peer.ip(), &headers), None)?;
     let hash = token_hash(&request.token)?;
     crate::wallet::check_password(&request.password)?;
     let password_hash = state.passwords.hash(request.password).await?;

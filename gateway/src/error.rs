@@ -16,6 +16,8 @@ pub struct ApiError {
     pub detail: String,
     /// The request field at fault, when there is one (a JSON pointer-like path).
     pub field: Option<String>,
+    /// Seconds to send as `Retry-After` (a 503 says 1 without it).
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// The body of every error (RFC 9457), as the OpenAPI document describes it.
@@ -55,7 +57,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             field: None,
+            retry_after_seconds: None,
         }
+    }
+
+    /// The same error, telling the client when to try again (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -168,10 +177,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self.retry_after_seconds {
+            Some(seconds) => Some(seconds),
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            None => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

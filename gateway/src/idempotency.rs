@@ -64,16 +64,13 @@ pub fn reused() -> ApiError {
 
 /// The first request with this key is still running.
 pub fn in_use() -> Response {
-    let mut response = ApiError::new(
+    ApiError::new(
         StatusCode::CONFLICT,
         "idempotency_key_in_use",
         "a request with this Idempotency-Key is still running; retry shortly",
     )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    .retry_after(1)
+    .into_response()
 }
 
 /// The request's `Idempotency-Key` header as sent, taken alone (extracting the whole

@@ -17,8 +17,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -89,18 +88,17 @@ pub struct Limited {
     pub retry_after_seconds: u64,
 }
 
-impl IntoResponse for Limited {
-    fn into_response(self) -> Response {
-        let mut response = ApiError::new(
+impl From<Limited> for ApiError {
+    fn from(limited: Limited) -> Self {
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("too many attempts; retry in {} s", self.retry_after_seconds),
+            format!(
+                "too many attempts; retry in {} s",
+                limited.retry_after_seconds
+            ),
         )
-        .into_response();
-        if let Ok(value) = HeaderValue::from_str(&self.retry_after_seconds.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        response
+        .retry_after(limited.retry_after_seconds)
     }
 }
 

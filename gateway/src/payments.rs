@@ -92,12 +92,9 @@ pub async fn history_csv(
     Query(query): Query<CsvQuery>,
 ) -> Result<Response, ApiError> {
     let id = own_account(&caller, &id)?;
-    if let Err(limited) = state
+    state
         .limits
-        .read(&caller.user_id, crate::limits::CSV_READ_COST)
-    {
-        return Ok(limited.into_response());
-    }
+        .read(&caller.user_id, crate::limits::CSV_READ_COST)?;
     let (debits, credits) = sides(query.direction.as_deref())?;
     let (timestamp_min, timestamp_max) = day_range(query.from.as_deref(), query.to.as_deref())?;
     let header = "id,created_at,direction,counterparty_account_id,amount,currency,status,note\n";
@@ -221,9 +218,7 @@ pub async fn dashboard(
     State(state): State<AppState>,
     caller: Authenticated,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state.limits.read(&caller.user_id, 1) {
-        return Ok(limited.into_response());
-    }
+    state.limits.read(&caller.user_id, 1)?;
     let id = caller.wallet;
     let found = state.engine.lookup_accounts(vec![id]).await?;
     let account = found
@@ -309,9 +304,7 @@ pub async fn balances(
             format!("1 to {BALANCE_DAYS_MAX}"),
         ));
     }
-    if let Err(limited) = state.limits.read(&caller.user_id, BALANCES_READ_COST) {
-        return Ok(limited.into_response());
-    }
+    state.limits.read(&caller.user_id, BALANCES_READ_COST)?;
     let found = state.engine.lookup_accounts(vec![id]).await?;
     let account = found
         .first()
@@ -408,9 +401,7 @@ pub async fn history(
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     let id = own_account(&caller, &id)?;
-    if let Err(limited) = state.limits.read(&caller.user_id, 1) {
-        return Ok(limited.into_response());
-    }
+    state.limits.read(&caller.user_id, 1)?;
     let (debits, credits) = sides(query.direction.as_deref())?;
     let pending = match query.status.as_deref().unwrap_or("all") {
         "posted" => Some(false),
@@ -508,9 +499,7 @@ pub async fn find_users(
     caller: Authenticated,
     Query(query): Query<UserQuery>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state.limits.read(&caller.user_id, 1) {
-        return Ok(limited.into_response());
-    }
+    state.limits.read(&caller.user_id, 1)?;
     let q = query.q.trim().to_lowercase();
     let length = q.chars().count();
     if !(3..=100).contains(&length) {

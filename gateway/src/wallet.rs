@@ -239,12 +239,10 @@ pub async fn signup(
     headers: axum::http::HeaderMap,
     Json(request): Json<Signup>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state.limits.check(
+    state.limits.check(
         state.limits.client(peer.ip(), &headers),
         Some(&request.email),
-    ) {
-        return Ok(limited.into_response());
-    }
+    )?;
     let email = normalize_email(&request.email)?;
     check_password(&request.password)?;
     let first_name = check_name("first_name", &request.first_name)?;
@@ -321,20 +319,15 @@ pub async fn login(
     headers: axum::http::HeaderMap,
     Json(request): Json<Login>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state.limits.check(
+    state.limits.check(
         state.limits.client(peer.ip(), &headers),
         Some(&request.email),
-    ) {
-        return Ok(limited.into_response());
-    }
+    )?;
     let client = state.limits.client(peer.ip(), &headers);
     let email = request.email.trim().to_lowercase();
-    if let Err(limited) = state
+    state
         .limits
-        .sign_in_allowed(client, &email, state.clock.now_ms())
-    {
-        return Ok(limited.into_response());
-    }
+        .sign_in_allowed(client, &email, state.clock.now_ms())?;
     let user = state
         .users
         .user_by_email(&email)
@@ -394,12 +387,9 @@ pub async fn refresh(
     headers: axum::http::HeaderMap,
     Json(request): Json<RefreshRequest>,
 ) -> Result<Response, ApiError> {
-    if let Err(limited) = state
+    state
         .limits
-        .check(state.limits.client(peer.ip(), &headers), None)
-    {
-        return Ok(limited.into_response());
-    }
+        .check(state.limits.client(peer.ip(), &headers), None)?;
     let (presented, in_cookie) = match request.refresh_token {
         Some(token) => (token, false),
         None => match refresh_from_cookie(&headers)? {
