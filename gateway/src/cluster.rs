@@ -19,7 +19,7 @@ use std::time::Duration;
 use kizo_cluster::lease::{plan, LeaseAction, LeasePolicy};
 use kizo_cluster::legs::{clearing_account, CrossTransfer, NotCrossing};
 use kizo_cluster::{partition_of, NodeId, PartitionCount};
-use kizo_engine::{Account, CreateTransferResult, Engine, EngineConfig, Transfer};
+use kizo_engine::{Account, CreateTransferResult, Engine, EngineConfig, EngineError, Transfer};
 use kizo_persistence::cross::{CrossCreated, CrossStore};
 use kizo_persistence::leases::LeaseStore;
 use kizo_persistence::{DurableWal, StoreError, WalConfig};
@@ -246,18 +246,23 @@ async fn round(
     Ok(())
 }
 
+/// Why a held partition's engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionStartError {
+    #[error("its log: {0}")]
+    Log(#[from] kizo_engine::WalError),
+    #[error("its engine: {0}")]
+    Engine(#[from] EngineError),
+}
+
 async fn start_engine(
     leases: &LeaseStore,
     partition: u32,
     epoch: u64,
     engine_config: &EngineConfig,
-) -> Result<Engine, String> {
-    let wal = DurableWal::open(leases.log_stream(partition, epoch), WalConfig::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Engine::start(engine_config.clone(), wal)
-        .await
-        .map_err(|e| e.to_string())
+) -> Result<Engine, PartitionStartError> {
+    let wal = DurableWal::open(leases.log_stream(partition, epoch), WalConfig::default()).await?;
+    Ok(Engine::start(engine_config.clone(), wal).await?)
 }
 
 async fn drop_engine(hosted: &Hosted, partition: u32) {
@@ -271,9 +276,19 @@ async fn drop_engine(hosted: &Hosted, partition: u32) {
     }
 }
 
+/// Why a leg got no answer. It may or may not have been made: it is retried, and its id
+/// makes that harmless.
+#[derive(Debug, thiserror::Error)]
+pub enum LegError {
+    #[error("partition {0} is not served where the leg was sent")]
+    NotServed(u32),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
 /// A leg's answer, from wherever its partition is served.
 pub type LegFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<CreateTransferResult, String>> + Send + 'a>,
+    Box<dyn std::future::Future<Output = Result<CreateTransferResult, LegError>> + Send + 'a>,
 >;
 
 /// Where legs go: the engine serving a partition, here or on another node.
@@ -291,7 +306,7 @@ pub enum CrossError {
     #[error("a transfer with this id exists with other fields")]
     ExistsDifferently,
     #[error("a partition could not be reached: {0}")]
-    Unreachable(String),
+    Unreachable(#[from] LegError),
     #[error("the store: {0}")]
     Store(#[from] StoreError),
 }
@@ -334,10 +349,7 @@ impl CrossPartition {
             // is answered `exists`): a leg refused for a missing account would be remembered
             // as failed.
             let clearing = clearing_account(cross.transfer.ledger, partition);
-            let result = router
-                .create(partition, vec![clearing], leg)
-                .await
-                .map_err(CrossError::Unreachable)?;
+            let result = router.create(partition, vec![clearing], leg).await?;
             let from = cross.phase;
             cross.on_result(result);
             self.store.save(from, &cross, now_ms()).await?;

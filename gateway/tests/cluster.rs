@@ -12,7 +12,7 @@ use common::TestStore;
 use kizo_cluster::lease::LeasePolicy;
 use kizo_cluster::{owner_of, partition_of, NodeId, PartitionCount};
 use kizo_engine::{Account, CreateTransferResult, Transfer};
-use kizo_gateway::cluster::{ClusterSettings, HostEvent, PartitionHost};
+use kizo_gateway::cluster::{ClusterSettings, HostEvent, LegError, PartitionHost};
 use kizo_persistence::leases::LeaseStore;
 
 const POLICY: LeasePolicy = LeasePolicy {
@@ -183,16 +183,9 @@ impl kizo_gateway::cluster::LegRouter for Hosts<'_> {
                 .0
                 .iter()
                 .find_map(|h| h.engine(partition))
-                .ok_or_else(|| format!("partition {partition} is not served"))?;
-            engine
-                .create_accounts(accounts)
-                .await
-                .map_err(|e| e.to_string())?;
-            let results = engine
-                .create_transfers(vec![leg])
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(results[0])
+                .ok_or(LegError::NotServed(partition))?;
+            engine.create_accounts(accounts).await?;
+            Ok(engine.create_transfers(vec![leg]).await?[0])
         })
     }
 }
