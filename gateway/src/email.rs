@@ -195,6 +195,9 @@ pub async fn resend_verification(
         .into_response())
 }
 
+/// Password-reset lookups running at once after their answers.
+pub const RESET_LOOKUPS_MAX: usize = 256;
+
 #[utoipa::path(post, path = "/v1/auth/forgot-password", tag = "wallet", request_body = ForgotPassword,
     responses(
         (status = 202, description = "The same answer whether or not an account has this email", body = Accepted),
@@ -222,9 +225,13 @@ pub async fn forgot_password(
             format!("at most {} characters", crate::wallet::EMAIL_MAX),
         ));
     }
-    {
+    // At most RESET_LOOKUPS_MAX of these run at once: past it (a flood from many addresses)
+    // the request is answered the same, and its mail is not written.
+    static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RESET_LOOKUPS_MAX);
+    if let Ok(permit) = RUNNING.try_acquire() {
         let state = state.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match state.users.user_by_email(&email).await {
                 Ok(Some(user)) => {
                     if let Err(error) = send_token(&state, &user, EmailPurpose::ResetPassword).await
@@ -236,6 +243,9 @@ pub async fn forgot_password(
                 Err(error) => tracing::warn!(%error, "a password reset could not look up its user"),
             }
         });
+    } else {
+        metrics::counter!("kizo_password_resets_dropped_total").increment(1);
+        tracing::warn!("password resets arrive faster than they are handled; one was dropped");
     }
     Ok((
         StatusCode::ACCEPTED,
