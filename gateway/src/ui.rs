@@ -306,6 +306,32 @@ mod tests {
         }
     }
 
+    /// The wallet's views (its `"/path": view` keys) and the paths the server answers with
+    /// the wallet's page are the same list, written twice: this keeps them so.
+    #[test]
+    fn the_server_serves_every_view_of_the_wallet() {
+        let asset = ASSETS.iter().find(|a| a.name == "wallet.js").unwrap();
+        let wallet = std::str::from_utf8(asset.bytes).unwrap();
+        let views: Vec<&str> = wallet
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix('"'))
+            .filter_map(|rest| rest.split_once("\":").map(|(path, _)| path))
+            .filter(|path| path.starts_with('/'))
+            .collect();
+        for path in WALLET_PATHS {
+            assert!(
+                views.contains(path),
+                "{path} is served but the wallet has no view"
+            );
+        }
+        for path in views {
+            assert!(
+                path == "/" || WALLET_PATHS.contains(&path),
+                "{path} is a view the server does not serve"
+            );
+        }
+    }
+
     #[test]
     fn gzip_is_taken_only_when_accepted() {
         assert!(accepts("gzip", "gzip"));
