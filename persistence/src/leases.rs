@@ -145,9 +145,8 @@ impl LeaseStore {
     /// database's clock: a lease renewed meanwhile looks live, never the other way round, so
     /// the view errs towards waiting.
     pub async fn view(&self, node_timeout_ms: u64) -> Result<ClusterView, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(read_error)?;
         let (now,): (i64,) = sqlx::query_as(&format!("SELECT {NOW_MS}"))
-            .fetch_one(&mut *tx)
+            .fetch_one(&self.pool)
             .await
             .map_err(read_error)?;
         let nodes: Vec<(String,)> = sqlx::query_as(
@@ -155,16 +154,15 @@ impl LeaseStore {
              WHERE NOT leaving AND heartbeat_ms > $1 ORDER BY node_id",
         )
         .bind(now.saturating_sub(signed(node_timeout_ms)))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .map_err(read_error)?;
         let rows: Vec<(i32, Option<String>, i64, i64)> = sqlx::query_as(
             "SELECT partition, owner, epoch, expires_ms FROM partition_leases ORDER BY partition",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .map_err(read_error)?;
-        tx.commit().await.map_err(read_error)?;
         let corrupt = |what: &str| StoreError::Corrupt(format!("cluster: {what}"));
         let live = nodes
             .into_iter()
