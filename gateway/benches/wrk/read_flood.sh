@@ -15,24 +15,13 @@ rounds=${2:-2}
 reads_per_user=${3:-600}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
-admin=${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
 port=${KIZO_WRK_PORT:-18097}
 work=$(mktemp -d)
+gateway=
 trap 'kill $gateway 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release -q -p kizo-gateway --manifest-path "$root/Cargo.toml"
-psql "$admin" -q -c "DROP DATABASE IF EXISTS kizo_wrk_reads" -c "CREATE DATABASE kizo_wrk_reads"
-DATABASE_URL="${admin%/*}/kizo_wrk_reads" KIZO_LISTEN=127.0.0.1:$port KIZO_METRICS_LISTEN=off KIZO_DATA_DIR="$work" \
-  KIZO_API_KEY=wrk-api-key-0123456789abcdef0123456789 \
-  KIZO_AUTH_RATE_PER_ADDRESS=100000 KIZO_AUTH_RATE_PER_EMAIL=100000 KIZO_READS_PER_USER="$reads_per_user" \
-  RUST_LOG=warn "$root/target/release/kizo-gateway" >"$work/gateway.log" 2>&1 &
-gateway=$!
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
-  sleep 0.1
-done
-python3 "$here/setup.py" "http://127.0.0.1:$port" wrk-api-key-0123456789abcdef0123456789 100 "$work/users.lua"
-export KIZO_WRK_USERS="$work/users.lua"
+. "$here/serve.sh"
+serve_wallet kizo_wrk_reads "$port" KIZO_METRICS_LISTEN=off KIZO_READS_PER_USER="$reads_per_user"
 payments() {
   KIZO_WRK_REQUEST=transfers wrk -t1 -c50 -d"${seconds}s" --latency -s "$here/wallet.lua" "http://127.0.0.1:$port" >"$work/payments.txt"
   echo "  payments: $(awk '/Requests\/sec/ {print $2}' "$work/payments.txt")/s, p99 $(awk '$1 == "99%" {print $2}' "$work/payments.txt")$(grep -o 'Non-2xx.*' "$work/payments.txt" | sed 's/^/, /')"

@@ -14,24 +14,15 @@ requests=${3:-transfers}
 case "$requests" in transfers|deposits) ;; *) echo "the requests are transfers or deposits" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
-admin=${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
 port=${KIZO_WRK_PORT:-18095}
 work=$(mktemp -d)
+gateway=
 trap 'kill $gateway 2>/dev/null || true; cp "$work/gateway.log" "${TMPDIR:-/tmp}/kizo-wrk-gateway.log"; rm -rf "$work"' EXIT
 
-cargo build --release -q -p kizo-gateway --manifest-path "$root/Cargo.toml"
-psql "$admin" -q -c "DROP DATABASE IF EXISTS kizo_wrk" -c "CREATE DATABASE kizo_wrk"
-DATABASE_URL="${admin%/*}/kizo_wrk" KIZO_LISTEN=127.0.0.1:$port KIZO_METRICS_LISTEN=127.0.0.1:$((port + 1)) KIZO_DATA_DIR="$work" \
-  KIZO_API_KEY=wrk-api-key-0123456789abcdef0123456789 \
-  KIZO_AUTH_RATE_PER_ADDRESS=100000 KIZO_AUTH_RATE_PER_EMAIL=100000 KIZO_SETTLEMENTS_PER_USER=10000 \
-  RUST_LOG=${RUST_LOG:-info} "$root/target/release/kizo-gateway" >"$work/gateway.log" 2>&1 &
-gateway=$!
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
-  sleep 0.1
-done
-python3 "$here/setup.py" "http://127.0.0.1:$port" wrk-api-key-0123456789abcdef0123456789 100 "$work/users.lua"
-KIZO_WRK_USERS="$work/users.lua" KIZO_WRK_REQUEST="$requests" wrk -t2 -c"$connections" -d"${seconds}s" --latency \
+. "$here/serve.sh"
+RUST_LOG=${RUST_LOG:-info} serve_wallet kizo_wrk "$port" \
+  KIZO_METRICS_LISTEN=127.0.0.1:$((port + 1)) KIZO_SETTLEMENTS_PER_USER=10000
+KIZO_WRK_REQUEST="$requests" wrk -t2 -c"$connections" -d"${seconds}s" --latency \
   -s "$here/wallet.lua" "http://127.0.0.1:$port"
 # The log's slow flushes: every request waits for the flush that holds its commit, so a few
 # slow ones (the disk's fsync) are enough to set the p99.
