@@ -414,7 +414,8 @@ impl Engine {
     }
 }
 
-fn check_batch(len: usize) -> Result<(), EngineError> {
+/// Refuses a batch of more than [`BATCH_EVENTS_MAX`] events (before it is split, in a cluster).
+pub fn check_batch(len: usize) -> Result<(), EngineError> {
     if len > BATCH_EVENTS_MAX {
         return Err(EngineError::BatchTooLarge {
             len,

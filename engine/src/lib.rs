@@ -54,7 +54,9 @@ pub use kizo_ledger::{
 pub use kizo_settlement as settlement;
 pub use kizo_settlement::reconcile;
 
-pub use engine::{Baseline, BaselineError, Clock, Engine, EngineConfig, EngineError, SystemClock};
+pub use engine::{
+    check_batch, Baseline, BaselineError, Clock, Engine, EngineConfig, EngineError, SystemClock,
+};
 pub use image::{ImageError, LedgerImage};
 pub use record::{Commit, Record};
 pub use results::{CreateAccountResult, CreateTransferResult};

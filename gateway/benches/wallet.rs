@@ -66,6 +66,7 @@ fn main() {
             http: Default::default(),
             mail: Default::default(),
             metrics: Default::default(),
+            cluster: None,
         })
         .await
         .unwrap();

@@ -9,8 +9,8 @@
 //! [`CrossPartition`] drives transfers between partitions through their legs, persisted after
 //! each answer so that a node taking a partition over resumes them.
 //!
-//! Not yet wired into the server: requests are not routed to partitions (nor forwarded to
-//! other nodes), and partitions start from their log without a snapshot.
+//! The server routes requests to these engines, here or on the owning node, through
+//! [`crate::books`]. Partitions start from their log without a snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -19,10 +19,36 @@ use std::time::Duration;
 use kizo_cluster::lease::{plan, LeaseAction, LeasePolicy};
 use kizo_cluster::legs::{clearing_account, CrossTransfer, NotCrossing};
 use kizo_cluster::{partition_of, NodeId, PartitionCount};
-use kizo_engine::{Account, CreateTransferResult, Engine, EngineConfig, EngineError, Transfer};
+use kizo_engine::{
+    Account, Clock, CreateTransferResult, Engine, EngineConfig, EngineError, Transfer,
+};
 use kizo_persistence::cross::{CrossCreated, CrossStore};
-use kizo_persistence::leases::LeaseStore;
+use kizo_persistence::leases::{ClusterView, LeaseStore};
+use kizo_persistence::projector::{Projector, ProjectorConfig};
+use kizo_persistence::read_models::ReadModels;
+use kizo_persistence::transfer_store::ServedEngine;
 use kizo_persistence::{DurableWal, StoreError, WalConfig};
+
+/// How a held partition's engine is started.
+#[derive(Clone)]
+pub struct PartitionEngines {
+    pub engine: EngineConfig,
+    /// The read models shared by every partition, each fed by the partition's own projector
+    /// (its progress row is `partition-<n>`); `None` for an engine on its log alone.
+    pub read_models: Option<ReadModels>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl PartitionEngines {
+    /// Engines on their logs alone, without read models.
+    pub fn bare(engine: EngineConfig) -> PartitionEngines {
+        PartitionEngines {
+            engine,
+            read_models: None,
+            clock: Arc::new(kizo_engine::SystemClock),
+        }
+    }
+}
 
 /// A node's place in its cluster.
 #[derive(Clone, Debug)]
@@ -48,10 +74,28 @@ pub enum HostEvent {
 /// Events kept for a receiver that falls behind; past it, it misses the oldest.
 pub const HOST_EVENTS_KEPT: usize = 1024;
 
-/// The engines of the partitions this node holds, by partition: (epoch, engine); and who
-/// hears of changes.
+/// A held partition's engine and the projector that feeds its read models.
+struct Served {
+    epoch: u64,
+    wal: Arc<DurableWal>,
+    engine: Engine,
+    projector: Option<Projector>,
+}
+
+impl Served {
+    async fn stop(self) {
+        if let Some(projector) = &self.projector {
+            projector.stop().await;
+        }
+        self.engine.shutdown().await;
+    }
+}
+
+/// The engines of the partitions this node holds, by partition; the last view of the
+/// cluster; and who hears of changes.
 struct Hosting {
-    engines: RwLock<BTreeMap<u32, (u64, Engine)>>,
+    engines: RwLock<BTreeMap<u32, Served>>,
+    view: RwLock<Option<Arc<ClusterView>>>,
     events: tokio::sync::broadcast::Sender<HostEvent>,
 }
 
@@ -64,7 +108,7 @@ pub struct PartitionHost {
     leases: LeaseStore,
     node_id: NodeId,
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl PartitionHost {
@@ -72,7 +116,7 @@ impl PartitionHost {
     pub async fn start(
         leases: LeaseStore,
         settings: ClusterSettings,
-        engine_config: EngineConfig,
+        engines: PartitionEngines,
     ) -> Result<PartitionHost, StoreError> {
         assert!(
             settings.policy.is_valid(),
@@ -81,13 +125,14 @@ impl PartitionHost {
         leases.join(&settings.node_id, &settings.address).await?;
         let hosted: Hosted = Arc::new(Hosting {
             engines: RwLock::default(),
+            view: RwLock::default(),
             events: tokio::sync::broadcast::channel(HOST_EVENTS_KEPT).0,
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(lease_loop(
             leases.clone(),
             settings.clone(),
-            engine_config,
+            engines,
             hosted.clone(),
             stopped,
         ));
@@ -97,7 +142,7 @@ impl PartitionHost {
             leases,
             node_id: settings.node_id,
             stop,
-            task,
+            task: std::sync::Mutex::new(Some(task)),
         })
     }
 
@@ -113,7 +158,56 @@ impl PartitionHost {
     /// The engine of `partition`, if this node serves it now.
     pub fn engine(&self, partition: u32) -> Option<Engine> {
         let hosted = self.hosted.engines.read().expect("not poisoned");
-        hosted.get(&partition).map(|(_, engine)| engine.clone())
+        hosted.get(&partition).map(|served| served.engine.clone())
+    }
+
+    /// Every engine this node serves now, by partition.
+    pub fn engines(&self) -> Vec<(u32, Engine)> {
+        let hosted = self.hosted.engines.read().expect("not poisoned");
+        hosted
+            .iter()
+            .map(|(&p, served)| (p, served.engine.clone()))
+            .collect()
+    }
+
+    /// How far each served partition's read models are written: (partition, projected LSN,
+    /// last LSN of its log).
+    pub fn progress(&self) -> Vec<(u32, u64, u64)> {
+        let hosted = self.hosted.engines.read().expect("not poisoned");
+        hosted
+            .iter()
+            .map(|(&p, served)| {
+                let projected = served.projector.as_ref().map_or(0, Projector::progress);
+                (
+                    p,
+                    projected,
+                    kizo_engine::Wal::last_lsn(served.wal.as_ref()),
+                )
+            })
+            .collect()
+    }
+
+    pub fn partitions(&self) -> PartitionCount {
+        self.partitions
+    }
+
+    pub fn leases(&self) -> &LeaseStore {
+        &self.leases
+    }
+
+    /// The cluster as the last lease round saw it (who owns what, where nodes are).
+    pub fn view(&self) -> Option<Arc<ClusterView>> {
+        self.hosted.view.read().expect("not poisoned").clone()
+    }
+
+    /// Reads the cluster now (after an owner said it no longer owns a partition).
+    pub async fn refresh_view(
+        &self,
+        node_timeout: Duration,
+    ) -> Result<Arc<ClusterView>, StoreError> {
+        let view = Arc::new(self.leases.view(node_timeout.as_millis() as u64).await?);
+        *self.hosted.view.write().expect("not poisoned") = Some(view.clone());
+        Ok(view)
     }
 
     /// Hears of every partition acquired or dropped from now on.
@@ -124,12 +218,15 @@ impl PartitionHost {
     /// The partitions served now, with the epoch each was acquired at.
     pub fn held(&self) -> BTreeMap<u32, u64> {
         let hosted = self.hosted.engines.read().expect("not poisoned");
-        hosted.iter().map(|(&p, (epoch, _))| (p, *epoch)).collect()
+        hosted
+            .iter()
+            .map(|(&p, served)| (p, served.epoch))
+            .collect()
     }
 
     /// A graceful leave: the node stops being live, hands every partition over (each is
     /// released once its engine stopped), and ends within `within`.
-    pub async fn leave(self, within: Duration) {
+    pub async fn leave(&self, within: Duration) {
         if let Err(error) = self.leases.leave(&self.node_id).await {
             tracing::warn!(%error, "the leave was not recorded; the leases will expire instead");
         }
@@ -141,18 +238,18 @@ impl PartitionHost {
     }
 
     /// Stops at once, releasing nothing (as a crash would leave the leases, to expire).
-    pub async fn halt(self) {
+    pub async fn halt(&self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
-        let engines: Vec<Engine> = {
+        let task = self.task.lock().expect("not poisoned").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let served: Vec<Served> = {
             let mut hosted = self.hosted.engines.write().expect("not poisoned");
-            std::mem::take(&mut *hosted)
-                .into_values()
-                .map(|(_, engine)| engine)
-                .collect()
+            std::mem::take(&mut *hosted).into_values().collect()
         };
-        for engine in engines {
-            engine.shutdown().await;
+        for served in served {
+            served.stop().await;
         }
     }
 }
@@ -160,7 +257,7 @@ impl PartitionHost {
 async fn lease_loop(
     leases: LeaseStore,
     settings: ClusterSettings,
-    engine_config: EngineConfig,
+    engines: PartitionEngines,
     hosted: Hosted,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -171,7 +268,7 @@ async fn lease_loop(
             _ = every.tick() => {}
             _ = stopped.changed() => return,
         }
-        if let Err(error) = round(&leases, &settings, &engine_config, &hosted).await {
+        if let Err(error) = round(&leases, &settings, &engines, &hosted).await {
             tracing::warn!(%error, "a lease round failed; the next one retries");
         }
     }
@@ -181,17 +278,23 @@ async fn lease_loop(
 async fn round(
     leases: &LeaseStore,
     settings: &ClusterSettings,
-    engine_config: &EngineConfig,
+    engines: &PartitionEngines,
     hosted: &Hosted,
 ) -> Result<(), StoreError> {
     let me = &settings.node_id;
     leases.heartbeat(me, &settings.address).await?;
-    let view = leases
-        .view(settings.node_timeout.as_millis() as u64)
-        .await?;
+    let view = Arc::new(
+        leases
+            .view(settings.node_timeout.as_millis() as u64)
+            .await?,
+    );
+    *hosted.view.write().expect("not poisoned") = Some(view.clone());
     let held: BTreeMap<u32, u64> = {
         let hosted = hosted.engines.read().expect("not poisoned");
-        hosted.iter().map(|(&p, (epoch, _))| (p, *epoch)).collect()
+        hosted
+            .iter()
+            .map(|(&p, served)| (p, served.epoch))
+            .collect()
     };
     let actions = plan(
         me,
@@ -207,14 +310,14 @@ async fn round(
                 let Some(epoch) = leases.apply(me, &action, settings.policy).await? else {
                     continue;
                 };
-                match start_engine(leases, partition, epoch, engine_config).await {
-                    Ok(engine) => {
+                match start_engine(leases, partition, epoch, engines).await {
+                    Ok(served) => {
                         tracing::info!(partition, epoch, "partition acquired; serving it");
                         hosted
                             .engines
                             .write()
                             .expect("not poisoned")
-                            .insert(partition, (epoch, engine));
+                            .insert(partition, served);
                         // Nobody listening is fine.
                         let _ = hosted.events.send(HostEvent::Acquired { partition, epoch });
                     }
@@ -253,25 +356,62 @@ pub enum PartitionStartError {
     Log(#[from] kizo_engine::WalError),
     #[error("its engine: {0}")]
     Engine(#[from] EngineError),
+    #[error("its engine or projector: {0}")]
+    Served(#[from] kizo_persistence::transfer_store::StartError),
+}
+
+/// The projector's progress row of `partition`.
+pub fn projector_name(partition: u32) -> String {
+    format!("partition-{partition}")
 }
 
 async fn start_engine(
     leases: &LeaseStore,
     partition: u32,
     epoch: u64,
-    engine_config: &EngineConfig,
-) -> Result<Engine, PartitionStartError> {
+    engines: &PartitionEngines,
+) -> Result<Served, PartitionStartError> {
     let wal = DurableWal::open(leases.log_stream(partition, epoch), WalConfig::default()).await?;
-    Ok(Engine::start(engine_config.clone(), wal).await?)
+    let Some(read_models) = &engines.read_models else {
+        let engine =
+            Engine::start_with_clock(engines.engine.clone(), wal.clone(), engines.clock.clone())
+                .await?;
+        return Ok(Served {
+            epoch,
+            wal,
+            engine,
+            projector: None,
+        });
+    };
+    let ServedEngine {
+        engine, projector, ..
+    } = ServedEngine::start(
+        wal.clone(),
+        read_models.clone(),
+        ProjectorConfig {
+            name: projector_name(partition),
+            ..ProjectorConfig::default()
+        },
+        engines.engine.clone(),
+        engines.clock.clone(),
+        None,
+    )
+    .await?;
+    Ok(Served {
+        epoch,
+        wal,
+        engine,
+        projector: Some(projector),
+    })
 }
 
 async fn drop_engine(hosted: &Hosted, partition: u32) {
-    let engine = {
+    let served = {
         let mut hosted = hosted.engines.write().expect("not poisoned");
         hosted.remove(&partition)
     };
-    if let Some((_, engine)) = engine {
-        engine.shutdown().await;
+    if let Some(served) = served {
+        served.stop().await;
         let _ = hosted.events.send(HostEvent::Dropped { partition });
     }
 }
@@ -284,6 +424,8 @@ pub enum LegError {
     NotServed(u32),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Books(Box<crate::books::BooksError>),
 }
 
 /// A leg's answer, from wherever its partition is served.
@@ -303,12 +445,20 @@ pub trait LegRouter: Send + Sync {
 pub enum CrossError {
     #[error(transparent)]
     NotCrossing(#[from] NotCrossing),
-    #[error("a transfer with this id exists with other fields")]
-    ExistsDifferently,
     #[error("a partition could not be reached: {0}")]
     Unreachable(#[from] LegError),
     #[error("the store: {0}")]
     Store(#[from] StoreError),
+}
+
+/// What [`CrossPartition::begin`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begun {
+    /// Nothing stored: the ledger's code for a transfer it would refuse, or for a retry with
+    /// other fields.
+    Refused(CreateTransferResult),
+    /// Stored (or found stored: `retry`), at the phase it stands.
+    Started { cross: CrossTransfer, retry: bool },
 }
 
 /// Transfers between partitions: each is stored, then driven leg by leg, its phase saved
@@ -328,14 +478,45 @@ impl CrossPartition {
         &self,
         router: &dyn LegRouter,
         transfer: Transfer,
-    ) -> Result<CrossTransfer, CrossError> {
+    ) -> Result<Result<CrossTransfer, CreateTransferResult>, CrossError> {
+        match self.begin(transfer).await? {
+            Begun::Refused(result) => Ok(Err(result)),
+            Begun::Started { cross, .. } => Ok(Ok(self.drive(router, cross).await?)),
+        }
+    }
+
+    /// Stores `transfer` at its first leg, or finds it stored by an earlier attempt. Refused
+    /// with the ledger's own code when a ledger would refuse its fields, or when it repeats
+    /// an id with other fields.
+    pub async fn begin(&self, transfer: Transfer) -> Result<Begun, CrossError> {
+        if let Err(result) = kizo_ledger::ledger::validate_transfer(&transfer) {
+            return Ok(Begun::Refused(result));
+        }
         let cross = CrossTransfer::new(transfer, self.partitions)?;
-        let cross = match self.store.create(&cross, now_ms()).await? {
-            CrossCreated::Created => cross,
-            CrossCreated::Exists(existing) if existing.transfer == transfer => *existing,
-            CrossCreated::Exists(_) => return Err(CrossError::ExistsDifferently),
-        };
-        self.drive(router, cross).await
+        Ok(match self.store.create(&cross, now_ms()).await? {
+            CrossCreated::Created => Begun::Started {
+                cross,
+                retry: false,
+            },
+            CrossCreated::Exists(existing) => {
+                match kizo_ledger::ledger::transfer_exists(&transfer, &existing.transfer) {
+                    Ok(()) => Begun::Started {
+                        cross: *existing,
+                        retry: true,
+                    },
+                    Err(result) => Begun::Refused(result),
+                }
+            }
+        })
+    }
+
+    pub fn store(&self) -> &CrossStore {
+        &self.store
+    }
+
+    /// A transfer between partitions as stored, if it is one.
+    pub async fn load(&self, id: u128) -> Result<Option<CrossTransfer>, CrossError> {
+        Ok(self.store.load(id).await?)
     }
 
     /// Submits the transfer's legs until it ends, saving each phase.

@@ -207,6 +207,30 @@ pub struct Args {
     /// Write logs as JSON lines.
     #[arg(long, env = "KIZO_LOG_JSON")]
     pub json_logs: bool,
+    /// Run as a node of a cluster, with this id (letters, digits, `-`, `_`, `.`; unique in
+    /// the cluster). Needs PostgreSQL: nodes share its leases, logs and read models. Without
+    /// it, one node serves every account.
+    #[arg(long, env = "KIZO_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Partitions of the account space (1 to 4096), fixed when the cluster's data is created:
+    /// every node must give the same.
+    #[arg(long, env = "KIZO_PARTITIONS", default_value_t = 1)]
+    pub partitions: u32,
+    /// Where the other nodes reach this one (`host:port`). Default: --listen, unless it is
+    /// a wildcard address.
+    #[arg(long, env = "KIZO_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// How long a partition's lease lasts without renewal: how long a dead node's partitions
+    /// wait before another takes them.
+    #[arg(long, env = "KIZO_LEASE_LENGTH", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_length: Duration,
+    /// How often a node renews its leases (at most a third of --lease-length).
+    #[arg(long, env = "KIZO_LEASE_RENEW_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub lease_renew_every: Duration,
+    /// How long a wallet payment between partitions is waited for before it is answered 202
+    /// (it goes on; `GET /v1/transfers/{id}` says where it stands).
+    #[arg(long, env = "KIZO_PAY_BOUND", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub pay_bound: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +267,8 @@ pub enum ConfigError {
         kizo_engine::EngineConfig::SHARD_COUNT_MAX
     )]
     Shards,
+    #[error("cluster settings: {0}")]
+    Cluster(String),
 }
 
 pub const API_KEY_MIN: usize = 32;
@@ -409,7 +435,57 @@ impl Args {
             http: self.http_settings()?,
             metrics: self.metrics_settings()?,
             mail: self.mail_settings()?,
+            cluster: self.cluster_config()?,
         })
+    }
+
+    fn cluster_config(&self) -> Result<Option<crate::server::ClusterConfig>, ConfigError> {
+        let bad = |what: String| ConfigError::Cluster(what);
+        let Some(node_id) = &self.node_id else {
+            if self.partitions != 1 {
+                return Err(bad("--partitions needs --node-id (a cluster node)".into()));
+            }
+            return Ok(None);
+        };
+        if self.database_url.is_none() {
+            return Err(bad(
+                "a cluster needs PostgreSQL (--database-url): the embedded store serves one node"
+                    .into(),
+            ));
+        }
+        let node_id = kizo_cluster::NodeId::new(node_id).map_err(|e| bad(e.to_string()))?;
+        let partitions =
+            kizo_cluster::PartitionCount::new(self.partitions).map_err(|e| bad(e.to_string()))?;
+        let policy = kizo_cluster::lease::LeasePolicy {
+            length_ms: self.lease_length.as_millis() as u64,
+            renew_every_ms: self.lease_renew_every.as_millis() as u64,
+        };
+        if !policy.is_valid() {
+            return Err(bad(format!(
+                "--lease-length must be at most {} s and --lease-renew-every at most a third of it",
+                kizo_cluster::lease::LeasePolicy::LENGTH_MAX_MS / 1000
+            )));
+        }
+        let advertise = match &self.advertise {
+            Some(address) => Some(address.clone()),
+            None if self.listen.ip().is_unspecified() => {
+                return Err(bad(format!(
+                    "--listen {} is a wildcard: say where the other nodes reach this one (--advertise host:port)",
+                    self.listen
+                )))
+            }
+            None => None,
+        };
+        if self.pay_bound.is_zero() || self.pay_bound > Duration::from_secs(60) {
+            return Err(bad("--pay-bound must be between 1 ms and 60 s".into()));
+        }
+        Ok(Some(crate::server::ClusterConfig {
+            node_id,
+            advertise,
+            partitions,
+            policy,
+            pay_bound: self.pay_bound,
+        }))
     }
 
     fn mail_settings(&self) -> Result<crate::mail::MailSettings, ConfigError> {

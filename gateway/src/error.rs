@@ -150,6 +150,37 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<crate::books::BooksError> for ApiError {
+    fn from(error: crate::books::BooksError) -> Self {
+        use crate::books::BooksError;
+        match error {
+            BooksError::Engine(error) => error.into(),
+            BooksError::Unavailable { .. } => {
+                tracing::warn!(%error, "request failed: partition not served");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "partition_unavailable",
+                    error.to_string(),
+                )
+                .retry_after(1)
+            }
+            BooksError::LinkedAcrossPartitions(..) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "linked_across_partitions",
+                error.to_string(),
+            ),
+            BooksError::Store(_) => {
+                tracing::warn!(%error, "request failed: the cluster's store");
+                Self::unavailable(error.to_string()).retry_after(1)
+            }
+            BooksError::PeerRefused { .. } => {
+                tracing::error!(%error, "request failed: nodes disagree");
+                Self::unavailable(error.to_string())
+            }
+        }
+    }
+}
+
 impl ApiError {
     /// The status and the body this error is answered with.
     pub fn to_bytes(&self) -> (StatusCode, Vec<u8>) {

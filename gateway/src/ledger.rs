@@ -145,7 +145,7 @@ pub async fn create_accounts(
 ) -> Result<Json<Results>, ApiError> {
     check_batch(events.len(), "")?;
     let accounts: Vec<Account> = events.into_iter().map(Account::from).collect();
-    let results = state.engine.create_accounts(accounts).await?;
+    let results = state.books.create_accounts(accounts).await?;
     crate::metrics::results("kizo_accounts_total", results.iter().map(|r| r.code()));
     Ok(Json(Results {
         results: results
@@ -176,7 +176,7 @@ pub async fn create_transfers(
 ) -> Result<Json<Results>, ApiError> {
     check_batch(events.len(), "")?;
     let transfers: Vec<Transfer> = events.into_iter().map(Transfer::from).collect();
-    let results = state.engine.create_transfers(transfers).await?;
+    let results = state.books.create_transfers(transfers).await?;
     crate::metrics::results("kizo_transfers_total", results.iter().map(|r| r.code()));
     Ok(Json(Results {
         results: results
@@ -203,7 +203,7 @@ pub async fn lookup_accounts(
 ) -> Result<Json<Accounts>, ApiError> {
     check_batch(request.ids.len(), "ids")?;
     let ids = request.ids.iter().map(|id| id.0).collect();
-    let accounts = state.engine.lookup_accounts(ids).await?;
+    let accounts = state.books.lookup_accounts(ids).await?;
     Ok(Json(Accounts {
         accounts: accounts.into_iter().map(AccountJson::from).collect(),
     }))
@@ -226,7 +226,7 @@ pub async fn lookup_transfers(
 ) -> Result<Json<Transfers>, ApiError> {
     check_batch(request.ids.len(), "ids")?;
     let ids = request.ids.iter().map(|id| id.0).collect();
-    let transfers = state.engine.lookup_transfers(ids).await?;
+    let transfers = state.books.lookup_transfers(ids).await?;
     Ok(Json(Transfers {
         transfers: transfers.into_iter().map(TransferJson::from).collect(),
     }))
@@ -306,7 +306,7 @@ pub async fn account_transfers(
         credits: query.credits,
         reversed: query.reversed,
     };
-    let transfers = state.engine.get_account_transfers(filter).await?;
+    let transfers = state.books.get_account_transfers(filter).await?;
     Ok(Json(Transfers {
         transfers: transfers.into_iter().map(TransferJson::from).collect(),
     }))

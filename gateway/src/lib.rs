@@ -20,8 +20,13 @@
 //! - [`settlements`]: deposits and withdrawals through the bank, the bank's callbacks, and the
 //!   admin API of reconciliation; [`money`]: starting a settlement, without HTTP.
 //! - [`snapshots`]: the admin API of snapshots.
-//! - [`cluster`]: a cluster node's lease loop and its engines, one per partition it holds
-//!   (issue 28, not yet wired into the server).
+//! - [`books`]: where ledger operations run: the one engine, or each account's partition
+//!   on a cluster (here or at its owner), with transfers between partitions through clearing
+//!   accounts. Handlers call the books, never an engine.
+//! - [`cluster`]: a cluster node's lease loop and its engines, one per partition it holds;
+//!   transfers between partitions, leg by leg, and their resumption.
+//! - [`peers`]: calls between nodes (one partition's operation at its owner), and
+//!   `/v1/admin/cluster`.
 //! - [`ui`]: the web app (wallet, operator console, API documentation), embedded and served
 //!   as written.
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
@@ -30,6 +35,7 @@
 //! `kizo-ledger`'s, settlements' `kizo-settlement`'s. Handlers parse, authenticate, call and map.
 
 pub mod auth;
+pub mod books;
 pub mod cluster;
 pub mod config;
 pub mod email;
@@ -45,6 +51,7 @@ pub mod money;
 pub mod month_cache;
 pub mod openapi;
 pub mod payments;
+pub mod peers;
 pub mod serve;
 pub mod server;
 pub mod settlements;

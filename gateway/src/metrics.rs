@@ -130,35 +130,50 @@ pub async fn admin_render(state: State<AppState>) -> Response {
 }
 
 pub async fn render(State(state): State<AppState>) -> Response {
-    let stats = state.engine.stats();
-    for (name, value) in [
-        ("kizo_engine_rounds_total", stats.rounds),
-        ("kizo_engine_events_total", stats.events),
-        ("kizo_engine_commits_total", stats.commits),
-        ("kizo_engine_records_total", stats.records),
-        ("kizo_engine_commit_failures_total", stats.commit_failures),
-        ("kizo_engine_shard_restarts_total", stats.shard_restarts),
-        ("kizo_engine_store_fetches_total", stats.store_fetches),
-        (
-            "kizo_engine_store_fetched_ids_total",
-            stats.store_fetched_ids,
-        ),
-        (
-            "kizo_engine_store_fetch_found_total",
-            stats.store_fetch_found,
-        ),
-    ] {
-        metrics::counter!(name).absolute(value);
+    for (partition, engine) in state.books.local_engines() {
+        // On a cluster node, one series per partition served here.
+        let labels: Vec<(&'static str, String)> = partition
+            .map(|p| vec![("partition", p.to_string())])
+            .unwrap_or_default();
+        let stats = engine.stats();
+        for (name, value) in [
+            ("kizo_engine_rounds_total", stats.rounds),
+            ("kizo_engine_events_total", stats.events),
+            ("kizo_engine_commits_total", stats.commits),
+            ("kizo_engine_records_total", stats.records),
+            ("kizo_engine_commit_failures_total", stats.commit_failures),
+            ("kizo_engine_shard_restarts_total", stats.shard_restarts),
+            ("kizo_engine_store_fetches_total", stats.store_fetches),
+            (
+                "kizo_engine_store_fetched_ids_total",
+                stats.store_fetched_ids,
+            ),
+            (
+                "kizo_engine_store_fetch_found_total",
+                stats.store_fetch_found,
+            ),
+        ] {
+            metrics::counter!(name, &labels).absolute(value);
+        }
+        metrics::gauge!("kizo_engine_window_transfers", &labels).set(stats.window_transfers as f64);
+        metrics::gauge!("kizo_engine_filter_bytes", &labels).set(stats.filter_bytes as f64);
+        for (shard, depth) in engine.shard_mailbox_depths().into_iter().enumerate() {
+            let mut labels = labels.clone();
+            labels.push(("shard", shard.to_string()));
+            metrics::gauge!("kizo_engine_shard_mailbox_depth", &labels).set(depth as f64);
+        }
     }
-    metrics::gauge!("kizo_engine_window_transfers").set(stats.window_transfers as f64);
-    metrics::gauge!("kizo_engine_filter_bytes").set(stats.filter_bytes as f64);
-    for (shard, depth) in state.engine.shard_mailbox_depths().into_iter().enumerate() {
-        metrics::gauge!("kizo_engine_shard_mailbox_depth", "shard" => shard.to_string())
-            .set(depth as f64);
+    if let crate::books::Books::Cluster(cluster) = &state.books {
+        for (partition, projected, last) in cluster.host.progress() {
+            metrics::gauge!("kizo_partition_projector_lag_commits", "partition" => partition.to_string())
+                .set(last.saturating_sub(projected) as f64);
+        }
+        metrics::gauge!("kizo_partitions_served").set(cluster.host.held().len() as f64);
     }
     crate::settlements::record_metrics(&state).await;
-    let wal = state.wal.stats();
-    metrics::counter!("kizo_wal_flushed_commits_total").absolute(wal.flushed_commits);
+    if let crate::books::Books::One { wal, .. } = &state.books {
+        metrics::counter!("kizo_wal_flushed_commits_total").absolute(wal.stats().flushed_commits);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle().render(),

@@ -55,9 +55,9 @@ pub enum SettlementRequestError {
 
 pub async fn start_settlement(
     state: &App,
+    money: &crate::server::Money,
     request: SettlementRequest<'_>,
 ) -> Result<Started, SettlementRequestError> {
-    let money = &state.money;
     if money.settlements.backlog() >= BACKLOG_MAX {
         return Err(SettlementRequestError::Busy);
     }

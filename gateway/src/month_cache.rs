@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use kizo_engine::Engine;
 use kizo_wallet::month::{MonthTotals, Totals};
 
 use crate::error::ApiError;
@@ -23,7 +22,7 @@ impl MonthCache {
     /// The sums of `account`'s month at `now_ns`.
     pub async fn totals(
         &self,
-        engine: &Engine,
+        books: &crate::books::Books,
         account: u128,
         now_ns: u64,
     ) -> Result<Totals, ApiError> {
@@ -38,7 +37,7 @@ impl MonthCache {
             None => MonthTotals::new(account, now_ns),
         };
         while let Some(filter) = month.next_filter() {
-            let page = engine.get_account_transfers(filter).await?;
+            let page = books.get_account_transfers(filter).await?;
             month.take_page(&page)?;
         }
         let totals = month.totals().expect("the month's pages are all read");

@@ -50,6 +50,7 @@ use utoipa::{Modify, OpenApi};
         crate::snapshots::take,
         crate::snapshots::list,
         crate::metrics::admin_render,
+        crate::peers::cluster,
         crate::payments::balances,
     ),
     modifiers(&ApiKey),
@@ -57,7 +58,7 @@ use utoipa::{Modify, OpenApi};
         (name = "ledger", description = "The batch ledger API, for services: up to 8189 events per call, with an API key."),
         (name = "wallet", description = "The wallet API, for people: signup, login, sessions (access token: `Authorization: Bearer <access_token>`)."),
         (name = "money", description = "Money in and out through the bank: deposits and withdrawals, settled in the background (pending, processing, succeeded, failed, needs_review)."),
-        (name = "admin", description = "Reconciliation with the bank, settlements needing review, and snapshots, with the admin API key."),
+        (name = "admin", description = "Reconciliation with the bank, settlements needing review, snapshots and the cluster, with the admin API key."),
         (name = "operations", description = "Health and readiness."),
     )
 )]

@@ -1,6 +1,9 @@
 //! Money between users (`POST /v1/transfers`), and what a user may see of accounts and
 //! transfers: only their own (anything else is a 404, never a 403 that would confirm it exists).
-//! A transfer is final when it is answered: created, or refused with a reason.
+//! A transfer is final when it is answered 201 (created) or refused with a reason. On a
+//! cluster, a payment between two partitions not final within the bound is answered 202 and
+//! goes on; `GET /v1/transfers/{id}` says where it stands. Its legs (the sender's hold and its
+//! post, the receiver's credit) are shown as the payment they belong to.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -113,7 +116,7 @@ pub async fn history_csv(
             credits,
             reversed: true,
         };
-        let page = match state.engine.get_account_transfers(filter).await {
+        let page = match state.books.get_account_transfers(filter).await {
             Ok(page) => page,
             Err(error) => {
                 // Headers are sent: the best left is to end the body early, visibly.
@@ -220,16 +223,16 @@ pub async fn dashboard(
 ) -> Result<Response, ApiError> {
     state.limits.read(&caller.user_id, 1)?;
     let id = caller.wallet;
-    let found = state.engine.lookup_accounts(vec![id]).await?;
+    let found = state.books.lookup_accounts(vec![id]).await?;
     let account = found
         .first()
         .ok_or_else(|| ApiError::not_found("no such account"))?;
     let totals = state
         .month_totals
-        .totals(&state.engine, id, state.clock.now_ns())
+        .totals(&state.books, id, state.clock.now_ns())
         .await?;
     let latest = state
-        .engine
+        .books
         .get_account_transfers(kizo_engine::AccountFilter {
             reversed: true,
             ..kizo_engine::AccountFilter::all(id, 5)
@@ -305,7 +308,7 @@ pub async fn balances(
         ));
     }
     state.limits.read(&caller.user_id, BALANCES_READ_COST)?;
-    let found = state.engine.lookup_accounts(vec![id]).await?;
+    let found = state.books.lookup_accounts(vec![id]).await?;
     let account = found
         .first()
         .ok_or_else(|| ApiError::not_found("no such account"))?;
@@ -315,7 +318,7 @@ pub async fn balances(
     let mut series =
         kizo_wallet::daily::DailyBalances::new(id, state.clock.now_ns(), days, posted_now);
     while let Some(filter) = series.next_filter() {
-        let page = state.engine.get_account_transfers(filter).await?;
+        let page = state.books.get_account_transfers(filter).await?;
         series.take_page(&page);
     }
     const DAY_NS: u64 = 86_400 * 1_000_000_000;
@@ -441,7 +444,7 @@ pub async fn history(
         credits,
         reversed: true,
     };
-    let found = state.engine.get_account_transfers(filter).await?;
+    let found = state.books.get_account_transfers(filter).await?;
     let next_cursor = (found.len() == limit as usize)
         .then(|| found.last().map(|t| t.timestamp.to_string()))
         .flatten();
@@ -619,6 +622,7 @@ async fn named(
 
 /// The views of `transfers`, with their notes (one query, only when one has a note).
 async fn views(state: &AppState, transfers: &[Transfer]) -> Result<Vec<TransferView>, ApiError> {
+    let transfers = &as_payments(state, transfers).await?;
     let noted: Vec<(u128, u128)> = transfers
         .iter()
         .filter(|t| t.user_data_32 == HAS_NOTE && t.code == PAYMENT_CODE)
@@ -629,6 +633,91 @@ async fn views(state: &AppState, transfers: &[Transfer]) -> Result<Vec<TransferV
         .iter()
         .map(|t| view(state, t, notes.remove(&(t.id, t.user_data_128))))
         .collect())
+}
+
+/// On a cluster, each leg of a payment between partitions (it touches a clearing account,
+/// and names its payment in `user_data_128`) as the payment between the two users, with the
+/// leg's own state and time: the sender sees the hold (pending) and its post, the receiver
+/// the credit.
+async fn as_payments(state: &AppState, transfers: &[Transfer]) -> Result<Vec<Transfer>, ApiError> {
+    let crate::books::Books::Cluster(cluster) = &state.books else {
+        return Ok(transfers.to_vec());
+    };
+    let is_leg = |t: &Transfer| {
+        kizo_cluster::legs::clearing_account_of(t.debit_account_id).is_some()
+            || kizo_cluster::legs::clearing_account_of(t.credit_account_id).is_some()
+    };
+    let mut payments: Vec<u128> = transfers
+        .iter()
+        .filter(|t| is_leg(t))
+        .map(|t| t.user_data_128)
+        .collect();
+    if payments.is_empty() {
+        return Ok(transfers.to_vec());
+    }
+    payments.sort_unstable();
+    payments.dedup();
+    let stored: std::collections::BTreeMap<u128, Transfer> = cluster
+        .cross
+        .store()
+        .load_many(&payments)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|(cross, _)| (cross.transfer.id, cross.transfer))
+        .collect();
+    Ok(transfers
+        .iter()
+        .map(|leg| match stored.get(&leg.user_data_128) {
+            Some(payment) if is_leg(leg) => Transfer {
+                id: payment.id,
+                debit_account_id: payment.debit_account_id,
+                credit_account_id: payment.credit_account_id,
+                user_data_128: payment.user_data_128,
+                ..*leg
+            },
+            _ => *leg,
+        })
+        .collect())
+}
+
+/// A payment between partitions that `own` sent or received, as stored by the cluster: where
+/// it stands (pending until its legs are done), when it was asked for. `None` on one node.
+async fn crossing(state: &AppState, id: u128, own: u128) -> Result<Option<TransferView>, ApiError> {
+    let crate::books::Books::Cluster(cluster) = &state.books else {
+        return Ok(None);
+    };
+    let found = cluster
+        .cross
+        .store()
+        .load_many(&[id])
+        .await
+        .map_err(store_error)?;
+    let Some((cross, created_ms)) = found.into_iter().next() else {
+        return Ok(None);
+    };
+    let mut payment = cross.transfer;
+    if payment.debit_account_id != own && payment.credit_account_id != own {
+        return Ok(None);
+    }
+    payment.timestamp = created_ms.saturating_mul(1_000_000);
+    let mut shown = views(
+        state,
+        &[Transfer {
+            // As the ledger would show it meanwhile: held.
+            flags: kizo_engine::TransferFlags::PENDING,
+            ..payment
+        }],
+    )
+    .await?
+    .remove(0);
+    use kizo_cluster::legs::{CrossOutcome, Phase};
+    shown.status = match cross.phase {
+        Phase::Done(CrossOutcome::Posted) => TransferState::Posted.as_str(),
+        Phase::Done(_) => TransferState::Voided.as_str(),
+        _ => TransferState::Pending.as_str(),
+    };
+    Ok(Some(shown))
 }
 
 fn refused(code: &'static str, detail: &str) -> ApiError {
@@ -693,6 +782,7 @@ fn refusal_of(result: R) -> Option<ApiError> {
         description = "Required: names the transfer; retries with the same key get the first answer")),
     responses(
         (status = 201, body = TransferView),
+        (status = 202, description = "On a cluster, a payment between partitions still under way after the bound (`--pay-bound`): the amount is held from the sender; `Location` names the transfer, final within seconds", body = TransferView),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -752,7 +842,7 @@ pub async fn create(
         Payee::Account(account_id) => {
             // Only a user's wallet receives payments: never a system account such as the
             // bank's, whose id is fixed and guessable (an account's code never changes).
-            let found = state.engine.lookup_accounts(vec![account_id]).await?;
+            let found = state.books.lookup_accounts(vec![account_id]).await?;
             if !found.first().is_some_and(kizo_wallet::codes::is_wallet) {
                 let error = refused("unknown_recipient", "no such recipient account")
                     .field("to.account_id");
@@ -799,24 +889,42 @@ pub async fn create(
     );
     transfer.user_data_128 = fingerprint;
     transfer.user_data_32 = if note.is_some() { HAS_NOTE } else { 0 };
-    let (results, timestamp) = state
-        .engine
-        .create_transfers_stamped(vec![transfer])
-        .await?;
-    let result = results[0];
+    let (result, timestamp) = match state.books.pay(transfer).await? {
+        crate::books::Paid::Decided { result, timestamp } => (result, timestamp),
+        crate::books::Paid::Underway => {
+            crate::metrics::results("kizo_transfers_total", ["underway"]);
+            transfer.timestamp = state.clock.now_ns();
+            let mut underway = view(&state, &transfer, note);
+            underway.status = TransferState::Pending.as_str();
+            let location = format!("/v1/transfers/{}", underway.id);
+            return Ok((
+                StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, location)],
+                Json(underway),
+            )
+                .into_response());
+        }
+    };
     crate::metrics::results("kizo_transfers_total", [result.code()]);
     match refusal_of(result) {
         None if result == R::Created => {
-            transfer.timestamp = timestamp;
+            // A payment between partitions is stamped by its legs: now is within a few ms.
+            transfer.timestamp = match timestamp {
+                0 => state.clock.now_ns(),
+                stamped => stamped,
+            };
             Ok((StatusCode::CREATED, Json(view(&state, &transfer, note))).into_response())
         }
         None => {
             // A retry: the same request (the fingerprint matched), answered as the first was.
-            let stored = state.engine.lookup_transfers(vec![id]).await?;
-            let stored = stored
-                .first()
-                .ok_or_else(|| ApiError::unavailable("the transfer is not readable yet"))?;
-            let response = (StatusCode::CREATED, Json(view(&state, stored, note))).into_response();
+            let stored = state.books.lookup_transfers_of(from, vec![id]).await?;
+            let shown = match stored.first() {
+                Some(stored) => view(&state, stored, note),
+                None => crossing(&state, id, from)
+                    .await?
+                    .ok_or_else(|| ApiError::unavailable("the transfer is not readable yet"))?,
+            };
+            let response = (StatusCode::CREATED, Json(shown)).into_response();
             Ok(idempotency::replayed(response))
         }
         Some(error) if result == R::IdAlreadyFailed => {
@@ -872,14 +980,17 @@ pub async fn transfer(
 ) -> Result<Json<TransferView>, ApiError> {
     let id = parse_uuid(&id)?;
     let own = caller.wallet;
-    let found = state.engine.lookup_transfers(vec![id]).await?;
+    let found = state.books.lookup_transfers_of(own, vec![id]).await?;
     match found.first() {
         Some(t) if t.debit_account_id == own || t.credit_account_id == own => Ok(Json(
             named(&state, views(&state, std::slice::from_ref(t)).await?)
                 .await?
                 .remove(0),
         )),
-        _ => Err(ApiError::not_found("no such transfer")),
+        _ => match crossing(&state, id, own).await? {
+            Some(view) => Ok(Json(named(&state, vec![view]).await?.remove(0))),
+            None => Err(ApiError::not_found("no such transfer")),
+        },
     }
 }
 
@@ -898,7 +1009,7 @@ pub async fn account(
     Path(id): Path<String>,
 ) -> Result<Json<AccountBalance>, ApiError> {
     let id = own_account(&caller, &id)?;
-    let found = state.engine.lookup_accounts(vec![id]).await?;
+    let found = state.books.lookup_accounts(vec![id]).await?;
     let account = found
         .first()
         .ok_or_else(|| ApiError::not_found("no such account"))?;

@@ -59,6 +59,23 @@ pub struct ServerConfig {
     pub http: crate::serve::HttpSettings,
     pub metrics: MetricsSettings,
     pub mail: crate::mail::MailSettings,
+    /// A node of a cluster (`--node-id`); `None` serves every account from one engine.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster node's settings (`--node-id`, `--partitions`, `--advertise`, `--lease-length`,
+/// `--lease-renew-every`).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: kizo_cluster::NodeId,
+    /// Where the other nodes reach this one (`host:port`); `None`: the listener's own
+    /// address once bound (a port chosen by the system included).
+    pub advertise: Option<String>,
+    /// Fixed when the data is created; every node must say the same.
+    pub partitions: kizo_cluster::PartitionCount,
+    pub policy: kizo_cluster::lease::LeasePolicy,
+    /// How long a wallet payment between partitions is waited for before a 202.
+    pub pay_bound: Duration,
 }
 
 /// Where `/metrics` is served. By default (`None`, `None`) nowhere: the binary's flags put it
@@ -125,8 +142,8 @@ pub struct Money {
 pub type AppState = Arc<App>;
 
 pub struct App {
-    pub engine: Engine,
-    pub wal: Arc<DurableWal>,
+    /// Where ledger operations run: the one engine, or the cluster's partitions.
+    pub books: crate::books::Books,
     pub keys: KeyStore,
     pub transfer_keys: crate::transfer_keys::TransferKeys,
     pub users: UserStore,
@@ -135,7 +152,8 @@ pub struct App {
     pub passwords: crate::auth::Passwords,
     pub currency: crate::config::Currency,
     pub limits: crate::limits::Limits,
-    pub money: Money,
+    /// Deposits and withdrawals; `None` on a cluster node (see docs/operations.md).
+    pub money: Option<Money>,
     /// The snapshot actor, when the server keeps snapshots.
     pub snapshots: Option<kizo_snapshots::Snapshots>,
     /// The one clock the handlers read (the engine's own is handed to it at start).
@@ -153,11 +171,34 @@ pub struct App {
 }
 
 impl App {
+    /// Deposits and withdrawals, or why they are not served here.
+    pub fn money(&self) -> Result<&Money, ApiError> {
+        self.money.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "settlements_not_in_cluster",
+                "deposits and withdrawals are served by a single-node deployment; a cluster does not serve them yet",
+            )
+        })
+    }
+
     /// The wallet account of the user who signs up with `email` ([`kizo_wallet::ids::wallet_id`]
     /// keyed with this server's secret).
     pub fn wallet_id_of(&self, email: &str) -> u128 {
         kizo_wallet::ids::wallet_id(&self.wallet_key, email)
     }
+}
+
+/// What serves the books, to stop.
+enum Running {
+    One {
+        engine: Engine,
+        projector: Projector,
+    },
+    Cluster {
+        books: Arc<crate::books::ClusterBooks>,
+        resuming: tokio::task::JoinHandle<()>,
+    },
 }
 
 /// A running server.
@@ -167,12 +208,11 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     /// Where development mail is kept (no SMTP server), when it is kept.
     pub mail_dir: Option<std::path::PathBuf>,
-    money: (Settlements, ractor::ActorRef<ReconcilerMsg>),
+    money: Option<(Settlements, ractor::ActorRef<ReconcilerMsg>)>,
     snapshots: Option<kizo_snapshots::Snapshots>,
     pruning: tokio::task::JoinHandle<()>,
     mailing: tokio::task::JoinHandle<()>,
-    engine: Engine,
-    projector: Projector,
+    running: Running,
     shutdown: tokio::sync::watch::Sender<bool>,
     serving: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -200,6 +240,8 @@ pub enum StartError {
     Snapshots(#[from] kizo_snapshots::actor::TakeError),
     #[error("mail: {0}")]
     Mail(#[from] crate::mail::MailError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] kizo_persistence::leases::LeaseStoreError),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -213,53 +255,10 @@ impl Server {
         crate::metrics::handle();
         // The one clock: the engine, the stores, the settlements and the handlers read it.
         let clock: Arc<dyn kizo_engine::Clock> = Arc::new(kizo_engine::SystemClock);
-        let store = LogStore::open(&config.store).await?;
-        let wal = DurableWal::open(store, WalConfig::default()).await?;
-        let recovered = wal.last_lsn();
-        let snapshot_dir = config
-            .snapshots
-            .dir
-            .as_ref()
-            .map(|dir| Arc::new(kizo_snapshots::dir::open(dir)));
-        let baseline = snapshot_dir.clone().map(|dir| {
-            Arc::new(kizo_snapshots::DirBaseline(dir)) as Arc<dyn kizo_engine::Baseline>
-        });
         let engine_config = EngineConfig {
             shard_count: config.shard_count,
             transfer_window: Some(config.transfer_window),
             ..EngineConfig::default()
-        };
-        let ServedEngine {
-            engine,
-            projector,
-            store: transfer_store,
-        } = ServedEngine::start(
-            wal.clone(),
-            ReadModels::open(&config.store).await?,
-            ProjectorConfig::default(),
-            engine_config,
-            clock.clone(),
-            baseline,
-        )
-        .await?;
-        let snapshots = match snapshot_dir {
-            Some(dir) => Some(
-                kizo_snapshots::Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
-                    clock: clock.clone(),
-                    retention: kizo_snapshots::SnapshotRetention::Window {
-                        shard_count: config.shard_count,
-                        window: config.transfer_window,
-                        store: transfer_store,
-                    },
-                    dir,
-                    wal: wal.clone(),
-                    engine: engine.clone(),
-                    policy: config.snapshots.policy.clone(),
-                })
-                .await
-                .map_err(StartError::from)?,
-            ),
-            None => None,
         };
         let listener =
             TcpListener::bind(config.listen)
@@ -272,13 +271,35 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let (books, running, snapshots, recovered) = match &config.cluster {
+            None => start_one(&config, engine_config, clock.clone()).await?,
+            Some(cluster) => {
+                let advertise = cluster
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| addr.to_string());
+                let books =
+                    start_node(&config, cluster, advertise, engine_config, clock.clone()).await?;
+                let resuming = tokio::spawn(resume_cross(books.clone()));
+                let running = Running::Cluster {
+                    books: books.clone(),
+                    resuming,
+                };
+                (crate::books::Books::Cluster(books), running, None, 0)
+            }
+        };
         let keys = KeyStore::open(&config.store)
             .await?
             .with_clock(clock.clone());
         let users = UserStore::open(&config.store)
             .await?
             .with_clock(clock.clone());
-        let money = start_money(&config, &engine, clock.clone()).await?;
+        let money = match &books {
+            crate::books::Books::One { engine, .. } => {
+                Some(start_money(&config, engine, clock.clone()).await?)
+            }
+            crate::books::Books::Cluster(_) => None,
+        };
         let mailer = Arc::new(crate::mail::Mailer::new(&config.mail)?);
         let mail_dir = config
             .mail
@@ -288,8 +309,7 @@ impl Server {
             .flatten();
         let mail_written = Arc::new(tokio::sync::Notify::new());
         let state = Arc::new(App {
-            engine: engine.clone(),
-            wal,
+            books,
             transfer_keys: crate::transfer_keys::TransferKeys::load(keys.clone()).await?,
             keys,
             revocations: crate::auth::Revocations::load(&users).await?,
@@ -321,10 +341,10 @@ impl Server {
             mail_written,
         ));
         let pruning = tokio::spawn(housekeeping(state.clone()));
-        let money = (
-            state.money.settlements.clone(),
-            state.money.reconciler.clone(),
-        );
+        let money = state
+            .money
+            .as_ref()
+            .map(|money| (money.settlements.clone(), money.reconciler.clone()));
         let (shutdown, stopped) = tokio::sync::watch::channel(false);
         let stopping = move || {
             let mut stopped = stopped.clone();
@@ -373,16 +393,21 @@ impl Server {
             snapshots,
             pruning,
             mailing,
-            engine,
-            projector,
+            running,
             shutdown,
             serving,
         })
     }
 
     /// Stops taking requests, lets those in flight finish (for at most the drain timeout), then
-    /// stops settlements, snapshots, the projector and the engine, which flushes the log.
+    /// stops settlements, snapshots, the projector and the engine, which flushes the log. A
+    /// cluster node hands its partitions over first, so that the others serve them at once.
     pub async fn stop(self) {
+        if let Running::Cluster { books, resuming } = &self.running {
+            resuming.abort();
+            // The others take the partitions over while this node drains what it still has.
+            books.host.leave(HANDOVER_WITHIN).await;
+        }
         let _ = self.shutdown.send(true);
         self.pruning.abort();
         // Mail not yet sent stays in the outbox for the next start.
@@ -394,18 +419,166 @@ impl Server {
         }
         // Settlements stop between steps: each step's state is persisted before it acts, so
         // whatever is under way resumes at the next start.
-        self.money.0.stop();
-        self.money.1.stop(None);
+        if let Some((settlements, reconciler)) = &self.money {
+            settlements.stop();
+            reconciler.stop(None);
+        }
         if let Some(snapshots) = &self.snapshots {
             snapshots.stop();
         }
-        self.projector.stop().await;
-        self.engine.shutdown().await;
+        match self.running {
+            Running::One { engine, projector } => {
+                projector.stop().await;
+                engine.shutdown().await;
+            }
+            Running::Cluster { books, .. } => books.host.halt().await,
+        }
     }
 }
 
-/// The bank, the bank's system account, the settlement store, the supervisor (which resumes
-/// every unfinished settlement) and the reconciler.
+/// How long a leaving node waits for the others to take its partitions over.
+const HANDOVER_WITHIN: Duration = Duration::from_secs(10);
+
+type Started = (
+    crate::books::Books,
+    Running,
+    Option<kizo_snapshots::Snapshots>,
+    u64,
+);
+
+/// One node: the log, the engine on it (from the newest snapshot), the projector, snapshots.
+async fn start_one(
+    config: &ServerConfig,
+    engine_config: EngineConfig,
+    clock: Arc<dyn kizo_engine::Clock>,
+) -> Result<Started, StartError> {
+    let store = LogStore::open(&config.store).await?;
+    let wal = DurableWal::open(store, WalConfig::default()).await?;
+    let recovered = wal.last_lsn();
+    let snapshot_dir = config
+        .snapshots
+        .dir
+        .as_ref()
+        .map(|dir| Arc::new(kizo_snapshots::dir::open(dir)));
+    let baseline = snapshot_dir
+        .clone()
+        .map(|dir| Arc::new(kizo_snapshots::DirBaseline(dir)) as Arc<dyn kizo_engine::Baseline>);
+    let ServedEngine {
+        engine,
+        projector,
+        store: transfer_store,
+    } = ServedEngine::start(
+        wal.clone(),
+        ReadModels::open(&config.store).await?,
+        ProjectorConfig::default(),
+        engine_config,
+        clock.clone(),
+        baseline,
+    )
+    .await?;
+    let snapshots = match snapshot_dir {
+        Some(dir) => Some(
+            kizo_snapshots::Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
+                clock,
+                retention: kizo_snapshots::SnapshotRetention::Window {
+                    shard_count: config.shard_count,
+                    window: config.transfer_window,
+                    store: transfer_store,
+                },
+                dir,
+                wal: wal.clone(),
+                engine: engine.clone(),
+                policy: config.snapshots.policy.clone(),
+            })
+            .await
+            .map_err(StartError::from)?,
+        ),
+        None => None,
+    };
+    Ok((
+        crate::books::Books::One {
+            engine: engine.clone(),
+            wal,
+        },
+        Running::One { engine, projector },
+        snapshots,
+        recovered,
+    ))
+}
+
+/// A cluster node: joins, and serves the partitions its leases give it.
+async fn start_node(
+    config: &ServerConfig,
+    cluster: &ClusterConfig,
+    advertise: String,
+    engine_config: EngineConfig,
+    clock: Arc<dyn kizo_engine::Clock>,
+) -> Result<Arc<crate::books::ClusterBooks>, StartError> {
+    let leases =
+        kizo_persistence::leases::LeaseStore::open(&config.store, cluster.partitions).await?;
+    let node_timeout = Duration::from_millis(cluster.policy.length_ms);
+    let cross = crate::cluster::CrossPartition::new(leases.cross_transfers(), cluster.partitions);
+    let host = crate::cluster::PartitionHost::start(
+        leases,
+        crate::cluster::ClusterSettings {
+            node_id: cluster.node_id.clone(),
+            address: advertise.clone(),
+            policy: cluster.policy,
+            node_timeout,
+        },
+        crate::cluster::PartitionEngines {
+            engine: engine_config,
+            read_models: Some(ReadModels::open(&config.store).await?),
+            clock,
+        },
+    )
+    .await?;
+    tracing::info!(node = %cluster.node_id.as_str(), partitions = cluster.partitions.get(), %advertise, "joined the cluster");
+    Ok(Arc::new(crate::books::ClusterBooks {
+        host,
+        cross,
+        peers: crate::peers::Peers::new(&config.api_key, node_timeout),
+        node_timeout,
+        pay_bound: cluster.pay_bound,
+    }))
+}
+
+/// How often a node looks for unfinished transfers between partitions whose source it
+/// serves (besides when it acquires a partition).
+const RESUME_EVERY: Duration = Duration::from_secs(10);
+
+/// The supervisor of transfers between partitions: when this node acquires a partition, and
+/// every [`RESUME_EVERY`], it drives the unfinished ones whose source it serves (a node that
+/// died between legs, a destination that was out of reach).
+async fn resume_cross(books: Arc<crate::books::ClusterBooks>) {
+    let mut events = books.host.events();
+    let mut every = tokio::time::interval(RESUME_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let partitions: Vec<u32> = tokio::select! {
+            event = events.recv() => match event {
+                Ok(crate::cluster::HostEvent::Acquired { partition, .. }) => vec![partition],
+                Ok(crate::cluster::HostEvent::Dropped { .. }) => continue,
+                // Missed some: look at every partition held.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => books.host.held().into_keys().collect(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = every.tick() => books.host.held().into_keys().collect(),
+        };
+        for partition in partitions {
+            match books.cross.resume(books.as_ref(), partition).await {
+                Ok(0) => {}
+                Ok(resumed) => {
+                    tracing::info!(partition, resumed, "transfers between partitions resumed")
+                }
+                Err(error) => {
+                    tracing::warn!(partition, %error, "transfers between partitions not resumed; retrying later")
+                }
+            }
+        }
+    }
+}
+
 async fn start_money(
     config: &ServerConfig,
     engine: &Engine,
@@ -543,8 +716,15 @@ pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
             state.clone(),
             require_api_key,
         ));
+    // Calls between the nodes of a cluster: the ledger API's key, without its idempotency
+    // layer (every operation is by id).
+    let node = crate::peers::node_routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_api_key,
+    ));
     let admin = crate::settlements::admin_routes()
         .merge(crate::snapshots::admin_routes())
+        .merge(crate::peers::admin_routes())
         .route("/v1/admin/metrics", get(crate::metrics::admin_render))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -556,6 +736,7 @@ pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
         .merge(metrics)
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(ledger)
+        .merge(node)
         .merge(crate::wallet::routes())
         .merge(crate::payments::routes())
         .merge(crate::settlements::routes())
@@ -629,7 +810,7 @@ pub async fn healthz() -> Json<Status> {
     (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    match state.wal.store().last_lsn().await {
+    match state.books.ready().await {
         Ok(lsn) => Ok(Json(Status {
             status: "ready",
             last_lsn: Some(lsn),

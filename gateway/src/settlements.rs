@@ -214,7 +214,7 @@ async fn create_settlement(
         amount,
         key: &key,
     };
-    match crate::money::start_settlement(&state, request).await {
+    match crate::money::start_settlement(&state, state.money()?, request).await {
         Ok(Started::New(settlement)) => Ok(answer(&state, &settlement)),
         Ok(Started::Replayed(settlement)) => Ok(idempotency::replayed(answer(&state, &settlement))),
         Ok(Started::InUse) => Ok(idempotency::in_use()),
@@ -241,7 +241,7 @@ async fn own_settlement(
     let id = uuid::Uuid::parse_str(id)
         .map_err(|_| ApiError::invalid("id", "a UUID"))?
         .as_u128();
-    match state.money.store.load(id).await.map_err(store_error)? {
+    match state.money()?.store.load(id).await.map_err(store_error)? {
         Some(owned) if owned.user_id == caller.user_id && owned.settlement.kind == kind => {
             Ok(owned)
         }
@@ -311,7 +311,7 @@ pub async fn callback(
 ) -> Result<StatusCode, ApiError> {
     // Without a bank token nobody can be told from the bank: no callback is taken (settlements
     // then learn the outcome by asking the bank, on their own schedule).
-    let Some(token) = &state.money.bank_token else {
+    let Some(token) = &state.money()?.bank_token else {
         return Err(ApiError::unauthorized(
             "this server takes bank callbacks only with --bank-token set",
         ));
@@ -325,7 +325,10 @@ pub async fn callback(
             "a callback carries the bank's token",
         ));
     }
-    state.money.settlements.wake(callback.reference.as_u128());
+    state
+        .money()?
+        .settlements
+        .wake(callback.reference.as_u128());
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -469,7 +472,7 @@ const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12
         (status = 503, description = "reconciliation_failed: the bank or the store could not be read", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn reconcile(State(state): State<AppState>) -> Result<Json<ReportView>, ApiError> {
-    match settlement_actors::reconcile_now(&state.money.reconciler, RECONCILE_TIMEOUT).await {
+    match settlement_actors::reconcile_now(&state.money()?.reconciler, RECONCILE_TIMEOUT).await {
         Ok(report) => Ok(Json(report_view(&report))),
         Err(error) => {
             Err(ApiError::unavailable(error.to_string()).with_code("reconciliation_failed"))
@@ -487,7 +490,7 @@ pub async fn reconcile(State(state): State<AppState>) -> Result<Json<ReportView>
     ))]
 pub async fn latest_report(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state
-        .money
+        .money()?
         .store
         .latest_report()
         .await
@@ -528,7 +531,7 @@ pub async fn settlements_needing_review(
     State(state): State<AppState>,
 ) -> Result<Json<ReviewList>, ApiError> {
     let mut found = state
-        .money
+        .money()?
         .store
         .needing_review(REVIEW_LIST_MAX + 1)
         .await
@@ -582,14 +585,14 @@ pub async fn admin_settlement(
         .map_err(|_| ApiError::invalid("id", "a UUID"))?
         .as_u128();
     let owned = state
-        .money
+        .money()?
         .store
         .load(id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("no such settlement"))?;
     let transitions = state
-        .money
+        .money()?
         .store
         .transitions(id)
         .await
@@ -641,7 +644,7 @@ pub async fn resolve(
         .map_err(|_| ApiError::invalid("id", "a UUID"))?
         .as_u128();
     let owned = state
-        .money
+        .money()?
         .store
         .load(id)
         .await
@@ -657,7 +660,12 @@ pub async fn resolve(
             format!("the settlement is {}", owned.settlement.status().code()),
         ));
     };
-    match state.money.store.save(&owned.settlement, &resolved).await {
+    match state
+        .money()?
+        .store
+        .save(&owned.settlement, &resolved)
+        .await
+    {
         Ok(()) => {}
         // Another resolution (or the reconciler) got there between the read and the write.
         Err(StoreError::Superseded(_)) => {
@@ -670,7 +678,7 @@ pub async fn resolve(
         Err(error) => return Err(store_error(error)),
     }
     tracing::warn!(settlement = %uuid::Uuid::from_u128(id), bank_moved = resolution.bank_moved, "a settlement was resolved by hand");
-    state.money.settlements.submit(resolved.clone());
+    state.money()?.settlements.submit(resolved.clone());
     Ok((StatusCode::ACCEPTED, Json(view_of(&state, &resolved))).into_response())
 }
 
@@ -748,7 +756,8 @@ impl settlement_actors::LedgerTotalsPort for Totals {
 
 /// The supervisor's live counts, on each scrape (an actor's answer: no store read).
 pub async fn record_metrics(state: &AppState) {
-    if let Some(counts) = state.money.settlements.counts().await {
+    let Some(money) = &state.money else { return };
+    if let Some(counts) = money.settlements.counts().await {
         metrics::gauge!("kizo_settlements_waiting").set(counts.waiting as f64);
         metrics::gauge!("kizo_settlements_running").set(counts.running as f64);
     }
@@ -757,7 +766,8 @@ pub async fn record_metrics(state: &AppState) {
 /// The store's counts of open settlements by status, refreshed off the scrape (see
 /// `server::housekeeping`), so that a scrape never reads the store.
 pub async fn count_open(state: &AppState) {
-    match state.money.store.count_open().await {
+    let Some(money) = &state.money else { return };
+    match money.store.count_open().await {
         Ok(counts) => {
             for (status, count) in counts {
                 metrics::gauge!("kizo_settlements", "status" => status.code()).set(count as f64);

@@ -259,7 +259,7 @@ pub async fn signup(
     let password_hash = state.passwords.hash(request.password).await?;
     let wallet_id = state.wallet_id_of(&email);
     let wallet = kizo_wallet::wallet_account(wallet_id, state.currency.ledger);
-    let created = state.engine.create_accounts(vec![wallet]).await?;
+    let created = state.books.create_accounts(vec![wallet]).await?;
     if !matches!(
         created[0],
         CreateAccountResult::Created | CreateAccountResult::Exists
@@ -546,7 +546,7 @@ async fn me_of(state: &AppState, user: User) -> Result<Me, ApiError> {
         .wallet_id
         .parse()
         .map_err(|_| store_error("a stored wallet id is not a number"))?;
-    let accounts = state.engine.lookup_accounts(vec![wallet_id]).await?;
+    let accounts = state.books.lookup_accounts(vec![wallet_id]).await?;
     Ok(Me {
         user: UserJson {
             id: user.id,

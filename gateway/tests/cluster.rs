@@ -12,7 +12,9 @@ use common::TestStore;
 use kizo_cluster::lease::LeasePolicy;
 use kizo_cluster::{owner_of, partition_of, NodeId, PartitionCount};
 use kizo_engine::{Account, CreateTransferResult, Transfer};
-use kizo_gateway::cluster::{ClusterSettings, HostEvent, LegError, PartitionHost};
+use kizo_gateway::cluster::{
+    ClusterSettings, HostEvent, LegError, PartitionEngines, PartitionHost,
+};
 use kizo_persistence::leases::LeaseStore;
 
 const POLICY: LeasePolicy = LeasePolicy {
@@ -33,7 +35,7 @@ async fn host(store: &TestStore, name: &str) -> PartitionHost {
             policy: POLICY,
             node_timeout: Duration::from_millis(1_000),
         },
-        kizo_testkit::engine_config(),
+        PartitionEngines::bare(kizo_testkit::engine_config()),
     )
     .await
     .unwrap()
@@ -235,19 +237,35 @@ async fn transfers_cross_partitions_once_and_resume_after_a_takeover() {
 
     // Posted once, even when asked again.
     let pay = Transfer::new(1_000, sender, receivers[0], 30, 840, 1);
-    let done = cross.transfer(&router, pay).await.unwrap();
+    let done = cross.transfer(&router, pay).await.unwrap().unwrap();
     assert_eq!(done.phase, Phase::Done(CrossOutcome::Posted));
-    let again = cross.transfer(&router, pay).await.unwrap();
+    let again = cross.transfer(&router, pay).await.unwrap().unwrap();
     assert_eq!(again.phase, Phase::Done(CrossOutcome::Posted));
-    assert!(matches!(
+    assert_eq!(
         cross
             .transfer(&router, Transfer { amount: 31, ..pay })
-            .await,
-        Err(kizo_gateway::cluster::CrossError::ExistsDifferently)
-    ));
+            .await
+            .unwrap(),
+        Err(CreateTransferResult::ExistsWithDifferentAmount)
+    );
+    // Refused before anything is stored: a field no ledger takes.
+    assert_eq!(
+        cross
+            .transfer(
+                &router,
+                Transfer {
+                    amount: 0,
+                    id: 1_003,
+                    ..pay
+                }
+            )
+            .await
+            .unwrap(),
+        Err(CreateTransferResult::AmountMustNotBeZero)
+    );
     // Refused at the hold: more than the sender holds.
     let too_much = Transfer::new(1_001, sender, receivers[1], 500, 840, 1);
-    let refused = cross.transfer(&router, too_much).await.unwrap();
+    let refused = cross.transfer(&router, too_much).await.unwrap().unwrap();
     assert_eq!(
         refused.phase,
         Phase::Done(CrossOutcome::Refused {

@@ -62,6 +62,7 @@ impl Running {
                 listen: Some("127.0.0.1:0".parse().unwrap()),
                 token: Some(METRICS_TOKEN.into()),
             },
+            cluster: None,
         })
         .await
         .expect("the server starts");

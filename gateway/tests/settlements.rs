@@ -462,6 +462,7 @@ async fn the_in_process_bank_remembers_across_a_restart() {
         http: Default::default(),
         mail: Default::default(),
         metrics: Default::default(),
+        cluster: None,
     };
     let server = kizo_gateway::Server::start(config()).await.unwrap();
     let base = format!("http://{}", server.addr);

@@ -91,6 +91,26 @@ pub struct Args {
     /// one mostly sleeps and wakes); one per core for `engine` and `pg-rowlock`.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// A failover run instead of a scenario: wallet payments across these cluster nodes
+    /// (base URLs, comma-separated) for --duration with --vus clients, then an audit; prints
+    /// one `failover:` line (see loadgen/cluster.sh).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// With --cluster: SIGKILL this process half way through (`PID@URL`: the node's process
+    /// and the base URL it serves).
+    #[arg(long, value_parser = parse_kill)]
+    pub kill: Option<(u32, String)>,
+    /// The admin API key (`/v1/admin/cluster`), for --cluster.
+    #[arg(long, env = "KIZO_ADMIN_API_KEY", default_value = "")]
+    pub admin_key: String,
+}
+
+fn parse_kill(text: &str) -> Result<(u32, String), String> {
+    let (pid, url) = text
+        .split_once('@')
+        .ok_or_else(|| format!("`{text}`: PID@URL"))?;
+    let pid = pid.parse().map_err(|_| format!("`{pid}`: a process id"))?;
+    Ok((pid, url.to_string()))
 }
 
 /// A duration as `humantime` reads it (`250ms`, `10s`, `2m`, `1m 30s`), at most 24 hours.
@@ -402,6 +422,23 @@ pub async fn run_one(args: &Args, target_name: &str) -> Result<(RunResult, Outco
 
 /// The whole invocation; `Ok(false)` when a run failed its audit, a check or a threshold.
 pub async fn run(args: Args) -> Result<bool, Unknown> {
+    if !args.cluster.is_empty() {
+        let keys = crate::failover::Keys {
+            api: args.api_key.clone(),
+            admin: args.admin_key.clone(),
+        };
+        let (line, passed) = crate::failover::run(
+            &args.cluster,
+            &keys,
+            args.vus,
+            args.duration,
+            args.kill.clone(),
+        )
+        .await
+        .map_err(|e| Unknown::new("failover", e))?;
+        println!("{line}");
+        return Ok(passed);
+    }
     let (kizo, outcome) = run_one(&args, &args.target).await?;
     let mut passed = kizo.failures.is_empty();
     if let Some(path) = &args.report {

@@ -6,11 +6,13 @@
 //! rate, timed from each request's intended send time ([`schedule`]). Latencies go into
 //! histograms ([`stats`]); the end is a table, `--json`, or an HTML page ([`report`]). Every run
 //! ends with an audit of the ledger through the target ([`audit`]): a run that broke a promise
-//! fails, however fast it was.
+//! fails, however fast it was. [`failover`] kills a node of a cluster under wallet load and
+//! audits what the cluster acknowledged (`--cluster`).
 
 pub mod audit;
 pub mod baseline;
 pub mod cli;
+pub mod failover;
 pub mod http;
 pub mod lane;
 pub mod report;

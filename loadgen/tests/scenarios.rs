@@ -44,6 +44,7 @@ async fn gateway(dir: &std::path::Path) -> Server {
         http: Default::default(),
         mail: Default::default(),
         metrics: Default::default(),
+        cluster: None,
     })
     .await
     .unwrap()

@@ -17,6 +17,17 @@ pub struct CrossStore {
     pool: PgPool,
 }
 
+/// Ids one [`CrossStore::load_many`] reads at most (a page of history).
+pub const LOAD_MAX: usize = 8189;
+
+/// See [`CrossStore::unfinished_summary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnfinishedSummary {
+    pub unfinished: u64,
+    pub oldest_created_ms: Option<u64>,
+    pub late: u64,
+}
+
 /// What [`CrossStore::create`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CrossCreated {
@@ -39,6 +50,7 @@ struct Row {
     user_data_64: String,
     user_data_32: i64,
     phase: String,
+    created_ms: i64,
 }
 
 impl Row {
@@ -149,6 +161,24 @@ impl CrossStore {
         }
     }
 
+    /// The transfers among `ids` that are stored, each with when it was first asked for
+    /// (the database's milliseconds); at most [`LOAD_MAX`] ids.
+    pub async fn load_many(&self, ids: &[u128]) -> Result<Vec<(CrossTransfer, u64)>, StoreError> {
+        assert!(ids.len() <= LOAD_MAX, "the caller bounds the ids");
+        let keys: Vec<String> = ids.iter().map(|id| format!("{id:032x}")).collect();
+        let rows: Vec<Row> = sqlx::query_as("SELECT * FROM cross_transfers WHERE id = ANY($1)")
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(read_error)?;
+        rows.into_iter()
+            .map(|row| {
+                let created_ms = u64::try_from(row.created_ms).unwrap_or(0);
+                Ok((row.decode()?, created_ms))
+            })
+            .collect()
+    }
+
     pub async fn load(&self, id: u128) -> Result<Option<CrossTransfer>, StoreError> {
         let row: Option<Row> = sqlx::query_as("SELECT * FROM cross_transfers WHERE id = $1")
             .bind(format!("{id:032x}"))
@@ -156,6 +186,91 @@ impl CrossStore {
             .await
             .map_err(read_error)?;
         row.map(Row::decode).transpose()
+    }
+
+    /// Claims each transfer id for its partition (`(id, partition)`); the ids already
+    /// claimed by another partition, with that partition. Two statements: an id a concurrent
+    /// claim committed between them is read by the second.
+    pub async fn claim_ids(
+        &self,
+        claims: &[(u128, u32)],
+    ) -> Result<std::collections::BTreeMap<u128, u32>, StoreError> {
+        let ids: Vec<uuid::Uuid> = claims
+            .iter()
+            .map(|&(id, _)| uuid::Uuid::from_u128(id))
+            .collect();
+        let partitions: Vec<i32> = claims.iter().map(|&(_, p)| p as i32).collect();
+        let claimed: Vec<(uuid::Uuid,)> = sqlx::query_as(
+            "INSERT INTO transfer_ids (id, partition)
+             SELECT * FROM UNNEST($1::uuid[], $2::int[])
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(&ids)
+        .bind(&partitions)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(read_error)?;
+        let claimed: std::collections::BTreeSet<u128> =
+            claimed.into_iter().map(|(id,)| id.as_u128()).collect();
+        let earlier: Vec<uuid::Uuid> = ids
+            .iter()
+            .filter(|id| !claimed.contains(&id.as_u128()))
+            .copied()
+            .collect();
+        if earlier.is_empty() {
+            return Ok(Default::default());
+        }
+        let holders: Vec<(uuid::Uuid, i32)> =
+            sqlx::query_as("SELECT id, partition FROM transfer_ids WHERE id = ANY($1)")
+                .bind(&earlier)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(read_error)?;
+        let holders: std::collections::BTreeMap<u128, u32> = holders
+            .into_iter()
+            .map(|(id, p)| (id.as_u128(), p as u32))
+            .collect();
+        Ok(claims
+            .iter()
+            .filter_map(|&(id, partition)| match holders.get(&id) {
+                Some(&holder) if holder != partition => Some((id, holder)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// How many transfers are unfinished, when the oldest was created, and how many were
+    /// created before `late_before_ms` (the database's milliseconds).
+    pub async fn unfinished_summary(
+        &self,
+        late_before_ms: u64,
+    ) -> Result<UnfinishedSummary, StoreError> {
+        let (unfinished, oldest, late): (i64, Option<i64>, i64) = sqlx::query_as(
+            "SELECT count(*), min(created_ms), count(*) FILTER (WHERE created_ms < $1)
+             FROM cross_transfers
+             WHERE phase IN ('hold', 'credit', 'post') OR phase LIKE 'void:%'",
+        )
+        .bind(i64::try_from(late_before_ms).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(read_error)?;
+        Ok(UnfinishedSummary {
+            unfinished: u64::try_from(unfinished).unwrap_or(0),
+            oldest_created_ms: oldest.and_then(|ms| u64::try_from(ms).ok()),
+            late: u64::try_from(late).unwrap_or(0),
+        })
+    }
+
+    /// The ledgers of every transfer between partitions so far.
+    pub async fn ledgers(&self) -> Result<std::collections::BTreeSet<u32>, StoreError> {
+        let ledgers: Vec<(i64,)> = sqlx::query_as("SELECT DISTINCT ledger FROM cross_transfers")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(read_error)?;
+        Ok(ledgers
+            .into_iter()
+            .filter_map(|(ledger,)| u32::try_from(ledger).ok())
+            .collect())
     }
 
     /// The unfinished transfers whose source is `partition`, oldest first.

@@ -42,6 +42,23 @@ pub struct ClusterView {
     pub live: Vec<NodeId>,
     /// Every partition's lease, by partition.
     pub leases: Vec<LeaseRow>,
+    /// Where each live node is reached (its `--advertise` address), by id.
+    pub addresses: std::collections::BTreeMap<NodeId, String>,
+}
+
+impl ClusterView {
+    /// Who serves `partition` by this view: its owner, if its lease has not lapsed.
+    pub fn owner_of(&self, partition: u32) -> Option<&NodeId> {
+        let lease = self.leases.get(partition as usize)?;
+        debug_assert_eq!(
+            lease.partition, partition,
+            "leases are read in partition order"
+        );
+        lease
+            .owner
+            .as_ref()
+            .filter(|_| lease.expires_ms > self.now_ms)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -149,8 +166,8 @@ impl LeaseStore {
             .fetch_one(&self.pool)
             .await
             .map_err(read_error)?;
-        let nodes: Vec<(String,)> = sqlx::query_as(
-            "SELECT node_id FROM cluster_nodes
+        let nodes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT node_id, address FROM cluster_nodes
              WHERE NOT leaving AND heartbeat_ms > $1 ORDER BY node_id",
         )
         .bind(now.saturating_sub(signed(node_timeout_ms)))
@@ -164,10 +181,13 @@ impl LeaseStore {
         .await
         .map_err(read_error)?;
         let corrupt = |what: &str| StoreError::Corrupt(format!("cluster: {what}"));
-        let live = nodes
-            .into_iter()
-            .map(|(id,)| NodeId::new(&id).map_err(|_| corrupt("a node id")))
-            .collect::<Result<_, _>>()?;
+        let mut live = Vec::with_capacity(nodes.len());
+        let mut addresses = std::collections::BTreeMap::new();
+        for (id, address) in nodes {
+            let id = NodeId::new(&id).map_err(|_| corrupt("a node id"))?;
+            live.push(id.clone());
+            addresses.insert(id, address);
+        }
         let leases = rows
             .into_iter()
             .map(|(partition, owner, epoch, expires_ms)| {
@@ -185,6 +205,7 @@ impl LeaseStore {
             now_ms: ms(now),
             live,
             leases,
+            addresses,
         })
     }
 

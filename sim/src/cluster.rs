@@ -3,8 +3,11 @@
 //! compare-and-set rules (those of `kizo_persistence::leases`, restated here), and
 //! cross-partition transfers driven through their legs (`kizo_cluster::legs`) on one pure
 //! ledger per partition. One seed draws the faults: nodes that pause past their leases, crash
-//! and restart, leave gracefully; views that are stale when acted on; answers lost after the
-//! store applied the change; supervisors that lose their place and start a transfer over.
+//! and restart, leave gracefully; clocks that run slow or fast (a node's rounds come late or
+//! early: leases are timed by the store's clock, never a node's); views that are stale when
+//! acted on; answers lost after the store applied the change; legs lost between nodes, before
+//! or after the partition applied them; supervisors that lose their place and start a
+//! transfer over.
 //!
 //! Checked: no log append is accepted from a node that is not the partition's owner at that
 //! epoch (fencing); after the faults stop, every partition is owned by the node the rules
@@ -69,6 +72,10 @@ struct Node {
     leaving: bool,
     /// The view it will act on next (read earlier: possibly stale).
     view: Option<(u64, Vec<NodeId>, Vec<LeaseRow>)>,
+    /// Its clock's skew: it runs a round every `round_ticks` ticks of true time (1 for an
+    /// exact clock; up to the renewal a third of the lease allows, so a slow clock renews
+    /// late but in time).
+    round_ticks: u64,
 }
 
 /// One cross-partition transfer and the supervisor's volatile place in it.
@@ -95,8 +102,16 @@ pub fn run_cluster(seed: u64) -> ClusterReport {
             heartbeat_ms: None,
             leaving: false,
             view: None,
+            round_ticks: 1,
         })
         .collect();
+    for node in nodes.iter_mut() {
+        if rng.chance(300) {
+            // Rounds every 2 to 5 ticks (100 to 250 ms) instead of every tick.
+            node.round_ticks = rng.between(2, 5);
+            *report.faults.entry("clock_skew").or_default() += 1;
+        }
+    }
     let mut leases: Vec<LeaseRow> = partitions
         .all()
         .map(|partition| LeaseRow {
@@ -150,7 +165,9 @@ pub fn run_cluster(seed: u64) -> ClusterReport {
                 }
                 _ => {}
             }
-            if !matches!(nodes[n].state, NodeState::Running | NodeState::Leaving) {
+            if !matches!(nodes[n].state, NodeState::Running | NodeState::Leaving)
+                || tick % nodes[n].round_ticks != 0
+            {
                 continue;
             }
             // A round: heartbeat, act on the view read before (stale by a tick or more when
@@ -230,6 +247,11 @@ pub fn run_cluster(seed: u64) -> ClusterReport {
                     && x.held.contains_key(&partition)
             });
             if !served {
+                continue;
+            }
+            if faulty && rng.chance(50) {
+                // Lost on its way: the partition never saw it; the supervisor sends it again.
+                fault(&mut report, "lost_leg_request");
                 continue;
             }
             now_ns += 1;

@@ -673,8 +673,10 @@ fn nonzero_or<T: Default + PartialEq>(value: T, inherited: T) -> T {
     }
 }
 
-/// The checks that need nothing but the event itself, in precedence order.
-fn validate_transfer(e: &Transfer) -> Result<(), CreateTransferResult> {
+/// The checks that need nothing but the event itself, in precedence order. Public for what
+/// decides a transfer outside one ledger (a cluster's transfers between partitions), so that
+/// it refuses what a ledger would, with the same codes.
+pub fn validate_transfer(e: &Transfer) -> Result<(), CreateTransferResult> {
     use CreateTransferResult as R;
     check(e.timestamp == 0, R::TimestampMustBeZero)?;
     check(!e.flags.has_reserved_bits(), R::ReservedFlag)?;
@@ -735,7 +737,7 @@ fn validate_transfer(e: &Transfer) -> Result<(), CreateTransferResult> {
 
 /// `Ok` when `e` is a retry of `existing`; otherwise the first field that differs. Zero fields of
 /// a post or void inherit from the pending transfer, so they match whatever was stored.
-fn transfer_exists(e: &Transfer, existing: &Transfer) -> Result<(), CreateTransferResult> {
+pub fn transfer_exists(e: &Transfer, existing: &Transfer) -> Result<(), CreateTransferResult> {
     use CreateTransferResult as R;
     let inherits = e.is_post_or_void();
     let same = |new: u128, stored: u128| new == stored || (inherits && new == 0);

@@ -50,6 +50,7 @@ pub async fn start_configured(
             ..Default::default()
         },
         metrics: Default::default(),
+        cluster: None,
     };
     change(&mut config);
     let server = Server::start(config).await.expect("the server starts");
@@ -284,6 +285,19 @@ impl GatewayProcess {
             data_dir,
             _own_data: own_data,
         }
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, SIGTERM, ...) to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.id().expect("running") as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal sent");
+    }
+
+    /// SIGTERM (a graceful stop), and wait for the process to end.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.wait().await.unwrap()
     }
 
     /// SIGKILL, and wait for the process to end.

@@ -1,0 +1,384 @@
+//! The APIs on a cluster: two nodes in this process on one PostgreSQL, four partitions. What a
+//! batch means when its events fall in several partitions (docs/operations.md, the cluster):
+//! independent events each in its partition, transfers between partitions through clearing
+//! accounts, linked chains across partitions refused whole, an id kept by one partition only;
+//! lookups and history through either node; the wallet's payments between partitions and what
+//! each side sees; `/v1/admin/cluster`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{send, TestStore, ADMIN_KEY, API_KEY};
+use kizo_cluster::{partition_of, PartitionCount};
+use kizo_gateway::server::ClusterConfig;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const PARTITIONS: u32 = 4;
+
+async fn node(store: &TestStore, id: &str) -> (kizo_gateway::Server, String) {
+    common::start_configured(&store.config, |config| {
+        config.cluster = Some(ClusterConfig {
+            node_id: kizo_cluster::NodeId::new(id).unwrap(),
+            advertise: None,
+            partitions: PartitionCount::new(PARTITIONS).unwrap(),
+            policy: kizo_cluster::lease::LeasePolicy {
+                length_ms: 1_500,
+                renew_every_ms: 300,
+            },
+            pay_bound: Duration::from_secs(2),
+        });
+    })
+    .await
+}
+
+/// Waits until each node serves some partitions and every partition is owned.
+async fn settled(base: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = send(
+            "GET",
+            format!("{base}/v1/admin/cluster"),
+            ADMIN_KEY,
+            None,
+            None,
+        )
+        .await;
+        if report.status == StatusCode::OK {
+            let owners: std::collections::BTreeSet<&str> = report.body["leases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|l| l["owner"].as_str())
+                .collect();
+            let owned = report.body["leases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["owner"].is_string());
+            if owned && owners.len() == 2 {
+                return report.body;
+            }
+        }
+        assert!(Instant::now() < deadline, "never settled: {}", report.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Account ids in `partition`, from `from` up.
+fn ids_in(partition: u32, from: u128, count: usize) -> Vec<u128> {
+    let partitions = PartitionCount::new(PARTITIONS).unwrap();
+    (from..)
+        .filter(|&id| partition_of(id, partitions) == partition)
+        .take(count)
+        .collect()
+}
+
+async fn ledger(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    let answer = send(
+        "POST",
+        format!("{base}/v1/ledger/{path}"),
+        API_KEY,
+        None,
+        Some(body),
+    )
+    .await;
+    (answer.status, answer.body)
+}
+
+fn results(body: &Value) -> Vec<&str> {
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect()
+}
+
+fn transfer(id: u128, debit: u128, credit: u128, amount: u64, flags: Value) -> Value {
+    json!({"id": id.to_string(), "debit_account_id": debit.to_string(),
+        "credit_account_id": credit.to_string(), "amount": amount.to_string(),
+        "ledger": 840, "code": 1, "flags": flags})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_across_partitions_means_what_the_docs_say() {
+    let store = TestStore::postgres("cluster_api_batches");
+    let (a, base_a) = node(&store, "a").await;
+    let (b, base_b) = node(&store, "b").await;
+    settled(&base_a).await;
+
+    // Two accounts in each partition; the first of partition 0 may go negative (a source).
+    let accounts: Vec<Vec<u128>> = (0..PARTITIONS).map(|p| ids_in(p, 1_000, 2)).collect();
+    let mut create = Vec::new();
+    for (p, ids) in accounts.iter().enumerate() {
+        for &id in ids {
+            let flags = if p == 0 && id == ids[0] {
+                json!({})
+            } else {
+                json!({"debits_must_not_exceed_credits": true})
+            };
+            create.push(json!({"id": id.to_string(), "ledger": 840, "code": 1, "flags": flags}));
+        }
+    }
+    let (status, body) = ledger(&base_b, "accounts", json!(create)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(results(&body).iter().all(|r| *r == "created"), "{body}");
+
+    let source = accounts[0][0];
+    let (p1, p2, p3) = (accounts[1][0], accounts[2][0], accounts[3][0]);
+    // Independent events: one in partition 0, two crossing, one refused at its hold.
+    let (status, body) = ledger(
+        &base_a,
+        "transfers",
+        json!([
+            transfer(1, source, accounts[0][1], 10, json!({})),
+            transfer(2, source, p1, 20, json!({})),
+            transfer(3, source, p2, 30, json!({})),
+            transfer(4, p3, source, 1, json!({})),
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        results(&body),
+        ["created", "created", "created", "exceeds_credits"]
+    );
+    // Asked again: answered `exists`, nothing doubled.
+    let (_, body) = ledger(
+        &base_b,
+        "transfers",
+        json!([transfer(2, source, p1, 20, json!({}))]),
+    )
+    .await;
+    assert_eq!(results(&body), ["exists"]);
+    let (_, body) = ledger(
+        &base_b,
+        "transfers",
+        json!([transfer(2, source, p1, 21, json!({}))]),
+    )
+    .await;
+    assert_eq!(results(&body), ["exists_with_different_amount"]);
+
+    // A linked chain across partitions is refused whole, before anything is applied.
+    let (status, body) = ledger(
+        &base_a,
+        "transfers",
+        json!([
+            transfer(10, source, accounts[0][1], 5, json!({"linked": true})),
+            transfer(11, p1, accounts[1][1], 5, json!({})),
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "linked_across_partitions");
+    // One inside a partition is atomic as on one node.
+    let (_, body) = ledger(
+        &base_b,
+        "transfers",
+        json!([
+            transfer(12, source, accounts[0][1], 5, json!({"linked": true})),
+            transfer(13, accounts[0][1], source, 1_000, json!({})),
+        ]),
+    )
+    .await;
+    assert_eq!(results(&body), ["linked_event_failed", "exceeds_credits"]);
+
+    // An id one partition holds is refused elsewhere (the read models keep one per id).
+    let (_, body) = ledger(
+        &base_a,
+        "transfers",
+        json!([transfer(1, p1, accounts[1][1], 1, json!({}))]),
+    )
+    .await;
+    assert_eq!(results(&body), ["exists_with_different_debit_account_id"]);
+
+    // Lookups and history through either node.
+    let (_, found) = ledger(
+        &base_b,
+        "transfers/lookup",
+        json!({"ids": ["1", "3", "99"]}),
+    )
+    .await;
+    let found: Vec<&str> = found["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    // Transfer 3 crossed partitions: the ledger holds its legs, not it.
+    assert_eq!(found, ["1"]);
+    let (_, balances) = ledger(
+        &base_b,
+        "accounts/lookup",
+        json!({"ids": [source.to_string(), p1.to_string(), p2.to_string()]}),
+    )
+    .await;
+    let balances: Vec<(String, String)> = balances["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["debits_posted"].as_str().unwrap().to_string(),
+                a["credits_posted"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        balances,
+        [
+            ("60".to_string(), "0".to_string()),
+            ("0".to_string(), "20".to_string()),
+            ("0".to_string(), "30".to_string())
+        ]
+    );
+    let history = send(
+        "GET",
+        format!("{base_a}/v1/ledger/accounts/{p1}/transfers"),
+        API_KEY,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(history.body["transfers"].as_array().unwrap().len(), 1);
+
+    // The report: nothing under way, the clearing accounts at zero.
+    let report = settled(&base_b).await;
+    assert_eq!(report["cross_unfinished"], 0, "{report}");
+    assert_eq!(report["clearing"][0]["net"], "0", "{report}");
+    assert_eq!(report["clearing"][0]["pending"], "0", "{report}");
+
+    // Deposits and withdrawals are not served by a cluster yet: a clear refusal.
+    let (token, wallet) = common::user(&base_a, "cluster@api.test").await;
+    let deposit = send(
+        "POST",
+        format!("{base_a}/v1/deposits"),
+        &token,
+        Some("d-1"),
+        Some(json!({"account_id": wallet, "amount": 100})),
+    )
+    .await;
+    assert_eq!(
+        deposit.status,
+        StatusCode::NOT_IMPLEMENTED,
+        "{}",
+        deposit.body
+    );
+    assert_eq!(deposit.body["code"], "settlements_not_in_cluster");
+
+    a.stop().await;
+    b.stop().await;
+    store.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wallet_payment_between_partitions_shows_as_one_payment() {
+    let store = TestStore::postgres("cluster_api_wallet");
+    let (a, base_a) = node(&store, "a").await;
+    let (b, base_b) = node(&store, "b").await;
+    settled(&base_a).await;
+    let partitions = PartitionCount::new(PARTITIONS).unwrap();
+    // Users until two wallets fall in different partitions.
+    let (alice_token, alice) = common::user(&base_a, "alice@cluster.test").await;
+    let alice_partition =
+        partition_of(uuid::Uuid::parse_str(&alice).unwrap().as_u128(), partitions);
+    let mut bob = None;
+    for n in 0..40 {
+        let (token, wallet) = common::user(&base_b, &format!("bob{n}@cluster.test")).await;
+        if partition_of(
+            uuid::Uuid::parse_str(&wallet).unwrap().as_u128(),
+            partitions,
+        ) != alice_partition
+        {
+            bob = Some((token, wallet));
+            break;
+        }
+    }
+    let (bob_token, bob) = bob.expect("a wallet in another partition");
+    common::fund(&base_b, &alice, 1_000, 77).await;
+
+    let pay = |key: &'static str, amount: u64| {
+        let (base, token, bob) = (base_b.clone(), alice_token.clone(), bob.clone());
+        let alice = alice.clone();
+        async move {
+            send(
+                "POST",
+                format!("{base}/v1/transfers"),
+                &token,
+                Some(key),
+                Some(json!({"from_account_id": alice, "to": {"account_id": bob}, "amount": amount, "note": "lunch"})),
+            )
+            .await
+        }
+    };
+    let paid = pay("k-1", 300).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+    let id = paid.body["id"].as_str().unwrap().to_string();
+    assert_eq!(paid.body["status"], "posted");
+    // A retry answers the first answer; more than the balance is refused at the hold.
+    let again = pay("k-1", 300).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert!(again.replayed);
+    assert_eq!(again.body["id"], id.as_str());
+    let refused = pay("k-2", 5_000).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        refused.body["code"], "insufficient_funds",
+        "{}",
+        refused.body
+    );
+
+    // Both see it as the payment between them, by its id, with its note.
+    for (base, token) in [(&base_a, &alice_token), (&base_b, &bob_token)] {
+        let read = send(
+            "GET",
+            format!("{base}/v1/transfers/{id}"),
+            token,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+        assert_eq!(read.body["status"], "posted");
+        assert_eq!(read.body["from_account_id"], alice.as_str());
+        assert_eq!(read.body["to_account_id"], bob.as_str());
+    }
+    let history = send(
+        "GET",
+        format!("{base_a}/v1/accounts/{bob}/transfers"),
+        &bob_token,
+        None,
+        None,
+    )
+    .await;
+    let items = history.body["transfers"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", history.body);
+    assert_eq!(items[0]["id"], id.as_str());
+    assert_eq!(items[0]["from_account_id"], alice.as_str());
+    assert_eq!(items[0]["note"], "lunch");
+    let balance = send(
+        "GET",
+        format!("{base_a}/v1/accounts/{bob}"),
+        &bob_token,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(balance.body["available"], "300");
+    let balance = send(
+        "GET",
+        format!("{base_a}/v1/accounts/{alice}"),
+        &alice_token,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(balance.body["available"], "700");
+    assert_eq!(balance.body["held"], "0");
+
+    a.stop().await;
+    b.stop().await;
+    store.clean().await;
+}
