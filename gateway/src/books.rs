@@ -56,6 +56,9 @@ pub struct ClusterBooks {
     /// How long a wallet payment between partitions is waited for before it is answered
     /// 202 (it goes on, and its status is at `/v1/transfers/{id}`).
     pub pay_bound: Duration,
+    /// The clearing accounts known to exist, as (ledger, partition): accounts are never
+    /// removed, so each is created once per node rather than before every leg.
+    pub clearing_made: std::sync::Mutex<std::collections::BTreeSet<(u32, u32)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -684,9 +687,33 @@ impl LegRouter for ClusterBooks {
                 BooksError::Unavailable { partition } => LegError::NotServed(partition),
                 other => LegError::Books(Box::new(other)),
             };
-            self.on_partition(partition, PartitionOp::CreateAccounts(accounts))
-                .await
-                .map_err(to_leg_error)?;
+            let made = |account: &Account| {
+                clearing_account_of(account.id).map(|(partition, ledger)| (ledger, partition))
+            };
+            let missing: Vec<Account> = {
+                let known = self.clearing_made.lock().expect("not poisoned");
+                accounts
+                    .into_iter()
+                    .filter(|a| made(a).is_none_or(|key| !known.contains(&key)))
+                    .collect()
+            };
+            if !missing.is_empty() {
+                let answer = self
+                    .on_partition(partition, PartitionOp::CreateAccounts(missing.clone()))
+                    .await
+                    .map_err(to_leg_error)?;
+                if let PartitionAnswer::Accounts(results) = answer {
+                    let mut known = self.clearing_made.lock().expect("not poisoned");
+                    for (account, result) in missing.iter().zip(results) {
+                        if matches!(
+                            result,
+                            CreateAccountResult::Created | CreateAccountResult::Exists
+                        ) {
+                            known.extend(made(account));
+                        }
+                    }
+                }
+            }
             match self
                 .on_partition(partition, PartitionOp::CreateTransfers(vec![leg]))
                 .await

@@ -540,6 +540,7 @@ async fn start_node(
         peers: crate::peers::Peers::new(&config.api_key, node_timeout),
         node_timeout,
         pay_bound: cluster.pay_bound,
+        clearing_made: Default::default(),
     }))
 }
 

@@ -224,8 +224,14 @@ pub struct Load {
 
 /// Sends `payment` to the live nodes in turn (starting at `turn`) until one answers other
 /// than 503 or a failed connection, or [`PAY_PATIENCE`] passes.
-async fn pay(users: &[User], live: &Live, turn: usize, load: &Load, mut payment: Payment) {
-    let http = client();
+async fn pay(
+    http: &reqwest::Client,
+    users: &[User],
+    live: &Live,
+    turn: usize,
+    load: &Load,
+    mut payment: Payment,
+) {
     let body = json!({
         "from_account_id": users[payment.from].wallet,
         "to": {"account_id": users[payment.to].wallet},
@@ -295,13 +301,15 @@ pub async fn run_load(
     let count = users.len();
     assert!(count >= 2, "payments need two users");
     let mut tasks = Vec::new();
-    for client in 0..clients {
+    for user in 0..clients {
         let (users, live, load, stop) = (users.clone(), live.clone(), load.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
+            // One client per virtual user: its connections are kept alive between payments.
+            let http = client();
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let from = (client * 7 + n) % count;
+                let from = (user * 7 + n) % count;
                 let to = (from + 1 + (n * 5) % (count - 1)) % count;
                 let payment = Payment {
                     key: format!("pay-{}", uuid::Uuid::new_v4()),
@@ -311,7 +319,7 @@ pub async fn run_load(
                     id: None,
                     state: PaymentState::Unknown,
                 };
-                pay(&users, &live, client + n, &load, payment).await;
+                pay(&http, &users, &live, user + n, &load, payment).await;
             }
         }));
     }
@@ -329,10 +337,11 @@ pub async fn settle(
     load: &Load,
 ) -> Result<Vec<Payment>, FailoverError> {
     let payments: Vec<Payment> = std::mem::take(&mut *load.payments.lock().expect("not poisoned"));
+    let http = client();
     let mut done = Vec::with_capacity(payments.len());
     for payment in payments {
         let payment = if payment.state == PaymentState::Unknown {
-            pay(users, live, 0, load, payment).await;
+            pay(&http, users, live, 0, load, payment).await;
             load.payments
                 .lock()
                 .expect("not poisoned")
@@ -347,7 +356,6 @@ pub async fn settle(
         done.push(payment);
     }
     let base = live.lock().expect("not poisoned")[0].clone();
-    let http = client();
     for payment in done.iter_mut().filter(|p| p.state == PaymentState::Pending) {
         let id = payment
             .id
@@ -540,6 +548,7 @@ pub async fn run(
     tokio::time::sleep(duration / 2).await;
     stop.store(true, Ordering::Relaxed);
     let load = load.await.map_err(failed)?;
+    let answered = load.payments.lock().expect("not poisoned").len();
     let failures = load.failures.lock().expect("not poisoned").clone();
     let payments = settle(&users, &live, &load).await?;
     let observer = live.lock().expect("not poisoned")[0].clone();
@@ -559,10 +568,11 @@ pub async fn run(
         eprintln!("answers that were neither 201, 202, 422 nor 503: {failures:?}");
     }
     eprintln!(
-        "answers {} (503: {}), payments {}",
+        "answers {} (503: {}), payments {} ({:.0}/s under load)",
         load.answers.load(Ordering::Relaxed),
         load.unavailable.load(Ordering::Relaxed),
-        payments.len()
+        payments.len(),
+        answered as f64 / duration.as_secs_f64(),
     );
     Ok((line, passed))
 }

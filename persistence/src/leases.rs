@@ -61,9 +61,21 @@ impl ClusterView {
     }
 }
 
+/// Connections for the leases: a renewal never waits behind appends or transfers.
+const LEASE_CONNECTIONS: u32 = 2;
+/// Connections for every partition's log appends (each append is one group commit).
+const LOG_CONNECTIONS: u32 = 8;
+/// Connections for transfers between partitions (two durable statements each).
+const CROSS_CONNECTIONS: u32 = 16;
+
 #[derive(Clone, Debug)]
 pub struct LeaseStore {
+    /// The lease table and the nodes' heartbeats.
     pool: PgPool,
+    /// The partitions' log streams.
+    logs: PgPool,
+    /// Transfers between partitions and transfer ids.
+    cross: PgPool,
     partitions: PartitionCount,
 }
 
@@ -85,7 +97,7 @@ impl LeaseStore {
         let StoreConfig::Postgres { url, schema } = config else {
             return Err(LeaseStoreError::NotPostgres);
         };
-        let pool = postgres_pool(url, schema.as_deref(), 4).await?;
+        let pool = postgres_pool(url, schema.as_deref(), LEASE_CONNECTIONS).await?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
@@ -114,7 +126,12 @@ impl LeaseStore {
         .execute(&pool)
         .await
         .map_err(read_error)?;
-        Ok(LeaseStore { pool, partitions })
+        Ok(LeaseStore {
+            pool,
+            logs: postgres_pool(url, schema.as_deref(), LOG_CONNECTIONS).await?,
+            cross: postgres_pool(url, schema.as_deref(), CROSS_CONNECTIONS).await?,
+            partitions,
+        })
     }
 
     pub fn partitions(&self) -> PartitionCount {
@@ -271,19 +288,21 @@ impl LeaseStore {
     /// [`LogStore`] for a `DurableWal`, whose appends are fenced ([`append_fenced`]).
     pub fn log_stream(&self, partition: u32, epoch: u64) -> LogStore {
         LogStore::Partition(PartitionStream {
-            pool: self.pool.clone(),
+            pool: self.logs.clone(),
             partition,
             epoch,
         })
     }
 
-    /// The cluster's cross-partition transfers, on this store's pool.
+    /// The cluster's cross-partition transfers, on a pool of their own.
     pub fn cross_transfers(&self) -> crate::cross::CrossStore {
-        crate::cross::CrossStore::new(self.pool.clone())
+        crate::cross::CrossStore::new(self.cross.clone())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.logs.close().await;
+        self.cross.close().await;
     }
 }
 
