@@ -362,6 +362,19 @@ impl Revocations {
         Ok(revocations)
     }
 
+    /// Adds the revocations made since `since_ms` (by any node: on a cluster, a session ended
+    /// at one node ends at every other within a poll).
+    pub async fn refresh(
+        &self,
+        users: &kizo_persistence::users::UserStore,
+        since_ms: i64,
+    ) -> Result<(), kizo_persistence::StoreError> {
+        for (session_id, at) in users.revoked_since(since_ms).await? {
+            self.insert(session_id, at);
+        }
+        Ok(())
+    }
+
     pub fn insert(&self, session_id: String, at_ms: i64) {
         self.revoked_at_ms
             .lock()

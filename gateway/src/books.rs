@@ -73,6 +73,10 @@ pub enum BooksError {
     LinkedAcrossPartitions(u32, u32),
     #[error("the cluster's store: {0}")]
     Store(#[from] StoreError),
+    /// The cluster's clearing accounts are its own: no request of the ledger API creates one
+    /// or moves money in or out of one (their net is what reconciliation checks).
+    #[error("account {0} is in the range of the cluster's clearing accounts, which only transfers between partitions use")]
+    ClearingAccountReserved(u128),
     /// Another node refused a call no retry changes: nodes configured differently.
     #[error("the owner of partition {partition} refused the call ({status}): {detail}")]
     PeerRefused {
@@ -163,6 +167,12 @@ impl Books {
             Books::Cluster(cluster) => cluster,
         };
         kizo_engine::check_batch(accounts.len())?;
+        if let Some(clearing) = accounts
+            .iter()
+            .find(|a| clearing_account_of(a.id).is_some())
+        {
+            return Err(BooksError::ClearingAccountReserved(clearing.id));
+        }
         let partitions = self.partitions();
         let homes: Vec<u32> = accounts.iter().map(|a| home_of(a.id, partitions)).collect();
         let linked: Vec<bool> = accounts
@@ -202,6 +212,13 @@ impl Books {
             Books::Cluster(cluster) => cluster,
         };
         kizo_engine::check_batch(transfers.len())?;
+        if let Some(clearing) = transfers
+            .iter()
+            .flat_map(|t| [t.debit_account_id, t.credit_account_id])
+            .find(|&id| clearing_account_of(id).is_some())
+        {
+            return Err(BooksError::ClearingAccountReserved(clearing));
+        }
         let partitions = self.partitions();
         let debits = cluster.debit_homes(&transfers).await?;
         let credits: Vec<u32> = transfers

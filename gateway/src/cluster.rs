@@ -557,14 +557,17 @@ impl CrossPartition {
         Ok(cross)
     }
 
-    /// Drives every unfinished transfer whose source is `partition` (once a node holds it);
-    /// how many it finished.
+    /// Drives every unfinished transfer whose source is `partition` and that nobody touched
+    /// for `idle` (a driver may still be at work on a younger one: it would only repeat its
+    /// legs); how many it finished.
     pub async fn resume(
         &self,
         router: &dyn LegRouter,
         partition: u32,
+        idle: Duration,
     ) -> Result<usize, CrossError> {
-        let unfinished = self.store.unfinished(partition).await?;
+        let before = now_ms().saturating_sub(idle.as_millis() as u64);
+        let unfinished = self.store.unfinished(partition, before).await?;
         let count = unfinished.len();
         for cross in unfinished {
             self.drive(router, cross).await?;

@@ -169,6 +169,11 @@ impl From<crate::books::BooksError> for ApiError {
                 "linked_across_partitions",
                 error.to_string(),
             ),
+            BooksError::ClearingAccountReserved(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "clearing_account_reserved",
+                error.to_string(),
+            ),
             BooksError::Store(_) => {
                 tracing::warn!(%error, "request failed: the cluster's store");
                 Self::unavailable(error.to_string()).retry_after(1)

@@ -211,6 +211,8 @@ pub struct Server {
     money: Option<(Settlements, ractor::ActorRef<ReconcilerMsg>)>,
     snapshots: Option<kizo_snapshots::Snapshots>,
     pruning: tokio::task::JoinHandle<()>,
+    /// On a cluster node: reads the sessions other nodes ended.
+    following: Option<tokio::task::JoinHandle<()>>,
     mailing: tokio::task::JoinHandle<()>,
     running: Running,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -341,6 +343,8 @@ impl Server {
             mail_written,
         ));
         let pruning = tokio::spawn(housekeeping(state.clone()));
+        let following = matches!(state.books, crate::books::Books::Cluster(_))
+            .then(|| tokio::spawn(follow_revocations(state.clone())));
         let money = state
             .money
             .as_ref()
@@ -392,6 +396,7 @@ impl Server {
             money,
             snapshots,
             pruning,
+            following,
             mailing,
             running,
             shutdown,
@@ -410,6 +415,9 @@ impl Server {
         }
         let _ = self.shutdown.send(true);
         self.pruning.abort();
+        if let Some(following) = &self.following {
+            following.abort();
+        }
         // Mail not yet sent stays in the outbox for the next start.
         self.mailing.abort();
         for serving in self.serving {
@@ -547,6 +555,9 @@ async fn start_node(
 /// How often a node looks for unfinished transfers between partitions whose source it
 /// serves (besides when it acquires a partition).
 const RESUME_EVERY: Duration = Duration::from_secs(10);
+/// A transfer between partitions untouched for this long has no driver left (one that is
+/// driving it finishes within a few round trips).
+const RESUME_IDLE: Duration = Duration::from_secs(5);
 
 /// The supervisor of transfers between partitions: when this node acquires a partition, and
 /// every [`RESUME_EVERY`], it drives the unfinished ones whose source it serves (a node that
@@ -567,7 +578,11 @@ async fn resume_cross(books: Arc<crate::books::ClusterBooks>) {
             _ = every.tick() => books.host.held().into_keys().collect(),
         };
         for partition in partitions {
-            match books.cross.resume(books.as_ref(), partition).await {
+            match books
+                .cross
+                .resume(books.as_ref(), partition, RESUME_IDLE)
+                .await
+            {
                 Ok(0) => {}
                 Ok(resumed) => {
                     tracing::info!(partition, resumed, "transfers between partitions resumed")
@@ -643,6 +658,26 @@ async fn start_money(
         bank_token: config.bank.token.clone(),
         unfinished_per_user: config.bank.unfinished_per_user,
     })
+}
+
+/// How often a cluster node reads the sessions ended at other nodes.
+const REVOCATIONS_EVERY: Duration = Duration::from_secs(1);
+/// How far back each read looks: wider than any pause between reads and any skew between
+/// the nodes' clocks (a revocation is stamped by the clock of the node that made it).
+const REVOCATIONS_LOOK_BACK_MS: i64 = 60_000;
+
+/// On a cluster node: an access token whose session was ended at another node (logout, a
+/// password reset) is refused here within [`REVOCATIONS_EVERY`], not at its expiry.
+async fn follow_revocations(state: AppState) {
+    let mut every = tokio::time::interval(REVOCATIONS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let since = state.users.now_ms() - REVOCATIONS_LOOK_BACK_MS;
+        if let Err(error) = state.revocations.refresh(&state.users, since).await {
+            tracing::warn!(%error, "sessions ended elsewhere not read; retrying");
+        }
+    }
 }
 
 /// How often the store's counts behind gauges are refreshed (off the scrape).

@@ -138,6 +138,7 @@ fn answer(state: &AppState, s: &Settlement) -> Response {
         (status = 422, description = "idempotency_key_reused, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "too_many_settlements: the user's settlements under way are at their quota", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create_deposit(
     State(state): State<AppState>,
@@ -165,6 +166,7 @@ pub async fn create_deposit(
         (status = 422, description = "insufficient_funds, account_closed, withdrawal_refused, idempotency_key_reused, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "too_many_settlements: the user's settlements under way are at their quota", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create_withdrawal(
     State(state): State<AppState>,
@@ -257,6 +259,7 @@ async fn own_settlement(
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn deposit(
     State(state): State<AppState>,
@@ -275,6 +278,7 @@ pub async fn deposit(
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn withdrawal(
     State(state): State<AppState>,
@@ -303,6 +307,7 @@ pub struct BankCallback {
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn callback(
     State(state): State<AppState>,
@@ -470,6 +475,7 @@ const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12
         (status = 200, body = ReportView),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "reconciliation_failed: the bank or the store could not be read", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn reconcile(State(state): State<AppState>) -> Result<Json<ReportView>, ApiError> {
     match settlement_actors::reconcile_now(&state.money()?.reconciler, RECONCILE_TIMEOUT).await {
@@ -487,6 +493,7 @@ pub async fn reconcile(State(state): State<AppState>) -> Result<Json<ReportView>
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn latest_report(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state
@@ -526,6 +533,7 @@ pub struct ReviewedSettlement {
         (status = 200, body = ReviewList),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn settlements_needing_review(
     State(state): State<AppState>,
@@ -576,6 +584,7 @@ pub struct AdminSettlementView {
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn admin_settlement(
     State(state): State<AppState>,
@@ -634,6 +643,7 @@ pub struct Resolution {
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn resolve(
     State(state): State<AppState>,

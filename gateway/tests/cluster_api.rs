@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{send, TestStore, ADMIN_KEY, API_KEY};
+use common::{results, send, TestStore, ADMIN_KEY, API_KEY};
 use kizo_cluster::{partition_of, PartitionCount};
 use kizo_gateway::server::ClusterConfig;
 use reqwest::StatusCode;
@@ -85,15 +85,6 @@ async fn ledger(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
     )
     .await;
     (answer.status, answer.body)
-}
-
-fn results(body: &Value) -> Vec<&str> {
-    body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["result"].as_str().unwrap())
-        .collect()
 }
 
 fn transfer(id: u128, debit: u128, credit: u128, amount: u64, flags: Value) -> Value {
@@ -184,6 +175,24 @@ async fn a_batch_across_partitions_means_what_the_docs_say() {
     )
     .await;
     assert_eq!(results(&body), ["linked_event_failed", "exceeds_credits"]);
+
+    // The clearing accounts are the cluster's own.
+    let clearing = kizo_cluster::legs::clearing_account_id(840, 1);
+    let (status, body) = ledger(
+        &base_a,
+        "transfers",
+        json!([transfer(20, clearing, source, 1, json!({}))]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "clearing_account_reserved");
+    let (status, body) = ledger(
+        &base_a,
+        "accounts",
+        json!([{"id": kizo_cluster::legs::clearing_account_id(978, 0).to_string(), "ledger": 978, "code": 1}]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     // An id one partition holds is refused elsewhere (the read models keep one per id).
     let (_, body) = ledger(
@@ -377,6 +386,30 @@ async fn a_wallet_payment_between_partitions_shows_as_one_payment() {
     .await;
     assert_eq!(balance.body["available"], "700");
     assert_eq!(balance.body["held"], "0");
+
+    // A session ended at one node ends at the other within a poll.
+    let me = |base: &str| {
+        let (base, token) = (base.to_string(), bob_token.clone());
+        async move { send("GET", format!("{base}/v1/me"), &token, None, None).await }
+    };
+    assert_eq!(me(&base_b).await.status, StatusCode::OK);
+    let out = send(
+        "POST",
+        format!("{base_a}/v1/auth/logout"),
+        &bob_token,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while me(&base_b).await.status != StatusCode::UNAUTHORIZED {
+        assert!(
+            Instant::now() < deadline,
+            "the other node still takes the token"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     a.stop().await;
     b.stop().await;

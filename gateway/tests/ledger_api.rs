@@ -1,5 +1,9 @@
 //! The batch ledger API over real HTTP, against a real server, on both stores.
 
+mod common;
+
+use common::results;
+
 use kizo_gateway::{Server, ServerConfig};
 use kizo_persistence::StoreConfig;
 use reqwest::StatusCode;
@@ -119,15 +123,6 @@ impl Running {
 
 async fn sqlx_pool(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
     sqlx::PgPool::connect(url).await
-}
-
-fn results(body: &Value) -> Vec<&str> {
-    body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["result"].as_str().unwrap())
-        .collect()
 }
 
 async fn ledger_round_trip(postgres: bool) {

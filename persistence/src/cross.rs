@@ -273,15 +273,22 @@ impl CrossStore {
             .collect())
     }
 
-    /// The unfinished transfers whose source is `partition`, oldest first.
-    pub async fn unfinished(&self, partition: u32) -> Result<Vec<CrossTransfer>, StoreError> {
+    /// The unfinished transfers whose source is `partition`, last written before
+    /// `updated_before_ms`, oldest first.
+    pub async fn unfinished(
+        &self,
+        partition: u32,
+        updated_before_ms: u64,
+    ) -> Result<Vec<CrossTransfer>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT * FROM cross_transfers
              WHERE source = $1 AND (phase IN ('hold', 'credit', 'post') OR phase LIKE 'void:%')
+               AND updated_ms <= $3
              ORDER BY created_ms, id LIMIT $2",
         )
         .bind(partition as i32)
         .bind(RESUME_MAX)
+        .bind(i64::try_from(updated_before_ms).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(read_error)?;

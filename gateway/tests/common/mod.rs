@@ -195,6 +195,16 @@ pub async fn fund(base: &str, wallet: &str, amount: u64, id: u64) {
     );
 }
 
+/// The result code of each event of a batch ledger API answer.
+pub fn results(body: &Value) -> Vec<&str> {
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect()
+}
+
 /// Fails unless JavaScript reads `value` exactly: no number above 2^53 (or fractional), and
 /// every field named like a time (`*_at`) an RFC 3339 string in UTC.
 pub fn assert_js_safe(value: &Value) {
