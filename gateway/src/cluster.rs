@@ -10,7 +10,8 @@
 //! each answer so that a node taking a partition over resumes them.
 //!
 //! The server routes requests to these engines, here or on the owning node, through
-//! [`crate::books`]. Partitions start from their log without a snapshot.
+//! [`crate::books`]. A partition starts from its newest snapshot (when the node keeps them)
+//! and its log after it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -37,6 +38,20 @@ pub struct PartitionEngines {
     /// (its progress row is `partition-<n>`); `None` for an engine on its log alone.
     pub read_models: Option<ReadModels>,
     pub clock: Arc<dyn Clock>,
+    /// Each partition's snapshots, in `<dir>/partition-<n>` (with read models only). A
+    /// partition starts from its newest snapshot and the log after it; a folder every node
+    /// reads (a shared file system) lets a takeover start from the old owner's snapshot.
+    pub snapshots: Option<PartitionSnapshots>,
+}
+
+/// Where and when a node's partitions are snapshotted.
+#[derive(Clone, Debug)]
+pub struct PartitionSnapshots {
+    pub dir: std::path::PathBuf,
+    pub policy: kizo_snapshots::Policy,
+    /// The engine's shard count and transfer window, which a snapshot's retention follows.
+    pub shard_count: usize,
+    pub window: usize,
 }
 
 impl PartitionEngines {
@@ -46,6 +61,7 @@ impl PartitionEngines {
             engine,
             read_models: None,
             clock: Arc::new(kizo_engine::SystemClock),
+            snapshots: None,
         }
     }
 }
@@ -59,6 +75,18 @@ pub struct ClusterSettings {
     pub policy: LeasePolicy,
     /// A node whose heartbeat is older than this is not live (a few renewals).
     pub node_timeout: Duration,
+}
+
+/// Where a served partition stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub partition: u32,
+    pub epoch: u64,
+    /// The last commit of its log, and the last the read models hold.
+    pub last_lsn: u64,
+    pub projected_lsn: u64,
+    /// The snapshot it started from (0: its whole log).
+    pub snapshot_lsn: u64,
 }
 
 /// What happened to a partition on this node.
@@ -80,10 +108,37 @@ struct Served {
     wal: Arc<DurableWal>,
     engine: Engine,
     projector: Option<Projector>,
+    snapshots: Option<kizo_snapshots::Snapshots>,
+    /// The LSN of the snapshot the partition started from (0: none, the whole log).
+    started_from: Arc<StartedFrom>,
+}
+
+/// A partition's baseline: its newest snapshot, and the LSN it was at (for the report).
+struct StartedFrom {
+    dir: Option<kizo_snapshots::DirBaseline>,
+    lsn: std::sync::atomic::AtomicU64,
+}
+
+impl kizo_engine::Baseline for StartedFrom {
+    fn load(
+        &self,
+        log_last_lsn: u64,
+    ) -> Result<Option<kizo_engine::LedgerImage>, kizo_engine::BaselineError> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let image = dir.load(log_last_lsn)?;
+        let lsn = image.as_ref().map_or(0, |image| image.lsn);
+        self.lsn.store(lsn, std::sync::atomic::Ordering::Relaxed);
+        Ok(image)
+    }
 }
 
 impl Served {
     async fn stop(self) {
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.stop();
+        }
         if let Some(projector) = &self.projector {
             projector.stop().await;
         }
@@ -170,19 +225,20 @@ impl PartitionHost {
             .collect()
     }
 
-    /// How far each served partition's read models are written: (partition, projected LSN,
-    /// last LSN of its log).
-    pub fn progress(&self) -> Vec<(u32, u64, u64)> {
+    /// Where each served partition stands.
+    pub fn progress(&self) -> Vec<PartitionProgress> {
         let hosted = self.hosted.engines.read().expect("not poisoned");
         hosted
             .iter()
-            .map(|(&p, served)| {
-                let projected = served.projector.as_ref().map_or(0, Projector::progress);
-                (
-                    p,
-                    projected,
-                    kizo_engine::Wal::last_lsn(served.wal.as_ref()),
-                )
+            .map(|(&partition, served)| PartitionProgress {
+                partition,
+                epoch: served.epoch,
+                projected_lsn: served.projector.as_ref().map_or(0, Projector::progress),
+                last_lsn: kizo_engine::Wal::last_lsn(served.wal.as_ref()),
+                snapshot_lsn: served
+                    .started_from
+                    .lsn
+                    .load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect()
     }
@@ -358,6 +414,8 @@ pub enum PartitionStartError {
     Engine(#[from] EngineError),
     #[error("its engine or projector: {0}")]
     Served(#[from] kizo_persistence::transfer_store::StartError),
+    #[error("its snapshots: {0}")]
+    Snapshots(#[from] kizo_snapshots::actor::TakeError),
 }
 
 /// The projector's progress row of `partition`.
@@ -381,10 +439,26 @@ async fn start_engine(
             wal,
             engine,
             projector: None,
+            snapshots: None,
+            started_from: Arc::new(StartedFrom {
+                dir: None,
+                lsn: Default::default(),
+            }),
         });
     };
+    let dir = engines.snapshots.as_ref().map(|snapshots| {
+        Arc::new(kizo_snapshots::dir::open(
+            snapshots.dir.join(format!("partition-{partition}")),
+        ))
+    });
+    let started_from = Arc::new(StartedFrom {
+        dir: dir.clone().map(kizo_snapshots::DirBaseline),
+        lsn: Default::default(),
+    });
     let ServedEngine {
-        engine, projector, ..
+        engine,
+        projector,
+        store,
     } = ServedEngine::start(
         wal.clone(),
         read_models.clone(),
@@ -394,14 +468,34 @@ async fn start_engine(
         },
         engines.engine.clone(),
         engines.clock.clone(),
-        None,
+        Some(started_from.clone() as Arc<dyn kizo_engine::Baseline>),
     )
     .await?;
+    let snapshots = match (dir, &engines.snapshots) {
+        (Some(dir), Some(settings)) => Some(
+            kizo_snapshots::Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
+                dir,
+                retention: kizo_snapshots::SnapshotRetention::Window {
+                    shard_count: settings.shard_count,
+                    window: settings.window,
+                    store,
+                },
+                clock: engines.clock.clone(),
+                wal: wal.clone(),
+                engine: engine.clone(),
+                policy: settings.policy.clone(),
+            })
+            .await?,
+        ),
+        _ => None,
+    };
     Ok(Served {
         epoch,
         wal,
         engine,
         projector: Some(projector),
+        snapshots,
+        started_from,
     })
 }
 

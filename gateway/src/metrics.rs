@@ -164,9 +164,9 @@ pub async fn render(State(state): State<AppState>) -> Response {
         }
     }
     if let crate::books::Books::Cluster(cluster) = &state.books {
-        for (partition, projected, last) in cluster.host.progress() {
-            metrics::gauge!("kizo_partition_projector_lag_commits", "partition" => partition.to_string())
-                .set(last.saturating_sub(projected) as f64);
+        for p in cluster.host.progress() {
+            metrics::gauge!("kizo_partition_projector_lag_commits", "partition" => p.partition.to_string())
+                .set(p.last_lsn.saturating_sub(p.projected_lsn) as f64);
         }
         metrics::gauge!("kizo_partitions_served").set(cluster.host.held().len() as f64);
     }

@@ -358,6 +358,8 @@ struct ServedReport {
     projected_lsn: u64,
     /// Commits of the partition's log not yet in the read models.
     lag: u64,
+    /// The snapshot this node started the partition from (0: its whole log).
+    snapshot_lsn: u64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -392,17 +394,17 @@ pub async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterReport
         .refresh_view(cluster.node_timeout)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let held = cluster.host.held();
     let served_here = cluster
         .host
         .progress()
         .into_iter()
-        .map(|(partition, projected_lsn, last_lsn)| ServedReport {
-            partition,
-            epoch: held.get(&partition).copied().unwrap_or(0),
-            last_lsn,
-            projected_lsn,
-            lag: last_lsn.saturating_sub(projected_lsn),
+        .map(|p| ServedReport {
+            partition: p.partition,
+            epoch: p.epoch,
+            last_lsn: p.last_lsn,
+            projected_lsn: p.projected_lsn,
+            lag: p.last_lsn.saturating_sub(p.projected_lsn),
+            snapshot_lsn: p.snapshot_lsn,
         })
         .collect();
     let cross = cluster.cross.store();

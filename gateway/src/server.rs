@@ -526,21 +526,30 @@ async fn start_node(
         kizo_persistence::leases::LeaseStore::open(&config.store, cluster.partitions).await?;
     let node_timeout = Duration::from_millis(cluster.policy.length_ms);
     let cross = crate::cluster::CrossPartition::new(leases.cross_transfers(), cluster.partitions);
-    let host = crate::cluster::PartitionHost::start(
-        leases,
-        crate::cluster::ClusterSettings {
-            node_id: cluster.node_id.clone(),
-            address: advertise.clone(),
-            policy: cluster.policy,
-            node_timeout,
-        },
-        crate::cluster::PartitionEngines {
-            engine: engine_config,
-            read_models: Some(ReadModels::open(&config.store).await?),
-            clock,
-        },
-    )
-    .await?;
+    let host =
+        crate::cluster::PartitionHost::start(
+            leases,
+            crate::cluster::ClusterSettings {
+                node_id: cluster.node_id.clone(),
+                address: advertise.clone(),
+                policy: cluster.policy,
+                node_timeout,
+            },
+            crate::cluster::PartitionEngines {
+                engine: engine_config,
+                read_models: Some(ReadModels::open(&config.store).await?),
+                clock,
+                snapshots: config.snapshots.dir.clone().map(|dir| {
+                    crate::cluster::PartitionSnapshots {
+                        dir,
+                        policy: config.snapshots.policy.clone(),
+                        shard_count: config.shard_count,
+                        window: config.transfer_window,
+                    }
+                }),
+            },
+        )
+        .await?;
     tracing::info!(node = %cluster.node_id.as_str(), partitions = cluster.partitions.get(), %advertise, "joined the cluster");
     Ok(Arc::new(crate::books::ClusterBooks {
         host,

@@ -31,7 +31,9 @@ fn keys() -> Keys {
     }
 }
 
-async fn node(store: &TestStore, id: &str) -> GatewayProcess {
+/// Node `id`, keeping its partitions' snapshots in `snapshots` (every node's: a takeover
+/// starts from the old owner's newest).
+async fn node(store: &TestStore, id: &str, snapshots: &std::path::Path) -> GatewayProcess {
     GatewayProcess::start(
         store,
         &[
@@ -47,7 +49,10 @@ async fn node(store: &TestStore, id: &str) -> GatewayProcess {
             "1",
             "--worker-threads",
             "2",
-            "--no-snapshots",
+            "--snapshot-dir",
+            snapshots.to_str().unwrap(),
+            "--snapshot-every-records",
+            "100",
             "--jwt-secret",
             "cluster-test-jwt-secret-0123456789abcdef",
             "--password-pepper",
@@ -70,10 +75,13 @@ async fn wait_owned(base: &str, nodes: &[&str], within: Duration) -> Duration {
 }
 
 /// Three nodes sharing the partitions, and their users, each funded.
-async fn cluster_with_users(store: &TestStore) -> (Vec<GatewayProcess>, Arc<Vec<User>>) {
+async fn cluster_with_users(
+    store: &TestStore,
+    snapshots: &std::path::Path,
+) -> (Vec<GatewayProcess>, Arc<Vec<User>>) {
     let mut nodes = Vec::new();
     for id in ["n1", "n2", "n3"] {
-        nodes.push(node(store, id).await);
+        nodes.push(node(store, id, snapshots).await);
     }
     wait_owned(&nodes[0].base, &["n1", "n2", "n3"], Duration::from_secs(30)).await;
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
@@ -121,14 +129,15 @@ async fn check(users: &[User], base: &str, payments: &[failover::Payment]) -> Au
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_and_a_paused_one_lose_and_double_nothing() {
     let store = TestStore::postgres("cluster_nodes_kill");
-    let (mut nodes, users) = cluster_with_users(&store).await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let (mut nodes, users) = cluster_with_users(&store, snapshots.path()).await;
     let live: Live = Arc::new(Mutex::new(nodes.iter().map(|n| n.base.clone()).collect()));
 
     // SIGKILL n2 under load.
     let killed = nodes.remove(1);
     let mut takeover = Duration::ZERO;
     let payments = under_load(&users, &live, 8, async {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
         live.lock().unwrap().retain(|base| base != &killed.base);
         killed.kill().await;
         takeover = wait_owned(&nodes[0].base, &["n1", "n3"], Duration::from_secs(10)).await;
@@ -138,6 +147,18 @@ async fn a_killed_node_and_a_paused_one_lose_and_double_nothing() {
     let audit = check(&users, &nodes[0].base, &payments).await;
     assert!(audit.acked > 50, "only {} payments posted", audit.acked);
     eprintln!("kill: {audit:?}, takeover {takeover:?}");
+    // The partitions taken over started from the killed node's snapshots and their logs after.
+    let mut from_snapshots = 0;
+    for node in &nodes {
+        let report = failover::report(&node.base, &keys()).await.unwrap();
+        from_snapshots += report["served_here"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["snapshot_lsn"].as_u64().unwrap() > 0)
+            .count();
+    }
+    assert!(from_snapshots > 0, "no partition started from a snapshot");
 
     // SIGSTOP n3 past its lease: n1 serves everything; SIGCONT: n3 rejoins and serves again.
     let mut all = payments;
@@ -169,7 +190,8 @@ async fn a_killed_node_and_a_paused_one_lose_and_double_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_fails_nothing_but_retryable_503s() {
     let store = TestStore::postgres("cluster_nodes_rolling");
-    let (nodes, users) = cluster_with_users(&store).await;
+    let snapshots = tempfile::tempdir().unwrap();
+    let (nodes, users) = cluster_with_users(&store, snapshots.path()).await;
     let live: Live = Arc::new(Mutex::new(nodes.iter().map(|n| n.base.clone()).collect()));
     let nodes = Mutex::new(nodes);
     let payments = under_load(&users, &live, 6, async {
@@ -179,7 +201,7 @@ async fn a_rolling_restart_fails_nothing_but_retryable_503s() {
             live.lock().unwrap().retain(|base| base != &stopping.base);
             let status = stopping.terminate().await;
             assert!(status.success(), "{id} stopped cleanly: {status}");
-            let started = node(&store, id).await;
+            let started = node(&store, id, snapshots.path()).await;
             live.lock().unwrap().push(started.base.clone());
             let observer = started.base.clone();
             nodes.lock().unwrap().insert(index, started);
