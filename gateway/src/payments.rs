@@ -820,7 +820,7 @@ pub async fn create(
     let Some(_running) = state.transfer_keys.begin(id) else {
         return Ok(idempotency::in_use());
     };
-    if let Some(kept) = state.transfer_keys.refusal(id) {
+    if let Some(kept) = state.transfer_keys.refusal(id).await.map_err(store_error)? {
         if kept.fingerprint != fingerprint {
             return Err(idempotency::reused());
         }

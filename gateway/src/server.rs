@@ -310,9 +310,14 @@ impl Server {
             .then(|| config.mail.dir.clone())
             .flatten();
         let mail_written = Arc::new(tokio::sync::Notify::new());
+        let transfer_keys = crate::transfer_keys::TransferKeys::load(keys.clone()).await?;
+        let transfer_keys = match &books {
+            crate::books::Books::Cluster(_) => transfer_keys.shared(),
+            crate::books::Books::One { .. } => transfer_keys,
+        };
         let state = Arc::new(App {
             books,
-            transfer_keys: crate::transfer_keys::TransferKeys::load(keys.clone()).await?,
+            transfer_keys,
             keys,
             revocations: crate::auth::Revocations::load(&users).await?,
             users,

@@ -85,6 +85,9 @@ pub struct TransferKeys {
     running: Arc<Mutex<HashSet<u128>>>,
     refusals: Arc<Mutex<Refusals>>,
     store: KeyStore,
+    /// Other processes keep refusals in the same store (a cluster's nodes): one not in this
+    /// process's memory is looked for there.
+    shared: bool,
 }
 
 /// Holds a transfer id as running; frees it when dropped (also when the client goes away).
@@ -129,7 +132,15 @@ impl TransferKeys {
             running: Arc::default(),
             refusals: Arc::new(Mutex::new(refusals)),
             store,
+            shared: false,
         })
+    }
+
+    /// Refusals kept by other processes too (a cluster node's): a retry sent to another node
+    /// than the first attempt is answered as the first was.
+    pub fn shared(mut self) -> TransferKeys {
+        self.shared = true;
+        self
     }
 
     /// Marks `id` as running, unless it already is.
@@ -144,13 +155,33 @@ impl TransferKeys {
     /// The refusal kept for `id`, if any. One forgotten (over [`REFUSALS_MAX`] in a day) lets a
     /// retry run again: it is refused again alike, or, for a refusal that burned the id in
     /// the ledger, gets `transfer_failed`.
-    pub fn refusal(&self, id: u128) -> Option<Refusal> {
-        self.refusals
+    pub async fn refusal(&self, id: u128) -> Result<Option<Refusal>, StoreError> {
+        let held = self
+            .refusals
             .lock()
             .expect("not poisoned")
             .by_id
             .get(&id)
-            .cloned()
+            .cloned();
+        if held.is_some() || !self.shared {
+            return Ok(held);
+        }
+        let Some(row) = self
+            .store
+            .kept_one(SCOPE, &id.to_string(), crate::idempotency::KEPT_MS)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Ok(fingerprint) = <[u8; 16]>::try_from(row.fingerprint.as_slice()) else {
+            tracing::warn!(key = row.key, "a kept transfer refusal is damaged; skipped");
+            return Ok(None);
+        };
+        Ok(Some(Refusal {
+            fingerprint: u128::from_le_bytes(fingerprint),
+            status: u16::try_from(row.status).unwrap_or(422),
+            body: row.body.into(),
+        }))
     }
 
     /// Refusals of `user_id` held now (the last day's, since this process started).

@@ -338,6 +338,23 @@ async fn a_wallet_payment_between_partitions_shows_as_one_payment() {
         "{}",
         refused.body
     );
+    // Sent again to the other node once the money is there: the first answer, replayed.
+    common::fund(&base_b, &alice, 10_000, 78).await;
+    let again = send(
+        "POST",
+        format!("{base_a}/v1/transfers"),
+        &alice_token,
+        Some("k-2"),
+        Some(json!({"from_account_id": alice, "to": {"account_id": bob}, "amount": 5_000, "note": "lunch"})),
+    )
+    .await;
+    assert_eq!(
+        again.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        again.body
+    );
+    assert!(again.replayed, "the refusal kept by the other node");
 
     // Both see it as the payment between them, by its id, with its note.
     for (base, token) in [(&base_a, &alice_token), (&base_b, &bob_token)] {
@@ -384,7 +401,7 @@ async fn a_wallet_payment_between_partitions_shows_as_one_payment() {
         None,
     )
     .await;
-    assert_eq!(balance.body["available"], "700");
+    assert_eq!(balance.body["available"], "10700");
     assert_eq!(balance.body["held"], "0");
 
     // A session ended at one node ends at the other within a poll.

@@ -197,6 +197,27 @@ impl KeyStore {
         .map_err(read_error)
     }
 
+    /// The answer kept for `key` in `scope` in the last `age_ms`, if any.
+    pub async fn kept_one(
+        &self,
+        scope: &str,
+        key: &str,
+        age_ms: i64,
+    ) -> Result<Option<Kept>, StoreError> {
+        let sql = self.sql(
+            "SELECT key, fingerprint, status, body, started_at FROM idempotency_keys
+             WHERE scope = $1 AND key = $2 AND started_at >= $3
+               AND status IS NOT NULL AND body IS NOT NULL",
+        );
+        on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, Kept>(&sql)
+            .bind(scope)
+            .bind(key)
+            .bind(self.now_ms() - age_ms)
+            .fetch_optional(pool)
+            .await)
+        .map_err(read_error)
+    }
+
     /// Frees `key` without an answer (the request failed for a passing reason: a retry runs it).
     pub async fn release(&self, scope: &str, key: &str) -> Result<(), StoreError> {
         let sql = self
