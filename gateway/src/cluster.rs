@@ -37,6 +37,8 @@ pub struct PartitionEngines {
     /// The read models shared by every partition, each fed by the partition's own projector
     /// (its progress row is `partition-<n>`); `None` for an engine on its log alone.
     pub read_models: Option<ReadModels>,
+    /// The read models of partitions kept on other databases (with their logs), by partition.
+    pub read_models_elsewhere: BTreeMap<u32, ReadModels>,
     pub clock: Arc<dyn Clock>,
     /// Each partition's snapshots, in `<dir>/partition-<n>` (with read models only). A
     /// partition starts from its newest snapshot and the log after it; a folder every node
@@ -60,6 +62,7 @@ impl PartitionEngines {
         PartitionEngines {
             engine,
             read_models: None,
+            read_models_elsewhere: BTreeMap::new(),
             clock: Arc::new(kizo_engine::SystemClock),
             snapshots: None,
         }
@@ -410,6 +413,8 @@ async fn round(
 pub enum PartitionStartError {
     #[error("its log: {0}")]
     Log(#[from] kizo_engine::WalError),
+    #[error("its log's store: {0}")]
+    Store(#[from] StoreError),
     #[error("its engine: {0}")]
     Engine(#[from] EngineError),
     #[error("its engine or projector: {0}")]
@@ -429,8 +434,16 @@ async fn start_engine(
     epoch: u64,
     engines: &PartitionEngines,
 ) -> Result<Served, PartitionStartError> {
-    let wal = DurableWal::open(leases.log_stream(partition, epoch), WalConfig::default()).await?;
-    let Some(read_models) = &engines.read_models else {
+    let wal = DurableWal::open(
+        leases.open_stream(partition, epoch).await?,
+        WalConfig::default(),
+    )
+    .await?;
+    let read_models = engines
+        .read_models_elsewhere
+        .get(&partition)
+        .or(engines.read_models.as_ref());
+    let Some(read_models) = read_models else {
         let engine =
             Engine::start_with_clock(engines.engine.clone(), wal.clone(), engines.clock.clone())
                 .await?;

@@ -231,6 +231,32 @@ pub struct Args {
     /// (it goes on; `GET /v1/transfers/{id}` says where it stands).
     #[arg(long, env = "KIZO_PAY_BOUND", default_value = "2s", value_parser = humantime::parse_duration)]
     pub pay_bound: Duration,
+    /// Partitions whose log and read models live on another PostgreSQL database (storage
+    /// that grows with the cluster): `FIRST-LAST=URL` or `N=URL`, repeated or comma-separated
+    /// (`--pg-schema` applies to each). Fixed with the data, like --partitions: every node
+    /// must give the same. The others stay on --database-url.
+    #[arg(long, env = "KIZO_PARTITION_DATABASES", value_delimiter = ',', value_parser = parse_partition_database, hide_env_values = true)]
+    pub partition_database: Vec<(u32, u32, String)>,
+}
+
+/// `FIRST-LAST=URL` or `N=URL`.
+fn parse_partition_database(text: &str) -> Result<(u32, u32, String), String> {
+    let (range, url) = text
+        .split_once('=')
+        .ok_or_else(|| "FIRST-LAST=URL or N=URL".to_string())?;
+    let number = |n: &str| {
+        n.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{n}`: a partition number"))
+    };
+    let (first, last) = match range.split_once('-') {
+        Some((first, last)) => (number(first)?, number(last)?),
+        None => (number(range)?, number(range)?),
+    };
+    if first > last {
+        return Err(format!("`{range}`: the first partition is after the last"));
+    }
+    Ok((first, last, url.trim().to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -479,12 +505,33 @@ impl Args {
         if self.pay_bound.is_zero() || self.pay_bound > Duration::from_secs(60) {
             return Err(bad("--pay-bound must be between 1 ms and 60 s".into()));
         }
+        let mut partition_databases = std::collections::BTreeMap::new();
+        for (first, last, url) in &self.partition_database {
+            if *last >= partitions.get() {
+                return Err(bad(format!(
+                    "--partition-database names partition {last}, past the {} there are",
+                    partitions.get()
+                )));
+            }
+            for partition in *first..=*last {
+                let store = StoreConfig::Postgres {
+                    url: url.clone(),
+                    schema: self.pg_schema.clone(),
+                };
+                if partition_databases.insert(partition, store).is_some() {
+                    return Err(bad(format!(
+                        "--partition-database names partition {partition} twice"
+                    )));
+                }
+            }
+        }
         Ok(Some(crate::server::ClusterConfig {
             node_id,
             advertise,
             partitions,
             policy,
             pay_bound: self.pay_bound,
+            partition_databases,
         }))
     }
 

@@ -76,6 +76,9 @@ pub struct ClusterConfig {
     pub policy: kizo_cluster::lease::LeasePolicy,
     /// How long a wallet payment between partitions is waited for before a 202.
     pub pay_bound: Duration,
+    /// Partitions whose log and read models live on another database than the store's
+    /// (`--partition-database`); the others stay on the store's.
+    pub partition_databases: std::collections::BTreeMap<u32, StoreConfig>,
 }
 
 /// Where `/metrics` is served. By default (`None`, `None`) nowhere: the binary's flags put it
@@ -527,8 +530,23 @@ async fn start_node(
     engine_config: EngineConfig,
     clock: Arc<dyn kizo_engine::Clock>,
 ) -> Result<Arc<crate::books::ClusterBooks>, StartError> {
-    let leases =
-        kizo_persistence::leases::LeaseStore::open(&config.store, cluster.partitions).await?;
+    let leases = kizo_persistence::leases::LeaseStore::open(&config.store, cluster.partitions)
+        .await?
+        .with_partition_databases(&cluster.partition_databases)
+        .await?;
+    let mut read_models_elsewhere = std::collections::BTreeMap::new();
+    let mut opened: Vec<(StoreConfig, ReadModels)> = Vec::new();
+    for (&partition, store) in &cluster.partition_databases {
+        let read_models = match opened.iter().find(|(known, _)| known == store) {
+            Some((_, read_models)) => read_models.clone(),
+            None => {
+                let read_models = ReadModels::open(store).await?;
+                opened.push((store.clone(), read_models.clone()));
+                read_models
+            }
+        };
+        read_models_elsewhere.insert(partition, read_models);
+    }
     let node_timeout = Duration::from_millis(cluster.policy.length_ms);
     let cross = crate::cluster::CrossPartition::new(leases.cross_transfers(), cluster.partitions);
     let host =
@@ -543,6 +561,7 @@ async fn start_node(
             crate::cluster::PartitionEngines {
                 engine: engine_config,
                 read_models: Some(ReadModels::open(&config.store).await?),
+                read_models_elsewhere,
                 clock,
                 snapshots: config.snapshots.dir.clone().map(|dir| {
                     crate::cluster::PartitionSnapshots {

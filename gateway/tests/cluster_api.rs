@@ -18,6 +18,15 @@ use serde_json::{json, Value};
 const PARTITIONS: u32 = 4;
 
 async fn node(store: &TestStore, id: &str) -> (kizo_gateway::Server, String) {
+    node_with(store, id, Default::default()).await
+}
+
+/// A node whose partitions `elsewhere` names keep their logs and read models there.
+async fn node_with(
+    store: &TestStore,
+    id: &str,
+    elsewhere: std::collections::BTreeMap<u32, kizo_persistence::StoreConfig>,
+) -> (kizo_gateway::Server, String) {
     common::start_configured(&store.config, |config| {
         config.cluster = Some(ClusterConfig {
             node_id: kizo_cluster::NodeId::new(id).unwrap(),
@@ -28,6 +37,7 @@ async fn node(store: &TestStore, id: &str) -> (kizo_gateway::Server, String) {
                 renew_every_ms: 300,
             },
             pay_bound: Duration::from_secs(2),
+            partition_databases: elsewhere,
         });
     })
     .await
@@ -431,4 +441,81 @@ async fn a_wallet_payment_between_partitions_shows_as_one_payment() {
     a.stop().await;
     b.stop().await;
     store.clean().await;
+}
+
+/// The partitions in `schema`'s log.
+async fn partitions_logged_in(store: &TestStore) -> Vec<i32> {
+    let kizo_persistence::StoreConfig::Postgres { url, schema } = &store.config else {
+        unreachable!("a PostgreSQL store")
+    };
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let rows: Vec<(i32,)> = sqlx::query_as(&format!(
+        "SELECT DISTINCT partition FROM \"{}\".partition_frames ORDER BY partition",
+        schema.as_deref().unwrap()
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(p,)| p).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_on_another_database_keep_their_log_and_read_models_there() {
+    let store = TestStore::postgres("cluster_api_storage");
+    let other = TestStore::postgres("cluster_api_storage_other");
+    let elsewhere: std::collections::BTreeMap<u32, kizo_persistence::StoreConfig> = [2, 3]
+        .into_iter()
+        .map(|p| (p, other.config.clone()))
+        .collect();
+    let (a, base_a) = node_with(&store, "a", elsewhere.clone()).await;
+    let (b, base_b) = node_with(&store, "b", elsewhere).await;
+    settled(&base_a).await;
+
+    let accounts: Vec<Vec<u128>> = (0..PARTITIONS).map(|p| ids_in(p, 5_000, 2)).collect();
+    let create: Vec<Value> = accounts
+        .iter()
+        .flatten()
+        .map(|id| json!({"id": id.to_string(), "ledger": 840, "code": 1}))
+        .collect();
+    let (status, body) = ledger(&base_a, "accounts", json!(create)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // In each partition, and across: 0 -> 2, 3 -> 1.
+    let mut transfers = Vec::new();
+    for (p, ids) in accounts.iter().enumerate() {
+        transfers.push(transfer(100 + p as u128, ids[0], ids[1], 7, json!({})));
+    }
+    transfers.push(transfer(200, accounts[0][0], accounts[2][1], 5, json!({})));
+    transfers.push(transfer(201, accounts[3][0], accounts[1][1], 3, json!({})));
+    let (status, body) = ledger(&base_b, "transfers", json!(transfers)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(results(&body).iter().all(|r| *r == "created"), "{body}");
+
+    assert_eq!(partitions_logged_in(&store).await, [0, 1]);
+    assert_eq!(partitions_logged_in(&other).await, [2, 3]);
+    // Read through either node, wherever each partition's books are.
+    let ids: Vec<String> = accounts.iter().flatten().map(u128::to_string).collect();
+    let (_, found) = ledger(&base_a, "accounts/lookup", json!({ "ids": ids })).await;
+    assert_eq!(found["accounts"].as_array().unwrap().len(), 8, "{found}");
+    let history = send(
+        "GET",
+        format!("{base_b}/v1/ledger/accounts/{}/transfers", accounts[2][1]),
+        API_KEY,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        history.body["transfers"].as_array().unwrap().len(),
+        2,
+        "{}",
+        history.body
+    );
+    let report = settled(&base_a).await;
+    assert_eq!(report["clearing"][0]["net"], "0", "{report}");
+
+    a.stop().await;
+    b.stop().await;
+    store.clean().await;
+    other.clean().await;
 }

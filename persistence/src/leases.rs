@@ -2,8 +2,10 @@
 //! and one lease row per partition. Every change to a lease is a compare-and-set on its epoch
 //! in one statement, timed by the database's clock: what [`kizo_cluster::lease::plan`]
 //! decides, this applies, and a node whose view was stale gets `false` and changes nothing.
-//! Each partition's log stream is a [`LogStore`] too ([`LeaseStore::log_stream`]): an append
-//! commits only under the partition's current epoch. The embedded store has no cluster: it serves
+//! Each partition's log stream is a [`LogStore`] too ([`LeaseStore::open_stream`]): an append
+//! commits only under the partition's current epoch, which the new owner writes beside the log
+//! (the partition's fence) before it reads it, so that a partition's log may live on another
+//! database than the leases. The embedded store has no cluster: it serves
 //! one node.
 
 use kizo_cluster::lease::{LeaseAction, LeasePolicy, LeaseRow};
@@ -72,8 +74,10 @@ const CROSS_CONNECTIONS: u32 = 16;
 pub struct LeaseStore {
     /// The lease table and the nodes' heartbeats.
     pool: PgPool,
-    /// The partitions' log streams.
+    /// The partitions' log streams, on this database.
     logs: PgPool,
+    /// The log streams of partitions kept on other databases, by partition.
+    elsewhere: std::collections::BTreeMap<u32, PgPool>,
     /// Transfers between partitions and transfer ids.
     cross: PgPool,
     partitions: PartitionCount,
@@ -129,9 +133,38 @@ impl LeaseStore {
         Ok(LeaseStore {
             pool,
             logs: postgres_pool(url, schema.as_deref(), LOG_CONNECTIONS).await?,
+            elsewhere: Default::default(),
             cross: postgres_pool(url, schema.as_deref(), CROSS_CONNECTIONS).await?,
             partitions,
         })
+    }
+
+    /// Keeps the logs of the partitions `databases` names on those databases (storage that
+    /// grows with the cluster); the others stay on this one. Each database gets the schema.
+    pub async fn with_partition_databases(
+        mut self,
+        databases: &std::collections::BTreeMap<u32, StoreConfig>,
+    ) -> Result<LeaseStore, LeaseStoreError> {
+        let mut pools: Vec<(StoreConfig, PgPool)> = Vec::new();
+        for (&partition, config) in databases {
+            let StoreConfig::Postgres { url, schema } = config else {
+                return Err(LeaseStoreError::NotPostgres);
+            };
+            let pool = match pools.iter().find(|(known, _)| known == config) {
+                Some((_, pool)) => pool.clone(),
+                None => {
+                    let pool = postgres_pool(url, schema.as_deref(), LOG_CONNECTIONS).await?;
+                    sqlx::migrate!("./migrations/postgres")
+                        .run(&pool)
+                        .await
+                        .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
+                    pools.push((config.clone(), pool.clone()));
+                    pool
+                }
+            };
+            self.elsewhere.insert(partition, pool);
+        }
+        Ok(self)
     }
 
     pub fn partitions(&self) -> PartitionCount {
@@ -285,13 +318,44 @@ impl LeaseStore {
     }
 
     /// `partition`'s log stream, written under `epoch` (the one this node acquired): a
-    /// [`LogStore`] for a `DurableWal`, whose appends are fenced ([`append_fenced`]).
-    pub fn log_stream(&self, partition: u32, epoch: u64) -> LogStore {
-        LogStore::Partition(PartitionStream {
-            pool: self.logs.clone(),
+    /// [`LogStore`] for a `DurableWal`, whose appends are fenced ([`append_fenced`]). Before it
+    /// answers, the partition's fence (beside its log) is raised to `epoch`: from then on no
+    /// append of an earlier epoch commits, and the stream reads every one that did.
+    /// `Superseded` when the lease is no longer at `epoch`, or the fence already past it.
+    pub async fn open_stream(&self, partition: u32, epoch: u64) -> Result<LogStore, StoreError> {
+        let leased: Option<(i64,)> =
+            sqlx::query_as("SELECT epoch FROM partition_leases WHERE partition = $1")
+                .bind(i32::try_from(partition).unwrap_or(i32::MAX))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(read_error)?;
+        let superseded = || {
+            StoreError::Superseded(format!(
+                "partition {partition} is past epoch {epoch}: another node holds it"
+            ))
+        };
+        if leased.map(|(e,)| ms(e)) != Some(epoch) {
+            return Err(superseded());
+        }
+        let pool = self.elsewhere.get(&partition).unwrap_or(&self.logs).clone();
+        let (fence,): (i64,) = sqlx::query_as(
+            "INSERT INTO partition_fences (partition, epoch) VALUES ($1, $2)
+             ON CONFLICT (partition) DO UPDATE SET epoch = GREATEST(partition_fences.epoch, EXCLUDED.epoch)
+             RETURNING epoch",
+        )
+        .bind(i32::try_from(partition).unwrap_or(i32::MAX))
+        .bind(signed(epoch))
+        .fetch_one(&pool)
+        .await
+        .map_err(read_error)?;
+        if ms(fence) != epoch {
+            return Err(superseded());
+        }
+        Ok(LogStore::Partition(PartitionStream {
+            pool,
             partition,
             epoch,
-        })
+        }))
     }
 
     /// The cluster's cross-partition transfers, on a pool of their own.
@@ -302,14 +366,17 @@ impl LeaseStore {
     pub async fn close(&self) {
         self.pool.close().await;
         self.logs.close().await;
+        for pool in self.elsewhere.values() {
+            pool.close().await;
+        }
         self.cross.close().await;
     }
 }
 
 /// Appends a frame of a partition's log under its stream's epoch, in one statement that holds
-/// the lease row (`FOR SHARE`) while it inserts: an acquisition that bumps the epoch waits for
-/// the append to commit, and an append that waited for an acquisition finds the new epoch and
-/// writes nothing. So once a node has acquired a partition, no append of an earlier epoch can
+/// the partition's fence row (`FOR SHARE`) while it inserts: a new owner raising the fence
+/// waits for the append to commit, and an append that waited for it finds the new epoch and
+/// writes nothing. So once a new owner has opened its stream, no append of an earlier epoch can
 /// commit, and every one that did is in the log it reads.
 pub(crate) async fn append_fenced(
     stream: &PartitionStream,
@@ -320,7 +387,7 @@ pub(crate) async fn append_fenced(
     let inserted = sqlx::query(
         "INSERT INTO partition_frames (partition, first_lsn, last_lsn, epoch, frame)
          SELECT $1, $2, $3, $4, $5
-         WHERE EXISTS (SELECT 1 FROM partition_leases
+         WHERE EXISTS (SELECT 1 FROM partition_fences
                        WHERE partition = $1 AND epoch = $4 FOR SHARE)",
     )
     .bind(i32::try_from(stream.partition).unwrap_or(i32::MAX))

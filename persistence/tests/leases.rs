@@ -228,33 +228,26 @@ async fn appends_are_fenced_by_the_epoch() {
         .await
         .unwrap();
     assert_eq!(first, Some(1));
-    let mut at_one = leases.log_stream(0, 1).appender();
+    let mut at_one = leases.open_stream(0, 1).await.unwrap().appender();
     at_one.append(1, 1, b"one").await.unwrap();
     assert_eq!(
         at_one.append(1, 1, b"again").await,
         Err(StoreError::Conflict(1))
     );
+    // No stream opens at an epoch the lease is not at.
     assert!(matches!(
-        leases
-            .log_stream(0, 2)
-            .appender()
-            .append(2, 2, b"future")
-            .await,
+        leases.open_stream(0, 2).await,
         Err(StoreError::Superseded(_))
     ));
     // A partition never acquired is at epoch 0; its stream is its own.
-    leases
-        .log_stream(1, 0)
-        .appender()
-        .append(1, 1, b"other")
-        .await
-        .unwrap();
-    assert_eq!(leases.log_stream(1, 0).last_lsn().await.unwrap(), 1);
+    let other = leases.open_stream(1, 0).await.unwrap();
+    other.appender().append(1, 1, b"other").await.unwrap();
+    assert_eq!(other.last_lsn().await.unwrap(), 1);
 
     // "a" keeps appending at epoch 1 while "b" takes the partition over.
     let appended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let appender = {
-        let (stream, appended) = (leases.log_stream(0, 1), appended.clone());
+        let (stream, appended) = (leases.open_stream(0, 1).await.unwrap(), appended.clone());
         tokio::spawn(async move {
             let mut appender = stream.appender();
             let mut durable = Vec::new();
@@ -298,7 +291,15 @@ async fn appends_are_fenced_by_the_epoch() {
         .await
         .unwrap();
     assert_eq!(taken, Some(2));
-    let theirs = leases.log_stream(0, 2);
+    // The new owner raises the partition's fence as it opens its stream, then reads.
+    let theirs = leases.open_stream(0, 2).await.unwrap();
+    assert!(
+        matches!(
+            leases.open_stream(0, 1).await,
+            Err(StoreError::Superseded(_))
+        ),
+        "the old epoch opens no stream"
+    );
     let frames = |stream: kizo_persistence::LogStore| async move {
         stream
             .read_frames(0, u64::MAX >> 1, 10_000)
@@ -361,9 +362,12 @@ async fn a_partition_moves_to_another_node_through_its_fenced_log() {
         }
     };
     assert_eq!(acquire(a.clone(), 0).await, Some(1));
-    let wal_a = DurableWal::open(leases.log_stream(0, 1), WalConfig::default())
-        .await
-        .unwrap();
+    let wal_a = DurableWal::open(
+        leases.open_stream(0, 1).await.unwrap(),
+        WalConfig::default(),
+    )
+    .await
+    .unwrap();
     let engine_a = Engine::start(kizo_testkit::engine_config(), wal_a)
         .await
         .unwrap();
@@ -385,9 +389,12 @@ async fn a_partition_moves_to_another_node_through_its_fenced_log() {
     );
     tokio::time::sleep(Duration::from_millis(POLICY.length_ms + 100)).await;
     assert_eq!(acquire(b.clone(), 1).await, Some(2));
-    let wal_b = DurableWal::open(leases.log_stream(0, 2), WalConfig::default())
-        .await
-        .unwrap();
+    let wal_b = DurableWal::open(
+        leases.open_stream(0, 2).await.unwrap(),
+        WalConfig::default(),
+    )
+    .await
+    .unwrap();
     let engine_b = Engine::start(kizo_testkit::engine_config(), wal_b)
         .await
         .unwrap();
