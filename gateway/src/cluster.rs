@@ -78,6 +78,9 @@ pub struct ClusterSettings {
     pub policy: LeasePolicy,
     /// A node whose heartbeat is older than this is not live (a few renewals).
     pub node_timeout: Duration,
+    /// A router (`--role router`) holds no partition: it never joins, never leases, and only
+    /// reads who owns what, to forward every operation.
+    pub router: bool,
 }
 
 /// Where a served partition stands.
@@ -165,6 +168,7 @@ pub struct PartitionHost {
     partitions: PartitionCount,
     leases: LeaseStore,
     node_id: NodeId,
+    router: bool,
     stop: tokio::sync::watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -180,7 +184,9 @@ impl PartitionHost {
             settings.policy.is_valid(),
             "lease timing checked by the caller"
         );
-        leases.join(&settings.node_id, &settings.address).await?;
+        if !settings.router {
+            leases.join(&settings.node_id, &settings.address).await?;
+        }
         let hosted: Hosted = Arc::new(Hosting {
             engines: RwLock::default(),
             view: RwLock::default(),
@@ -199,6 +205,7 @@ impl PartitionHost {
             partitions: leases.partitions(),
             leases,
             node_id: settings.node_id,
+            router: settings.router,
             stop,
             task: std::sync::Mutex::new(Some(task)),
         })
@@ -286,6 +293,9 @@ impl PartitionHost {
     /// A graceful leave: the node stops being live, hands every partition over (each is
     /// released once its engine stopped), and ends within `within`.
     pub async fn leave(&self, within: Duration) {
+        if self.router {
+            return self.halt().await;
+        }
         if let Err(error) = self.leases.leave(&self.node_id).await {
             tracing::warn!(%error, "the leave was not recorded; the leases will expire instead");
         }
@@ -341,13 +351,18 @@ async fn round(
     hosted: &Hosted,
 ) -> Result<(), StoreError> {
     let me = &settings.node_id;
-    leases.heartbeat(me, &settings.address).await?;
+    if !settings.router {
+        leases.heartbeat(me, &settings.address).await?;
+    }
     let view = Arc::new(
         leases
             .view(settings.node_timeout.as_millis() as u64)
             .await?,
     );
     *hosted.view.write().expect("not poisoned") = Some(view.clone());
+    if settings.router {
+        return Ok(());
+    }
     let held: BTreeMap<u32, u64> = {
         let hosted = hosted.engines.read().expect("not poisoned");
         hosted

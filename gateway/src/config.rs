@@ -237,6 +237,17 @@ pub struct Args {
     /// must give the same. The others stay on --database-url.
     #[arg(long, env = "KIZO_PARTITION_DATABASES", value_delimiter = ',', value_parser = parse_partition_database, hide_env_values = true)]
     pub partition_database: Vec<(u32, u32, String)>,
+    /// A cluster node's role: `node` holds partitions; `router` holds none, serves the API
+    /// and forwards every ledger operation to the owner of its partition.
+    #[arg(long, env = "KIZO_ROLE", value_enum, default_value = "node")]
+    pub role: Role,
+}
+
+/// See [`Args::role`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Node,
+    Router,
 }
 
 /// `FIRST-LAST=URL` or `N=URL`.
@@ -468,6 +479,11 @@ impl Args {
     fn cluster_config(&self) -> Result<Option<crate::server::ClusterConfig>, ConfigError> {
         let bad = |what: String| ConfigError::Cluster(what);
         let Some(node_id) = &self.node_id else {
+            if self.role == Role::Router {
+                return Err(bad(
+                    "--role router needs --node-id (a cluster's member)".into()
+                ));
+            }
             if self.partitions != 1 {
                 return Err(bad("--partitions needs --node-id (a cluster node)".into()));
             }
@@ -532,6 +548,7 @@ impl Args {
             policy,
             pay_bound: self.pay_bound,
             partition_databases,
+            router: self.role == Role::Router,
         }))
     }
 

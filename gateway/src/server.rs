@@ -79,6 +79,9 @@ pub struct ClusterConfig {
     /// Partitions whose log and read models live on another database than the store's
     /// (`--partition-database`); the others stay on the store's.
     pub partition_databases: std::collections::BTreeMap<u32, StoreConfig>,
+    /// A router (`--role router`): serves the API and forwards every ledger operation to the
+    /// partitions' owners; holds no partition.
+    pub router: bool,
 }
 
 /// Where `/metrics` is served. By default (`None`, `None`) nowhere: the binary's flags put it
@@ -557,6 +560,7 @@ async fn start_node(
                 address: advertise.clone(),
                 policy: cluster.policy,
                 node_timeout,
+                router: cluster.router,
             },
             crate::cluster::PartitionEngines {
                 engine: engine_config,

@@ -34,6 +34,7 @@ async fn host(store: &TestStore, name: &str) -> PartitionHost {
             address: format!("{name}.invalid:1"),
             policy: POLICY,
             node_timeout: Duration::from_millis(1_000),
+            router: false,
         },
         PartitionEngines::bare(kizo_testkit::engine_config()),
     )

@@ -38,6 +38,7 @@ async fn node_with(
             },
             pay_bound: Duration::from_secs(2),
             partition_databases: elsewhere,
+            router: id.starts_with("router"),
         });
     })
     .await
@@ -213,9 +214,10 @@ async fn a_batch_across_partitions_means_what_the_docs_say() {
     .await;
     assert_eq!(results(&body), ["exists_with_different_debit_account_id"]);
 
-    // Lookups and history through either node.
+    // Lookups and history through any node, and through a router, which holds nothing.
+    let (router, base_router) = node(&store, "router-1").await;
     let (_, found) = ledger(
-        &base_b,
+        &base_router,
         "transfers/lookup",
         json!({"ids": ["1", "3", "99"]}),
     )
@@ -287,6 +289,31 @@ async fn a_batch_across_partitions_means_what_the_docs_say() {
     );
     assert_eq!(deposit.body["code"], "settlements_not_in_cluster");
 
+    let routed = send(
+        "GET",
+        format!("{base_router}/v1/admin/cluster"),
+        ADMIN_KEY,
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        routed.body["served_here"].as_array().unwrap().is_empty(),
+        "{}",
+        routed.body
+    );
+    let owners: Vec<&str> = routed.body["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["owner"].as_str())
+        .collect();
+    assert!(
+        !owners.contains(&"router-1"),
+        "a router owns nothing: {owners:?}"
+    );
+
+    router.stop().await;
     a.stop().await;
     b.stop().await;
     store.clean().await;
@@ -413,6 +440,29 @@ async fn a_wallet_payment_between_partitions_shows_as_one_payment() {
     .await;
     assert_eq!(balance.body["available"], "10700");
     assert_eq!(balance.body["held"], "0");
+
+    // A router, which holds no partition, drives a payment between two it does not own.
+    let (router, base_router) = node(&store, "router-1").await;
+    let routed = send(
+        "POST",
+        format!("{base_router}/v1/transfers"),
+        &alice_token,
+        Some("k-3"),
+        Some(json!({"from_account_id": alice, "to": {"account_id": bob}, "amount": 200, "note": "via a router"})),
+    )
+    .await;
+    assert_eq!(routed.status, StatusCode::CREATED, "{}", routed.body);
+    assert_eq!(routed.body["status"], "posted");
+    let balance = send(
+        "GET",
+        format!("{base_router}/v1/accounts/{bob}"),
+        &bob_token,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(balance.body["available"], "500", "{}", balance.body);
+    router.stop().await;
 
     // A session ended at one node ends at the other within a poll.
     let me = |base: &str| {
