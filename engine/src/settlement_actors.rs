@@ -59,6 +59,35 @@ pub trait SettlementStorePort: Send + Sync + 'static {
     fn keep_report<'a>(&'a self, report: &'a Report) -> PortFuture<'a, Result<(), PortError>>;
 }
 
+/// The ledger, as settlements need it: one engine, or a cluster's partitions (where each
+/// transfer goes to the owner of its accounts' partition).
+pub trait LedgerPort: Send + Sync + 'static {
+    fn create_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> PortFuture<'_, Result<Vec<CreateTransferResult>, EngineError>>;
+    fn lookup_accounts(
+        &self,
+        ids: Vec<u128>,
+    ) -> PortFuture<'_, Result<Vec<crate::Account>, EngineError>>;
+}
+
+impl LedgerPort for Engine {
+    fn create_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> PortFuture<'_, Result<Vec<CreateTransferResult>, EngineError>> {
+        Box::pin(Engine::create_transfers(self, transfers))
+    }
+
+    fn lookup_accounts(
+        &self,
+        ids: Vec<u128>,
+    ) -> PortFuture<'_, Result<Vec<crate::Account>, EngineError>> {
+        Box::pin(Engine::lookup_accounts(self, ids))
+    }
+}
+
 /// The ledger's totals over every account, per ledger (the read models in production).
 pub trait LedgerTotalsPort: Send + Sync + 'static {
     fn totals(&self) -> PortFuture<'_, Result<Vec<crate::reconcile::LedgerTotals>, PortError>>;
@@ -98,7 +127,7 @@ impl Default for SettlementConfig {
 /// What a worker needs: the ledger, the bank, the store.
 #[derive(Clone)]
 pub struct Ports {
-    pub engine: Engine,
+    pub ledger: Arc<dyn LedgerPort>,
     pub bank: Arc<dyn BankPort>,
     pub store: Arc<dyn SettlementStorePort>,
     /// The one clock settlements read: due times, attempts, reconciliation.
@@ -167,7 +196,7 @@ pub async fn advance(
     let outcome = match action {
         Action::Done | Action::Wait(_) => return Ok((persisted, true)),
         Action::Hold(t) | Action::Settle(t) | Action::Release(t) => {
-            ActionOutcome::Ledger(ledger(&ports.engine, t).await)
+            ActionOutcome::Ledger(ledger(ports.ledger.as_ref(), t).await)
         }
         Action::Send | Action::Check => {
             let started = Instant::now();
@@ -231,8 +260,8 @@ pub async fn advance(
     Ok((next, false))
 }
 
-async fn ledger(engine: &Engine, transfer: Transfer) -> LedgerOutcome {
-    match engine.create_transfers(vec![transfer]).await {
+async fn ledger(ledger: &dyn LedgerPort, transfer: Transfer) -> LedgerOutcome {
+    match ledger.create_transfers(vec![transfer]).await {
         Ok(results) => match results[0] {
             CreateTransferResult::Created | CreateTransferResult::Exists => LedgerOutcome::Done,
             other => LedgerOutcome::Refused(other.code()),
@@ -705,7 +734,7 @@ async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, Settlement
     // any moved meanwhile, read again (a few times), else leave the ledger check out.
     let mut balances = None;
     for _ in 0..5 {
-        let read = bank_balances(&ports.engine, &settlements).await?;
+        let read = bank_balances(ports.ledger.as_ref(), &settlements).await?;
         let again = ports.store.all(RECONCILE_SETTLEMENTS_MAX).await?;
         let moved = again.len() != settlements.len()
             || again
@@ -755,30 +784,28 @@ async fn run_reconciliation(state: &ReconcilerArgs) -> Result<Report, Settlement
     Ok(report)
 }
 
+/// The bank's side per ledger: the sum over the bank accounts settlements name (one per
+/// ledger on a single node, one per ledger and partition on a cluster).
 async fn bank_balances(
-    engine: &Engine,
+    ledger: &dyn LedgerPort,
     settlements: &[Settlement],
 ) -> Result<BTreeMap<u32, BankAccountBalance>, EngineError> {
-    let accounts: BTreeMap<u128, u32> = settlements
-        .iter()
-        .map(|s| (s.bank_account_id, s.ledger))
-        .collect();
-    let found = engine
-        .lookup_accounts(accounts.keys().copied().collect())
+    let accounts: BTreeSet<u128> = settlements.iter().map(|s| s.bank_account_id).collect();
+    let found = ledger
+        .lookup_accounts(accounts.into_iter().collect())
         .await?;
-    Ok(found
-        .iter()
-        .map(|a| {
-            (
-                a.ledger,
-                BankAccountBalance {
-                    debits_posted: a.debits_posted,
-                    credits_posted: a.credits_posted,
-                    credits_pending: a.credits_pending,
-                },
-            )
-        })
-        .collect())
+    let mut balances: BTreeMap<u32, BankAccountBalance> = BTreeMap::new();
+    for a in &found {
+        let balance = balances.entry(a.ledger).or_insert(BankAccountBalance {
+            debits_posted: 0,
+            credits_posted: 0,
+            credits_pending: 0,
+        });
+        balance.debits_posted = balance.debits_posted.saturating_add(a.debits_posted);
+        balance.credits_posted = balance.credits_posted.saturating_add(a.credits_posted);
+        balance.credits_pending = balance.credits_pending.saturating_add(a.credits_pending);
+    }
+    Ok(balances)
 }
 
 /// Starts the reconciler; `run` asks it for a report now.
@@ -954,7 +981,7 @@ mod tests {
         });
         let store = Arc::new(TestStore::default());
         let ports = Ports {
-            engine: engine.clone(),
+            ledger: Arc::new(engine.clone()),
             bank: bank.clone(),
             store: store.clone(),
             clock: Arc::new(SystemClock),
@@ -1007,7 +1034,7 @@ mod tests {
             store.save(s, s).await.unwrap();
         }
         let ports = Ports {
-            engine: engine.clone(),
+            ledger: Arc::new(engine.clone()),
             bank: bank.clone(),
             store: store.clone(),
             clock: Arc::new(SystemClock),
@@ -1046,7 +1073,7 @@ mod tests {
         let bank = Arc::new(TestBank::default());
         let store = Arc::new(TestStore::default());
         let ports = Ports {
-            engine: engine.clone(),
+            ledger: Arc::new(engine.clone()),
             bank: bank.clone(),
             store: store.clone(),
             clock: Arc::new(SystemClock),

@@ -56,9 +56,10 @@ pub struct ClusterBooks {
     /// How long a wallet payment between partitions is waited for before it is answered
     /// 202 (it goes on, and its status is at `/v1/transfers/{id}`).
     pub pay_bound: Duration,
-    /// The clearing accounts known to exist, as (ledger, partition): accounts are never
-    /// removed, so each is created once per node rather than before every leg.
-    pub clearing_made: std::sync::Mutex<std::collections::BTreeSet<(u32, u32)>>,
+    /// The cluster's own accounts (clearing accounts, and the bank's of each partition) known
+    /// to exist: accounts are never removed, so each is created once per node rather than
+    /// before every leg or settlement.
+    pub own_accounts_made: std::sync::Mutex<std::collections::BTreeSet<u128>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -444,9 +445,11 @@ impl Books {
     }
 }
 
-/// The partition `account` lives in: a clearing account names its own.
+/// The partition `account` lives in: the cluster's own accounts (a clearing account, a
+/// partition's bank account) name theirs.
 pub fn home_of(account: u128, partitions: PartitionCount) -> u32 {
-    match clearing_account_of(account) {
+    let own = clearing_account_of(account).or_else(|| kizo_wallet::ids::bank_account_of(account));
+    match own {
         Some((partition, _)) if partition < partitions.get() => partition,
         _ => partition_of(account, partitions),
     }
@@ -697,6 +700,109 @@ impl ClusterBooks {
     }
 }
 
+impl ClusterBooks {
+    /// Creates those of the cluster's own `accounts` (all in `partition`) not known to exist
+    /// yet, and remembers those that do.
+    async fn make_own_accounts(
+        &self,
+        partition: u32,
+        accounts: Vec<Account>,
+    ) -> Result<(), BooksError> {
+        let missing: Vec<Account> = {
+            let known = self.own_accounts_made.lock().expect("not poisoned");
+            accounts
+                .into_iter()
+                .filter(|a| !known.contains(&a.id))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let answer = self
+            .on_partition(partition, PartitionOp::CreateAccounts(missing.clone()))
+            .await?;
+        if let PartitionAnswer::Accounts(results) = answer {
+            let mut known = self.own_accounts_made.lock().expect("not poisoned");
+            for (account, result) in missing.iter().zip(results) {
+                if matches!(
+                    result,
+                    CreateAccountResult::Created | CreateAccountResult::Exists
+                ) {
+                    known.insert(account.id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The books as settlements use them on a cluster: a settlement's transfers are between a
+/// wallet and its partition's bank account, which is created (once per node) before the
+/// first transfer that names it.
+pub struct SettlementLedger(pub Arc<ClusterBooks>);
+
+impl SettlementLedger {
+    async fn create_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> Result<Vec<CreateTransferResult>, EngineError> {
+        let partitions = self.0.host.partitions();
+        for account in transfers
+            .iter()
+            .flat_map(|t| [t.debit_account_id, t.credit_account_id])
+        {
+            if let Some((partition, ledger)) = kizo_wallet::ids::bank_account_of(account)
+                .filter(|&(partition, _)| partition < partitions.get())
+            {
+                self.0
+                    .make_own_accounts(
+                        partition,
+                        vec![kizo_wallet::codes::bank_account_in(ledger, partition)],
+                    )
+                    .await
+                    .map_err(engine_error)?;
+            }
+        }
+        Books::Cluster(self.0.clone())
+            .create_transfers(transfers)
+            .await
+            .map_err(engine_error)
+    }
+}
+
+/// What a settlement makes of the books' refusals: each is worth a later retry (the
+/// settlement's transfers are the server's own, so none is a caller's mistake).
+fn engine_error(error: BooksError) -> EngineError {
+    match error {
+        BooksError::Engine(error) => error,
+        other => EngineError::Unavailable(other.to_string()),
+    }
+}
+
+impl kizo_engine::settlement_actors::LedgerPort for SettlementLedger {
+    fn create_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> kizo_engine::settlement_actors::PortFuture<
+        '_,
+        Result<Vec<CreateTransferResult>, EngineError>,
+    > {
+        Box::pin(SettlementLedger::create_transfers(self, transfers))
+    }
+
+    fn lookup_accounts(
+        &self,
+        ids: Vec<u128>,
+    ) -> kizo_engine::settlement_actors::PortFuture<'_, Result<Vec<Account>, EngineError>> {
+        Box::pin(async move {
+            Books::Cluster(self.0.clone())
+                .lookup_accounts(ids)
+                .await
+                .map_err(engine_error)
+        })
+    }
+}
+
 impl LegRouter for ClusterBooks {
     fn create(&self, partition: u32, accounts: Vec<Account>, leg: Transfer) -> LegFuture<'_> {
         Box::pin(async move {
@@ -704,33 +810,9 @@ impl LegRouter for ClusterBooks {
                 BooksError::Unavailable { partition } => LegError::NotServed(partition),
                 other => LegError::Books(Box::new(other)),
             };
-            let made = |account: &Account| {
-                clearing_account_of(account.id).map(|(partition, ledger)| (ledger, partition))
-            };
-            let missing: Vec<Account> = {
-                let known = self.clearing_made.lock().expect("not poisoned");
-                accounts
-                    .into_iter()
-                    .filter(|a| made(a).is_none_or(|key| !known.contains(&key)))
-                    .collect()
-            };
-            if !missing.is_empty() {
-                let answer = self
-                    .on_partition(partition, PartitionOp::CreateAccounts(missing.clone()))
-                    .await
-                    .map_err(to_leg_error)?;
-                if let PartitionAnswer::Accounts(results) = answer {
-                    let mut known = self.clearing_made.lock().expect("not poisoned");
-                    for (account, result) in missing.iter().zip(results) {
-                        if matches!(
-                            result,
-                            CreateAccountResult::Created | CreateAccountResult::Exists
-                        ) {
-                            known.extend(made(account));
-                        }
-                    }
-                }
-            }
+            self.make_own_accounts(partition, accounts)
+                .await
+                .map_err(to_leg_error)?;
             match self
                 .on_partition(partition, PartitionOp::CreateTransfers(vec![leg]))
                 .await
@@ -774,11 +856,13 @@ mod tests {
     }
 
     #[test]
-    fn a_clearing_account_lives_in_the_partition_it_names() {
+    fn the_clusters_own_accounts_live_in_the_partitions_they_name() {
         let partitions = PartitionCount::new(8).unwrap();
         for partition in 0..8 {
             let id = kizo_cluster::legs::clearing_account_id(840, partition);
             assert_eq!(home_of(id, partitions), partition);
+            let bank = kizo_wallet::ids::bank_account_id_in(840, partition);
+            assert_eq!(home_of(bank, partitions), partition);
         }
         assert_eq!(home_of(42, partitions), partition_of(42, partitions));
     }

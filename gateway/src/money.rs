@@ -70,7 +70,8 @@ pub async fn start_settlement(
         id,
         request.kind,
         request.account,
-        kizo_wallet::ids::bank_account_id(ledger),
+        // Its partition's (on one node, the one): a settlement never crosses partitions.
+        kizo_wallet::ids::bank_account_id_in(ledger, state.books.home_of(request.account)),
         ledger,
         request.amount,
         state.clock.now_ms(),

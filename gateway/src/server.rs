@@ -158,7 +158,7 @@ pub struct App {
     pub passwords: crate::auth::Passwords,
     pub currency: crate::config::Currency,
     pub limits: crate::limits::Limits,
-    /// Deposits and withdrawals; `None` on a cluster node (see docs/operations.md).
+    /// Deposits and withdrawals; `None` on a cluster node started without `--bank-url`.
     pub money: Option<Money>,
     /// The snapshot actor, when the server keeps snapshots.
     pub snapshots: Option<kizo_snapshots::Snapshots>,
@@ -182,8 +182,8 @@ impl App {
         self.money.as_ref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
-                "settlements_not_in_cluster",
-                "deposits and withdrawals are served by a single-node deployment; a cluster does not serve them yet",
+                "settlements_need_a_bank",
+                "this cluster node serves no deposits and withdrawals: a cluster's nodes settle with one bank, given to each by --bank-url",
             )
         })
     }
@@ -217,8 +217,9 @@ pub struct Server {
     money: Option<(Settlements, ractor::ActorRef<ReconcilerMsg>)>,
     snapshots: Option<kizo_snapshots::Snapshots>,
     pruning: tokio::task::JoinHandle<()>,
-    /// On a cluster node: reads the sessions other nodes ended.
-    following: Option<tokio::task::JoinHandle<()>>,
+    /// On a cluster node: reads the sessions other nodes ended, and resumes the settlements of
+    /// the partitions it holds.
+    following: Vec<tokio::task::JoinHandle<()>>,
     mailing: tokio::task::JoinHandle<()>,
     running: Running,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -302,11 +303,16 @@ impl Server {
         let users = UserStore::open(&config.store)
             .await?
             .with_clock(clock.clone());
-        let money = match &books {
-            crate::books::Books::One { engine, .. } => {
-                Some(start_money(&config, engine, clock.clone()).await?)
+        // Every node of a cluster settles with the same bank: an in-process one each would be
+        // as many banks, each ignorant of the others' movements.
+        let money = match (&books, &config.bank.url) {
+            (crate::books::Books::Cluster(_), None) => {
+                tracing::warn!(
+                    "a cluster node without --bank-url serves no deposits and withdrawals"
+                );
+                None
             }
-            crate::books::Books::Cluster(_) => None,
+            _ => Some(start_money(&config, &books, clock.clone()).await?),
         };
         let mailer = Arc::new(crate::mail::Mailer::new(&config.mail)?);
         let mail_dir = config
@@ -354,8 +360,19 @@ impl Server {
             mail_written,
         ));
         let pruning = tokio::spawn(housekeeping(state.clone()));
-        let following = matches!(state.books, crate::books::Books::Cluster(_))
-            .then(|| tokio::spawn(follow_revocations(state.clone())));
+        let following = match &state.books {
+            crate::books::Books::Cluster(books) => {
+                let mut following = vec![tokio::spawn(follow_revocations(state.clone()))];
+                if state.money.is_some() {
+                    following.push(tokio::spawn(resume_settlements(
+                        books.clone(),
+                        state.clone(),
+                    )));
+                }
+                following
+            }
+            crate::books::Books::One { .. } => Vec::new(),
+        };
         let money = state
             .money
             .as_ref()
@@ -426,7 +443,7 @@ impl Server {
         }
         let _ = self.shutdown.send(true);
         self.pruning.abort();
-        if let Some(following) = &self.following {
+        for following in &self.following {
             following.abort();
         }
         // Mail not yet sent stays in the outbox for the next start.
@@ -585,7 +602,7 @@ async fn start_node(
         peers: crate::peers::Peers::new(&config.api_key, node_timeout),
         node_timeout,
         pay_bound: cluster.pay_bound,
-        clearing_made: Default::default(),
+        own_accounts_made: Default::default(),
     }))
 }
 
@@ -632,20 +649,99 @@ async fn resume_cross(books: Arc<crate::books::ClusterBooks>) {
     }
 }
 
+/// Deposits and withdrawals. On one node, against its engine and its bank account. On a
+/// cluster, every node drives the settlements it starts, and the owner of a wallet's
+/// partition those left idle (a node that died, one started elsewhere): a settlement moves
+/// money between a wallet and its partition's bank account, so it never crosses partitions,
+/// and every step is a compare-and-set on the shared store, so two drivers never both act.
+/// On a cluster node: when it acquires a partition, and every [`RESUME_EVERY`], it hands its
+/// supervisor the unfinished settlements of the partitions it holds that nobody moved for
+/// [`RESUME_IDLE`] (their driver died, or left them to a backoff the supervisor here should
+/// keep). A settlement another node still drives is safe to hand over too: every step is a
+/// compare-and-set, so only one driver acts on each.
+async fn resume_settlements(books: Arc<crate::books::ClusterBooks>, state: AppState) {
+    let Some(money) = &state.money else { return };
+    let mut events = books.host.events();
+    let mut every = tokio::time::interval(RESUME_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(crate::cluster::HostEvent::Acquired { .. })
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(crate::cluster::HostEvent::Dropped { .. }) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = every.tick() => {}
+        }
+        let idle_before = state
+            .clock
+            .now_ms()
+            .saturating_sub(RESUME_IDLE.as_millis() as u64);
+        // The port reads only the partitions held here.
+        match money.ports.store.unfinished().await {
+            Ok(unfinished) => {
+                let idle: Vec<_> = unfinished
+                    .into_iter()
+                    .filter(|s| s.updated_ms <= idle_before)
+                    .collect();
+                if !idle.is_empty() {
+                    tracing::info!(count = idle.len(), "settlements resumed");
+                }
+                for settlement in idle {
+                    money.settlements.submit(settlement);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "settlements not resumed; retrying later")
+            }
+        }
+    }
+}
+
 async fn start_money(
     config: &ServerConfig,
-    engine: &Engine,
+    books: &crate::books::Books,
     clock: Arc<dyn kizo_engine::Clock>,
 ) -> Result<Money, StartError> {
-    let ledger = config.currency.ledger;
-    let bank_account = kizo_wallet::codes::bank_account(ledger);
-    let created = engine.create_accounts(vec![bank_account]).await?;
-    if !matches!(
-        created[0],
-        CreateAccountResult::Created | CreateAccountResult::Exists
-    ) {
-        return Err(StartError::BankAccount(created[0]));
-    }
+    let (ledger, read_models, held): (Arc<dyn kizo_engine::settlement_actors::LedgerPort>, _, _) =
+        match books {
+            crate::books::Books::One { engine, .. } => {
+                let bank_account = kizo_wallet::codes::bank_account(config.currency.ledger);
+                let created = engine.create_accounts(vec![bank_account]).await?;
+                if !matches!(
+                    created[0],
+                    CreateAccountResult::Created | CreateAccountResult::Exists
+                ) {
+                    return Err(StartError::BankAccount(created[0]));
+                }
+                let read_models =
+                    vec![kizo_persistence::read_models::ReadModels::open(&config.store).await?];
+                (Arc::new(engine.clone()), read_models, None)
+            }
+            crate::books::Books::Cluster(cluster) => {
+                // Reconciliation adds up every database's read models, each once.
+                let mut stores = vec![&config.store];
+                for store in config
+                    .cluster
+                    .iter()
+                    .flat_map(|c| c.partition_databases.values())
+                {
+                    if !stores.contains(&store) {
+                        stores.push(store);
+                    }
+                }
+                let mut read_models = Vec::with_capacity(stores.len());
+                for store in stores {
+                    read_models.push(kizo_persistence::read_models::ReadModels::open(store).await?);
+                }
+                (
+                    Arc::new(crate::books::SettlementLedger(cluster.clone())),
+                    read_models,
+                    Some(cluster.clone()),
+                )
+            }
+        };
     let bank: Arc<dyn BankPort> = match &config.bank.url {
         Some(url) => Arc::new(
             kizo_bank::HttpBank::with_ca(
@@ -669,15 +765,17 @@ async fn start_money(
     };
     let store = SettlementStore::open(&config.store).await?;
     let ports = Ports {
-        engine: engine.clone(),
+        ledger,
         bank,
-        store: Arc::new(crate::settlements::StoreAdapter(store.clone())),
+        store: Arc::new(crate::settlements::StoreAdapter {
+            store: store.clone(),
+            held,
+        }),
         clock,
     };
     let settlements = Settlements::start(ports.clone(), config.bank.settlement.clone())
         .await
         .map_err(StartError::from)?;
-    let read_models = kizo_persistence::read_models::ReadModels::open(&config.store).await?;
     let reconciler = start_reconciler(ReconcilerArgs {
         ports: ports.clone(),
         totals: Some(Arc::new(crate::settlements::Totals(read_models))),

@@ -70,7 +70,6 @@ pub struct SettlementView {
     pub reason: Option<String>,
     /// Calls made to the bank.
     pub attempts: u32,
-    /// Milliseconds since 1970.
     /// RFC 3339, UTC, to the millisecond.
     #[schema(example = "2026-12-05T13:11:05.337Z")]
     pub created_at: String,
@@ -138,7 +137,7 @@ fn answer(state: &AppState, s: &Settlement) -> Response {
         (status = 422, description = "idempotency_key_reused, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "too_many_settlements: the user's settlements under way are at their quota", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create_deposit(
     State(state): State<AppState>,
@@ -166,7 +165,7 @@ pub async fn create_deposit(
         (status = 422, description = "insufficient_funds, account_closed, withdrawal_refused, idempotency_key_reused, invalid_field", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "too_many_settlements: the user's settlements under way are at their quota", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn create_withdrawal(
     State(state): State<AppState>,
@@ -259,7 +258,7 @@ async fn own_settlement(
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn deposit(
     State(state): State<AppState>,
@@ -278,7 +277,7 @@ pub async fn deposit(
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn withdrawal(
     State(state): State<AppState>,
@@ -307,7 +306,7 @@ pub struct BankCallback {
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn callback(
     State(state): State<AppState>,
@@ -330,10 +329,22 @@ pub async fn callback(
             "a callback carries the bank's token",
         ));
     }
-    state
-        .money()?
-        .settlements
-        .wake(callback.reference.as_u128());
+    let money = state.money()?;
+    let id = callback.reference.as_u128();
+    match &state.books {
+        crate::books::Books::One { .. } => money.settlements.wake(id),
+        // The node the bank calls may not be the one driving it: it takes the settlement up
+        // from the store (whoever moves it first acts; the other reloads).
+        crate::books::Books::Cluster(_) => {
+            if let Some(owned) = money.store.load(id).await.map_err(store_error)? {
+                if !owned.settlement.is_final() {
+                    let mut now = owned.settlement;
+                    now.due_ms = now.due_ms.min(state.clock.now_ms());
+                    money.settlements.submit(now);
+                }
+            }
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -475,7 +486,7 @@ const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12
         (status = 200, body = ReportView),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "reconciliation_failed: the bank or the store could not be read", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn reconcile(State(state): State<AppState>) -> Result<Json<ReportView>, ApiError> {
     match settlement_actors::reconcile_now(&state.money()?.reconciler, RECONCILE_TIMEOUT).await {
@@ -493,7 +504,7 @@ pub async fn reconcile(State(state): State<AppState>) -> Result<Json<ReportView>
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn latest_report(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state
@@ -533,7 +544,7 @@ pub struct ReviewedSettlement {
         (status = 200, body = ReviewList),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn settlements_needing_review(
     State(state): State<AppState>,
@@ -584,7 +595,7 @@ pub struct AdminSettlementView {
         (status = 404, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn admin_settlement(
     State(state): State<AppState>,
@@ -643,7 +654,7 @@ pub struct Resolution {
         (status = 415, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "settlements_not_in_cluster: a cluster node does not serve deposits and withdrawals", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
+        (status = 501, description = "settlements_need_a_bank: a cluster node started without --bank-url does not serve deposits and withdrawals (its nodes must settle with one bank)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn resolve(
     State(state): State<AppState>,
@@ -692,8 +703,12 @@ pub async fn resolve(
     Ok((StatusCode::ACCEPTED, Json(view_of(&state, &resolved))).into_response())
 }
 
-/// The settlement store as the settlement actors use it.
-pub struct StoreAdapter(pub SettlementStore);
+/// The settlement store as the settlement actors use it. On a cluster node, the unfinished
+/// settlements it reads are those of the partitions the node holds (their owner resumes them).
+pub struct StoreAdapter {
+    pub store: SettlementStore,
+    pub held: Option<std::sync::Arc<crate::books::ClusterBooks>>,
+}
 
 impl settlement_actors::SettlementStorePort for StoreAdapter {
     fn save<'a>(
@@ -701,13 +716,13 @@ impl settlement_actors::SettlementStorePort for StoreAdapter {
         from: &'a Settlement,
         to: &'a Settlement,
     ) -> PortFuture<'a, Result<(), PortError>> {
-        Box::pin(async move { Ok(self.0.save(from, to).await?) })
+        Box::pin(async move { Ok(self.store.save(from, to).await?) })
     }
 
     fn load(&self, id: u128) -> PortFuture<'_, Result<Option<Settlement>, PortError>> {
         Box::pin(async move {
             Ok(self
-                .0
+                .store
                 .load(id)
                 .await
                 .map_err(PortError::from)?
@@ -717,13 +732,21 @@ impl settlement_actors::SettlementStorePort for StoreAdapter {
 
     fn unfinished(&self) -> PortFuture<'_, Result<Vec<Settlement>, PortError>> {
         Box::pin(async move {
+            let held = self.held.as_ref().map(|cluster| cluster.host.held());
+            let partitions = self.held.as_ref().map(|cluster| cluster.host.partitions());
             Ok(self
-                .0
+                .store
                 .unfinished()
                 .await
                 .map_err(PortError::from)?
                 .into_iter()
                 .map(|o| o.settlement)
+                .filter(|s| match (&held, partitions) {
+                    (Some(held), Some(partitions)) => {
+                        held.contains_key(&crate::books::home_of(s.account_id, partitions))
+                    }
+                    _ => true,
+                })
                 .collect())
         })
     }
@@ -731,7 +754,7 @@ impl settlement_actors::SettlementStorePort for StoreAdapter {
     fn all(&self, limit: usize) -> PortFuture<'_, Result<Vec<Settlement>, PortError>> {
         Box::pin(async move {
             Ok(self
-                .0
+                .store
                 .all(limit)
                 .await
                 .map_err(PortError::from)?
@@ -746,21 +769,47 @@ impl settlement_actors::SettlementStorePort for StoreAdapter {
             let json = serde_json::to_string(&report_view(report))
                 .map_err(|error| PortError::Corrupt(error.to_string()))?;
             Ok(self
-                .0
+                .store
                 .keep_report(report.at_ms, report.unexplained(), &json)
                 .await?)
         })
     }
 }
 
-/// The ledger's totals from the read models, for reconciliation.
-pub struct Totals(pub kizo_persistence::read_models::ReadModels);
+/// The ledger's totals from the read models, for reconciliation: summed over each database
+/// that keeps some (one, or on a cluster, those of `--partition-database` too).
+pub struct Totals(pub Vec<kizo_persistence::read_models::ReadModels>);
 
 impl settlement_actors::LedgerTotalsPort for Totals {
     fn totals(
         &self,
     ) -> PortFuture<'_, Result<Vec<kizo_engine::reconcile::LedgerTotals>, PortError>> {
-        Box::pin(async move { Ok(self.0.ledger_totals().await?) })
+        Box::pin(async move {
+            let mut sums: std::collections::BTreeMap<u32, kizo_engine::reconcile::LedgerTotals> =
+                std::collections::BTreeMap::new();
+            for read_models in &self.0 {
+                for totals in read_models.ledger_totals().await? {
+                    let sum =
+                        sums.entry(totals.ledger)
+                            .or_insert(kizo_engine::reconcile::LedgerTotals {
+                                ledger: totals.ledger,
+                                accounts: 0,
+                                debits_posted: 0,
+                                credits_posted: 0,
+                                debits_pending: 0,
+                                credits_pending: 0,
+                                over_limit: 0,
+                            });
+                    sum.accounts += totals.accounts;
+                    sum.debits_posted += totals.debits_posted;
+                    sum.credits_posted += totals.credits_posted;
+                    sum.debits_pending += totals.debits_pending;
+                    sum.credits_pending += totals.credits_pending;
+                    sum.over_limit += totals.over_limit;
+                }
+            }
+            Ok(sums.into_values().collect())
+        })
     }
 }
 

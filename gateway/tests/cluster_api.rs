@@ -3,7 +3,8 @@
 //! independent events each in its partition, transfers between partitions through clearing
 //! accounts, linked chains across partitions refused whole, an id kept by one partition only;
 //! lookups and history through either node; the wallet's payments between partitions and what
-//! each side sees; `/v1/admin/cluster`.
+//! each side sees; deposits and withdrawals, each settled in its wallet's partition, resumed by
+//! its owner when nobody drives it, and reconciled over every partition; `/v1/admin/cluster`.
 
 mod common;
 
@@ -18,16 +19,19 @@ use serde_json::{json, Value};
 const PARTITIONS: u32 = 4;
 
 async fn node(store: &TestStore, id: &str) -> (kizo_gateway::Server, String) {
-    node_with(store, id, Default::default()).await
+    node_with(store, id, Default::default(), None).await
 }
 
-/// A node whose partitions `elsewhere` names keep their logs and read models there.
+/// A node whose partitions `elsewhere` names keep their logs and read models there, and
+/// which settles with the bank at `bank_url` (without one, it serves no settlements).
 async fn node_with(
     store: &TestStore,
     id: &str,
     elsewhere: std::collections::BTreeMap<u32, kizo_persistence::StoreConfig>,
+    bank_url: Option<&str>,
 ) -> (kizo_gateway::Server, String) {
     common::start_configured(&store.config, |config| {
+        config.bank.url = bank_url.map(str::to_string);
         config.cluster = Some(ClusterConfig {
             node_id: kizo_cluster::NodeId::new(id).unwrap(),
             advertise: None,
@@ -271,7 +275,7 @@ async fn a_batch_across_partitions_means_what_the_docs_say() {
     assert_eq!(report["clearing"][0]["net"], "0", "{report}");
     assert_eq!(report["clearing"][0]["pending"], "0", "{report}");
 
-    // Deposits and withdrawals are not served by a cluster yet: a clear refusal.
+    // Without a bank every node shares, a node serves no deposits and withdrawals.
     let (token, wallet) = common::user(&base_a, "cluster@api.test").await;
     let deposit = send(
         "POST",
@@ -287,7 +291,7 @@ async fn a_batch_across_partitions_means_what_the_docs_say() {
         "{}",
         deposit.body
     );
-    assert_eq!(deposit.body["code"], "settlements_not_in_cluster");
+    assert_eq!(deposit.body["code"], "settlements_need_a_bank");
 
     let routed = send(
         "GET",
@@ -518,8 +522,8 @@ async fn partitions_on_another_database_keep_their_log_and_read_models_there() {
         .into_iter()
         .map(|p| (p, other.config.clone()))
         .collect();
-    let (a, base_a) = node_with(&store, "a", elsewhere.clone()).await;
-    let (b, base_b) = node_with(&store, "b", elsewhere).await;
+    let (a, base_a) = node_with(&store, "a", elsewhere.clone(), None).await;
+    let (b, base_b) = node_with(&store, "b", elsewhere, None).await;
     settled(&base_a).await;
 
     let accounts: Vec<Vec<u128>> = (0..PARTITIONS).map(|p| ids_in(p, 5_000, 2)).collect();
@@ -568,4 +572,191 @@ async fn partitions_on_another_database_keep_their_log_and_read_models_there() {
     b.stop().await;
     store.clean().await;
     other.clean().await;
+}
+
+/// The state of a settlement, polled until it is final.
+async fn settled_as(base: &str, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = send(
+            "GET",
+            format!("{base}/v1/admin/settlements/{id}"),
+            ADMIN_KEY,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+        let status = got.body["settlement"]["status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if ["succeeded", "failed", "needs_review"].contains(&status.as_str()) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{id} not settled: {}", got.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_and_withdrawals_settle_in_each_wallets_partition() {
+    let store = TestStore::postgres("cluster_api_settlements");
+    // One bank for both nodes, over HTTP, as a cluster needs.
+    let bank = kizo_bank::Bank::open(kizo_bank::BankConfig {
+        faults: kizo_bank::Faults::none(),
+        ..kizo_bank::BankConfig::default()
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bank_url = format!("http://{}", listener.local_addr().unwrap());
+    let banking = tokio::spawn(async move {
+        axum::serve(listener, kizo_bank::server::router(bank))
+            .await
+            .unwrap()
+    });
+    let (a, base_a) = node_with(&store, "a", Default::default(), Some(&bank_url)).await;
+    let (b, base_b) = node_with(&store, "b", Default::default(), Some(&bank_url)).await;
+    settled(&base_a).await;
+    let partitions = PartitionCount::new(PARTITIONS).unwrap();
+    let bases = [base_a.clone(), base_b.clone()];
+    // Wallets until two partitions have some.
+    let mut users = Vec::new();
+    for n in 0..40 {
+        let (token, wallet) = common::user(&bases[n % 2], &format!("saver{n}@cluster.test")).await;
+        let partition = partition_of(
+            uuid::Uuid::parse_str(&wallet).unwrap().as_u128(),
+            partitions,
+        );
+        users.push((token, wallet, partition));
+        let homes: std::collections::BTreeSet<u32> = users.iter().map(|u| u.2).collect();
+        if users.len() >= 3 && homes.len() >= 2 {
+            break;
+        }
+    }
+
+    // Each is asked at one node and read at the other: whichever node started it, it ends.
+    for (n, (token, wallet, _)) in users.iter().enumerate() {
+        let (asked, other) = (&bases[n % 2], &bases[(n + 1) % 2]);
+        let deposit = send(
+            "POST",
+            format!("{asked}/v1/deposits"),
+            token,
+            Some("d-1"),
+            Some(json!({"account_id": wallet, "amount": 1_000})),
+        )
+        .await;
+        assert_eq!(deposit.status, StatusCode::ACCEPTED, "{}", deposit.body);
+        let id = deposit.body["id"].as_str().unwrap();
+        assert_eq!(settled_as(other, id).await, "succeeded");
+        let withdrawal = send(
+            "POST",
+            format!("{other}/v1/withdrawals"),
+            token,
+            Some("w-1"),
+            Some(json!({"account_id": wallet, "amount": 300})),
+        )
+        .await;
+        assert_eq!(
+            withdrawal.status,
+            StatusCode::ACCEPTED,
+            "{}",
+            withdrawal.body
+        );
+        let id = withdrawal.body["id"].as_str().unwrap();
+        assert_eq!(settled_as(asked, id).await, "succeeded");
+        let too_much = send(
+            "POST",
+            format!("{asked}/v1/withdrawals"),
+            token,
+            Some("w-2"),
+            Some(json!({"account_id": wallet, "amount": 701})),
+        )
+        .await;
+        assert_eq!(
+            too_much.body["code"], "insufficient_funds",
+            "{}",
+            too_much.body
+        );
+        let balance = send(
+            "GET",
+            format!("{asked}/v1/accounts/{wallet}"),
+            token,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(balance.body["available"], "700", "{}", balance.body);
+        assert_eq!(balance.body["held"], "0", "{}", balance.body);
+    }
+
+    // A deposit nobody drives (its node died before it handed it to its supervisor): the
+    // owner of its wallet's partition takes it up once it has been idle a while.
+    let (token, wallet, partition) = &users[0];
+    let me = send("GET", format!("{base_a}/v1/me"), token, None, None).await;
+    let user_id = me.body["user"]["id"].as_str().unwrap().to_string();
+    let settlements = kizo_persistence::settlements::SettlementStore::open(&store.config)
+        .await
+        .unwrap();
+    let ten_seconds_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 10_000;
+    let orphan = kizo_engine::settlement::Settlement::new(
+        uuid::Uuid::new_v4().as_u128(),
+        kizo_engine::settlement::Kind::Deposit,
+        uuid::Uuid::parse_str(wallet).unwrap().as_u128(),
+        kizo_wallet::ids::bank_account_id_in(840, *partition),
+        840,
+        50,
+        ten_seconds_ago,
+    );
+    settlements.create(&user_id, &orphan, 100).await.unwrap();
+    let orphan_id = uuid::Uuid::from_u128(orphan.id).to_string();
+    assert_eq!(settled_as(&base_b, &orphan_id).await, "succeeded");
+    let balance = send(
+        "GET",
+        format!("{base_b}/v1/accounts/{wallet}"),
+        token,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(balance.body["available"], "750", "{}", balance.body);
+
+    // Reconciliation at either node: every settlement matched with the bank, the bank's side
+    // summed over the partitions' bank accounts, the books balanced.
+    let report = send(
+        "POST",
+        format!("{base_b}/v1/admin/reconciliation"),
+        ADMIN_KEY,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert_eq!(report.body["unexplained"], 0, "{}", report.body);
+    assert_eq!(
+        report.body["matched"].as_u64(),
+        Some(2 * users.len() as u64 + 1),
+        "{}",
+        report.body
+    );
+    assert_eq!(
+        report.body["ledger"][0]["ledger_net"],
+        (700 * users.len() + 50).to_string(),
+        "{}",
+        report.body
+    );
+    assert_eq!(
+        report.body["ledger_totals"][0]["holds"], true,
+        "{}",
+        report.body
+    );
+
+    a.stop().await;
+    b.stop().await;
+    banking.abort();
+    store.clean().await;
 }

@@ -40,8 +40,13 @@ pub fn is_wallet(account: &Account) -> bool {
 /// The system account that stands for money at the bank, in `ledger`: no limits, since the
 /// bank's side may be owed either way.
 pub fn bank_account(ledger: u32) -> Account {
+    bank_account_in(ledger, 0)
+}
+
+/// A cluster's bank account of `ledger` in `partition` ([`crate::ids::bank_account_id_in`]).
+pub fn bank_account_in(ledger: u32, partition: u32) -> Account {
     Account::new(
-        crate::ids::bank_account_id(ledger),
+        crate::ids::bank_account_id_in(ledger, partition),
         ledger,
         BANK_ACCOUNT_CODE,
     )

@@ -42,9 +42,23 @@ pub fn settlement_id(user_id: &str, kind: Kind, key: &str) -> u128 {
 
 /// The system account that stands for money at the bank, one per ledger: the ASCII of
 /// "kizobank" in the high 64 bits and the ledger below; readable in a dump, never a hash of
-/// user input.
+/// user input. On a cluster, partition 0's ([`bank_account_id_in`]).
 pub fn bank_account_id(ledger: u32) -> u128 {
-    (0x6b69_7a6f_6261_6e6b_u128 << 64) | u128::from(ledger)
+    bank_account_id_in(ledger, 0)
+}
+
+const BANK_ACCOUNT_PREFIX: u128 = 0x6b69_7a6f_6261_6e6b;
+
+/// A cluster's bank account of `ledger` in `partition`, which settles the wallets of that
+/// partition, so that a settlement's transfers never cross partitions: the partition in bits
+/// 32 to 63 (partition 0's is the single node's).
+pub fn bank_account_id_in(ledger: u32, partition: u32) -> u128 {
+    (BANK_ACCOUNT_PREFIX << 64) | (u128::from(partition) << 32) | u128::from(ledger)
+}
+
+/// The partition and ledger a bank account names, if `account` is one.
+pub fn bank_account_of(account: u128) -> Option<(u32, u32)> {
+    (account >> 64 == BANK_ACCOUNT_PREFIX).then_some(((account >> 32) as u32, account as u32))
 }
 
 /// Who receives a payment, as the request names them.
@@ -101,6 +115,12 @@ mod tests {
             bank_account_id(840),
             0x6b69_7a6f_6261_6e6b_0000_0000_0000_0348
         );
+        assert_eq!(
+            bank_account_id_in(840, 7),
+            0x6b69_7a6f_6261_6e6b_0000_0007_0000_0348
+        );
+        assert_eq!(bank_account_of(bank_account_id_in(840, 7)), Some((7, 840)));
+        assert_eq!(bank_account_of(12345), None);
         let key = [7u8; 32];
         assert_eq!(
             wallet_id(&key, "ana@example.com"),
