@@ -76,6 +76,7 @@ fn main() {
         mail: Default::default(),
         metrics: Default::default(),
         cluster: None,
+        cdc: None,
         })
         .await
         .unwrap();

@@ -44,6 +44,8 @@ pub struct PartitionEngines {
     /// partition starts from its newest snapshot and the log after it; a folder every node
     /// reads (a shared file system) lets a takeover start from the old owner's snapshot.
     pub snapshots: Option<PartitionSnapshots>,
+    /// Where each partition's events are published (`--nats-url`), with read models only.
+    pub cdc: Option<Arc<crate::cdc::Broker>>,
 }
 
 /// Where and when a node's partitions are snapshotted.
@@ -65,6 +67,7 @@ impl PartitionEngines {
             read_models_elsewhere: BTreeMap::new(),
             clock: Arc::new(kizo_engine::SystemClock),
             snapshots: None,
+            cdc: None,
         }
     }
 }
@@ -114,6 +117,7 @@ struct Served {
     wal: Arc<DurableWal>,
     engine: Engine,
     projector: Option<Projector>,
+    publisher: Option<crate::cdc::Publisher>,
     snapshots: Option<kizo_snapshots::Snapshots>,
     /// The LSN of the snapshot the partition started from (0: none, the whole log).
     started_from: Arc<StartedFrom>,
@@ -144,6 +148,9 @@ impl Served {
     async fn stop(self) {
         if let Some(snapshots) = &self.snapshots {
             snapshots.stop();
+        }
+        if let Some(publisher) = &self.publisher {
+            publisher.stop().await;
         }
         if let Some(projector) = &self.projector {
             projector.stop().await;
@@ -467,6 +474,7 @@ async fn start_engine(
             wal,
             engine,
             projector: None,
+            publisher: None,
             snapshots: None,
             started_from: Arc::new(StartedFrom {
                 dir: None,
@@ -517,11 +525,24 @@ async fn start_engine(
         ),
         _ => None,
     };
+    let publisher = match &engines.cdc {
+        Some(broker) => Some(
+            crate::cdc::Publisher::start(
+                broker.clone(),
+                Some(partition),
+                wal.clone(),
+                read_models.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     Ok(Served {
         epoch,
         wal,
         engine,
         projector: Some(projector),
+        publisher,
         snapshots,
         started_from,
     })

@@ -237,6 +237,23 @@ pub struct Args {
     /// must give the same. The others stay on --database-url.
     #[arg(long, env = "KIZO_PARTITION_DATABASES", value_delimiter = ',', value_parser = parse_partition_database, hide_env_values = true)]
     pub partition_database: Vec<(u32, u32, String)>,
+    /// Publish every committed change as an event to this NATS server's JetStream
+    /// (`nats://host:port`); without it, no events are published.
+    #[arg(long, env = "KIZO_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream events go to (created when missing).
+    #[arg(long, env = "KIZO_NATS_STREAM", default_value = crate::cdc::CdcConfig::STREAM, value_parser = parse_nats_token)]
+    pub nats_stream: String,
+    /// The first token of every event's subject (`<prefix>.<ledger>.<kind>`).
+    #[arg(long, env = "KIZO_NATS_SUBJECT_PREFIX", default_value = crate::cdc::CdcConfig::SUBJECT_PREFIX, value_parser = parse_nats_token)]
+    pub nats_subject_prefix: String,
+    /// How long the stream keeps an event.
+    #[arg(long, env = "KIZO_NATS_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub nats_max_age: Duration,
+    /// How long JetStream remembers an event's id to drop a second copy: a publisher that
+    /// resumes within it publishes nothing twice.
+    #[arg(long, env = "KIZO_NATS_DUPLICATE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub nats_duplicate_window: Duration,
     /// A cluster node's role: `node` holds partitions; `router` holds none, serves the API
     /// and forwards every ledger operation to the owner of its partition.
     #[arg(long, env = "KIZO_ROLE", value_enum, default_value = "node")]
@@ -248,6 +265,20 @@ pub struct Args {
 pub enum Role {
     Node,
     Router,
+}
+
+/// A stream name or subject token: 1 to 64 letters, digits, `-` or `_` (no dots, spaces or
+/// wildcards, which NATS gives a meaning).
+fn parse_nats_token(text: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err("1 to 64 letters, digits, '-' or '_'".into())
+    }
 }
 
 /// `FIRST-LAST=URL` or `N=URL`.
@@ -473,6 +504,13 @@ impl Args {
             metrics: self.metrics_settings()?,
             mail: self.mail_settings()?,
             cluster: self.cluster_config()?,
+            cdc: self.nats_url.clone().map(|url| crate::cdc::CdcConfig {
+                url,
+                stream: self.nats_stream.clone(),
+                subject_prefix: self.nats_subject_prefix.clone(),
+                max_age: self.nats_max_age,
+                duplicate_window: self.nats_duplicate_window,
+            }),
         })
     }
 

@@ -36,10 +36,12 @@
 
 pub mod auth;
 pub mod books;
+pub mod cdc;
 pub mod cluster;
 pub mod config;
 pub mod email;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod js_safe;
 pub mod json;

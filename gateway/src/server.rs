@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub mail: crate::mail::MailSettings,
     /// A node of a cluster (`--node-id`); `None` serves every account from one engine.
     pub cluster: Option<ClusterConfig>,
+    /// Where change events are published (`--nats-url`); `None`: nowhere.
+    pub cdc: Option<crate::cdc::CdcConfig>,
 }
 
 /// A cluster node's settings (`--node-id`, `--partitions`, `--advertise`, `--lease-length`,
@@ -174,6 +176,8 @@ pub struct App {
     pub public_url: Arc<str>,
     /// This month's sums per wallet, resumed by each dashboard read.
     pub month_totals: crate::month_cache::MonthCache,
+    /// The publishers' broker (`--nats-url`), for `/readyz`.
+    pub cdc: Option<Arc<crate::cdc::Broker>>,
 }
 
 impl App {
@@ -200,6 +204,7 @@ enum Running {
     One {
         engine: Engine,
         projector: Projector,
+        publisher: Option<crate::cdc::Publisher>,
     },
     Cluster {
         books: Arc<crate::books::ClusterBooks>,
@@ -239,6 +244,8 @@ pub enum StartError {
     Ledger(#[from] kizo_persistence::transfer_store::StartError),
     #[error("settlements: {0}")]
     Settlements(#[from] kizo_engine::settlement_actors::SettlementError),
+    #[error("the event broker (--nats-url): {0}")]
+    Cdc(String),
     #[error("the bank's system account could not be created: {0}")]
     BankAccount(CreateAccountResult),
     #[error("the in-process bank: {0}")]
@@ -280,15 +287,30 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let cdc = match &config.cdc {
+            Some(cdc) => Some(
+                crate::cdc::Broker::connect(cdc.clone())
+                    .await
+                    .map_err(|error| StartError::Cdc(error.to_string()))?,
+            ),
+            None => None,
+        };
         let (books, running, snapshots, recovered) = match &config.cluster {
-            None => start_one(&config, engine_config, clock.clone()).await?,
+            None => start_one(&config, engine_config, clock.clone(), cdc.clone()).await?,
             Some(cluster) => {
                 let advertise = cluster
                     .advertise
                     .clone()
                     .unwrap_or_else(|| addr.to_string());
-                let books =
-                    start_node(&config, cluster, advertise, engine_config, clock.clone()).await?;
+                let books = start_node(
+                    &config,
+                    cluster,
+                    advertise,
+                    engine_config,
+                    clock.clone(),
+                    cdc.clone(),
+                )
+                .await?;
                 let resuming = tokio::spawn(resume_cross(books.clone()));
                 let running = Running::Cluster {
                     books: books.clone(),
@@ -353,6 +375,7 @@ impl Server {
             mail_written: mail_written.clone(),
             public_url: config.mail.public_url.trim_end_matches('/').into(),
             month_totals: Default::default(),
+            cdc,
         });
         let mailing = tokio::spawn(crate::mail::run_outbox(
             state.users.clone(),
@@ -463,7 +486,14 @@ impl Server {
             snapshots.stop();
         }
         match self.running {
-            Running::One { engine, projector } => {
+            Running::One {
+                engine,
+                projector,
+                publisher,
+            } => {
+                if let Some(publisher) = publisher {
+                    publisher.stop().await;
+                }
                 projector.stop().await;
                 engine.shutdown().await;
             }
@@ -487,6 +517,7 @@ async fn start_one(
     config: &ServerConfig,
     engine_config: EngineConfig,
     clock: Arc<dyn kizo_engine::Clock>,
+    cdc: Option<Arc<crate::cdc::Broker>>,
 ) -> Result<Started, StartError> {
     let store = LogStore::open(&config.store).await?;
     let wal = DurableWal::open(store, WalConfig::default()).await?;
@@ -496,6 +527,7 @@ async fn start_one(
         .dir
         .as_ref()
         .map(|dir| Arc::new(kizo_snapshots::dir::open(dir)));
+    let read_models = ReadModels::open(&config.store).await?;
     let baseline = snapshot_dir
         .clone()
         .map(|dir| Arc::new(kizo_snapshots::DirBaseline(dir)) as Arc<dyn kizo_engine::Baseline>);
@@ -505,13 +537,19 @@ async fn start_one(
         store: transfer_store,
     } = ServedEngine::start(
         wal.clone(),
-        ReadModels::open(&config.store).await?,
+        read_models.clone(),
         ProjectorConfig::default(),
         engine_config,
         clock.clone(),
         baseline,
     )
     .await?;
+    let publisher = match cdc {
+        Some(broker) => Some(
+            crate::cdc::Publisher::start(broker, None, wal.clone(), read_models.clone()).await?,
+        ),
+        None => None,
+    };
     let snapshots = match snapshot_dir {
         Some(dir) => Some(
             kizo_snapshots::Snapshots::start(kizo_snapshots::actor::SnapshotArgs {
@@ -536,7 +574,11 @@ async fn start_one(
             engine: engine.clone(),
             wal,
         },
-        Running::One { engine, projector },
+        Running::One {
+            engine,
+            projector,
+            publisher,
+        },
         snapshots,
         recovered,
     ))
@@ -549,6 +591,7 @@ async fn start_node(
     advertise: String,
     engine_config: EngineConfig,
     clock: Arc<dyn kizo_engine::Clock>,
+    cdc: Option<Arc<crate::cdc::Broker>>,
 ) -> Result<Arc<crate::books::ClusterBooks>, StartError> {
     let leases = kizo_persistence::leases::LeaseStore::open(&config.store, cluster.partitions)
         .await?
@@ -580,6 +623,7 @@ async fn start_node(
                 router: cluster.router,
             },
             crate::cluster::PartitionEngines {
+                cdc,
                 engine: engine_config,
                 read_models: Some(ReadModels::open(&config.store).await?),
                 read_models_elsewhere,
@@ -964,6 +1008,10 @@ pub struct Status {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_lsn: Option<u64>,
+    /// The change events' publishers, when `--nats-url` is given: they never hold the server
+    /// back, so a lag or a broker away is reported here without making it unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cdc: Option<crate::cdc::CdcHealth>,
 }
 
 /// The process is alive.
@@ -972,6 +1020,7 @@ pub async fn healthz() -> Json<Status> {
     Json(Status {
         status: "ok",
         last_lsn: None,
+        cdc: None,
     })
 }
 
@@ -985,6 +1034,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
         Ok(lsn) => Ok(Json(Status {
             status: "ready",
             last_lsn: Some(lsn),
+            cdc: state.cdc.as_ref().map(|broker| broker.health()),
         })),
         Err(error) => Err(ApiError::unavailable(error.to_string())),
     }

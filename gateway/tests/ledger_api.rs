@@ -67,6 +67,7 @@ impl Running {
                 token: Some(METRICS_TOKEN.into()),
             },
             cluster: None,
+            cdc: None,
         })
         .await
         .expect("the server starts");

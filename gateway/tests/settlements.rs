@@ -463,6 +463,7 @@ async fn the_in_process_bank_remembers_across_a_restart() {
         mail: Default::default(),
         metrics: Default::default(),
         cluster: None,
+        cdc: None,
     };
     let server = kizo_gateway::Server::start(config()).await.unwrap();
     let base = format!("http://{}", server.addr);

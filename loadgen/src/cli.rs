@@ -100,6 +100,13 @@ pub struct Args {
     /// and the base URL it serves).
     #[arg(long, value_parser = parse_kill)]
     pub kill: Option<(u32, String)>,
+    /// After an HTTP run: read the gateway's change events back from this NATS server
+    /// (`nats://host:port`) and audit them against the run; prints one `cdc:` line.
+    #[arg(long)]
+    pub cdc_audit: Option<String>,
+    /// The JetStream stream --cdc-audit reads (the gateway's --nats-stream).
+    #[arg(long, default_value = "KIZO")]
+    pub cdc_stream: String,
     /// The admin API key (`/v1/admin/cluster`), for --cluster.
     #[arg(long, env = "KIZO_ADMIN_API_KEY", default_value = "")]
     pub admin_key: String,
@@ -357,6 +364,21 @@ pub async fn run_one(args: &Args, target_name: &str) -> Result<(RunResult, Outco
         }
     };
     let audited = audit(&target, outcome.system, &outcome.wallets, &outcome.book).await;
+    let cdc = match (&args.cdc_audit, target_name.starts_with("http://")) {
+        (Some(nats), true) => {
+            crate::cdc_audit::wait_caught_up(target_name).await;
+            let accounts = outcome
+                .wallets
+                .iter()
+                .copied()
+                .chain([outcome.system])
+                .collect();
+            let acknowledged: Vec<u128> = outcome.book.acknowledged.iter().map(|m| m.id).collect();
+            Some(crate::cdc_audit::audit(nats, &args.cdc_stream, &accounts, &acknowledged).await)
+        }
+        (Some(_), false) => Some(Err("--cdc-audit needs an HTTP target".to_string())),
+        (None, _) => None,
+    };
     target.stop().await;
     scratch.remove().await;
     let audited = audited?;
@@ -367,6 +389,16 @@ pub async fn run_one(args: &Args, target_name: &str) -> Result<(RunResult, Outco
         .map(|f| format!("audit: {f}"))
         .collect();
     failures.extend(double_spend_check(&plan, &outcome));
+    match cdc {
+        Some(Ok(cdc)) => {
+            println!("{}", cdc.line());
+            if !cdc.passed() {
+                failures.push(cdc.line());
+            }
+        }
+        Some(Err(error)) => failures.push(format!("cdc audit: {error}")),
+        None => {}
+    }
     for s in &requests {
         if let Some(max) = args.max_p99 {
             if s.p99_ms > max.as_secs_f64() * 1000.0 {

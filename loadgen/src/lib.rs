@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod baseline;
+pub mod cdc_audit;
 pub mod cli;
 pub mod failover;
 pub mod http;

@@ -45,6 +45,7 @@ async fn gateway(dir: &std::path::Path) -> Server {
         mail: Default::default(),
         metrics: Default::default(),
         cluster: None,
+        cdc: None,
     })
     .await
     .unwrap()

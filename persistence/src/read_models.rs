@@ -153,6 +153,55 @@ impl ReadModels {
         }
     }
 
+    /// Moves progress row `name` from `from` to `to` (compare-and-set; the row starts at 0),
+    /// for a follower of the log that writes nothing here but how far it got (the publisher
+    /// of change events). [`StoreError::Conflict`] when the row is not at `from`.
+    pub async fn advance_progress(&self, name: &str, from: u64, to: u64) -> Result<(), StoreError> {
+        let (from, to) = match (i64::try_from(from), i64::try_from(to)) {
+            (Ok(from), Ok(to)) => (from, to),
+            _ => return Err(StoreError::Unavailable("LSN past i64".into())),
+        };
+        let moved = match self {
+            ReadModels::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO projector_progress (name, lsn) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .execute(pool)
+                .await
+                .map_err(read_error)?;
+                sqlx::query("UPDATE projector_progress SET lsn = $2 WHERE name = $1 AND lsn = $3")
+                    .bind(name)
+                    .bind(to)
+                    .bind(from)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            }
+            ReadModels::Embedded(pool) => {
+                sqlx::query(
+                    "INSERT INTO projector_progress (name, lsn) VALUES (?1, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .execute(pool)
+                .await
+                .map_err(read_error)?;
+                sqlx::query("UPDATE projector_progress SET lsn = ?2 WHERE name = ?1 AND lsn = ?3")
+                    .bind(name)
+                    .bind(to)
+                    .bind(from)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            }
+        }
+        .map_err(read_error)?;
+        if moved != 1 {
+            return Err(StoreError::Conflict(from as u64 + 1));
+        }
+        Ok(())
+    }
+
     /// Writes a projection and moves projector `name` to its last LSN, in one transaction,
     /// only if the projector stood just before it (so nothing is projected twice).
     pub async fn apply(&self, name: &str, projection: &Projection) -> Result<(), StoreError> {

@@ -51,6 +51,7 @@ pub async fn start_configured(
         },
         metrics: Default::default(),
         cluster: None,
+        cdc: None,
     };
     change(&mut config);
     let server = Server::start(config).await.expect("the server starts");
