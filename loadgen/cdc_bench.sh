@@ -27,7 +27,7 @@ pids+=($!)
 gateway() { # port schema [flags...]
   local port=$1 schema=$2
   shift 2
-  psql "$url" -qc "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null
+  PGOPTIONS=--client-min-messages=warning psql "$url" -qc "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null
   mkdir -p "$work/$schema"
   KIZO_API_KEY=$key DATABASE_URL=$url KIZO_PG_SCHEMA=$schema KIZO_DATA_DIR="$work/$schema" \
     "$root/target/release/kizo-gateway" --listen "127.0.0.1:$port" \
@@ -45,7 +45,7 @@ lag() { curl -s 127.0.0.1:18665/readyz | sed -n 's/.*"lag_commits":\([0-9]*\).*/
 load() { # port
   "$root/target/release/kizo-loadgen" --target "http://127.0.0.1:$1" --scenario ledger-batch \
     --vus 4 --duration "${seconds}s" --batch 8000 --accounts 10000 --api-key "$key" --json \
-    2>/dev/null | sed -n 's/.*"transfers_per_second":\([0-9]*\).*/\1/p'
+    2>/dev/null | sed -n 's/.*"transfers_per_second": *\([0-9]*\).*/\1/p'
 }
 
 for round in $(seq "$rounds"); do
