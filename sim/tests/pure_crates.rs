@@ -14,6 +14,7 @@ const PURE: &[&str] = &[
     "kizo-snapshot-format",
     "kizo-bank-model",
     "kizo-wallet",
+    "kizo-webhooks",
     "kizo-sim",
 ];
 
