@@ -319,9 +319,25 @@ impl Books {
                 timestamp,
             });
         }
+        // Stored before anything is answered: a 202 promises a transfer that exists, which
+        // the sweep finishes if its driver cannot.
+        let (cross, retry) = match cluster
+            .cross
+            .begin(transfer)
+            .await
+            .map_err(|error| cluster.cross_error(error))?
+        {
+            Begun::Refused(result) => {
+                return Ok(Paid::Decided {
+                    result,
+                    timestamp: 0,
+                })
+            }
+            Begun::Started { cross, retry } => (cross, retry),
+        };
         let driving = tokio::spawn({
             let cluster = cluster.clone();
-            async move { cluster.cross_to_end(transfer).await }
+            async move { cluster.finish_cross(cross, retry).await }
         });
         match tokio::time::timeout(cluster.pay_bound, driving).await {
             Ok(Ok(result)) => Ok(Paid::Decided {
@@ -668,10 +684,18 @@ impl ClusterBooks {
             .begin(transfer)
             .await
             .map_err(|error| self.cross_error(error))?;
-        let (cross, retry) = match begun {
-            Begun::Refused(result) => return Ok(result),
-            Begun::Started { cross, retry } => (cross, retry),
-        };
+        match begun {
+            Begun::Refused(result) => Ok(result),
+            Begun::Started { cross, retry } => self.finish_cross(cross, retry).await,
+        }
+    }
+
+    /// Drives a stored transfer between partitions to its end; its ledger code.
+    async fn finish_cross(
+        &self,
+        cross: CrossTransfer,
+        retry: bool,
+    ) -> Result<CreateTransferResult, BooksError> {
         let cross = match cross.phase {
             Phase::Done(_) => cross,
             _ => self

@@ -367,6 +367,22 @@ enum StepError {
     Broker(String),
 }
 
+/// The ledgers of the pending transfers whose expiry `commits` record: the records do not say
+/// it. They are older than the expiry, so once the projector has passed it they are in the
+/// read models; one not there yet is left out (its commit waits).
+pub async fn expired_ledgers(
+    read_models: &ReadModels,
+    commits: &[Arc<kizo_engine::Commit>],
+) -> Result<HashMap<u128, u32>, StoreError> {
+    let mut ledgers = HashMap::new();
+    for pending_id in commits.iter().flat_map(|c| expired_pending_ids(c)) {
+        if let Some(row) = read_models.transfer(pending_id).await? {
+            ledgers.insert(pending_id, row.transfer.ledger);
+        }
+    }
+    Ok(ledgers)
+}
+
 /// Waits for a publication's acknowledgement; whether the broker had it already.
 async fn acknowledged(
     acked: async_nats::jetstream::context::PublishAckFuture,
@@ -396,14 +412,7 @@ async fn publish_step(state: &mut PublisherState) -> Result<bool, StepError> {
         .read(done + 1, to)
         .await
         .map_err(|error| StepError::Log(error.to_string()))?;
-    // The ledgers of pending transfers that expired: their records do not say it. They are
-    // older than the expiry, so once the projector has passed it they are in the read models.
-    let mut ledgers = HashMap::new();
-    for pending_id in commits.iter().flat_map(|c| expired_pending_ids(c)) {
-        if let Some(row) = state.read_models.transfer(pending_id).await? {
-            ledgers.insert(pending_id, row.transfer.ledger);
-        }
-    }
+    let ledgers = expired_ledgers(&state.read_models, &commits).await?;
     // Acknowledgements are awaited as the window fills: the client's permits for them are
     // given back only as they are awaited.
     let mut publications = std::collections::VecDeque::new();

@@ -47,6 +47,7 @@ pub mod js_safe;
 pub mod json;
 pub mod ledger;
 pub mod limits;
+pub mod live;
 pub mod mail;
 pub mod metrics;
 pub mod money;

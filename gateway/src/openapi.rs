@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         crate::wallet::refresh,
         crate::wallet::logout,
         crate::wallet::me,
+        crate::live::stream,
         crate::wallet::update_me,
         crate::email::verify_email,
         crate::email::resend_verification,

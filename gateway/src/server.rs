@@ -178,6 +178,8 @@ pub struct App {
     pub month_totals: crate::month_cache::MonthCache,
     /// The publishers' broker (`--nats-url`), for `/readyz`.
     pub cdc: Option<Arc<crate::cdc::Broker>>,
+    /// The wallet's live events (`GET /v1/events`); `None` on a cluster node.
+    pub live: Option<Arc<crate::live::Live>>,
 }
 
 impl App {
@@ -222,6 +224,8 @@ pub struct Server {
     money: Option<(Settlements, ractor::ActorRef<ReconcilerMsg>)>,
     snapshots: Option<kizo_snapshots::Snapshots>,
     pruning: tokio::task::JoinHandle<()>,
+    /// The follower behind `GET /v1/events` (one node).
+    live: Option<Arc<crate::live::Live>>,
     /// On a cluster node: reads the sessions other nodes ended, and resumes the settlements of
     /// the partitions it holds.
     following: Vec<tokio::task::JoinHandle<()>>,
@@ -319,6 +323,13 @@ impl Server {
                 (crate::books::Books::Cluster(books), running, None, 0)
             }
         };
+        let live = match &books {
+            crate::books::Books::One { wal, .. } => Some(crate::live::Live::start(
+                wal.clone(),
+                ReadModels::open(&config.store).await?,
+            )),
+            crate::books::Books::Cluster(_) => None,
+        };
         let keys = KeyStore::open(&config.store)
             .await?
             .with_clock(clock.clone());
@@ -376,6 +387,7 @@ impl Server {
             public_url: config.mail.public_url.trim_end_matches('/').into(),
             month_totals: Default::default(),
             cdc,
+            live: live.clone(),
         });
         let mailing = tokio::spawn(crate::mail::run_outbox(
             state.users.clone(),
@@ -448,6 +460,7 @@ impl Server {
             snapshots,
             pruning,
             following,
+            live,
             mailing,
             running,
             shutdown,
@@ -465,10 +478,15 @@ impl Server {
             books.host.leave(HANDOVER_WITHIN).await;
         }
         let _ = self.shutdown.send(true);
+        // Event streams never end on their own: they end now, within the drain.
+        if let Some(live) = &self.live {
+            live.stop();
+        }
         self.pruning.abort();
         for following in &self.following {
             following.abort();
         }
+
         // Mail not yet sent stays in the outbox for the next start.
         self.mailing.abort();
         for serving in self.serving {
@@ -954,6 +972,7 @@ pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
         .merge(node)
         .merge(crate::wallet::routes())
         .merge(crate::payments::routes())
+        .route("/v1/events", get(crate::live::stream))
         .merge(crate::settlements::routes())
         .merge(admin)
         .merge(crate::ui::routes())

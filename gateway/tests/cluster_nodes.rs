@@ -52,7 +52,7 @@ async fn node(store: &TestStore, id: &str, snapshots: &std::path::Path) -> Gatew
             "--snapshot-dir",
             snapshots.to_str().unwrap(),
             "--snapshot-every-records",
-            "100",
+            "30",
             "--jwt-secret",
             "cluster-test-jwt-secret-0123456789abcdef",
             "--password-pepper",

@@ -106,6 +106,55 @@ export async function call(method, path, { body, idempotencyKey, accept } = {}) 
   return { status: 401, problem: { code: "signed_out", detail: "Sign in again." } };
 }
 
+/**
+ * Listens to the wallet's live events (GET /v1/events, server-sent events read from a fetch,
+ * which can carry the access token) until `signal` aborts or the session ends. Calls
+ * `onEvent(kind, data)` for each; after a drop it reconnects with the last id it saw, so that
+ * nothing is missed or seen twice. A `reset` means: reload what is shown.
+ */
+export async function listen(onEvent, signal) {
+  let last = null;
+  let pause = 1000;
+  while (!signal.aborted) {
+    if (!access || access.expiresAt - Date.now() < 5000) {
+      if (!(await refresh().catch(() => false))) return;
+    }
+    try {
+      const headers = { authorization: `Bearer ${access.token}`, accept: "text/event-stream" };
+      if (last) headers["last-event-id"] = last;
+      const response = await fetch("/v1/events", { headers, signal });
+      if (response.status === 401) { access = null; continue; }
+      if (!response.ok || !response.body) throw new Error(`events: ${response.status}`);
+      pause = 1000;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let id = null; let kind = "message"; let data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("id:")) id = line.slice(3).trim();
+            else if (line.startsWith("event:")) kind = line.slice(6).trim();
+            else if (line.startsWith("data:")) data += line.slice(5).trim();
+          }
+          if (!data) continue; // a keep-alive comment
+          last = kind === "reset" ? null : id || last;
+          onEvent(kind, JSON.parse(data));
+        }
+      }
+    } catch {
+      if (signal.aborted) return;
+    }
+    await new Promise((resolve) => { setTimeout(resolve, pause); });
+    pause = Math.min(pause * 2, 30_000);
+  }
+}
+
 /** An anonymous POST (signup, email and password links): { ok, data } or { problem }. */
 export async function anonymous(path, body) {
   let response;

@@ -51,13 +51,45 @@ document.addEventListener("click", (event) => {
 });
 window.addEventListener("popstate", render);
 api.onSessionChange((signedIn) => {
-  if (!signedIn) { me = null; go("/signin", { replace: true }); }
+  if (!signedIn) { me = null; stopLive(); go("/signin", { replace: true }); }
 });
 
 async function loadMe() {
   const answer = await api.call("GET", "/v1/me");
   me = answer.ok ? answer.data : null;
+  if (me) startLive(); else stopLive();
   return me;
+}
+
+// ---- Live: the dashboard follows the wallet's events ------------------------------------
+
+let live = null; // the listener's AbortController while signed in
+let liveTimer = null;
+
+function startLive() {
+  if (live) return;
+  live = new AbortController();
+  api.listen(onLive, live.signal);
+}
+
+function stopLive() {
+  if (live) live.abort();
+  live = null;
+}
+
+/** An event of the wallet's: the dashboard, if shown, is drawn again (once for a burst), in
+ * place, and what happened is announced; the focus stays where it is. */
+function onLive(kind, data) {
+  clearTimeout(liveTimer);
+  liveTimer = setTimeout(async () => {
+    if (location.pathname !== "/" || !me) return;
+    const number = ++generation;
+    const [, node] = await dashboardView();
+    if (number !== generation) return;
+    fill(main, node);
+    const t = data.transfer;
+    if (t && kind === "transfer.posted") announce(`${t.direction === "in" ? "Received" : "Sent"} ${money(t.amount)}`);
+  }, 200);
 }
 
 async function render() {
@@ -106,6 +138,7 @@ function menu(path) {
 }
 
 async function signOut() {
+  stopLive();
   await api.signOut();
   me = null;
   announce("Signed out");

@@ -179,9 +179,8 @@ await anaPage.getByRole("button", { name: /^Send \$12\.50/ }).dblclick();
 await anaPage.locator("main").getByText(/You sent \$12\.50 to Bob Example/).waitFor();
 await check(anaPage, "send-done");
 
-await bobPage.reload();
-await bobPage.getByRole("heading", { name: /^Hello/ }).waitFor();
-await bobPage.locator("main").getByText("+$12.50").first().waitFor();
+// No reload: Bob's dashboard hears of the payment (GET /v1/events) and draws itself again.
+await bobPage.locator("main").getByText("+$12.50").first().waitFor({ timeout: 5000 });
 await bobPage.locator("main").getByText("lunch").first().waitFor();
 await bobPage.getByRole("link", { name: "Received from Ana Example" }).first().waitFor();
 await check(bobPage, "dashboard-recipient");
