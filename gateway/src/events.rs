@@ -10,8 +10,8 @@
 
 use kizo_cluster::legs::clearing_account_of;
 use kizo_engine::settlement::{DEPOSIT_CODE, WITHDRAWAL_CODE};
-use kizo_engine::{Account, Transfer, TransferFlags};
 use kizo_engine::{Commit, Record};
+use kizo_engine::{Transfer, TransferFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{AccountJson, TransferJson, U128, U64};
@@ -200,7 +200,7 @@ pub fn events_of(
         };
         match *record {
             Record::AccountCreated(account) => events.push(Event {
-                account: Some(account_json(account)),
+                account: Some(account.into()),
                 ..event(EventKind::AccountCreated, account.ledger, account.timestamp)
             }),
             Record::TransferCreated(transfer)
@@ -237,10 +237,6 @@ pub fn events_of(
     Some(events)
 }
 
-fn account_json(account: Account) -> AccountJson {
-    account.into()
-}
-
 /// The kind of a record that stores a transfer: a settlement's and a cluster leg's by their
 /// code and accounts, any other by what it did.
 fn transfer_kind(record: &Record, transfer: &Transfer) -> EventKind {
@@ -268,7 +264,7 @@ fn transfer_kind(record: &Record, transfer: &Transfer) -> EventKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kizo_engine::AccountFlags;
+    use kizo_engine::{Account, AccountFlags};
 
     fn commit(lsn: u64, records: Vec<Record>) -> Commit {
         Commit {

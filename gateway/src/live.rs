@@ -179,6 +179,11 @@ async fn follow(live: Arc<Live>) {
         if last <= done {
             continue;
         }
+        // Nobody listening: nothing to map (a stream that opens later reads the log back).
+        if live.sender.receiver_count() == 0 {
+            done = last;
+            continue;
+        }
         let to = last.min(done + 64);
         let commits = match live.wal.read(done + 1, to).await {
             Ok(commits) => commits,

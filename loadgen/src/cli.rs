@@ -152,6 +152,9 @@ pub struct RunResult {
     pub cross_shard_share: f64,
     pub requests: Vec<Summary>,
     pub audit: Audit,
+    /// The change events' audit, with --cdc-audit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cdc: Option<crate::cdc_audit::CdcAudit>,
     /// Thresholds missed and scenario checks failed; empty when the run passed.
     pub failures: Vec<String>,
 }
@@ -389,16 +392,20 @@ pub async fn run_one(args: &Args, target_name: &str) -> Result<(RunResult, Outco
         .map(|f| format!("audit: {f}"))
         .collect();
     failures.extend(double_spend_check(&plan, &outcome));
-    match cdc {
+    let cdc = match cdc {
         Some(Ok(cdc)) => {
             println!("{}", cdc.line());
             if !cdc.passed() {
                 failures.push(cdc.line());
             }
+            Some(cdc)
         }
-        Some(Err(error)) => failures.push(format!("cdc audit: {error}")),
-        None => {}
-    }
+        Some(Err(error)) => {
+            failures.push(format!("cdc audit: {error}"));
+            None
+        }
+        None => None,
+    };
     for s in &requests {
         if let Some(max) = args.max_p99 {
             if s.p99_ms > max.as_secs_f64() * 1000.0 {
@@ -427,6 +434,7 @@ pub async fn run_one(args: &Args, target_name: &str) -> Result<(RunResult, Outco
         cross_shard_share: outcome.cross_shard,
         requests,
         audit: audited,
+        cdc,
         failures,
     };
     eprintln!(
