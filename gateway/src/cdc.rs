@@ -193,7 +193,7 @@ impl Broker {
             let place = message
                 .headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
-                .and_then(|id| parse_event_id(id.as_str()));
+                .and_then(|id| crate::events::parse_id(id.as_str()));
             if let Some((of, lsn, index)) = place {
                 if of == partition {
                     return Ok(Some((lsn, index)));
@@ -221,17 +221,6 @@ impl Broker {
             .expect("not poisoned")
             .remove(&partition);
     }
-}
-
-/// An event id's parts: `<partition>.<lsn>.<index>`.
-fn parse_event_id(id: &str) -> Option<(u32, u64, u32)> {
-    let mut parts = id.split('.');
-    let place = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    parts.next().is_none().then_some(place)
 }
 
 /// The progress row of the publisher of `partition` (`None`: a single node's one log).
@@ -484,17 +473,4 @@ async fn publish_step(state: &mut PublisherState) -> Result<bool, StepError> {
     metrics::counter!("kizo_cdc_events_published_total").increment(count as u64);
     metrics::counter!("kizo_cdc_duplicates_total").increment(duplicates);
     Ok(published_to < last)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_ids_are_read_back_into_their_place() {
-        assert_eq!(parse_event_id("3.42.7"), Some((3, 42, 7)));
-        for bad in ["", "3.42", "3.42.7.1", "a.1.2", "3.-1.2"] {
-            assert_eq!(parse_event_id(bad), None, "{bad}");
-        }
-    }
 }

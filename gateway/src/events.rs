@@ -135,6 +135,17 @@ pub struct Event {
     pub expired: Option<ExpiredJson>,
 }
 
+/// An event id's parts, `<partition>.<lsn>.<index>`, as [`events_of`] writes them.
+pub fn parse_id(id: &str) -> Option<(u32, u64, u32)> {
+    let mut parts = id.split('.');
+    let place = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    parts.next().is_none().then_some(place)
+}
+
 impl Event {
     /// The subject it is published on: `<prefix>.<ledger>.<kind>`.
     pub fn subject(&self, prefix: &str) -> String {
@@ -327,6 +338,10 @@ mod tests {
             ]
         );
         assert_eq!(events[1].subject("kizo"), "kizo.840.transfer.posted");
+        assert_eq!(parse_id(&events[1].id), Some((3, 42, 2)));
+        for bad in ["", "3.42", "3.42.7.1", "a.1.2", "3.-1.2"] {
+            assert_eq!(parse_id(bad), None, "{bad}");
+        }
         assert_eq!(events[0].at, "1970-01-01T00:00:01.500000000Z");
         assert_eq!(events[5].at, "1970-01-01T00:00:01.000000123Z");
         // Ids and amounts as strings; absent parts left out.

@@ -220,10 +220,10 @@ pub fn concerns(event: &Event, wallet: u128) -> bool {
 
 /// A `Last-Event-ID`: the place `<partition>.<lsn>.<index>` of a single node's log (partition 0).
 pub fn parse_last_event_id(text: &str) -> Option<(u64, u32)> {
-    let mut parts = text.split('.');
-    let partition: u32 = parts.next()?.parse().ok()?;
-    let place = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-    (partition == 0 && parts.next().is_none()).then_some(place)
+    match crate::events::parse_id(text)? {
+        (0, lsn, index) => Some((lsn, index)),
+        _ => None,
+    }
 }
 
 /// How long one stream lasts at most: an access token's life (the client opens another with a
