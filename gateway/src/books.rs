@@ -566,7 +566,7 @@ impl ClusterBooks {
 
     /// Where the owner of `partition` is reached, by the last view; `None` when nobody
     /// else serves it (free, lapsed, or this node's own and starting).
-    fn owner_address(&self, partition: u32) -> Option<String> {
+    pub fn owner_address(&self, partition: u32) -> Option<String> {
         let view = self.host.view()?;
         let owner = view.owner_of(partition)?;
         if owner == self.host.node_id() {

@@ -118,6 +118,8 @@ struct Served {
     engine: Engine,
     projector: Option<Projector>,
     publisher: Option<crate::cdc::Publisher>,
+    /// The follower behind its wallets' `GET /v1/events` (with read models only).
+    live: Option<Arc<crate::live::Live>>,
     snapshots: Option<kizo_snapshots::Snapshots>,
     /// The LSN of the snapshot the partition started from (0: none, the whole log).
     started_from: Arc<StartedFrom>,
@@ -148,6 +150,9 @@ impl Served {
     async fn stop(self) {
         if let Some(snapshots) = &self.snapshots {
             snapshots.stop();
+        }
+        if let Some(live) = &self.live {
+            live.stop();
         }
         if let Some(publisher) = &self.publisher {
             publisher.stop().await;
@@ -231,6 +236,14 @@ impl PartitionHost {
     pub fn engine(&self, partition: u32) -> Option<Engine> {
         let hosted = self.hosted.engines.read().expect("not poisoned");
         hosted.get(&partition).map(|served| served.engine.clone())
+    }
+
+    /// The follower of `partition`'s log for its wallets' live events, if served here.
+    pub fn live(&self, partition: u32) -> Option<Arc<crate::live::Live>> {
+        let hosted = self.hosted.engines.read().expect("not poisoned");
+        hosted
+            .get(&partition)
+            .and_then(|served| served.live.clone())
     }
 
     /// Every engine this node serves now, by partition.
@@ -475,6 +488,7 @@ async fn start_engine(
             engine,
             projector: None,
             publisher: None,
+            live: None,
             snapshots: None,
             started_from: Arc::new(StartedFrom {
                 dir: None,
@@ -537,12 +551,14 @@ async fn start_engine(
         ),
         None => None,
     };
+    let live = crate::live::Live::start(wal.clone(), read_models.clone(), partition);
     Ok(Served {
         epoch,
         wal,
         engine,
         projector: Some(projector),
         publisher,
+        live: Some(live),
         snapshots,
         started_from,
     })

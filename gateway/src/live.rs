@@ -37,6 +37,8 @@ pub struct CommitEvents {
 
 /// The follower and its subscribers.
 pub struct Live {
+    /// The partition whose log this follows (0 on a single node): events' ids name it.
+    partition: u32,
     wal: Arc<dyn Wal>,
     read_models: ReadModels,
     sender: tokio::sync::broadcast::Sender<Arc<CommitEvents>>,
@@ -76,10 +78,11 @@ impl Drop for StreamPermit {
 }
 
 impl Live {
-    /// Follows `wal` from its last commit now.
-    pub fn start(wal: Arc<dyn Wal>, read_models: ReadModels) -> Arc<Live> {
+    /// Follows `wal`, `partition`'s log, from its last commit now.
+    pub fn start(wal: Arc<dyn Wal>, read_models: ReadModels, partition: u32) -> Arc<Live> {
         let (sender, _) = tokio::sync::broadcast::channel(CHANNEL_COMMITS);
         let live = Arc::new(Live {
+            partition,
             wal,
             read_models,
             sender,
@@ -135,7 +138,10 @@ impl Live {
         while from <= last {
             let to = last.min(from + 63);
             let commits = self.wal.read(from, to).await.ok()?;
-            for commits in mapped(&self.read_models, &commits).await.ok()? {
+            for commits in mapped(&self.read_models, self.partition, &commits)
+                .await
+                .ok()?
+            {
                 events.extend(
                     commits
                         .events
@@ -153,12 +159,13 @@ impl Live {
 /// pending transfer, and the commits after it wait with it).
 async fn mapped(
     read_models: &ReadModels,
+    partition: u32,
     commits: &[Arc<Commit>],
 ) -> Result<Vec<CommitEvents>, kizo_persistence::StoreError> {
     let ledgers = crate::cdc::expired_ledgers(read_models, commits).await?;
     let mut mapped = Vec::with_capacity(commits.len());
     for commit in commits {
-        let Some(events) = events_of(0, commit, |id| ledgers.get(&id).copied()) else {
+        let Some(events) = events_of(partition, commit, |id| ledgers.get(&id).copied()) else {
             break;
         };
         mapped.push(CommitEvents {
@@ -193,7 +200,7 @@ async fn follow(live: Arc<Live>) {
             }
         };
         // The commit's events, or none yet (see `mapped`); nobody listening is no error.
-        match mapped(&live.read_models, &commits).await {
+        match mapped(&live.read_models, live.partition, &commits).await {
             Ok(mapped) => {
                 for commit in mapped {
                     done = commit.lsn;
@@ -218,10 +225,11 @@ pub fn concerns(event: &Event, wallet: u128) -> bool {
             .is_some_and(|e| e.debit_account_id.0 == wallet || e.credit_account_id.0 == wallet)
 }
 
-/// A `Last-Event-ID`: the place `<partition>.<lsn>.<index>` of a single node's log (partition 0).
-pub fn parse_last_event_id(text: &str) -> Option<(u64, u32)> {
+/// A `Last-Event-ID`: the place `<partition>.<lsn>.<index>` in `partition`'s log (the
+/// wallet's; 0 on a single node).
+pub fn parse_last_event_id(text: &str, partition: u32) -> Option<(u64, u32)> {
     match crate::events::parse_id(text)? {
-        (0, lsn, index) => Some((lsn, index)),
+        (of, lsn, index) if of == partition => Some((lsn, index)),
         _ => None,
     }
 }
@@ -252,6 +260,7 @@ pub struct LiveEvent {
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct LiveTransfer {
+    /// The payment's id (for a leg between partitions, the payment it belongs to).
     pub id: uuid::Uuid,
     pub from_account_id: uuid::Uuid,
     pub to_account_id: uuid::Uuid,
@@ -263,14 +272,13 @@ pub struct LiveTransfer {
 
 /// `GET /v1/events`: the caller's wallet, live.
 #[utoipa::path(get, path = "/v1/events", tag = "wallet", security(("access_token" = [])),
-    params(("Last-Event-ID" = Option<String>, Header, pattern = "^0\\.[0-9]{1,20}\\.[0-9]{1,10}$",
+    params(("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,4}\\.[0-9]{1,20}\\.[0-9]{1,10}$",
         description = "The id of the last event received: the stream starts after it.")),
     responses(
         (status = 200, description = "Server-sent events: each `event:` a kind, `id:` its place, `data:` a LiveEvent; `event: reset` asks the client to reload and listen again", body = LiveEvent, content_type = "text/event-stream"),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 429, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
-        (status = 501, description = "events_not_in_cluster: a cluster node does not stream events yet", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn stream(
@@ -281,20 +289,33 @@ pub async fn stream(
     use crate::error::ApiError;
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    let Some(live) = &state.live else {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "events_not_in_cluster",
-            "a cluster node does not stream events yet; read the history instead",
-        ));
+    // On a cluster, the wallet's partition's follower; at another node, its stream through
+    // this one.
+    let live = match &state.books {
+        crate::books::Books::One { .. } => state.live.clone(),
+        crate::books::Books::Cluster(cluster) => {
+            let partition = state.books.home_of(caller.wallet);
+            match cluster.host.live(partition) {
+                Some(live) => Some(live),
+                None if headers.contains_key(FORWARDED) => None,
+                None => return forward(cluster, partition, &headers).await,
+            }
+        }
     };
+    let Some(live) = live else {
+        return Err(ApiError::unavailable(
+            "the wallet's partition is changing owners; listen again in a moment",
+        )
+        .retry_after(1));
+    };
+    let partition = live.partition;
     let after = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
             value
                 .to_str()
                 .ok()
-                .and_then(parse_last_event_id)
+                .and_then(|text| parse_last_event_id(text, partition))
                 .ok_or_else(|| {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
@@ -339,6 +360,51 @@ pub async fn stream(
     Ok(axum::response::sse::Sse::new(events)
         .keep_alive(axum::response::sse::KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
+}
+
+/// Marks a stream forwarded by another node: the owner serves it or refuses, never forwards it
+/// on (no loop while a partition changes owners).
+const FORWARDED: &str = "x-kizo-forwarded";
+
+/// The wallet's stream, from the node that serves its partition, passed through as it comes.
+async fn forward(
+    cluster: &crate::books::ClusterBooks,
+    partition: u32,
+    headers: &axum::http::HeaderMap,
+) -> Result<axum::response::Response, crate::error::ApiError> {
+    use axum::response::IntoResponse;
+    let unavailable = || {
+        crate::error::ApiError::unavailable(
+            "the wallet's partition is changing owners; listen again in a moment",
+        )
+        .retry_after(1)
+    };
+    let address = cluster.owner_address(partition).ok_or_else(unavailable)?;
+    let mut upstream = reqwest::header::HeaderMap::new();
+    for name in [axum::http::header::AUTHORIZATION.as_str(), "last-event-id"] {
+        if let Some(value) = headers.get(name) {
+            upstream.insert(name, value.clone());
+        }
+    }
+    upstream.insert(FORWARDED, axum::http::HeaderValue::from_static("1"));
+    let response = cluster
+        .peers
+        .stream(&address, "/v1/events", upstream)
+        .await
+        .map_err(|_| unavailable())?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .cloned();
+    let body = axum::body::Body::from_stream(response.bytes_stream());
+    let mut answer = (status, body).into_response();
+    if let Some(content_type) = content_type {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, content_type);
+    }
+    Ok(answer)
 }
 
 struct Stream {
@@ -407,8 +473,10 @@ async fn live_event(state: &crate::server::AppState, wallet: u128, event: Event)
             .map(|account| crate::wallet::balance_of(state, account)),
         Err(_) => None,
     };
+    // A leg of a payment between partitions names the payment in its user_data_128.
+    let crossing = event.kind.starts_with("cross.");
     let transfer = event.transfer.as_ref().map(|t| LiveTransfer {
-        id: uuid::Uuid::from_u128(t.id.0),
+        id: uuid::Uuid::from_u128(if crossing { t.user_data_128.0 } else { t.id.0 }),
         from_account_id: uuid::Uuid::from_u128(t.debit_account_id.0),
         to_account_id: uuid::Uuid::from_u128(t.credit_account_id.0),
         amount: t.amount.0.to_string(),

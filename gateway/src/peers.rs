@@ -33,6 +33,8 @@ const IDLE_PER_NODE: usize = 64;
 #[derive(Clone)]
 pub struct Peers {
     client: reqwest::Client,
+    /// For streams that last (a user's events through another node): no total timeout.
+    streaming: reqwest::Client,
     key: Arc<str>,
 }
 
@@ -60,10 +62,32 @@ impl Peers {
             .timeout(timeout)
             .build()
             .expect("a client without TLS settings builds");
+        let streaming = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .expect("a client without TLS settings builds");
         Peers {
             client,
+            streaming,
             key: key.into(),
         }
+    }
+
+    /// A GET of `path` at the node reached at `address`, with the caller's `headers`, whose
+    /// answer is passed on as it streams.
+    pub async fn stream(
+        &self,
+        address: &str,
+        path: &str,
+        headers: reqwest::header::HeaderMap,
+    ) -> Result<reqwest::Response, PeerError> {
+        self.streaming
+            .get(format!("http://{address}{path}"))
+            .headers(headers)
+            .send()
+            .await
+            .map_err(|e| PeerError::Unreachable(e.to_string()))
     }
 
     /// Runs `op` on `partition` at the node reached at `address` (`host:port`).

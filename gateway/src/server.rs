@@ -327,6 +327,7 @@ impl Server {
             crate::books::Books::One { wal, .. } => Some(crate::live::Live::start(
                 wal.clone(),
                 ReadModels::open(&config.store).await?,
+                0,
             )),
             crate::books::Books::Cluster(_) => None,
         };

@@ -161,3 +161,96 @@ async fn a_users_wallet_is_streamed_live_and_resumed_where_it_stopped() {
     server.stop().await;
     store.clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_owner_streams_and_any_other_node_passes_it_through() {
+    let store = TestStore::postgres("live_cluster");
+    let node = |id: &'static str| {
+        let store = store.config.clone();
+        async move {
+            common::start_configured(&store, |config| {
+                config.cluster = Some(kizo_gateway::server::ClusterConfig {
+                    node_id: kizo_cluster::NodeId::new(id).unwrap(),
+                    advertise: None,
+                    partitions: kizo_cluster::PartitionCount::new(2).unwrap(),
+                    policy: kizo_cluster::lease::LeasePolicy {
+                        length_ms: 1_500,
+                        renew_every_ms: 300,
+                    },
+                    pay_bound: Duration::from_secs(2),
+                    partition_databases: Default::default(),
+                    router: false,
+                });
+            })
+            .await
+        }
+    };
+    let (a, base_a) = node("a").await;
+    let (b, base_b) = node("b").await;
+    // Until each node serves one of the two partitions.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = send(
+            "GET",
+            format!("{base_a}/v1/admin/cluster"),
+            common::ADMIN_KEY,
+            None,
+            None,
+        )
+        .await;
+        let owners: std::collections::BTreeSet<String> = report.body["leases"]
+            .as_array()
+            .map(|leases| {
+                leases
+                    .iter()
+                    .filter_map(|l| l["owner"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if owners.len() == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", report.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ana, ana_wallet) = user(&base_a, "ana@live-cluster.test").await;
+    let (bo, bo_wallet) = user(&base_a, "bo@live-cluster.test").await;
+    common::fund(&base_a, &ana_wallet, 10_000, 1).await;
+    // Bo listens at both nodes: one serves his wallet's partition, the other passes it on.
+    let mut at_a = Events::start(&base_a, &bo, None).await;
+    let mut at_b = Events::start(&base_b, &bo, None).await;
+    pay(&base_a, &ana, "k-1", &ana_wallet, &bo_wallet, 300).await;
+    let (id_a, kind, data) = at_a.next().await;
+    let (id_b, _, _) = at_b.next().await;
+    assert_eq!(id_a, id_b, "one event, whichever node is asked");
+    assert!(
+        kind == "transfer.posted" || kind == "cross.credited",
+        "{kind}"
+    );
+    assert_eq!(data["transfer"]["direction"], "in");
+    assert_eq!(data["balance"]["available"], "300", "{data}");
+    let history = send(
+        "GET",
+        format!("{base_b}/v1/accounts/{bo_wallet}/transfers"),
+        &bo,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        data["transfer"]["id"], history.body["transfers"][0]["id"],
+        "the payment's id, as the history shows it: {}",
+        history.body
+    );
+    // Resumed at the other node from that id: the next one only.
+    drop(at_a);
+    pay(&base_a, &ana, "k-2", &ana_wallet, &bo_wallet, 5).await;
+    let mut again = Events::start(&base_b, &bo, Some(&id_a)).await;
+    let (next, _, data) = again.next().await;
+    assert_ne!(next, id_a);
+    assert_eq!(data["balance"]["available"], "305", "{data}");
+    drop((at_b, again));
+    a.stop().await;
+    b.stop().await;
+    store.clean().await;
+}
