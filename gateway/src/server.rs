@@ -299,7 +299,7 @@ impl Server {
             ),
             None => None,
         };
-        let (books, running, snapshots, recovered) = match &config.cluster {
+        let (books, running, snapshots, recovered, live) = match &config.cluster {
             None => start_one(&config, engine_config, clock.clone(), cdc.clone()).await?,
             Some(cluster) => {
                 let advertise = cluster
@@ -320,16 +320,8 @@ impl Server {
                     books: books.clone(),
                     resuming,
                 };
-                (crate::books::Books::Cluster(books), running, None, 0)
+                (crate::books::Books::Cluster(books), running, None, 0, None)
             }
-        };
-        let live = match &books {
-            crate::books::Books::One { wal, .. } => Some(crate::live::Live::start(
-                wal.clone(),
-                ReadModels::open(&config.store).await?,
-                0,
-            )),
-            crate::books::Books::Cluster(_) => None,
         };
         let keys = KeyStore::open(&config.store)
             .await?
@@ -524,11 +516,14 @@ impl Server {
 /// How long a leaving node waits for the others to take its partitions over.
 const HANDOVER_WITHIN: Duration = Duration::from_secs(10);
 
+/// What serves the books, to stop; snapshots; the commits recovered; the follower of the
+/// wallets' live events (one node: a cluster's are its partitions').
 type Started = (
     crate::books::Books,
     Running,
     Option<kizo_snapshots::Snapshots>,
     u64,
+    Option<Arc<crate::live::Live>>,
 );
 
 /// One node: the log, the engine on it (from the newest snapshot), the projector, snapshots.
@@ -588,6 +583,7 @@ async fn start_one(
         ),
         None => None,
     };
+    let live = crate::live::Live::start(wal.clone(), read_models, 0);
     Ok((
         crate::books::Books::One {
             engine: engine.clone(),
@@ -600,6 +596,7 @@ async fn start_one(
         },
         snapshots,
         recovered,
+        Some(live),
     ))
 }
 

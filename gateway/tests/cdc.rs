@@ -241,18 +241,7 @@ async fn a_cluster_publishes_each_partition_in_its_order_with_the_legs_between_t
         async move {
             common::start_configured(&store, |config| {
                 config.cdc = Some(kizo_gateway::cdc::CdcConfig::new(url));
-                config.cluster = Some(kizo_gateway::server::ClusterConfig {
-                    node_id: kizo_cluster::NodeId::new(id).unwrap(),
-                    advertise: None,
-                    partitions: kizo_cluster::PartitionCount::new(4).unwrap(),
-                    policy: kizo_cluster::lease::LeasePolicy {
-                        length_ms: 1_500,
-                        renew_every_ms: 300,
-                    },
-                    pay_bound: Duration::from_secs(2),
-                    partition_databases: Default::default(),
-                    router: false,
-                });
+                config.cluster = Some(common::cluster_config(id, 4));
             })
             .await
         }

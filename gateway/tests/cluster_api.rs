@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::{results, send, TestStore, ADMIN_KEY, API_KEY};
 use kizo_cluster::{partition_of, PartitionCount};
-use kizo_gateway::server::ClusterConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -32,17 +31,10 @@ async fn node_with(
 ) -> (kizo_gateway::Server, String) {
     common::start_configured(&store.config, |config| {
         config.bank.url = bank_url.map(str::to_string);
-        config.cluster = Some(ClusterConfig {
-            node_id: kizo_cluster::NodeId::new(id).unwrap(),
-            advertise: None,
-            partitions: PartitionCount::new(PARTITIONS).unwrap(),
-            policy: kizo_cluster::lease::LeasePolicy {
-                length_ms: 1_500,
-                renew_every_ms: 300,
-            },
-            pay_bound: Duration::from_secs(2),
+        config.cluster = Some(kizo_gateway::server::ClusterConfig {
             partition_databases: elsewhere,
             router: id.starts_with("router"),
+            ..common::cluster_config(id, PARTITIONS)
         });
     })
     .await

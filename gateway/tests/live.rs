@@ -169,18 +169,7 @@ async fn on_a_cluster_the_owner_streams_and_any_other_node_passes_it_through() {
         let store = store.config.clone();
         async move {
             common::start_configured(&store, |config| {
-                config.cluster = Some(kizo_gateway::server::ClusterConfig {
-                    node_id: kizo_cluster::NodeId::new(id).unwrap(),
-                    advertise: None,
-                    partitions: kizo_cluster::PartitionCount::new(2).unwrap(),
-                    policy: kizo_cluster::lease::LeasePolicy {
-                        length_ms: 1_500,
-                        renew_every_ms: 300,
-                    },
-                    pay_bound: Duration::from_secs(2),
-                    partition_databases: Default::default(),
-                    router: false,
-                });
+                config.cluster = Some(common::cluster_config(id, 2));
             })
             .await
         }

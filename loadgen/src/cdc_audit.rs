@@ -37,6 +37,25 @@ impl CdcAudit {
     }
 }
 
+/// Why the stream could not be read or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CdcAuditError {
+    /// The broker or the stream could not be reached or read.
+    #[error("{what}: {detail}")]
+    Broker { what: String, detail: String },
+    /// An event that is not one of Kizo's (a JSON body without the field).
+    #[error("event {sequence}: {detail}")]
+    Event { sequence: u64, detail: String },
+}
+
+fn broker(what: impl Into<String>) -> impl FnOnce(&dyn std::fmt::Display) -> CdcAuditError {
+    let what = what.into();
+    move |error| CdcAuditError::Broker {
+        what,
+        detail: error.to_string(),
+    }
+}
+
 /// How long the publishers get to catch up before the stream is read anyway.
 pub const CATCH_UP_WITHIN: Duration = Duration::from_secs(120);
 
@@ -72,19 +91,19 @@ pub async fn audit(
     stream: &str,
     accounts: &BTreeSet<u128>,
     acknowledged: &[u128],
-) -> Result<CdcAudit, String> {
+) -> Result<CdcAudit, CdcAuditError> {
     let client = async_nats::connect(nats_url)
         .await
-        .map_err(|e| format!("{nats_url}: {e}"))?;
+        .map_err(|e| broker(nats_url)(&e))?;
     let jetstream = async_nats::jetstream::new(client);
     let mut events_stream = jetstream
         .get_stream(stream)
         .await
-        .map_err(|e| format!("stream {stream}: {e}"))?;
+        .map_err(|e| broker(format!("stream {stream}"))(&e))?;
     let last = events_stream
         .info()
         .await
-        .map_err(|e| format!("stream {stream}: {e}"))?
+        .map_err(|e| broker(format!("stream {stream}"))(&e))?
         .state
         .last_sequence;
     let mut found = CdcAudit::default();
@@ -95,19 +114,22 @@ pub async fn audit(
         let consumer = events_stream
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
             .await
-            .map_err(|e| format!("a consumer of {stream}: {e}"))?;
+            .map_err(|e| broker(format!("a consumer of {stream}"))(&e))?;
         let mut messages = consumer
             .messages()
             .await
-            .map_err(|e| format!("reading {stream}: {e}"))?;
+            .map_err(|e| broker(format!("reading {stream}"))(&e))?;
         while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| format!("reading {stream}: {e}"))?;
+            let message = message.map_err(|e| broker(format!("reading {stream}"))(&e))?;
             let sequence = message
                 .info()
-                .map_err(|e| format!("a message of {stream}: {e}"))?
+                .map_err(|e| broker(format!("a message of {stream}"))(&e))?
                 .stream_sequence;
-            let event: serde_json::Value = serde_json::from_slice(&message.payload)
-                .map_err(|e| format!("event {sequence}: {e}"))?;
+            let event: serde_json::Value =
+                serde_json::from_slice(&message.payload).map_err(|e| CdcAuditError::Event {
+                    sequence,
+                    detail: e.to_string(),
+                })?;
             check(
                 &event,
                 accounts,
@@ -115,7 +137,11 @@ pub async fn audit(
                 &mut ids,
                 &mut transfers,
                 &mut places,
-            )?;
+            )
+            .map_err(|missing| CdcAuditError::Event {
+                sequence,
+                detail: format!("without {missing}"),
+            })?;
             if sequence >= last {
                 break;
             }
@@ -133,7 +159,7 @@ fn check(
     ids: &mut BTreeSet<String>,
     transfers: &mut HashMap<(u128, String), usize>,
     places: &mut BTreeMap<u64, (u64, u64)>,
-) -> Result<(), String> {
+) -> Result<(), &'static str> {
     let number = |value: &serde_json::Value| -> Option<u128> { value.as_str()?.parse().ok() };
     let account =
         |value: &serde_json::Value| number(value).is_some_and(|id| accounts.contains(&id));
@@ -148,11 +174,11 @@ fn check(
         return Ok(());
     }
     found.events += 1;
-    let id = event["id"].as_str().ok_or("an event without an id")?;
+    let id = event["id"].as_str().ok_or("an id")?;
     if !ids.insert(id.to_string()) {
         found.duplicates += 1;
     }
-    let kind = event["kind"].as_str().ok_or("an event without a kind")?;
+    let kind = event["kind"].as_str().ok_or("a kind")?;
     *found.kinds.entry(kind.to_string()).or_default() += 1;
     // A leg of a transfer between partitions names the transfer in its user_data_128.
     let named = if kind.starts_with("cross.") {
@@ -169,12 +195,10 @@ fn check(
             found.duplicates += 1;
         }
     }
-    let partition = event["partition"]
-        .as_u64()
-        .ok_or("an event without a partition")?;
+    let partition = event["partition"].as_u64().ok_or("a partition")?;
     let place = (
-        number(&event["lsn"]).ok_or("an event without an LSN")? as u64,
-        event["index"].as_u64().ok_or("an event without an index")?,
+        number(&event["lsn"]).ok_or("an LSN")? as u64,
+        event["index"].as_u64().ok_or("an index")?,
     );
     match places.insert(partition, place) {
         Some(before) if before >= place => found.out_of_order += 1,

@@ -379,7 +379,9 @@ pub async fn run_one(args: &Args, target_name: &str) -> Result<(RunResult, Outco
             let acknowledged: Vec<u128> = outcome.book.acknowledged.iter().map(|m| m.id).collect();
             Some(crate::cdc_audit::audit(nats, &args.cdc_stream, &accounts, &acknowledged).await)
         }
-        (Some(_), false) => Some(Err("--cdc-audit needs an HTTP target".to_string())),
+        (Some(_), false) => {
+            return Err(Unknown::new("args", "--cdc-audit needs an HTTP target"));
+        }
         (None, _) => None,
     };
     target.stop().await;

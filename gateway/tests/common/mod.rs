@@ -317,3 +317,20 @@ impl GatewayProcess {
         self.child.wait().await.unwrap();
     }
 }
+
+/// A cluster node's configuration for the tests: node `id` of `partitions`, 1.5 s leases
+/// renewed every 300 ms, payments between partitions waited for 2 s.
+pub fn cluster_config(id: &str, partitions: u32) -> kizo_gateway::server::ClusterConfig {
+    kizo_gateway::server::ClusterConfig {
+        node_id: kizo_cluster::NodeId::new(id).unwrap(),
+        advertise: None,
+        partitions: kizo_cluster::PartitionCount::new(partitions).unwrap(),
+        policy: kizo_cluster::lease::LeasePolicy {
+            length_ms: 1_500,
+            renew_every_ms: 300,
+        },
+        pay_bound: std::time::Duration::from_secs(2),
+        partition_databases: Default::default(),
+        router: false,
+    }
+}
