@@ -15,6 +15,7 @@
 //! - [`users`]: users of the wallet API, sessions, refresh tokens.
 //! - [`settlements`]: deposits and withdrawals through the bank, with every transition, and
 //!   reconciliation reports.
+//! - [`webhooks`]: webhook endpoints, their deliveries, and how far the log was fanned out.
 pub use kizo_log_codec as codec;
 pub mod cross;
 pub mod keys;
@@ -28,6 +29,7 @@ pub mod store;
 pub mod transfer_store;
 pub mod users;
 pub mod wal;
+pub mod webhooks;
 
 pub use store::{LogStore, StoreConfig, StoreError};
 pub use wal::{DurableWal, WalConfig, WalStats};
