@@ -68,6 +68,7 @@ fn main() {
             metrics: Default::default(),
             cluster: None,
             cdc: None,
+            webhooks: Default::default(),
         })
         .await
         .unwrap();

@@ -46,6 +46,8 @@ pub struct PartitionEngines {
     pub snapshots: Option<PartitionSnapshots>,
     /// Where each partition's events are published (`--nats-url`), with read models only.
     pub cdc: Option<Arc<crate::cdc::Broker>>,
+    /// Where each partition's events are fanned out to webhook endpoints, with read models only.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 /// Where and when a node's partitions are snapshotted.
@@ -68,6 +70,7 @@ impl PartitionEngines {
             clock: Arc::new(kizo_engine::SystemClock),
             snapshots: None,
             cdc: None,
+            webhooks: None,
         }
     }
 }
@@ -118,6 +121,8 @@ struct Served {
     engine: Engine,
     projector: Option<Projector>,
     publisher: Option<crate::cdc::Publisher>,
+    /// Its events' webhook deliveries (with read models only).
+    fanout: Option<crate::webhooks::Fanout>,
     /// The follower behind its wallets' `GET /v1/events` (with read models only).
     live: Option<Arc<crate::live::Live>>,
     snapshots: Option<kizo_snapshots::Snapshots>,
@@ -153,6 +158,9 @@ impl Served {
         }
         if let Some(live) = &self.live {
             live.stop();
+        }
+        if let Some(fanout) = &self.fanout {
+            fanout.stop();
         }
         if let Some(publisher) = &self.publisher {
             publisher.stop().await;
@@ -488,6 +496,7 @@ async fn start_engine(
             engine,
             projector: None,
             publisher: None,
+            fanout: None,
             live: None,
             snapshots: None,
             started_from: Arc::new(StartedFrom {
@@ -551,6 +560,9 @@ async fn start_engine(
         ),
         None => None,
     };
+    let fanout = engines.webhooks.clone().map(|webhooks| {
+        crate::webhooks::Fanout::start(webhooks, partition, wal.clone(), read_models.clone())
+    });
     let live = crate::live::Live::start(wal.clone(), read_models.clone(), partition);
     Ok(Served {
         epoch,
@@ -558,6 +570,7 @@ async fn start_engine(
         engine,
         projector: Some(projector),
         publisher,
+        fanout,
         live: Some(live),
         snapshots,
         started_from,

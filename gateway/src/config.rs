@@ -254,6 +254,19 @@ pub struct Args {
     /// resumes within it publishes nothing twice.
     #[arg(long, env = "KIZO_NATS_DUPLICATE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
     pub nats_duplicate_window: Duration,
+    /// Webhook endpoints may be on this machine or a private network (a receiver beside the
+    /// server, tests). Off: such addresses, and names that resolve to them, are refused.
+    #[arg(long, env = "KIZO_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
+    /// The delays before a webhook delivery's attempts, comma-separated (the first is the first
+    /// attempt's, usually 0); after the last fails, the delivery is parked for a replay. At
+    /// most 16. The default is the Standard Webhooks schedule (about a day and a half).
+    #[arg(long, env = "KIZO_WEBHOOK_RETRY_DELAYS", value_delimiter = ',', value_parser = humantime::parse_duration,
+        default_value = "0s,5s,5m,30m,2h,5h,10h,10h")]
+    pub webhook_retry_delays: Vec<Duration>,
+    /// How long one webhook attempt waits for the endpoint's answer.
+    #[arg(long, env = "KIZO_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
     /// A cluster node's role: `node` holds partitions; `router` holds none, serves the API
     /// and forwards every ledger operation to the owner of its partition.
     #[arg(long, env = "KIZO_ROLE", value_enum, default_value = "node")]
@@ -337,6 +350,8 @@ pub enum ConfigError {
     Shards,
     #[error("cluster settings: {0}")]
     Cluster(String),
+    #[error("webhook settings: {0}")]
+    Webhooks(String),
 }
 
 pub const API_KEY_MIN: usize = 32;
@@ -511,6 +526,34 @@ impl Args {
                 max_age: self.nats_max_age,
                 duplicate_window: self.nats_duplicate_window,
             }),
+            webhooks: self.webhook_settings()?,
+        })
+    }
+
+    fn webhook_settings(&self) -> Result<crate::webhooks::WebhookSettings, ConfigError> {
+        let policy = kizo_webhooks::RetryPolicy {
+            delays_ms: self
+                .webhook_retry_delays
+                .iter()
+                .map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+                .collect(),
+            ..kizo_webhooks::RetryPolicy::default()
+        };
+        if !policy.is_valid() {
+            return Err(ConfigError::Webhooks(format!(
+                "--webhook-retry-delays: 1 to {} delays",
+                kizo_webhooks::delivery::ATTEMPTS_MAX
+            )));
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::Webhooks(
+                "--webhook-timeout: more than 0, at most 60s".into(),
+            ));
+        }
+        Ok(crate::webhooks::WebhookSettings {
+            allow_private: self.webhooks_allow_private,
+            policy,
+            timeout: self.webhook_timeout,
         })
     }
 

@@ -29,6 +29,9 @@
 //!   `/v1/admin/cluster`.
 //! - [`ui`]: the web app (wallet, operator console, API documentation), embedded and served
 //!   as written.
+//! - [`events`]: what each record of the log becomes as a change event; [`cdc`] publishes
+//!   them to NATS JetStream, [`live`] streams a user's to the web app, [`webhooks`] sends them
+//!   to registered endpoints ([`webhook_api`] registers them and replays parked deliveries).
 //! - [`error`], [`json`]: every error as `application/problem+json` with a stable code.
 //!
 //! This crate never decides about money: the wallet's rules are `kizo-wallet`'s, the ledger's
@@ -62,6 +65,8 @@ pub mod snapshots;
 pub mod transfer_keys;
 pub mod ui;
 pub mod wallet;
+pub mod webhook_api;
+pub mod webhooks;
 pub mod wire;
 
 pub use server::{Server, ServerConfig};

@@ -157,7 +157,7 @@ impl Live {
 
 /// The events of `commits` (those it can map: an expiry waits until the read models hold its
 /// pending transfer, and the commits after it wait with it).
-async fn mapped(
+pub(crate) async fn mapped(
     read_models: &ReadModels,
     partition: u32,
     commits: &[Arc<Commit>],

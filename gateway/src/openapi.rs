@@ -53,6 +53,16 @@ use utoipa::{Modify, OpenApi};
         crate::metrics::admin_render,
         crate::peers::cluster,
         crate::payments::balances,
+        crate::webhook_api::ledger_register,
+        crate::webhook_api::ledger_list,
+        crate::webhook_api::ledger_remove,
+        crate::webhook_api::ledger_deliveries,
+        crate::webhook_api::ledger_replay,
+        crate::webhook_api::user_register,
+        crate::webhook_api::user_list,
+        crate::webhook_api::user_remove,
+        crate::webhook_api::user_deliveries,
+        crate::webhook_api::user_replay,
     ),
     modifiers(&ApiKey),
     tags(
@@ -60,6 +70,7 @@ use utoipa::{Modify, OpenApi};
         (name = "wallet", description = "The wallet API, for people: signup, login, sessions (access token: `Authorization: Bearer <access_token>`)."),
         (name = "money", description = "Money in and out through the bank: deposits and withdrawals, settled in the background (pending, processing, succeeded, failed, needs_review)."),
         (name = "admin", description = "Reconciliation with the bank, settlements needing review, snapshots and the cluster, with the admin API key."),
+        (name = "webhooks", description = "Endpoints that are sent change events (docs/events.md), signed per Standard Webhooks, retried, then parked for a replay: the ledger API key's (`/v1/ledger/webhooks`, every ledger) and a user's (`/v1/me/webhooks`, their wallet's)."),
         (name = "operations", description = "Health and readiness."),
     )
 )]

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterConfig>,
     /// Where change events are published (`--nats-url`); `None`: nowhere.
     pub cdc: Option<crate::cdc::CdcConfig>,
+    /// How webhooks are sent (`--webhook-*`).
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// A cluster node's settings (`--node-id`, `--partitions`, `--advertise`, `--lease-length`,
@@ -180,6 +182,8 @@ pub struct App {
     pub cdc: Option<Arc<crate::cdc::Broker>>,
     /// The wallet's live events (`GET /v1/events`); `None` on a cluster node.
     pub live: Option<Arc<crate::live::Live>>,
+    /// Webhook endpoints and their deliveries.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 impl App {
@@ -207,6 +211,7 @@ enum Running {
         engine: Engine,
         projector: Projector,
         publisher: Option<crate::cdc::Publisher>,
+        fanout: crate::webhooks::Fanout,
     },
     Cluster {
         books: Arc<crate::books::ClusterBooks>,
@@ -226,6 +231,8 @@ pub struct Server {
     pruning: tokio::task::JoinHandle<()>,
     /// The follower behind `GET /v1/events` (one node).
     live: Option<Arc<crate::live::Live>>,
+    /// Sends webhook deliveries.
+    dispatcher: crate::webhooks::Dispatcher,
     /// On a cluster node: reads the sessions other nodes ended, and resumes the settlements of
     /// the partitions it holds.
     following: Vec<tokio::task::JoinHandle<()>>,
@@ -250,6 +257,8 @@ pub enum StartError {
     Settlements(#[from] kizo_engine::settlement_actors::SettlementError),
     #[error("the event broker (--nats-url): {0}")]
     Cdc(String),
+    #[error("webhooks' HTTP client: {0}")]
+    WebhookClient(#[from] reqwest::Error),
     #[error("the bank's system account could not be created: {0}")]
     BankAccount(CreateAccountResult),
     #[error("the in-process bank: {0}")]
@@ -299,8 +308,22 @@ impl Server {
             ),
             None => None,
         };
+        let webhooks = crate::webhooks::Webhooks::new(
+            kizo_persistence::webhooks::WebhookStore::open(&config.store).await?,
+            config.webhooks.clone(),
+            clock.clone(),
+        )?;
         let (books, running, snapshots, recovered, live) = match &config.cluster {
-            None => start_one(&config, engine_config, clock.clone(), cdc.clone()).await?,
+            None => {
+                start_one(
+                    &config,
+                    engine_config,
+                    clock.clone(),
+                    cdc.clone(),
+                    webhooks.clone(),
+                )
+                .await?
+            }
             Some(cluster) => {
                 let advertise = cluster
                     .advertise
@@ -313,6 +336,7 @@ impl Server {
                     engine_config,
                     clock.clone(),
                     cdc.clone(),
+                    webhooks.clone(),
                 )
                 .await?;
                 let resuming = tokio::spawn(resume_cross(books.clone()));
@@ -381,7 +405,9 @@ impl Server {
             month_totals: Default::default(),
             cdc,
             live: live.clone(),
+            webhooks: webhooks.clone(),
         });
+        let dispatcher = crate::webhooks::Dispatcher::start(webhooks);
         let mailing = tokio::spawn(crate::mail::run_outbox(
             state.users.clone(),
             mailer,
@@ -454,6 +480,7 @@ impl Server {
             pruning,
             following,
             live,
+            dispatcher,
             mailing,
             running,
             shutdown,
@@ -476,6 +503,7 @@ impl Server {
             live.stop();
         }
         self.pruning.abort();
+        self.dispatcher.stop();
         for following in &self.following {
             following.abort();
         }
@@ -501,7 +529,9 @@ impl Server {
                 engine,
                 projector,
                 publisher,
+                fanout,
             } => {
+                fanout.stop();
                 if let Some(publisher) = publisher {
                     publisher.stop().await;
                 }
@@ -532,6 +562,7 @@ async fn start_one(
     engine_config: EngineConfig,
     clock: Arc<dyn kizo_engine::Clock>,
     cdc: Option<Arc<crate::cdc::Broker>>,
+    webhooks: Arc<crate::webhooks::Webhooks>,
 ) -> Result<Started, StartError> {
     let store = LogStore::open(&config.store).await?;
     let wal = DurableWal::open(store, WalConfig::default()).await?;
@@ -583,6 +614,7 @@ async fn start_one(
         ),
         None => None,
     };
+    let fanout = crate::webhooks::Fanout::start(webhooks, 0, wal.clone(), read_models.clone());
     let live = crate::live::Live::start(wal.clone(), read_models, 0);
     Ok((
         crate::books::Books::One {
@@ -593,6 +625,7 @@ async fn start_one(
             engine,
             projector,
             publisher,
+            fanout,
         },
         snapshots,
         recovered,
@@ -608,6 +641,7 @@ async fn start_node(
     engine_config: EngineConfig,
     clock: Arc<dyn kizo_engine::Clock>,
     cdc: Option<Arc<crate::cdc::Broker>>,
+    webhooks: Arc<crate::webhooks::Webhooks>,
 ) -> Result<Arc<crate::books::ClusterBooks>, StartError> {
     let leases = kizo_persistence::leases::LeaseStore::open(&config.store, cluster.partitions)
         .await?
@@ -640,6 +674,7 @@ async fn start_node(
             },
             crate::cluster::PartitionEngines {
                 cdc,
+                webhooks: Some(webhooks),
                 engine: engine_config,
                 read_models: Some(ReadModels::open(&config.store).await?),
                 read_models_elsewhere,
@@ -913,6 +948,10 @@ async fn prune(state: &AppState) {
         Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
         Err(error) => tracing::warn!(%error, "idempotency keys not pruned"),
     }
+    match crate::webhooks::prune(&state.webhooks).await {
+        Ok(pruned) => tracing::debug!(pruned, "delivered webhooks pruned"),
+        Err(error) => tracing::warn!(%error, "delivered webhooks not pruned"),
+    }
 }
 
 /// The metrics listener's only route.
@@ -953,6 +992,10 @@ pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
         state.clone(),
         require_api_key,
     ));
+    let webhooks = crate::webhook_api::ledger_routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_api_key,
+    ));
     let admin = crate::settlements::admin_routes()
         .merge(crate::snapshots::admin_routes())
         .merge(crate::peers::admin_routes())
@@ -968,8 +1011,10 @@ pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(ledger)
         .merge(node)
+        .merge(webhooks)
         .merge(crate::wallet::routes())
         .merge(crate::payments::routes())
+        .merge(crate::webhook_api::user_routes())
         .route("/v1/events", get(crate::live::stream))
         .merge(crate::settlements::routes())
         .merge(admin)

@@ -242,12 +242,25 @@ async fn a_cluster_publishes_each_partition_in_its_order_with_the_legs_between_t
             common::start_configured(&store, |config| {
                 config.cdc = Some(kizo_gateway::cdc::CdcConfig::new(url));
                 config.cluster = Some(common::cluster_config(id, 4));
+                config.webhooks.allow_private = true;
             })
             .await
         }
     };
     let (a, base) = node("a").await;
     let (b, base_b) = node("b").await;
+    // A webhook endpoint registered at one node hears every partition's events, whichever
+    // node fans each out.
+    let receiver = common::receiver::Receiver::start(common::receiver::Mode::Accept).await;
+    let hook = send(
+        "POST",
+        format!("{base_b}/v1/ledger/webhooks"),
+        API_KEY,
+        None,
+        Some(json!({"url": receiver.url, "kinds": ["*"]})),
+    )
+    .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
     // Accounts in every partition; transfers between them, most crossing partitions.
     let ids: Vec<u128> = (1..=12).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -306,6 +319,40 @@ async fn a_cluster_publishes_each_partition_in_its_order_with_the_legs_between_t
         found.kinds.get("cross.credited"),
         "{found:?}"
     );
+    // The same events as webhooks, each id once (a partition fanned out by its new owner after
+    // a move goes on from where the old one stopped).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delivered = loop {
+        let mut by_kind: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut seen = BTreeSet::new();
+        for received in receiver.accepted() {
+            common::receiver::verify(hook.body["secret"].as_str().unwrap(), &received);
+            if seen.insert(received.id.clone()) {
+                let event: Value = serde_json::from_str(&received.body).unwrap();
+                *by_kind
+                    .entry(event["kind"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+        let reached = found
+            .kinds
+            .iter()
+            .all(|(kind, n)| by_kind.get(kind).is_some_and(|got| got >= n));
+        if reached || Instant::now() > deadline {
+            break by_kind;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The audit counts the run's own accounts; webhooks hear of the clearing accounts too
+    // (one per partition and ledger, made with the first leg through it).
+    let mut expected = found.kinds.clone();
+    let clearing = delivered["account.created"] - expected["account.created"];
+    assert!(clearing <= 4, "{delivered:?}");
+    expected.insert(
+        "account.created".into(),
+        expected["account.created"] + clearing,
+    );
+    assert_eq!(delivered, expected);
     a.stop().await;
     b.stop().await;
     store.clean().await;

@@ -68,6 +68,7 @@ impl Running {
             },
             cluster: None,
             cdc: None,
+            webhooks: Default::default(),
         })
         .await
         .expect("the server starts");

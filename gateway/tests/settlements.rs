@@ -464,6 +464,7 @@ async fn the_in_process_bank_remembers_across_a_restart() {
         metrics: Default::default(),
         cluster: None,
         cdc: None,
+        webhooks: Default::default(),
     };
     let server = kizo_gateway::Server::start(config()).await.unwrap();
     let base = format!("http://{}", server.addr);

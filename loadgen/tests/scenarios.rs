@@ -46,6 +46,7 @@ async fn gateway(dir: &std::path::Path) -> Server {
         metrics: Default::default(),
         cluster: None,
         cdc: None,
+        webhooks: Default::default(),
     })
     .await
     .unwrap()

@@ -1,6 +1,8 @@
 //! Shared by the gateway's tests: a real server on a fresh store.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use kizo_gateway::{Server, ServerConfig};
 use kizo_persistence::StoreConfig;
 use reqwest::StatusCode;
@@ -52,6 +54,7 @@ pub async fn start_configured(
         metrics: Default::default(),
         cluster: None,
         cdc: None,
+        webhooks: Default::default(),
     };
     change(&mut config);
     let server = Server::start(config).await.expect("the server starts");

@@ -63,8 +63,13 @@ impl EndpointSpec {
 
     /// Whether an event of `kind` goes to this endpoint.
     pub fn wants(&self, kind: &str) -> bool {
-        self.kinds.first().is_some_and(|k| k == "*") || self.kinds.iter().any(|k| k == kind)
+        kinds_include(&self.kinds, kind)
     }
+}
+
+/// Whether `kinds` (as an [`EndpointSpec`] keeps them) include `kind`.
+pub fn kinds_include(kinds: &[String], kind: &str) -> bool {
+    kinds.first().is_some_and(|k| k == "*") || kinds.iter().any(|k| k == kind)
 }
 
 /// The host of an `http(s)://` URL, checked.
