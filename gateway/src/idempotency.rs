@@ -29,13 +29,14 @@ pub async fn ledger(State(state): State<AppState>, request: Request, next: Next)
     scoped(state, "ledger".to_string(), request, next).await
 }
 
-/// The kept answer `status` and `body`, replayed (`Idempotent-Replayed: true`).
-pub fn replay(status: u16, body: impl Into<Body>) -> Response {
+/// The kept answer `status` and `body`, replayed (`Idempotent-Replayed: true`); a success in
+/// the form `wire` (which the key's request fixed: it is part of its fingerprint).
+pub fn replay(status: u16, body: impl Into<Body>, wire: crate::ledger::Wire) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let content_type = if status.is_success() {
-        "application/json"
-    } else {
-        "application/problem+json"
+    let content_type = match (status.is_success(), wire) {
+        (true, crate::ledger::Wire::Json) => "application/json",
+        (true, crate::ledger::Wire::Binary) => kizo_binary::MEDIA_TYPE,
+        (false, _) => "application/problem+json",
     };
     let mut response = (status, body.into()).into_response();
     response
@@ -126,6 +127,12 @@ async fn scoped(state: AppState, scope: String, request: Request, next: Next) ->
     hasher.update([0]);
     hasher.update(parts.uri.query().unwrap_or_default());
     hasher.update([0]);
+    // The answer's form: the same key asking for the other form is another request.
+    let wire = crate::ledger::Wire::of_answer(&parts.headers);
+    if wire == crate::ledger::Wire::Binary {
+        hasher.update(kizo_binary::MEDIA_TYPE);
+        hasher.update([0]);
+    }
     hasher.update(&bytes);
     let fingerprint = hasher.finalize();
     let claim = match state.keys.claim(scope, &key, &fingerprint).await {
@@ -136,7 +143,7 @@ async fn scoped(state: AppState, scope: String, request: Request, next: Next) ->
         }
     };
     match claim {
-        Claim::Replay { status, body } => replay(status, body),
+        Claim::Replay { status, body } => replay(status, body, wire),
         Claim::Mismatch => reused().into_response(),
         Claim::InProgress => in_use(),
         Claim::Run => {

@@ -45,6 +45,59 @@ where
     }
 }
 
+/// A ledger batch's body: JSON (the default), or the binary format when `Content-Type` says
+/// so ([`kizo_binary::MEDIA_TYPE`]): its bytes, decoded by the handler that knows the records.
+pub enum JsonOrBinary<T> {
+    Json(T),
+    Binary(Bytes),
+}
+
+impl<S, T> FromRequest<S> for JsonOrBinary<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_binary(request.headers().get(header::CONTENT_TYPE)) {
+            return Json::<T>::from_request(request, state)
+                .await
+                .map(|Json(value)| JsonOrBinary::Json(value));
+        }
+        Bytes::from_request(request, state)
+            .await
+            .map(JsonOrBinary::Binary)
+            .map_err(|rejection| rejected(rejection.into()))
+    }
+}
+
+/// Whether a `Content-Type` (or one entry of `Accept`) names the binary format.
+pub fn is_binary(value: Option<&header::HeaderValue>) -> bool {
+    value
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(kizo_binary::MEDIA_TYPE))
+}
+
+/// A binary body that is not a batch: `400 malformed_binary` naming the byte where it breaks;
+/// an empty or oversized batch is refused as in JSON.
+pub fn binary_rejected(error: kizo_binary::DecodeError, field: &str) -> ApiError {
+    match error {
+        kizo_binary::DecodeError::Empty => ApiError::invalid(field, error.to_string()),
+        kizo_binary::DecodeError::TooMany { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "batch_too_large",
+            error.to_string(),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_binary",
+            error.to_string(),
+        ),
+    }
+}
+
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
         axum::Json(self.0).into_response()

@@ -1,15 +1,21 @@
 //! The batch ledger API, for services: the engine's operations over HTTP, up to 8189 events
 //! per call, one result per event with the engine's result codes. Authenticated with an API
 //! key (`Authorization: Bearer <key>`), not a user token.
+//!
+//! Creates and lookups take JSON, or the binary format (`kizo-binary`: 128-byte records) when
+//! `Content-Type` is its media type, and answer in the form `Accept` asks for, or else in the
+//! body's ([`Wire`]). Problems are JSON whatever the form.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use kizo_engine::{Account, AccountFilter, Transfer, BATCH_EVENTS_MAX};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::json::{Json, Query};
+use crate::json::{binary_rejected, Json, JsonOrBinary, Query};
 use crate::server::AppState;
 use crate::wire::{AccountJson, TransferJson, U128};
 
@@ -20,6 +26,72 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/ledger/accounts/lookup", post(lookup_accounts))
         .route("/v1/ledger/transfers/lookup", post(lookup_transfers))
         .route("/v1/ledger/accounts/{id}/transfers", get(account_transfers))
+}
+
+/// The form of a ledger call's answer: the binary format or JSON as `Accept` names one, or else
+/// the form of the request's body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Json,
+    Binary,
+}
+
+impl Wire {
+    pub fn of_answer(headers: &HeaderMap) -> Wire {
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        let mut json = false;
+        for entry in accept.split(',') {
+            let media = entry.split(';').next().unwrap_or_default().trim();
+            if media.eq_ignore_ascii_case(kizo_binary::MEDIA_TYPE) {
+                return Wire::Binary;
+            }
+            json |= media.eq_ignore_ascii_case("application/json");
+        }
+        if !json && crate::json::is_binary(headers.get(header::CONTENT_TYPE)) {
+            Wire::Binary
+        } else {
+            Wire::Json
+        }
+    }
+
+    /// A create's answer: every result (JSON), or those of the events not created (binary).
+    fn results<R: kizo_binary::ResultCode>(self, results: &[R]) -> Response {
+        match self {
+            Wire::Json => Json(Results {
+                results: results
+                    .iter()
+                    .map(|r| EventResult { result: r.name() })
+                    .collect(),
+            })
+            .into_response(),
+            Wire::Binary => binary(kizo_binary::encode_results(results)),
+        }
+    }
+}
+
+fn binary(bytes: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(kizo_binary::MEDIA_TYPE),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Wire {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Wire::of_answer(&parts.headers))
+    }
 }
 
 /// One result per event, in order.
@@ -60,6 +132,25 @@ fn batch_schema<T: utoipa::ToSchema>() -> utoipa::openapi::RefOr<utoipa::openapi
         .max_items(Some(BATCH_EVENTS_MAX))
         .into()
 }
+
+/// A body in the binary format, as the OpenAPI document shows it (docs/binary.md has the
+/// byte layouts).
+pub struct BinaryBatch;
+
+impl utoipa::PartialSchema for BinaryBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some(
+                "Little-endian records (docs/binary.md): 128-byte accounts or transfers in TigerBeetle's layouts, 16-byte ids, or 8-byte (index, code) results of the events not created.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for BinaryBatch {}
 
 /// A batch of accounts, as the OpenAPI document shows it.
 pub struct AccountBatch;
@@ -126,11 +217,11 @@ fn check_batch(len: usize, field: &str) -> Result<(), ApiError> {
 
 /// Creates accounts: one result per event, in order.
 #[utoipa::path(post, path = "/v1/ledger/accounts", tag = "ledger", security(("api_key" = [])),
-    request_body = AccountBatch,
+    request_body(content((AccountBatch = "application/json"), (BinaryBatch = "application/vnd.kizo.batch.v1"))),
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
         description = "Optional: retries with the same key and request get the first answer again (with `Idempotent-Replayed: true`), kept at least 24 hours")),
     responses(
-        (status = 200, body = Results),
+        (status = 200, content((Results = "application/json"), (BinaryBatch = "application/vnd.kizo.batch.v1"))),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -141,27 +232,30 @@ fn check_batch(len: usize, field: &str) -> Result<(), ApiError> {
     ))]
 pub async fn create_accounts(
     State(state): State<AppState>,
-    Json(events): Json<Vec<AccountJson>>,
-) -> Result<Json<Results>, ApiError> {
-    check_batch(events.len(), "")?;
-    let accounts: Vec<Account> = events.into_iter().map(Account::from).collect();
+    answer: Wire,
+    body: JsonOrBinary<Vec<AccountJson>>,
+) -> Result<Response, ApiError> {
+    let accounts: Vec<Account> = match body {
+        JsonOrBinary::Json(events) => {
+            check_batch(events.len(), "")?;
+            events.into_iter().map(Account::from).collect()
+        }
+        JsonOrBinary::Binary(bytes) => {
+            kizo_binary::decode_accounts(&bytes).map_err(|e| binary_rejected(e, ""))?
+        }
+    };
     let results = state.books.create_accounts(accounts).await?;
     crate::metrics::results("kizo_accounts_total", results.iter().map(|r| r.code()));
-    Ok(Json(Results {
-        results: results
-            .iter()
-            .map(|r| EventResult { result: r.code() })
-            .collect(),
-    }))
+    Ok(answer.results(&results))
 }
 
 /// Creates transfers: one result per event, in order (linked chains all or nothing).
 #[utoipa::path(post, path = "/v1/ledger/transfers", tag = "ledger", security(("api_key" = [])),
-    request_body = TransferBatch,
+    request_body(content((TransferBatch = "application/json"), (BinaryBatch = "application/vnd.kizo.batch.v1"))),
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
         description = "Optional: retries with the same key and request get the first answer again (with `Idempotent-Replayed: true`), kept at least 24 hours")),
     responses(
-        (status = 200, body = Results),
+        (status = 200, content((Results = "application/json"), (BinaryBatch = "application/vnd.kizo.batch.v1"))),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -172,25 +266,28 @@ pub async fn create_accounts(
     ))]
 pub async fn create_transfers(
     State(state): State<AppState>,
-    Json(events): Json<Vec<TransferJson>>,
-) -> Result<Json<Results>, ApiError> {
-    check_batch(events.len(), "")?;
-    let transfers: Vec<Transfer> = events.into_iter().map(Transfer::from).collect();
+    answer: Wire,
+    body: JsonOrBinary<Vec<TransferJson>>,
+) -> Result<Response, ApiError> {
+    let transfers: Vec<Transfer> = match body {
+        JsonOrBinary::Json(events) => {
+            check_batch(events.len(), "")?;
+            events.into_iter().map(Transfer::from).collect()
+        }
+        JsonOrBinary::Binary(bytes) => {
+            kizo_binary::decode_transfers(&bytes).map_err(|e| binary_rejected(e, ""))?
+        }
+    };
     let results = state.books.create_transfers(transfers).await?;
     crate::metrics::results("kizo_transfers_total", results.iter().map(|r| r.code()));
-    Ok(Json(Results {
-        results: results
-            .iter()
-            .map(|r| EventResult { result: r.code() })
-            .collect(),
-    }))
+    Ok(answer.results(&results))
 }
 
 /// The accounts with these ids (those that exist), with their balances.
 #[utoipa::path(post, path = "/v1/ledger/accounts/lookup", tag = "ledger", security(("api_key" = [])),
-    request_body = Ids,
+    request_body(content((Ids = "application/json"), (BinaryBatch = "application/vnd.kizo.batch.v1"))),
     responses(
-        (status = 200, body = Accounts),
+        (status = 200, content((Accounts = "application/json"), (BinaryBatch = "application/vnd.kizo.batch.v1"))),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -199,21 +296,37 @@ pub async fn create_transfers(
     ))]
 pub async fn lookup_accounts(
     State(state): State<AppState>,
-    Json(request): Json<Ids>,
-) -> Result<Json<Accounts>, ApiError> {
-    check_batch(request.ids.len(), "ids")?;
-    let ids = request.ids.iter().map(|id| id.0).collect();
-    let accounts = state.books.lookup_accounts(ids).await?;
-    Ok(Json(Accounts {
-        accounts: accounts.into_iter().map(AccountJson::from).collect(),
-    }))
+    answer: Wire,
+    body: JsonOrBinary<Ids>,
+) -> Result<Response, ApiError> {
+    let accounts = state.books.lookup_accounts(ids_of(body)?).await?;
+    Ok(match answer {
+        Wire::Json => Json(Accounts {
+            accounts: accounts.into_iter().map(AccountJson::from).collect(),
+        })
+        .into_response(),
+        Wire::Binary => binary(kizo_binary::encode_accounts(&accounts)),
+    })
+}
+
+/// A lookup's ids, from either form.
+fn ids_of(body: JsonOrBinary<Ids>) -> Result<Vec<u128>, ApiError> {
+    match body {
+        JsonOrBinary::Json(request) => {
+            check_batch(request.ids.len(), "ids")?;
+            Ok(request.ids.iter().map(|id| id.0).collect())
+        }
+        JsonOrBinary::Binary(bytes) => {
+            kizo_binary::decode_ids(&bytes).map_err(|e| binary_rejected(e, "ids"))
+        }
+    }
 }
 
 /// The transfers with these ids (those that exist).
 #[utoipa::path(post, path = "/v1/ledger/transfers/lookup", tag = "ledger", security(("api_key" = [])),
-    request_body = Ids,
+    request_body(content((Ids = "application/json"), (BinaryBatch = "application/vnd.kizo.batch.v1"))),
     responses(
-        (status = 200, body = Transfers),
+        (status = 200, content((Transfers = "application/json"), (BinaryBatch = "application/vnd.kizo.batch.v1"))),
         (status = 400, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, body = crate::error::ProblemDoc, content_type = "application/problem+json"),
@@ -222,14 +335,17 @@ pub async fn lookup_accounts(
     ))]
 pub async fn lookup_transfers(
     State(state): State<AppState>,
-    Json(request): Json<Ids>,
-) -> Result<Json<Transfers>, ApiError> {
-    check_batch(request.ids.len(), "ids")?;
-    let ids = request.ids.iter().map(|id| id.0).collect();
-    let transfers = state.books.lookup_transfers(ids).await?;
-    Ok(Json(Transfers {
-        transfers: transfers.into_iter().map(TransferJson::from).collect(),
-    }))
+    answer: Wire,
+    body: JsonOrBinary<Ids>,
+) -> Result<Response, ApiError> {
+    let transfers = state.books.lookup_transfers(ids_of(body)?).await?;
+    Ok(match answer {
+        Wire::Json => Json(Transfers {
+            transfers: transfers.into_iter().map(TransferJson::from).collect(),
+        })
+        .into_response(),
+        Wire::Binary => binary(kizo_binary::encode_transfers(&transfers)),
+    })
 }
 
 /// `GET /v1/ledger/accounts/{id}/transfers`: the account's transfers, oldest first unless

@@ -824,7 +824,11 @@ pub async fn create(
         if kept.fingerprint != fingerprint {
             return Err(idempotency::reused());
         }
-        return Ok(idempotency::replay(kept.status, kept.body));
+        return Ok(idempotency::replay(
+            kept.status,
+            kept.body,
+            crate::ledger::Wire::Json,
+        ));
     }
     if state.transfer_keys.refusals_of(&caller.user_id) >= crate::transfer_keys::REFUSALS_PER_USER {
         // Each refusal is remembered for a day (for retries): one user may not fill that

@@ -1,5 +1,8 @@
-//! The HTTP/1.1 connection loop: a cap on connections, header and body deadlines, and a drain
-//! on shutdown that lets requests in flight finish (bounded) before the engine stops.
+//! The HTTP connection loop: HTTP/1.1, and HTTP/2 over cleartext (h2c, "prior knowledge":
+//! a client that opens with HTTP/2's preface is served HTTP/2 on the same port), a cap on
+//! connections, header and body deadlines, a cap on streams per HTTP/2 connection, and a drain
+//! on shutdown that lets requests in flight finish (bounded) before the engine stops. TLS is
+//! terminated in front of the server (docs/operations.md).
 //!
 //! axum's own `serve` has no deadlines and no cap: a client that opens connections and sends
 //! nothing, or stops half way through a body, would keep its connection and task for as long
@@ -43,6 +46,8 @@ pub struct HttpSettings {
 impl HttpSettings {
     pub const CONNECTIONS_MAX: usize = 1 << 20;
     pub const TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+    /// Requests in flight at once on one HTTP/2 connection.
+    pub const STREAMS_PER_CONNECTION: u32 = 128;
 }
 
 impl Default for HttpSettings {
@@ -67,9 +72,19 @@ pub async fn serve(
     let mut make_service = app.into_make_service_with_connect_info::<SocketAddr>();
     let connections = Arc::new(Semaphore::new(settings.connections_max));
     let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout);
+    // An HTTP/2 connection carries many requests at once, each a task here: bounded per
+    // connection, on top of the cap on connections. Pings find peers that went away.
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HttpSettings::STREAMS_PER_CONNECTION)
+        .max_header_list_size(64 << 10)
+        .keep_alive_interval(Some(settings.header_timeout))
+        .keep_alive_timeout(settings.header_timeout);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -107,7 +122,9 @@ pub async fn serve(
             let request = with_body_deadline(request.map(Body::new), body_timeout);
             service.clone().oneshot(request)
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

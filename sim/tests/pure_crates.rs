@@ -15,6 +15,7 @@ const PURE: &[&str] = &[
     "kizo-bank-model",
     "kizo-wallet",
     "kizo-webhooks",
+    "kizo-binary",
     "kizo-sim",
 ];
 
