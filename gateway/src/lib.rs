@@ -67,6 +67,7 @@ pub mod ui;
 pub mod wallet;
 pub mod webhook_api;
 pub mod webhooks;
-pub mod wire;
+/// The JSON forms of accounts and transfers (`kizo-json-wire`).
+pub use kizo_json_wire as wire;
 
 pub use server::{Server, ServerConfig};

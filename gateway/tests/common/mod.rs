@@ -251,11 +251,16 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts the binary with `args` besides its store, and waits until it serves.
     pub async fn start(store: &TestStore, args: &[&str]) -> GatewayProcess {
+        GatewayProcess::start_on(store, "127.0.0.1:0", args).await
+    }
+
+    /// The same, listening on `listen`.
+    pub async fn start_on(store: &TestStore, listen: &str, args: &[&str]) -> GatewayProcess {
         use tokio::io::AsyncBufReadExt;
         let own_data = tempfile::tempdir().unwrap();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kizo-gateway"));
         command
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -1,8 +1,10 @@
-//! The JSON forms of the ledger's types. Every 128- and 64-bit number is a decimal string
-//! (JSON numbers lose precision past 2^53 in most clients); flags are objects of booleans.
-//! Unknown fields are refused.
+//! The JSON forms of the ledger's types, as the gateway reads and writes them and
+//! `kizo-client` sends and reads them. Every 128- and 64-bit number is a decimal string (JSON
+//! numbers lose precision past 2^53 in most clients); flags are objects of booleans. Unknown
+//! fields are refused. Pure: no I/O. With the `openapi` feature, each form also describes
+//! itself for the OpenAPI document.
 
-use kizo_engine::{Account, AccountFlags, Transfer, TransferFlags};
+use kizo_ledger::{Account, AccountFlags, Transfer, TransferFlags};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -18,6 +20,7 @@ macro_rules! decimal {
             }
         }
 
+        #[cfg(feature = "openapi")]
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 utoipa::openapi::ObjectBuilder::new()
@@ -33,6 +36,7 @@ macro_rules! decimal {
             }
         }
 
+        #[cfg(feature = "openapi")]
         impl utoipa::ToSchema for $name {}
 
         impl<'de> Deserialize<'de> for $name {
@@ -52,6 +56,7 @@ macro_rules! decimal {
     };
 }
 
+#[cfg(feature = "openapi")]
 /// A regular expression for the decimal strings of `0..=max` (leading zeros allowed, at most
 /// as many digits as `max`): what the parser accepts, so the document says exactly that.
 fn at_most(max: &str) -> String {
@@ -96,7 +101,8 @@ where
         .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct AccountFlagsJson {
     pub linked: bool,
@@ -141,7 +147,8 @@ impl From<AccountFlags> for AccountFlagsJson {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct TransferFlagsJson {
     pub linked: bool,
@@ -191,7 +198,8 @@ impl From<TransferFlags> for TransferFlagsJson {
 }
 
 /// An account, as created (balances and timestamp must be absent or zero) and as returned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AccountJson {
     pub id: U128,
@@ -208,13 +216,13 @@ pub struct AccountJson {
     #[serde(default)]
     pub user_data_64: U64,
     #[serde(default, deserialize_with = "whole")]
-    #[schema(value_type = u64, maximum = 4294967295_u64)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub user_data_32: u32,
     #[serde(deserialize_with = "whole")]
-    #[schema(value_type = u64, maximum = 4294967295_u64)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub ledger: u32,
     #[serde(deserialize_with = "whole")]
-    #[schema(value_type = u64, maximum = 65535)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 65535))]
     pub code: u16,
     #[serde(default)]
     pub flags: AccountFlagsJson,
@@ -262,7 +270,8 @@ impl From<Account> for AccountJson {
 
 /// A transfer, as created (post and void may leave accounts, ledger and code zero) and as
 /// returned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TransferJson {
     pub id: U128,
@@ -279,16 +288,16 @@ pub struct TransferJson {
     #[serde(default)]
     pub user_data_64: U64,
     #[serde(default, deserialize_with = "whole")]
-    #[schema(value_type = u64, maximum = 4294967295_u64)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub user_data_32: u32,
     #[serde(default, deserialize_with = "whole")]
-    #[schema(value_type = u64, maximum = 4294967295_u64)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub timeout: u32,
     #[serde(default, deserialize_with = "whole")]
-    #[schema(value_type = u64, maximum = 4294967295_u64)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 4294967295_u64))]
     pub ledger: u32,
     #[serde(default, deserialize_with = "whole")]
-    #[schema(value_type = u64, maximum = 65535)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, maximum = 65535))]
     pub code: u16,
     #[serde(default)]
     pub flags: TransferFlagsJson,
@@ -362,6 +371,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "openapi")]
     fn the_documented_pattern_accepts_exactly_what_the_parser_accepts() {
         let pattern = at_most("255");
         assert_eq!(

@@ -1,0 +1,617 @@
+//! `kizo-client`: Kizo's HTTP API from Rust, typed.
+//!
+//! - The **batch ledger API** ([`Client::create_accounts`], [`Client::create_transfers`],
+//!   [`Client::lookup_accounts`], [`Client::lookup_transfers`], [`Client::account_transfers`]),
+//!   with the API key, over the binary format (the default: 128-byte records, see
+//!   docs/binary.md) or JSON ([`Wire`]).
+//! - The **wallet API**: [`Client::signup`], [`Client::login`] to a [`Session`] whose access
+//!   token is refreshed before it expires; [`Session::pay`] with an `Idempotency-Key` made
+//!   once per payment and kept across its retries.
+//!
+//! Requests have a timeout and share pooled keep-alive connections (HTTP/1.1, or HTTP/2 with
+//! [`ClientBuilder::http2`]). A request is retried, with exponential backoff, only when a
+//! retry cannot apply it twice: ledger creates (the ledger never applies an id twice: a retried
+//! batch answers `exists` for the events an earlier attempt created), lookups and reads, and
+//! payments (their kept key). Logins, signups and logouts are retried only when they were never
+//! sent. Errors are an [`Error`]; a refusal carries the problem's stable `code`.
+//!
+//! ```no_run
+//! use kizo_client::{Account, Client, CreateTransferResult, Transfer};
+//!
+//! # async fn run() -> Result<(), kizo_client::Error> {
+//! let client = Client::builder("http://127.0.0.1:8080").api_key("my-api-key").build()?;
+//! client
+//!     .create_accounts(&[Account::new(1, 840, 1), Account::new(2, 840, 1)])
+//!     .await?;
+//! let results = client
+//!     .create_transfers(&[Transfer::new(10, 1, 2, 500, 840, 1)])
+//!     .await?;
+//! assert_eq!(results, [CreateTransferResult::Created]);
+//! let accounts = client.lookup_accounts(&[1, 2]).await?;
+//! assert_eq!(accounts[1].credits_posted, 500);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kizo_json_wire::{AccountJson, TransferJson, U128};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use kizo_ledger::{
+    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Transfer, TransferFlags,
+    BATCH_EVENTS_MAX,
+};
+
+mod wallet;
+pub use wallet::{Balance, Me, Payment, Recipient, Session, Signup, User, WalletTransfer};
+
+/// How the ledger API's batches travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wire {
+    /// Fixed-size records (docs/binary.md): nothing printed or parsed.
+    #[default]
+    Binary,
+    /// JSON, decimal strings for big numbers.
+    Json,
+}
+
+/// When a retryable request is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all, the first included (1: never retried).
+    pub attempts: u32,
+    /// The wait before the second attempt; doubled each time, up to `delay_max` (a server's
+    /// `Retry-After` is waited instead when it says longer).
+    pub delay: Duration,
+    pub delay_max: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 5,
+            delay: Duration::from_millis(100),
+            delay_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server refused the request: its problem document.
+    #[error("{status} {code}: {detail}")]
+    Problem {
+        status: u16,
+        /// The stable code (`invalid_field`, `batch_too_large`, `unauthorized`, ...).
+        code: String,
+        detail: String,
+        /// The field at fault, when one is.
+        field: Option<String>,
+    },
+    /// No answer within the timeout (the request may or may not have been applied).
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or broke.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// An answer that is not what the API sends.
+    #[error("the answer could not be read: {0}")]
+    Decode(String),
+    /// A request the client refuses to send (a batch over the limit, a bad base URL).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The problem's stable code, for a refusal.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Problem { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether a retry may succeed where this failed (a passing failure).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Problem { status, code, .. } => {
+                *status == 503
+                    || *status == 502
+                    || *status == 504
+                    || *status == 429
+                    || code == "idempotency_key_in_use"
+            }
+            Error::Timeout(_) | Error::Transport(_) => true,
+            Error::Decode(_) | Error::Invalid(_) => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Problem {
+    code: String,
+    #[serde(default)]
+    detail: String,
+    field: Option<String>,
+}
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    base: String,
+    api_key: Option<String>,
+    wire: Wire,
+    timeout: Duration,
+    retry: Retry,
+    http2: bool,
+}
+
+impl ClientBuilder {
+    /// The ledger API's key (`Authorization: Bearer`).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+    pub fn wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+    /// How long one attempt waits for its answer (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+    /// HTTP/2 without negotiation (h2c): one connection carries many requests at once.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let base = self.base.trim_end_matches('/').to_string();
+        reqwest::Url::parse(&base)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| Error::Invalid(format!("{base}: an http:// or https:// URL")))?;
+        let api_key = match self.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| Error::Invalid("the API key cannot be sent as a header".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        if self.retry.attempts == 0 {
+            return Err(Error::Invalid(
+                "retry attempts count the first: at least 1".into(),
+            ));
+        }
+        let mut http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("kizo-client/", env!("CARGO_PKG_VERSION")));
+        if self.http2 {
+            http = http.http2_prior_knowledge();
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http: http.build().map_err(|e| Error::Invalid(e.to_string()))?,
+                base,
+                api_key,
+                wire: self.wire,
+                timeout: self.timeout,
+                retry: self.retry,
+            }),
+        })
+    }
+}
+
+/// A client of one Kizo server (or of the load balancer in front of a cluster). Cheap to
+/// clone: clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<HeaderValue>,
+    wire: Wire,
+    timeout: Duration,
+    retry: Retry,
+}
+
+/// Whether a request may be sent again after a failure whose outcome is unknown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retries {
+    /// Applying it twice is no different from once.
+    Safe,
+    /// Only when it was never sent (the connection could not be made).
+    Unsent,
+}
+
+/// A request ready to send (and to send again).
+pub(crate) struct Call {
+    pub method: Method,
+    pub path: String,
+    pub auth: Option<HeaderValue>,
+    pub body: Option<(Vec<u8>, &'static str)>,
+    pub accept: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub retries: Retries,
+}
+
+/// An answer's status, `Content-Type` and body.
+pub(crate) struct Answer {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://host:port`).
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base: base_url.into(),
+            api_key: None,
+            wire: Wire::default(),
+            timeout: Duration::from_secs(30),
+            retry: Retry::default(),
+            http2: false,
+        }
+    }
+
+    /// Sends `call`, again on a transient failure when its kind allows, after a growing wait.
+    pub(crate) async fn send(&self, call: &Call) -> Result<Answer, Error> {
+        let retry = self.inner.retry;
+        let mut delay = retry.delay;
+        let mut attempt = 1;
+        loop {
+            let (result, retry_after) = self.attempt(call).await;
+            let error = match result {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let may_retry = match call.retries {
+                Retries::Safe => error.is_transient(),
+                Retries::Unsent => {
+                    matches!(&error, Error::Transport(why) if why.starts_with("connect:"))
+                }
+            };
+            if !may_retry || attempt >= retry.attempts {
+                return Err(error);
+            }
+            tokio::time::sleep(retry_after.unwrap_or(delay).max(delay)).await;
+            delay = (delay * 2).min(retry.delay_max);
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, call: &Call) -> (Result<Answer, Error>, Option<Duration>) {
+        let inner = &self.inner;
+        let mut request = inner
+            .http
+            .request(call.method.clone(), format!("{}{}", inner.base, call.path))
+            .header(ACCEPT, call.accept);
+        if let Some(auth) = &call.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        for (name, value) in &call.headers {
+            request = request.header(*name, value);
+        }
+        if let Some((body, content_type)) = &call.body {
+            request = request
+                .header(CONTENT_TYPE, *content_type)
+                .body(body.clone());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return (Err(transport(error, inner.timeout)), None),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|seconds| Duration::from_secs(seconds.min(60)));
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = match response.bytes().await {
+            Ok(body) => body.to_vec(),
+            Err(error) => return (Err(transport(error, inner.timeout)), retry_after),
+        };
+        if status.is_success() {
+            return (Ok(Answer { content_type, body }), retry_after);
+        }
+        (Err(problem(status, &body)), retry_after)
+    }
+
+    fn ledger_call(&self, path: &str, body: Vec<u8>, content_type: &'static str) -> Call {
+        Call {
+            method: Method::POST,
+            path: path.to_string(),
+            auth: self.inner.api_key.clone(),
+            body: Some((body, content_type)),
+            accept: content_type,
+            headers: Vec::new(),
+            retries: Retries::Safe,
+        }
+    }
+
+    /// Creates accounts: one result per account, in order (at most [`BATCH_EVENTS_MAX`]).
+    pub async fn create_accounts(
+        &self,
+        accounts: &[Account],
+    ) -> Result<Vec<CreateAccountResult>, Error> {
+        check_batch(accounts.len())?;
+        let path = "/v1/ledger/accounts";
+        match self.inner.wire {
+            Wire::Binary => {
+                let call = self.ledger_call(
+                    path,
+                    kizo_binary::encode_accounts(accounts),
+                    kizo_binary::MEDIA_TYPE,
+                );
+                let answer = self.send(&call).await?;
+                binary_answer(&answer)?;
+                kizo_binary::decode_results(&answer.body, accounts.len()).map_err(decode)
+            }
+            Wire::Json => {
+                let body: Vec<AccountJson> = accounts.iter().copied().map(Into::into).collect();
+                let answer = self
+                    .send(&self.ledger_call(path, to_json(&body)?, JSON))
+                    .await?;
+                json_results(&answer, accounts.len(), CreateAccountResult::ALL)
+            }
+        }
+    }
+
+    /// Creates transfers: one result per transfer, in order (at most [`BATCH_EVENTS_MAX`];
+    /// linked chains all or nothing). A batch retried after an unknown outcome answers
+    /// `exists` for the transfers an earlier attempt created.
+    pub async fn create_transfers(
+        &self,
+        transfers: &[Transfer],
+    ) -> Result<Vec<CreateTransferResult>, Error> {
+        check_batch(transfers.len())?;
+        let path = "/v1/ledger/transfers";
+        match self.inner.wire {
+            Wire::Binary => {
+                let call = self.ledger_call(
+                    path,
+                    kizo_binary::encode_transfers(transfers),
+                    kizo_binary::MEDIA_TYPE,
+                );
+                let answer = self.send(&call).await?;
+                binary_answer(&answer)?;
+                kizo_binary::decode_results(&answer.body, transfers.len()).map_err(decode)
+            }
+            Wire::Json => {
+                let body: Vec<TransferJson> = transfers.iter().copied().map(Into::into).collect();
+                let answer = self
+                    .send(&self.ledger_call(path, to_json(&body)?, JSON))
+                    .await?;
+                json_results(&answer, transfers.len(), CreateTransferResult::ALL)
+            }
+        }
+    }
+
+    /// The accounts with these ids that exist, in the order asked.
+    pub async fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>, Error> {
+        check_batch(ids.len())?;
+        let path = "/v1/ledger/accounts/lookup";
+        match self.inner.wire {
+            Wire::Binary => {
+                let call =
+                    self.ledger_call(path, kizo_binary::encode_ids(ids), kizo_binary::MEDIA_TYPE);
+                let answer = self.send(&call).await?;
+                binary_answer(&answer)?;
+                kizo_binary::decode_account_records(&answer.body).map_err(decode)
+            }
+            Wire::Json => {
+                #[derive(Deserialize)]
+                struct Found {
+                    accounts: Vec<AccountJson>,
+                }
+                let answer = self
+                    .send(&self.ledger_call(path, ids_json(ids)?, JSON))
+                    .await?;
+                let found: Found = from_json(&answer.body)?;
+                Ok(found.accounts.into_iter().map(Into::into).collect())
+            }
+        }
+    }
+
+    /// The transfers with these ids that exist, in the order asked.
+    pub async fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>, Error> {
+        check_batch(ids.len())?;
+        let path = "/v1/ledger/transfers/lookup";
+        match self.inner.wire {
+            Wire::Binary => {
+                let call =
+                    self.ledger_call(path, kizo_binary::encode_ids(ids), kizo_binary::MEDIA_TYPE);
+                let answer = self.send(&call).await?;
+                binary_answer(&answer)?;
+                kizo_binary::decode_transfer_records(&answer.body).map_err(decode)
+            }
+            Wire::Json => {
+                let answer = self
+                    .send(&self.ledger_call(path, ids_json(ids)?, JSON))
+                    .await?;
+                transfers_json(&answer.body)
+            }
+        }
+    }
+
+    /// An account's transfers, oldest first (newest first when `reversed`), at most `limit`
+    /// (1 to 8189) from `timestamp_min` on (0: the start). Page by passing the last one's
+    /// timestamp + 1 as the next `timestamp_min` (or - 1 as `timestamp_max` when reversed).
+    pub async fn account_transfers(
+        &self,
+        account_id: u128,
+        timestamp_min: u64,
+        timestamp_max: u64,
+        limit: u32,
+        reversed: bool,
+    ) -> Result<Vec<Transfer>, Error> {
+        if !(1..=BATCH_EVENTS_MAX as u32).contains(&limit) {
+            return Err(Error::Invalid(format!("limit: 1 to {BATCH_EVENTS_MAX}")));
+        }
+        let call = Call {
+            method: Method::GET,
+            path: format!(
+                "/v1/ledger/accounts/{account_id}/transfers?limit={limit}&timestamp_min={timestamp_min}&timestamp_max={timestamp_max}&reversed={reversed}"
+            ),
+            auth: self.inner.api_key.clone(),
+            body: None,
+            accept: JSON,
+            headers: Vec::new(),
+            retries: Retries::Safe,
+        };
+        let answer = self.send(&call).await?;
+        transfers_json(&answer.body)
+    }
+}
+
+pub(crate) const JSON: &str = "application/json";
+
+fn check_batch(len: usize) -> Result<(), Error> {
+    if len == 0 || len > BATCH_EVENTS_MAX {
+        return Err(Error::Invalid(format!(
+            "{len} events: a batch holds 1 to {BATCH_EVENTS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+fn transport(error: reqwest::Error, timeout: Duration) -> Error {
+    if error.is_timeout() {
+        return Error::Timeout(timeout);
+    }
+    let mut text = if error.is_connect() {
+        "connect: ".to_string()
+    } else {
+        String::new()
+    };
+    text.push_str(&error.to_string());
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Error::Transport(text)
+}
+
+pub(crate) fn problem(status: StatusCode, body: &[u8]) -> Error {
+    match serde_json::from_slice::<Problem>(body) {
+        Ok(problem) => Error::Problem {
+            status: status.as_u16(),
+            code: problem.code,
+            detail: problem.detail,
+            field: problem.field,
+        },
+        Err(_) => Error::Problem {
+            status: status.as_u16(),
+            code: format!("http_{}", status.as_u16()),
+            detail: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+            field: None,
+        },
+    }
+}
+
+fn decode(error: impl std::fmt::Display) -> Error {
+    Error::Decode(error.to_string())
+}
+
+pub(crate) fn to_json(value: &impl Serialize) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(decode)
+}
+
+fn binary_answer(answer: &Answer) -> Result<(), Error> {
+    if answer.content_type.starts_with(kizo_binary::MEDIA_TYPE) {
+        Ok(())
+    } else {
+        Err(Error::Decode(format!(
+            "asked for {}, answered {}",
+            kizo_binary::MEDIA_TYPE,
+            answer.content_type
+        )))
+    }
+}
+
+fn ids_json(ids: &[u128]) -> Result<Vec<u8>, Error> {
+    #[derive(Serialize)]
+    struct Ids {
+        ids: Vec<U128>,
+    }
+    to_json(&Ids {
+        ids: ids.iter().map(|id| U128(*id)).collect(),
+    })
+}
+
+fn transfers_json(body: &[u8]) -> Result<Vec<Transfer>, Error> {
+    #[derive(Deserialize)]
+    struct Found {
+        transfers: Vec<TransferJson>,
+    }
+    let found: Found = from_json(body)?;
+    Ok(found.transfers.into_iter().map(Into::into).collect())
+}
+
+/// A create's JSON answer: one named result per event, mapped back to its code.
+fn json_results<R: Copy + std::fmt::Display>(
+    answer: &Answer,
+    events: usize,
+    all: &[R],
+) -> Result<Vec<R>, Error> {
+    #[derive(Deserialize)]
+    struct Results {
+        results: Vec<Named>,
+    }
+    #[derive(Deserialize)]
+    struct Named {
+        result: String,
+    }
+    let results: Results = from_json(&answer.body)?;
+    if results.results.len() != events {
+        return Err(Error::Decode(format!(
+            "{} results for {events} events",
+            results.results.len()
+        )));
+    }
+    results
+        .results
+        .iter()
+        .map(|named| {
+            all.iter()
+                .copied()
+                .find(|code| code.to_string() == named.result)
+                .ok_or_else(|| Error::Decode(format!("unknown result {}", named.result)))
+        })
+        .collect()
+}
+
+/// When a session's access token is due for renewal: a little before it expires.
+pub(crate) fn renew_at(expires_in: u64) -> Instant {
+    Instant::now() + Duration::from_secs(expires_in.saturating_sub(30).max(1))
+}
