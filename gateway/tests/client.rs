@@ -185,7 +185,10 @@ async fn batches_retried_across_a_sigkill_are_applied_once() {
     }
     gateway.kill().await;
     let at_kill = done.load(std::sync::atomic::Ordering::Relaxed) as u128;
-    assert!(at_kill < BATCHES, "killed while the batches were being sent");
+    assert!(
+        at_kill < BATCHES,
+        "killed while the batches were being sent"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let gateway = GatewayProcess::start_on(&store, &listen, &args).await;
     let outcomes = sender.await.unwrap();

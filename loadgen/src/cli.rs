@@ -47,6 +47,9 @@ pub struct Args {
     /// Transfers per request of `ledger-batch` (at most 8189).
     #[arg(long, default_value_t = 8189)]
     pub batch: usize,
+    /// How ledger transfers travel to an HTTP target: `json` or `binary` (docs/binary.md).
+    #[arg(long, value_enum, default_value = "json")]
+    pub wire: crate::http::Wire,
     /// `double-spend`: how many spends the source account's balance pays for.
     #[arg(long, default_value_t = 100)]
     pub funded: u64,
@@ -305,7 +308,7 @@ async fn open(args: &Args, target: &str) -> Result<(Arc<Target>, Option<Http>, S
                     "an HTTP target needs --api-key (or KIZO_API_KEY): the run creates and audits accounts through the ledger API",
                 ));
             }
-            let http = Http::new(url, &args.api_key, args.vus)?;
+            let http = Http::new(url, &args.api_key, args.vus, args.wire)?;
             Ok((
                 Arc::new(Target::Http(http.clone())),
                 Some(http),

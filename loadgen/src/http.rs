@@ -12,12 +12,24 @@ use crate::target::{Balance, Move, RequestOutcome, Unknown, CODE, LEDGER};
 /// How long one request may take before it counts as `timeout` (its outcome unknown).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How the ledger API's transfers travel (`--wire`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wire {
+    /// JSON, written by hand.
+    #[default]
+    Json,
+    /// The binary format's 128-byte records (docs/binary.md).
+    Binary,
+}
+
 #[derive(Clone)]
 pub struct Http {
     client: reqwest::Client,
+    /// The ledger API's setup and audit calls (accounts, lookups), with the client library's
+    /// retries: the measured requests go through the lanes.
+    ledger: kizo_client::Client,
+    wire: Wire,
     base: String,
-    /// `Bearer <API key>`, made once.
-    api_auth: reqwest::header::HeaderValue,
     hot: std::sync::Arc<Hot>,
 }
 
@@ -58,6 +70,19 @@ fn unknown_if_server_error(status: reqwest::StatusCode, body: &[u8]) -> Result<(
     Ok(())
 }
 
+/// A client library's failure as an unknown outcome, named by the problem's code or the kind
+/// of failure.
+fn client_error(error: kizo_client::Error) -> Unknown {
+    let code = match &error {
+        kizo_client::Error::Problem { status, .. } => format!("http_{status}"),
+        kizo_client::Error::Timeout(_) => "timeout".into(),
+        kizo_client::Error::Transport(_) => "transport".into(),
+        kizo_client::Error::Decode(_) => "protocol".into(),
+        kizo_client::Error::Invalid(_) => "args".into(),
+    };
+    Unknown::new(code, error.code().unwrap_or(&error.to_string()))
+}
+
 /// A ledger API answer other than a 2xx, named by its problem's `code`.
 fn refusal(status: reqwest::StatusCode, problem: &Value) -> Unknown {
     Unknown::new(
@@ -77,10 +102,6 @@ pub struct WalletUser {
 
 pub const PASSWORD: &str = "load generator password";
 
-fn number(value: &Value) -> u128 {
-    value.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
 pub fn ledger_id(wallet: &str) -> u128 {
     uuid::Uuid::parse_str(wallet).map_or(0, |u| u.as_u128())
 }
@@ -89,7 +110,7 @@ impl Http {
     /// A client of the gateway at `base` (`http://HOST:PORT`), with a lane for each of
     /// `connections` workers; refused when `base` is not such a URL or the API key cannot be
     /// sent as a header.
-    pub fn new(base: &str, api_key: &str, connections: usize) -> Result<Http, Unknown> {
+    pub fn new(base: &str, api_key: &str, connections: usize, wire: Wire) -> Result<Http, Unknown> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(connections.max(1))
             .timeout(REQUEST_TIMEOUT)
@@ -112,14 +133,19 @@ impl Http {
         Ok(Http {
             hot: std::sync::Arc::new(Hot {
                 wallet_transfers: url("/v1/transfers")?,
-                endpoint: Endpoint::new(&base, api_auth.clone())?,
+                endpoint: Endpoint::new(&base, api_auth)?,
                 lanes: (0..connections.max(1))
                     .map(|_| tokio::sync::Mutex::new(Lane::default()))
                     .collect(),
             }),
             client,
+            ledger: kizo_client::Client::builder(&base)
+                .api_key(api_key)
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .map_err(|e| Unknown::new("args", e))?,
+            wire,
             base,
-            api_auth,
         })
     }
 
@@ -148,34 +174,25 @@ impl Http {
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
-    /// Posts JSON to the ledger API; anything but a 2xx is an error.
-    async fn ledger(&self, path: &str, body: Value) -> Result<Value, Unknown> {
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header(reqwest::header::AUTHORIZATION, self.api_auth.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        match self.send(request).await? {
-            (status, body) if status.is_success() => Ok(body),
-            (status, problem) => Err(refusal(status, &problem)),
-        }
-    }
-
     pub async fn create_accounts(&self, system: u128, wallets: &[u128]) -> Result<(), Unknown> {
-        let mut events = vec![json!({"id": system.to_string(), "ledger": LEDGER, "code": CODE})];
-        events.extend(wallets.iter().map(|id| {
-            json!({"id": id.to_string(), "ledger": LEDGER, "code": CODE,
-                "flags": {"debits_must_not_exceed_credits": true}})
+        let mut accounts = vec![kizo_engine::Account::new(system, LEDGER, CODE)];
+        accounts.extend(wallets.iter().map(|id| kizo_engine::Account {
+            flags: kizo_engine::AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            ..kizo_engine::Account::new(*id, LEDGER, CODE)
         }));
-        for chunk in events.chunks(kizo_engine::BATCH_EVENTS_MAX) {
-            let body = self.ledger("/v1/ledger/accounts", json!(chunk)).await?;
-            let results = body["results"].as_array().cloned().unwrap_or_default();
-            if let Some(bad) = results
-                .iter()
-                .filter_map(|r| r["result"].as_str())
-                .find(|r| !matches!(*r, "created" | "exists"))
-            {
+        for chunk in accounts.chunks(kizo_engine::BATCH_EVENTS_MAX) {
+            let results = self
+                .ledger
+                .create_accounts(chunk)
+                .await
+                .map_err(client_error)?;
+            if let Some(bad) = results.iter().find(|r| {
+                !matches!(
+                    r,
+                    kizo_engine::CreateAccountResult::Created
+                        | kizo_engine::CreateAccountResult::Exists
+                )
+            }) {
                 return Err(Unknown::new("setup", format!("an account: {bad}")));
             }
         }
@@ -189,6 +206,9 @@ impl Http {
         lane: usize,
         moves: &[Move],
     ) -> Result<Vec<RequestOutcome>, Unknown> {
+        if self.wire == Wire::Binary {
+            return self.binary_transfers(lane, moves).await;
+        }
         // Written by hand: a batch of 8189 through `serde_json::Value` costs the generator
         // more than the server.
         let mut events = String::with_capacity(moves.len() * 160 + 2);
@@ -208,7 +228,13 @@ impl Http {
         let (status, body) = hot.lanes[lane % hot.lanes.len()]
             .lock()
             .await
-            .post(&hot.endpoint, LEDGER_TRANSFERS, events, REQUEST_TIMEOUT)
+            .post(
+                &hot.endpoint,
+                LEDGER_TRANSFERS,
+                events,
+                "application/json",
+                REQUEST_TIMEOUT,
+            )
             .await?;
         unknown_if_server_error(status, &body)?;
         if !status.is_success() {
@@ -231,41 +257,81 @@ impl Http {
             .collect())
     }
 
-    pub async fn balances(&self, ids: &[u128]) -> Result<Vec<Balance>, Unknown> {
-        let ids: Vec<String> = ids.iter().map(u128::to_string).collect();
-        let body = self
-            .ledger("/v1/ledger/accounts/lookup", json!({"ids": ids}))
-            .await?;
-        Ok(body["accounts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    /// The same over the binary format: records out, the events not created back.
+    async fn binary_transfers(
+        &self,
+        lane: usize,
+        moves: &[Move],
+    ) -> Result<Vec<RequestOutcome>, Unknown> {
+        let transfers: Vec<kizo_engine::Transfer> = moves
             .iter()
-            .map(|a| Balance {
-                id: number(&a["id"]),
-                debits: number(&a["debits_posted"]),
-                credits: number(&a["credits_posted"]),
+            .map(|m| {
+                kizo_engine::Transfer::new(m.id, m.from, m.to, u128::from(m.amount), LEDGER, CODE)
+            })
+            .collect();
+        let hot = &self.hot;
+        let (status, body) = hot.lanes[lane % hot.lanes.len()]
+            .lock()
+            .await
+            .post(
+                &hot.endpoint,
+                LEDGER_TRANSFERS,
+                kizo_binary::encode_transfers(&transfers),
+                kizo_binary::MEDIA_TYPE,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        unknown_if_server_error(status, &body)?;
+        if !status.is_success() {
+            let problem = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(refusal(status, &problem));
+        }
+        let results =
+            kizo_binary::decode_results::<kizo_engine::CreateTransferResult>(&body, moves.len())
+                .map_err(|e| Unknown::new("protocol", e))?;
+        Ok(results
+            .iter()
+            .map(|r| match r {
+                kizo_engine::CreateTransferResult::Created => RequestOutcome::Created,
+                kizo_engine::CreateTransferResult::Exists => RequestOutcome::Exists,
+                other => RequestOutcome::Refused(other.code().to_string()),
             })
             .collect())
     }
 
+    pub async fn balances(&self, ids: &[u128]) -> Result<Vec<Balance>, Unknown> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(kizo_engine::BATCH_EVENTS_MAX) {
+            let accounts = self
+                .ledger
+                .lookup_accounts(chunk)
+                .await
+                .map_err(client_error)?;
+            found.extend(accounts.iter().map(|a| Balance {
+                id: a.id,
+                debits: a.debits_posted,
+                credits: a.credits_posted,
+            }));
+        }
+        Ok(found)
+    }
+
     pub async fn find_transfers(&self, ids: &[u128]) -> Result<Vec<Move>, Unknown> {
-        let ids: Vec<String> = ids.iter().map(u128::to_string).collect();
-        let body = self
-            .ledger("/v1/ledger/transfers/lookup", json!({"ids": ids}))
-            .await?;
-        Ok(body["transfers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|t| Move {
-                id: number(&t["id"]),
-                from: number(&t["debit_account_id"]),
-                to: number(&t["credit_account_id"]),
-                amount: u64::try_from(number(&t["amount"])).unwrap_or(u64::MAX),
-            })
-            .collect())
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(kizo_engine::BATCH_EVENTS_MAX) {
+            let transfers = self
+                .ledger
+                .lookup_transfers(chunk)
+                .await
+                .map_err(client_error)?;
+            found.extend(transfers.iter().map(|t| Move {
+                id: t.id,
+                from: t.debit_account_id,
+                to: t.credit_account_id,
+                amount: u64::try_from(t.amount).unwrap_or(u64::MAX),
+            }));
+        }
+        Ok(found)
     }
 
     /// Signs up (or, if the email is taken, logs in) and returns the user.

@@ -54,14 +54,15 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// POSTs `body` (JSON) to `path` and reads the whole answer. A transport failure or a
-    /// timeout is an unknown outcome, and the connection is dropped (the next request opens
-    /// another).
+    /// POSTs `body` (of `content_type`, which it is also answered in) to `path` and reads the
+    /// whole answer. A transport failure or a timeout is an unknown outcome, and the
+    /// connection is dropped (the next request opens another).
     pub async fn post(
         &mut self,
         endpoint: &Endpoint,
         path: &'static str,
-        body: String,
+        body: impl Into<Bytes>,
+        content_type: &'static str,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), Unknown> {
         let request = Request::builder()
@@ -69,8 +70,8 @@ impl Lane {
             .uri(path)
             .header(HOST, endpoint.host.clone())
             .header(AUTHORIZATION, endpoint.auth.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(Bytes::from(body)))
+            .header(CONTENT_TYPE, HeaderValue::from_static(content_type))
+            .body(Full::new(body.into()))
             .map_err(|e| Unknown::new("args", e))?;
         let answer = tokio::time::timeout(timeout, self.exchange(endpoint, request)).await;
         match answer {
@@ -194,7 +195,8 @@ mod tests {
                 .post(
                     &endpoint,
                     "/v1/ledger/transfers",
-                    "[]".into(),
+                    "[]",
+                    "application/json",
                     Duration::from_secs(5),
                 )
                 .await
@@ -211,7 +213,8 @@ mod tests {
             .post(
                 &endpoint,
                 "/v1/ledger/transfers",
-                "[]".into(),
+                "[]",
+                "application/json",
                 Duration::from_millis(200),
             )
             .await

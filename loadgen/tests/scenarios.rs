@@ -82,6 +82,8 @@ async fn every_scenario_passes_its_audit_against_a_real_server() {
         ("transfers", vec!["--rate", "400", "--skew", "1.0"]),
         ("transfers", vec!["--hot", "3"]),
         ("ledger-batch", vec!["--batch", "200"]),
+        ("ledger-batch", vec!["--batch", "200", "--wire", "binary"]),
+        ("transfers", vec!["--wire", "binary"]),
         ("double-spend", vec!["--funded", "20"]),
         ("wallet", vec!["--think", "50ms"]),
         ("login-storm", vec!["--login-vus", "1"]),
@@ -160,7 +162,13 @@ async fn the_audit_fails_when_the_ledger_is_tampered_with() {
     // Kizo over HTTP: a transfer the run never made, between two of its accounts.
     let dir = tempfile::tempdir().unwrap();
     let server = gateway(dir.path()).await;
-    let http = kizo_loadgen::http::Http::new(&format!("http://{}", server.addr), KEY, 4).unwrap();
+    let http = kizo_loadgen::http::Http::new(
+        &format!("http://{}", server.addr),
+        KEY,
+        4,
+        kizo_loadgen::http::Wire::Binary,
+    )
+    .unwrap();
     let target = Arc::new(Target::Http(http.clone()));
     let outcomes = run(target.clone(), Some(http), plan(), |_| {})
         .await
