@@ -65,6 +65,33 @@ fn the_vendored_redoc_is_the_pinned_package() {
     );
 }
 
+/// The web app's TypeScript types are generated from the checked-in OpenAPI document by the
+/// pinned `openapi-typescript`; `KIZO_WRITE_OPENAPI=1` writes them again.
+#[test]
+fn the_web_apps_api_types_are_generated_from_the_openapi_document() {
+    install_packages();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let checked_in = root.join("ui/api-types.d.ts");
+    let generated = tempfile::tempdir().unwrap().keep().join("api-types.d.ts");
+    let status = Command::new(tests_dir().join("node_modules/.bin/openapi-typescript"))
+        .arg(root.join("../docs/openapi.json"))
+        .arg("-o")
+        .arg(&generated)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("openapi-typescript runs");
+    assert!(status.success());
+    let generated = std::fs::read_to_string(generated).unwrap();
+    if std::env::var_os("KIZO_WRITE_OPENAPI").is_some() {
+        std::fs::write(&checked_in, &generated).unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&checked_in).unwrap() == generated,
+        "gateway/ui/api-types.d.ts differs from docs/openapi.json: run \
+         `KIZO_WRITE_OPENAPI=1 cargo test -p kizo-gateway --test browser api_types` and commit it"
+    );
+}
+
 /// One browser run at a time: two at once on two cores would time each other out.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

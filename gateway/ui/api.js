@@ -6,6 +6,12 @@
 // Lock), because a refresh token is spent on use and a spent one presented again ends the
 // session. Nothing is kept in localStorage; sessionStorage holds only the payment being sent
 // (its Idempotency-Key and what it pays), so that a reload can finish it without paying twice.
+//
+// The shapes of what the API sends and takes are api-types.d.ts, generated from the OpenAPI
+// document (a test keeps them in step): editors check the JSDoc types below against it.
+
+/** @typedef {import('./api-types').components['schemas']} Schemas */
+/** @typedef {Schemas['Problem']} Problem */
 
 /** How long a call may take before the page stops waiting (a payment is then retried with
  * its same Idempotency-Key, so a slow answer never makes a second payment). */
@@ -199,7 +205,8 @@ const WORDS = {
   signed_out: "Your session ended. Sign in again.",
 };
 
-/** A refusal in words, for people. */
+/** A refusal in words, for people.
+ * @param {Problem} problem */
 export function describe(problem) {
   if (!problem) return "Something went wrong.";
   let words = WORDS[problem.code] || problem.detail || problem.title || "Something went wrong.";
