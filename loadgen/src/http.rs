@@ -26,7 +26,7 @@ pub enum Wire {
 pub struct Http {
     client: reqwest::Client,
     /// The ledger API's setup and audit calls (accounts, lookups), with the client library's
-    /// retries: the measured requests go through the lanes.
+    /// retries, on the same wire: the measured requests go through the lanes.
     ledger: kizo_client::Client,
     wire: Wire,
     base: String,
@@ -141,6 +141,10 @@ impl Http {
             client,
             ledger: kizo_client::Client::builder(&base)
                 .api_key(api_key)
+                .wire(match wire {
+                    Wire::Json => kizo_client::Wire::Json,
+                    Wire::Binary => kizo_client::Wire::Binary,
+                })
                 .timeout(REQUEST_TIMEOUT)
                 .build()
                 .map_err(|e| Unknown::new("args", e))?,
