@@ -358,27 +358,14 @@ impl Client {
         &self,
         accounts: &[Account],
     ) -> Result<Vec<CreateAccountResult>, Error> {
-        check_batch(accounts.len())?;
-        let path = "/v1/ledger/accounts";
-        match self.inner.wire {
-            Wire::Binary => {
-                let call = self.ledger_call(
-                    path,
-                    kizo_binary::encode_accounts(accounts),
-                    kizo_binary::MEDIA_TYPE,
-                );
-                let answer = self.send(&call).await?;
-                binary_answer(&answer)?;
-                kizo_binary::decode_results(&answer.body, accounts.len()).map_err(decode)
-            }
-            Wire::Json => {
-                let body: Vec<AccountJson> = accounts.iter().copied().map(Into::into).collect();
-                let answer = self
-                    .send(&self.ledger_call(path, to_json(&body)?, JSON))
-                    .await?;
-                json_results(&answer, accounts.len(), CreateAccountResult::ALL)
-            }
-        }
+        self.create(
+            "/v1/ledger/accounts",
+            accounts,
+            kizo_binary::encode_accounts,
+            |account| AccountJson::from(*account),
+            CreateAccountResult::ALL,
+        )
+        .await
     }
 
     /// Creates transfers: one result per transfer, in order (at most [`BATCH_EVENTS_MAX`];
@@ -388,25 +375,39 @@ impl Client {
         &self,
         transfers: &[Transfer],
     ) -> Result<Vec<CreateTransferResult>, Error> {
-        check_batch(transfers.len())?;
-        let path = "/v1/ledger/transfers";
+        self.create(
+            "/v1/ledger/transfers",
+            transfers,
+            kizo_binary::encode_transfers,
+            |transfer| TransferJson::from(*transfer),
+            CreateTransferResult::ALL,
+        )
+        .await
+    }
+
+    /// A create of `events` on `path`, in the client's wire: one result per event.
+    async fn create<E, J: Serialize, R: kizo_binary::ResultCode>(
+        &self,
+        path: &str,
+        events: &[E],
+        binary: fn(&[E]) -> Vec<u8>,
+        json: impl Fn(&E) -> J,
+        all: &[R],
+    ) -> Result<Vec<R>, Error> {
+        check_batch(events.len())?;
         match self.inner.wire {
             Wire::Binary => {
-                let call = self.ledger_call(
-                    path,
-                    kizo_binary::encode_transfers(transfers),
-                    kizo_binary::MEDIA_TYPE,
-                );
+                let call = self.ledger_call(path, binary(events), kizo_binary::MEDIA_TYPE);
                 let answer = self.send(&call).await?;
                 binary_answer(&answer)?;
-                kizo_binary::decode_results(&answer.body, transfers.len()).map_err(decode)
+                kizo_binary::decode_results(&answer.body, events.len()).map_err(decode)
             }
             Wire::Json => {
-                let body: Vec<TransferJson> = transfers.iter().copied().map(Into::into).collect();
+                let body: Vec<J> = events.iter().map(json).collect();
                 let answer = self
                     .send(&self.ledger_call(path, to_json(&body)?, JSON))
                     .await?;
-                json_results(&answer, transfers.len(), CreateTransferResult::ALL)
+                json_results(&answer, events.len(), all)
             }
         }
     }
@@ -579,7 +580,7 @@ fn transfers_json(body: &[u8]) -> Result<Vec<Transfer>, Error> {
 }
 
 /// A create's JSON answer: one named result per event, mapped back to its code.
-fn json_results<R: Copy + std::fmt::Display>(
+fn json_results<R: kizo_binary::ResultCode>(
     answer: &Answer,
     events: usize,
     all: &[R],
@@ -605,7 +606,7 @@ fn json_results<R: Copy + std::fmt::Display>(
         .map(|named| {
             all.iter()
                 .copied()
-                .find(|code| code.to_string() == named.result)
+                .find(|code| code.name() == named.result)
                 .ok_or_else(|| Error::Decode(format!("unknown result {}", named.result)))
         })
         .collect()
