@@ -282,7 +282,7 @@ pub enum Role {
 
 /// A stream name or subject token: 1 to 64 letters, digits, `-` or `_` (no dots, spaces or
 /// wildcards, which NATS gives a meaning).
-fn parse_nats_token(text: &str) -> Result<String, String> {
+fn parse_nats_token(text: &str) -> Result<String, FlagError> {
     let valid = (1..=64).contains(&text.len())
         && text
             .bytes()
@@ -290,26 +290,37 @@ fn parse_nats_token(text: &str) -> Result<String, String> {
     if valid {
         Ok(text.to_string())
     } else {
-        Err("1 to 64 letters, digits, '-' or '_'".into())
+        Err(FlagError::NatsToken)
     }
 }
 
+/// Why a flag's value was refused (clap prints it after the flag's name).
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    #[error("1 to 64 letters, digits, '-' or '_'")]
+    NatsToken,
+    #[error("FIRST-LAST=URL or N=URL")]
+    PartitionDatabase,
+    #[error("`{0}`: a partition number")]
+    PartitionNumber(String),
+    #[error("`{0}`: the first partition is after the last")]
+    PartitionRange(String),
+}
+
 /// `FIRST-LAST=URL` or `N=URL`.
-fn parse_partition_database(text: &str) -> Result<(u32, u32, String), String> {
-    let (range, url) = text
-        .split_once('=')
-        .ok_or_else(|| "FIRST-LAST=URL or N=URL".to_string())?;
+fn parse_partition_database(text: &str) -> Result<(u32, u32, String), FlagError> {
+    let (range, url) = text.split_once('=').ok_or(FlagError::PartitionDatabase)?;
     let number = |n: &str| {
         n.trim()
             .parse::<u32>()
-            .map_err(|_| format!("`{n}`: a partition number"))
+            .map_err(|_| FlagError::PartitionNumber(n.to_string()))
     };
     let (first, last) = match range.split_once('-') {
         Some((first, last)) => (number(first)?, number(last)?),
         None => (number(range)?, number(range)?),
     };
     if first > last {
-        return Err(format!("`{range}`: the first partition is after the last"));
+        return Err(FlagError::PartitionRange(range.to_string()));
     }
     Ok((first, last, url.trim().to_string()))
 }

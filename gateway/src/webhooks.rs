@@ -129,9 +129,9 @@ impl Webhooks {
         self.due.notify_one();
     }
 
-    /// The endpoints as registered now (on any node: read again whenever their version moved),
-    /// and their backlogs (read again every [`RELOAD_EVERY`]).
-    async fn registered(&self) -> Result<(Arc<Vec<Endpoint>>, HashMap<String, u64>), StoreError> {
+    /// The endpoints as registered now (on any node: read again whenever their version moved);
+    /// their backlogs, kept beside them, are read again every [`RELOAD_EVERY`].
+    async fn registered(&self) -> Result<Arc<Vec<Endpoint>>, StoreError> {
         let version = self.store.endpoints_version().await?;
         let (current, fresh) = {
             let registered = self.registered.lock().expect("not poisoned");
@@ -139,12 +139,11 @@ impl Webhooks {
                 (registered.version == Some(version)).then(|| registered.endpoints.clone());
             let fresh = registered
                 .backlog_at
-                .is_some_and(|at| at.elapsed() < RELOAD_EVERY)
-                .then(|| registered.backlog.clone());
+                .is_some_and(|at| at.elapsed() < RELOAD_EVERY);
             (current, fresh)
         };
-        if let (Some(endpoints), Some(backlog)) = (&current, &fresh) {
-            return Ok((endpoints.clone(), backlog.clone()));
+        if let (Some(endpoints), true) = (&current, fresh) {
+            return Ok(endpoints.clone());
         }
         let endpoints = match current {
             Some(endpoints) => endpoints,
@@ -161,10 +160,10 @@ impl Webhooks {
         *registered = Registered {
             version: Some(version),
             endpoints: endpoints.clone(),
-            backlog: backlog.clone(),
+            backlog,
             backlog_at: Some(std::time::Instant::now()),
         };
-        Ok((endpoints, backlog))
+        Ok(endpoints)
     }
 
     fn next_jitter(&self) -> u64 {
@@ -331,7 +330,7 @@ async fn step(
     if last <= from {
         return Ok(None);
     }
-    let (endpoints, mut backlog) = webhooks.registered().await?;
+    let endpoints = webhooks.registered().await?;
     let now = now_ms(webhooks);
     if endpoints.is_empty() {
         webhooks
@@ -353,18 +352,17 @@ async fn step(
         .into_iter()
         .flat_map(|commit| commit.events)
         .collect();
-    let deliveries = deliveries_of(&events, &endpoints, &mut backlog);
+    // Counted as written: the store's counts replace these every few seconds.
+    let deliveries = deliveries_of(
+        &events,
+        &endpoints,
+        &mut webhooks.registered.lock().expect("not poisoned").backlog,
+    );
     webhooks
         .store
         .enqueue(partition, Some(from), last_mapped, &deliveries, now)
         .await?;
     if !deliveries.is_empty() {
-        {
-            let mut registered = webhooks.registered.lock().expect("not poisoned");
-            if Arc::ptr_eq(&registered.endpoints, &endpoints) {
-                registered.backlog = backlog;
-            }
-        }
         metrics::counter!("kizo_webhook_enqueued_total").increment(deliveries.len() as u64);
         webhooks.wake();
     }
@@ -457,7 +455,7 @@ async fn serve_endpoint(webhooks: Arc<Webhooks>, endpoint_id: String) {
         endpoint_id: &endpoint_id,
     };
     let endpoint = match webhooks.registered().await {
-        Ok((endpoints, _)) => endpoints.iter().find(|e| e.id == endpoint_id).cloned(),
+        Ok(endpoints) => endpoints.iter().find(|e| e.id == endpoint_id).cloned(),
         Err(error) => {
             tracing::warn!(%error, "webhooks: endpoints not read");
             return;

@@ -494,8 +494,9 @@ impl WebhookStore {
     }
 
     /// Parked deliveries of `endpoint_id` made due at `now_ms` with a new round of attempts:
-    /// those of `event_ids`, or (when `None`) every parked one, at most `limit`. Returns how
-    /// many. Uses [`Delivery::replay`]'s rule: attempts start again, the reason stays.
+    /// those of `event_ids`, or (when `None`) every parked one, at most `limit`, in one
+    /// statement. Returns how many. Uses [`Delivery::replay`]'s rule: attempts start again,
+    /// the reason stays.
     pub async fn replay(
         &self,
         endpoint_id: &str,
@@ -503,33 +504,50 @@ impl WebhookStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<u64, StoreError> {
-        let parked = self
-            .deliveries(endpoint_id, Some(StateFilter::Parked), None, limit)
-            .await?;
-        let sql = self.sql(
-            "UPDATE webhook_deliveries SET state = 'pending', due_ms = $3, attempts = $4, updated_ms = $3
-             WHERE endpoint_id = $1 AND event_id = $2 AND state = 'parked'",
+        let parked = Delivery {
+            state: DeliveryState::Parked { at_ms: now_ms },
+            attempts: 0,
+            last_error: None,
+        };
+        let again = parked
+            .replay(now_ms)
+            .expect("a parked delivery is replayed");
+        let DeliveryState::Pending { due_ms } = again.state else {
+            unreachable!("a replay is pending");
+        };
+        let mark = if matches!(self, WebhookStore::Postgres(_)) {
+            '$'
+        } else {
+            '?'
+        };
+        let mut sql = format!(
+            "UPDATE webhook_deliveries SET state = 'pending', due_ms = {mark}2, attempts = {mark}3, updated_ms = {mark}4
+             WHERE (endpoint_id, event_id) IN (
+               SELECT endpoint_id, event_id FROM webhook_deliveries
+               WHERE endpoint_id = {mark}1 AND state = 'parked'"
         );
-        let mut replayed = 0;
-        for stored in parked {
-            if event_ids.is_some_and(|ids| !ids.contains(&stored.event_id)) {
-                continue;
+        let ids = event_ids.unwrap_or_default();
+        if event_ids.is_some() {
+            if ids.is_empty() {
+                return Ok(0);
             }
-            let Some(again) = stored.delivery.replay(now_ms) else {
-                continue;
-            };
-            let done = on_pool!(WebhookStore, self, pool => sqlx::query(&sql)
-                .bind(endpoint_id)
-                .bind(&stored.event_id)
-                .bind(ms(now_ms))
-                .bind(again.attempts as i32)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected()))
-            .map_err(read_error)?;
-            replayed += done;
+            let marks: Vec<String> = (0..ids.len()).map(|n| format!("{mark}{}", n + 6)).collect();
+            sql.push_str(&format!(" AND event_id IN ({})", marks.join(", ")));
         }
-        Ok(replayed)
+        sql.push_str(&format!(" LIMIT {mark}5)"));
+        on_pool!(WebhookStore, self, pool => {
+            let mut query = sqlx::query(&sql)
+                .bind(endpoint_id)
+                .bind(ms(due_ms))
+                .bind(again.attempts as i32)
+                .bind(ms(now_ms))
+                .bind(count(limit));
+            for id in ids {
+                query = query.bind(id);
+            }
+            query.execute(pool).await.map(|done| done.rows_affected())
+        })
+        .map_err(read_error)
     }
 
     /// Undelivered (pending) deliveries per endpoint.

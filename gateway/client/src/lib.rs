@@ -414,47 +414,58 @@ impl Client {
 
     /// The accounts with these ids that exist, in the order asked.
     pub async fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>, Error> {
-        check_batch(ids.len())?;
-        let path = "/v1/ledger/accounts/lookup";
-        match self.inner.wire {
-            Wire::Binary => {
-                let call =
-                    self.ledger_call(path, kizo_binary::encode_ids(ids), kizo_binary::MEDIA_TYPE);
-                let answer = self.send(&call).await?;
-                binary_answer(&answer)?;
-                kizo_binary::decode_account_records(&answer.body).map_err(decode)
-            }
-            Wire::Json => {
-                #[derive(Deserialize)]
-                struct Found {
-                    accounts: Vec<AccountJson>,
-                }
-                let answer = self
-                    .send(&self.ledger_call(path, ids_json(ids)?, JSON))
-                    .await?;
-                let found: Found = from_json(&answer.body)?;
-                Ok(found.accounts.into_iter().map(Into::into).collect())
-            }
+        #[derive(Deserialize)]
+        struct Found {
+            accounts: Vec<AccountJson>,
         }
+        self.lookup(
+            "/v1/ledger/accounts/lookup",
+            ids,
+            kizo_binary::decode_account_records,
+            |body| {
+                Ok(from_json::<Found>(body)?
+                    .accounts
+                    .into_iter()
+                    .map(Into::into)
+                    .collect())
+            },
+        )
+        .await
     }
 
     /// The transfers with these ids that exist, in the order asked.
     pub async fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>, Error> {
+        self.lookup(
+            "/v1/ledger/transfers/lookup",
+            ids,
+            kizo_binary::decode_transfer_records,
+            transfers_json,
+        )
+        .await
+    }
+
+    /// A lookup of `ids` on `path`, in the client's wire.
+    async fn lookup<T>(
+        &self,
+        path: &str,
+        ids: &[u128],
+        binary: fn(&[u8]) -> Result<Vec<T>, kizo_binary::DecodeError>,
+        json: fn(&[u8]) -> Result<Vec<T>, Error>,
+    ) -> Result<Vec<T>, Error> {
         check_batch(ids.len())?;
-        let path = "/v1/ledger/transfers/lookup";
         match self.inner.wire {
             Wire::Binary => {
                 let call =
                     self.ledger_call(path, kizo_binary::encode_ids(ids), kizo_binary::MEDIA_TYPE);
                 let answer = self.send(&call).await?;
                 binary_answer(&answer)?;
-                kizo_binary::decode_transfer_records(&answer.body).map_err(decode)
+                binary(&answer.body).map_err(decode)
             }
             Wire::Json => {
                 let answer = self
                     .send(&self.ledger_call(path, ids_json(ids)?, JSON))
                     .await?;
-                transfers_json(&answer.body)
+                json(&answer.body)
             }
         }
     }
