@@ -205,7 +205,10 @@ async fn a_rolling_restart_fails_nothing_but_retryable_503s() {
             live.lock().unwrap().push(started.base.clone());
             let observer = started.base.clone();
             nodes.lock().unwrap().insert(index, started);
-            wait_owned(&observer, &["n1", "n2", "n3"], Duration::from_secs(15)).await;
+            // A rejoined node's share comes back as the others hand it over (no bound in the
+            // issue; the one under test is that no request fails but with a retryable 503).
+            // 15 s was passed once with every test of a CI run on the same two cores.
+            wait_owned(&observer, &["n1", "n2", "n3"], Duration::from_secs(30)).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     })
