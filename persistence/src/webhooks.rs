@@ -195,7 +195,9 @@ impl WebhookStore {
     pub async fn open(config: &StoreConfig) -> Result<WebhookStore, StoreError> {
         let migrations = sqlx::migrate!("./migrations/sqlite_webhooks");
         Ok(
-            match open_pools(config, 8, "webhooks.db", &migrations).await? {
+            // Two connections: every statement here is short, and a cluster node's followers
+            // (one per partition) would otherwise each hold one of the database's few.
+            match open_pools(config, 2, "webhooks.db", &migrations).await? {
                 Pools::Postgres(pool) => WebhookStore::Postgres(pool),
                 Pools::Embedded(pool) => WebhookStore::Embedded(pool),
             },

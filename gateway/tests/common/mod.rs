@@ -269,7 +269,8 @@ impl GatewayProcess {
             .env("KIZO_LOG_JSON", "true")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            // A start that fails says why there (its log is on standard output).
+            .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true);
         let data_dir = match &store.config {
             StoreConfig::Postgres { url, schema } => {
@@ -284,7 +285,12 @@ impl GatewayProcess {
         // The log goes to standard output.
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            let mut seen = std::collections::VecDeque::new();
             while let Some(line) = lines.next_line().await.unwrap() {
+                if seen.len() == 10 {
+                    seen.pop_front();
+                }
+                seen.push_back(line.clone());
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
@@ -292,7 +298,7 @@ impl GatewayProcess {
                     return event["fields"]["addr"].as_str().unwrap().to_string();
                 }
             }
-            panic!("the gateway stopped before it served");
+            panic!("the gateway stopped before it served; its last lines: {seen:#?}");
         })
         .await
         .expect("the gateway serves within a minute");
