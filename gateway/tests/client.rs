@@ -132,6 +132,12 @@ async fn the_ledger_and_the_wallet_through_the_client() {
         .unwrap();
     assert!(page.iter().any(|t| t.id == paid.id));
     assert_eq!(session.me().await.unwrap().accounts[0].available, 750);
+    let dashboard = session.dashboard().await.unwrap();
+    assert_eq!(
+        (dashboard.account.available, dashboard.sent_this_month),
+        (750, 250)
+    );
+    assert_eq!(dashboard.latest[0].id, paid.id);
     session.logout().await.unwrap();
     server.stop().await;
     store.clean().await;

@@ -308,7 +308,7 @@ async fn open(args: &Args, target: &str) -> Result<(Arc<Target>, Option<Http>, S
                     "an HTTP target needs --api-key (or KIZO_API_KEY): the run creates and audits accounts through the ledger API",
                 ));
             }
-            let http = Http::new(url, &args.api_key, args.vus, args.wire)?;
+            let http = Http::new(url, &args.api_key, args.wire)?;
             Ok((
                 Arc::new(Target::Http(http.clone())),
                 Some(http),

@@ -15,7 +15,6 @@ pub mod cdc_audit;
 pub mod cli;
 pub mod failover;
 pub mod http;
-pub mod lane;
 pub mod report;
 pub mod scenario;
 pub mod schedule;

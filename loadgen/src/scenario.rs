@@ -185,14 +185,13 @@ impl Shared {
 /// Sends `moves` and books the answers.
 async fn send_moves(
     shared: &Shared,
-    worker: usize,
     recorder: &mut Recorder,
     book: &mut Book,
     kind: &'static str,
     due: Instant,
     moves: Vec<Move>,
 ) {
-    match shared.target.transfers(worker, &moves).await {
+    match shared.target.transfers(&moves).await {
         Ok(outcomes) => {
             let mut error = None;
             for (m, outcome) in moves.into_iter().zip(outcomes) {
@@ -246,11 +245,11 @@ async fn step(
     match plan.scenario {
         Scenario::Transfers => {
             let m = pick_move(rng);
-            send_moves(shared, worker, recorder, book, "transfer", due, vec![m]).await;
+            send_moves(shared, recorder, book, "transfer", due, vec![m]).await;
         }
         Scenario::LedgerBatch => {
             let moves = (0..plan.batch).map(|_| pick_move(rng)).collect();
-            send_moves(shared, worker, recorder, book, "batch", due, moves).await;
+            send_moves(shared, recorder, book, "batch", due, moves).await;
         }
         Scenario::DoubleSpend => {
             let to = shared.wallets[1 + rng.below(shared.wallets.len() - 1)];
@@ -260,7 +259,7 @@ async fn step(
                 to,
                 amount: DOUBLE_SPEND_AMOUNT,
             };
-            send_moves(shared, worker, recorder, book, "spend", due, vec![m]).await;
+            send_moves(shared, recorder, book, "spend", due, vec![m]).await;
         }
         Scenario::LoginStorm => {
             let http = shared.http.as_ref().expect("login-storm runs over HTTP");
@@ -275,13 +274,13 @@ async fn step(
                 );
             } else {
                 let m = pick_move(rng);
-                send_moves(shared, worker, recorder, book, "transfer", due, vec![m]).await;
+                send_moves(shared, recorder, book, "transfer", due, vec![m]).await;
             }
         }
         Scenario::Wallet => {
             let http = shared.http.as_ref().expect("wallet runs over HTTP");
             let user = &shared.users[worker % shared.users.len()];
-            let error = http.wallet_get(user, "/v1/dashboard").await.err();
+            let error = http.dashboard(user).await.err();
             shared.record(
                 recorder,
                 "dashboard",
@@ -289,8 +288,7 @@ async fn step(
                 error.as_ref().map(|e| e.code.as_str()),
             );
             let due = Instant::now();
-            let path = format!("/v1/accounts/{}/transfers?limit=20", user.wallet);
-            let error = http.wallet_get(user, &path).await.err();
+            let error = http.history(user).await.err();
             shared.record(
                 recorder,
                 "history",
@@ -308,7 +306,6 @@ async fn step(
                     continue;
                 }
                 let due = Instant::now();
-                let key = format!("loadgen-{:x}-{worker}-{}", shared.base, shared.id());
                 let to_wallet = &shared.users[to].wallet;
                 let amount = 1 + rng.below(10) as u64;
                 let m = |id| Move {
@@ -317,7 +314,7 @@ async fn step(
                     to: crate::http::ledger_id(to_wallet),
                     amount,
                 };
-                match http.wallet_transfer(user, &key, to_wallet, amount).await {
+                match http.wallet_transfer(user, to_wallet, amount).await {
                     Ok((RequestOutcome::Created, id)) => {
                         book.acknowledged.push(m(id));
                         shared.record(recorder, "transfer", due, None);
@@ -329,8 +326,8 @@ async fn step(
                         shared.record(recorder, "transfer", due, Some("exists"))
                     }
                     Err(unknown) => {
-                        // The wallet API names the transfer by the key: its id is not known
-                        // here, so the audit cannot look it up. Counted, and left out.
+                        // The wallet API names the transfer by its Idempotency-Key: its id is
+                        // not known here, so the audit cannot look it up. Counted, and left out.
                         shared.record(recorder, "transfer", due, Some(&unknown.code));
                     }
                 }
@@ -419,7 +416,7 @@ async fn fund(shared: &Shared, book: &mut Book) -> Result<(), Unknown> {
             .collect()
     };
     for chunk in moves.chunks(kizo_engine::BATCH_EVENTS_MAX) {
-        let outcomes = shared.target.transfers(0, chunk).await?;
+        let outcomes = shared.target.transfers(chunk).await?;
         for (m, outcome) in chunk.iter().zip(outcomes) {
             match outcome {
                 RequestOutcome::Created | RequestOutcome::Exists => book.acknowledged.push(*m),

@@ -127,15 +127,10 @@ impl Target {
         }
     }
 
-    /// Creates transfers (at most 8189); one outcome each, in order. Over HTTP they go on
-    /// `lane`'s connection (a worker's own).
-    pub async fn transfers(
-        &self,
-        lane: usize,
-        moves: &[Move],
-    ) -> Result<Vec<RequestOutcome>, Unknown> {
+    /// Creates transfers (at most 8189); one outcome each, in order.
+    pub async fn transfers(&self, moves: &[Move]) -> Result<Vec<RequestOutcome>, Unknown> {
         match self {
-            Target::Http(http) => http.transfers(lane, moves).await,
+            Target::Http(http) => http.transfers(moves).await,
             Target::Rowlock(rowlock) => rowlock.transfers(moves).await,
             Target::Engine(engine) => {
                 let events = moves

@@ -165,7 +165,6 @@ async fn the_audit_fails_when_the_ledger_is_tampered_with() {
     let http = kizo_loadgen::http::Http::new(
         &format!("http://{}", server.addr),
         KEY,
-        4,
         kizo_loadgen::http::Wire::Binary,
     )
     .unwrap();
@@ -184,7 +183,7 @@ async fn the_audit_fails_when_the_ledger_is_tampered_with() {
         amount: 5,
     };
     assert_eq!(
-        target.transfers(0, &[sneaky]).await.unwrap(),
+        target.transfers(&[sneaky]).await.unwrap(),
         vec![RequestOutcome::Created]
     );
     let tampered = audit(&target, outcomes.system, &outcomes.wallets, &outcomes.book)

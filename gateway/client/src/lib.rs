@@ -9,7 +9,9 @@
 //!   once per payment and kept across its retries.
 //!
 //! Requests have a timeout and share pooled keep-alive connections (HTTP/1.1, or HTTP/2 with
-//! [`ClientBuilder::http2`]). A request is retried, with exponential backoff, only when a
+//! [`ClientBuilder::http2`]; `https://` checked against the web's root certificates), made
+//! straight to the server: no proxy is read from the environment, and redirects are answers,
+//! not followed. A request is retried, with exponential backoff, only when a
 //! retry cannot apply it twice: ledger creates (the ledger never applies an id twice: a retried
 //! batch answers `exists` for the events an earlier attempt created), lookups and reads, and
 //! payments (their kept key). Logins, signups and logouts are retried only when they were never
@@ -33,12 +35,16 @@
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kizo_json_wire::{AccountJson, TransferJson, U128};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Method, StatusCode};
+use bytes::Bytes;
+
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use kizo_json_wire::{AccountJson, NewAccountJson, NewTransferJson, TransferJson, U128};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -47,8 +53,11 @@ pub use kizo_ledger::{
     BATCH_EVENTS_MAX,
 };
 
+mod transport;
 mod wallet;
-pub use wallet::{Balance, Me, Payment, Recipient, Session, Signup, User, WalletTransfer};
+pub use wallet::{
+    Balance, Dashboard, Me, Payment, Recipient, Session, Signup, User, WalletTransfer,
+};
 
 /// How the ledger API's batches travel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -178,9 +187,13 @@ impl ClientBuilder {
 
     pub fn build(self) -> Result<Client, Error> {
         let base = self.base.trim_end_matches('/').to_string();
-        reqwest::Url::parse(&base)
+        base.parse::<Uri>()
             .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .filter(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some()
+                    && uri.path_and_query().is_none_or(|p| p.as_str() == "/")
+            })
             .ok_or_else(|| Error::Invalid(format!("{base}: an http:// or https:// URL")))?;
         let api_key = match self.api_key {
             Some(key) => {
@@ -196,17 +209,27 @@ impl ClientBuilder {
                 "retry attempts count the first: at least 1".into(),
             ));
         }
-        let mut http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("kizo-client/", env!("CARGO_PKG_VERSION")));
-        if self.http2 {
-            http = http.http2_prior_knowledge();
-        }
+        let transport = transport::Transport::new(
+            &base
+                .parse()
+                .map_err(|_| Error::Invalid(format!("{base}: not a URL")))?,
+            self.http2,
+        )?;
+        // The direct transport sends the path alone; the pool, the whole URL.
+        let prefix = if transport.origin_form() {
+            String::new()
+        } else {
+            base.clone()
+        };
+        let fixed_urls = FIXED_PATHS
+            .iter()
+            .map(|path| parse_url(&prefix, path))
+            .collect::<Result<_, _>>()?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http: http.build().map_err(|e| Error::Invalid(e.to_string()))?,
-                base,
+                transport,
+                prefix,
+                fixed_urls,
                 api_key,
                 wire: self.wire,
                 timeout: self.timeout,
@@ -224,8 +247,12 @@ pub struct Client {
 }
 
 struct Inner {
-    http: reqwest::Client,
-    base: String,
+    transport: transport::Transport,
+    /// What a path is put after to make a request's URI: nothing, or the base URL.
+    prefix: String,
+    /// [`FIXED_PATHS`]' URLs, parsed once: a URL parsed per request is a measurable part of a
+    /// small request's cost.
+    fixed_urls: Vec<Uri>,
     api_key: Option<HeaderValue>,
     wire: Wire,
     timeout: Duration,
@@ -244,19 +271,27 @@ pub(crate) enum Retries {
 /// A request ready to send (and to send again).
 pub(crate) struct Call {
     pub method: Method,
-    pub path: String,
+    /// A path of [`FIXED_PATHS`] is not parsed again.
+    pub path: Cow<'static, str>,
     pub auth: Option<HeaderValue>,
-    pub body: Option<(Vec<u8>, &'static str)>,
+    /// Shared, not copied, by each attempt.
+    pub body: Option<(Bytes, &'static str)>,
     pub accept: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub retries: Retries,
 }
 
-/// An answer's status, `Content-Type` and body.
+/// An answer's `Content-Type` and body.
 pub(crate) struct Answer {
     pub content_type: String,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
+
+/// About the size of one new account or transfer in JSON.
+const JSON_EVENT_BYTES: usize = 160;
+
+/// The largest answer read: a full page of 8189 transfers in JSON is about 4 MiB.
+const ANSWER_BYTES_MAX: usize = 16 << 20;
 
 impl Client {
     /// A client of the server at `base_url` (`http://host:port`).
@@ -299,54 +334,81 @@ impl Client {
 
     async fn attempt(&self, call: &Call) -> (Result<Answer, Error>, Option<Duration>) {
         let inner = &self.inner;
-        let mut request = inner
-            .http
-            .request(call.method.clone(), format!("{}{}", inner.base, call.path))
-            .header(ACCEPT, call.accept);
+        let uri = match &call.path {
+            Cow::Borrowed(path) => FIXED_PATHS
+                .iter()
+                .position(|fixed| fixed == path)
+                .map(|at| Ok(inner.fixed_urls[at].clone())),
+            Cow::Owned(_) => None,
+        }
+        .unwrap_or_else(|| parse_url(&inner.prefix, &call.path));
+        let uri = match uri {
+            Ok(uri) => uri,
+            Err(error) => return (Err(error), None),
+        };
+        let mut request = http::Request::builder()
+            .method(call.method.clone())
+            .uri(uri)
+            .header(ACCEPT, call.accept)
+            .header(
+                USER_AGENT,
+                concat!("kizo-client/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(auth) = &call.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         for (name, value) in &call.headers {
             request = request.header(*name, value);
         }
-        if let Some((body, content_type)) = &call.body {
-            request = request
-                .header(CONTENT_TYPE, *content_type)
-                .body(body.clone());
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return (Err(transport(error, inner.timeout)), None),
+        let body = match &call.body {
+            Some((body, content_type)) => {
+                request = request.header(CONTENT_TYPE, *content_type);
+                Full::new(body.clone())
+            }
+            None => Full::new(Bytes::new()),
         };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
+        let request = match request.body(body) {
+            Ok(request) => request,
+            Err(error) => return (Err(Error::Invalid(error.to_string())), None),
+        };
+        let exchange = async {
+            let (response, lent) = inner.transport.send(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, ANSWER_BYTES_MAX)
+                .collect()
+                .await
+                .map_err(|e| Error::Transport(chain(&*e)))?
+                .to_bytes();
+            inner.transport.give_back(lent);
+            Ok((parts, body))
+        };
+        let (parts, body) = match tokio::time::timeout(inner.timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => return (Err(error), None),
+            Err(_) => return (Err(Error::Timeout(inner.timeout)), None),
+        };
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let retry_after = header(RETRY_AFTER)
             .and_then(|v| v.parse::<u64>().ok())
             .map(|seconds| Duration::from_secs(seconds.min(60)));
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = match response.bytes().await {
-            Ok(body) => body.to_vec(),
-            Err(error) => return (Err(transport(error, inner.timeout)), retry_after),
-        };
-        if status.is_success() {
+        let content_type = header(CONTENT_TYPE).unwrap_or_default().to_string();
+        if parts.status.is_success() {
             return (Ok(Answer { content_type, body }), retry_after);
         }
-        (Err(problem(status, &body)), retry_after)
+        (Err(problem(parts.status, &body)), retry_after)
     }
 
-    fn ledger_call(&self, path: &str, body: Vec<u8>, content_type: &'static str) -> Call {
+    fn ledger_call(&self, path: &'static str, body: Vec<u8>, content_type: &'static str) -> Call {
         Call {
             method: Method::POST,
-            path: path.to_string(),
+            path: path.into(),
             auth: self.inner.api_key.clone(),
-            body: Some((body, content_type)),
+            body: Some((body.into(), content_type)),
             accept: content_type,
             headers: Vec::new(),
             retries: Retries::Safe,
@@ -362,7 +424,7 @@ impl Client {
             "/v1/ledger/accounts",
             accounts,
             kizo_binary::encode_accounts,
-            |account| AccountJson::from(*account),
+            |account| NewAccountJson(AccountJson::from(*account)),
             CreateAccountResult::ALL,
         )
         .await
@@ -379,7 +441,7 @@ impl Client {
             "/v1/ledger/transfers",
             transfers,
             kizo_binary::encode_transfers,
-            |transfer| TransferJson::from(*transfer),
+            |transfer| NewTransferJson(TransferJson::from(*transfer)),
             CreateTransferResult::ALL,
         )
         .await
@@ -388,7 +450,7 @@ impl Client {
     /// A create of `events` on `path`, in the client's wire: one result per event.
     async fn create<E, J: Serialize, R: kizo_binary::ResultCode>(
         &self,
-        path: &str,
+        path: &'static str,
         events: &[E],
         binary: fn(&[E]) -> Vec<u8>,
         json: impl Fn(&E) -> J,
@@ -405,7 +467,11 @@ impl Client {
             Wire::Json => {
                 let body: Vec<J> = events.iter().map(json).collect();
                 let answer = self
-                    .send(&self.ledger_call(path, to_json(&body)?, JSON))
+                    .send(&self.ledger_call(
+                        path,
+                        to_json_sized(&body, JSON_EVENT_BYTES * body.len())?,
+                        JSON,
+                    ))
                     .await?;
                 json_results(&answer, events.len(), all)
             }
@@ -447,7 +513,7 @@ impl Client {
     /// A lookup of `ids` on `path`, in the client's wire.
     async fn lookup<T>(
         &self,
-        path: &str,
+        path: &'static str,
         ids: &[u128],
         binary: fn(&[u8]) -> Result<Vec<T>, kizo_binary::DecodeError>,
         json: fn(&[u8]) -> Result<Vec<T>, Error>,
@@ -488,7 +554,8 @@ impl Client {
             method: Method::GET,
             path: format!(
                 "/v1/ledger/accounts/{account_id}/transfers?limit={limit}&timestamp_min={timestamp_min}&timestamp_max={timestamp_max}&reversed={reversed}"
-            ),
+            )
+            .into(),
             auth: self.inner.api_key.clone(),
             body: None,
             accept: JSON,
@@ -502,6 +569,23 @@ impl Client {
 
 pub(crate) const JSON: &str = "application/json";
 
+/// The paths whose URLs a client parses once, when it is built.
+const FIXED_PATHS: &[&str] = &[
+    "/v1/ledger/accounts",
+    "/v1/ledger/transfers",
+    "/v1/ledger/accounts/lookup",
+    "/v1/ledger/transfers/lookup",
+    "/v1/transfers",
+    "/v1/me",
+    "/v1/dashboard",
+];
+
+fn parse_url(base: &str, path: &str) -> Result<Uri, Error> {
+    format!("{base}{path}")
+        .parse()
+        .map_err(|e| Error::Invalid(format!("{base}{path}: {e}")))
+}
+
 fn check_batch(len: usize) -> Result<(), Error> {
     if len == 0 || len > BATCH_EVENTS_MAX {
         return Err(Error::Invalid(format!(
@@ -511,23 +595,16 @@ fn check_batch(len: usize) -> Result<(), Error> {
     Ok(())
 }
 
-fn transport(error: reqwest::Error, timeout: Duration) -> Error {
-    if error.is_timeout() {
-        return Error::Timeout(timeout);
-    }
-    let mut text = if error.is_connect() {
-        "connect: ".to_string()
-    } else {
-        String::new()
-    };
-    text.push_str(&error.to_string());
-    let mut source = std::error::Error::source(&error);
+/// An error and its causes, on one line.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    Error::Transport(text)
+    text
 }
 
 pub(crate) fn problem(status: StatusCode, body: &[u8]) -> Error {
@@ -552,7 +629,15 @@ fn decode(error: impl std::fmt::Display) -> Error {
 }
 
 pub(crate) fn to_json(value: &impl Serialize) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(value).map_err(|e| Error::Invalid(e.to_string()))
+    to_json_sized(value, 256)
+}
+
+/// As [`to_json`], into a buffer of `capacity` bytes to start with (a batch's size is known
+/// roughly: growing the buffer step by step costs more than writing it).
+fn to_json_sized(value: &impl Serialize, capacity: usize) -> Result<Vec<u8>, Error> {
+    let mut body = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut body, value).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(body)
 }
 
 pub(crate) fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
@@ -597,14 +682,15 @@ fn json_results<R: kizo_binary::ResultCode>(
     all: &[R],
 ) -> Result<Vec<R>, Error> {
     #[derive(Deserialize)]
-    struct Results {
-        results: Vec<Named>,
+    struct Results<'a> {
+        #[serde(borrow)]
+        results: Vec<Named<'a>>,
     }
     #[derive(Deserialize)]
-    struct Named {
-        result: String,
+    struct Named<'a> {
+        result: &'a str,
     }
-    let results: Results = from_json(&answer.body)?;
+    let results: Results = serde_json::from_slice(&answer.body).map_err(decode)?;
     if results.results.len() != events {
         return Err(Error::Decode(format!(
             "{} results for {events} events",

@@ -4,8 +4,9 @@
 
 use std::time::Instant;
 
-use reqwest::header::HeaderValue;
-use reqwest::Method;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::{from_json, renew_at, to_json, Call, Client, Error, Retries, JSON};
@@ -89,6 +90,20 @@ pub struct WalletTransfer {
     pub note: Option<String>,
 }
 
+/// The dashboard: a wallet's balance, this month's sums and the latest transfers.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Dashboard {
+    pub account: Balance,
+    /// Minor units sent this calendar month (UTC).
+    #[serde(deserialize_with = "decimal")]
+    pub sent_this_month: u128,
+    #[serde(deserialize_with = "decimal")]
+    pub received_this_month: u128,
+    pub transfers_this_month: u64,
+    /// The 5 latest, newest first.
+    pub latest: Vec<WalletTransfer>,
+}
+
 #[derive(Deserialize)]
 struct TokenPair {
     access_token: String,
@@ -131,7 +146,7 @@ impl Client {
                 method: Method::POST,
                 path: "/v1/auth/signup".into(),
                 auth: None,
-                body: Some((to_json(signup)?, JSON)),
+                body: Some((to_json(signup)?.into(), JSON)),
                 accept: JSON,
                 headers: Vec::new(),
                 retries: Retries::Unsent,
@@ -152,7 +167,7 @@ impl Client {
                 method: Method::POST,
                 path: "/v1/auth/login".into(),
                 auth: None,
-                body: Some((to_json(&Login { email, password })?, JSON)),
+                body: Some((to_json(&Login { email, password })?.into(), JSON)),
                 accept: JSON,
                 headers: Vec::new(),
                 retries: Retries::Unsent,
@@ -185,7 +200,8 @@ impl Session {
                     body: Some((
                         to_json(&Refresh {
                             refresh_token: &tokens.refresh,
-                        })?,
+                        })?
+                        .into(),
                         JSON,
                     )),
                     accept: JSON,
@@ -201,7 +217,7 @@ impl Session {
 
     /// Sends a call with the session's token; once more with a renewed one if it is refused
     /// as unauthorized (it expired in flight, or the server restarted its clock).
-    async fn send(&self, mut call: Call) -> Result<Vec<u8>, Error> {
+    async fn send(&self, mut call: Call) -> Result<Bytes, Error> {
         let access = self.access(None).await?;
         call.auth = Some(access.clone());
         match self.client.send(&call).await {
@@ -213,10 +229,10 @@ impl Session {
         }
     }
 
-    fn get(path: String) -> Call {
+    fn get(path: impl Into<std::borrow::Cow<'static, str>>) -> Call {
         Call {
             method: Method::GET,
-            path,
+            path: path.into(),
             auth: None,
             body: None,
             accept: JSON,
@@ -227,7 +243,12 @@ impl Session {
 
     /// The user and their accounts' balances.
     pub async fn me(&self) -> Result<Me, Error> {
-        from_json(&self.send(Self::get("/v1/me".into())).await?)
+        from_json(&self.send(Self::get("/v1/me")).await?)
+    }
+
+    /// The dashboard of the user's wallet.
+    pub async fn dashboard(&self) -> Result<Dashboard, Error> {
+        from_json(&self.send(Self::get("/v1/dashboard")).await?)
     }
 
     /// Pays. Its `Idempotency-Key` is made here, once, and sent with every retry: a payment
@@ -252,7 +273,7 @@ impl Session {
             method: Method::POST,
             path: "/v1/transfers".into(),
             auth: None,
-            body: Some((body, JSON)),
+            body: Some((body.into(), JSON)),
             accept: JSON,
             headers: vec![("idempotency-key", key)],
             retries: Retries::Safe,
