@@ -290,6 +290,13 @@ pub fn hash_refresh(token: &str) -> Vec<u8> {
 /// when the server is reached over HTTPS. The access token stays in the page's memory.
 pub const REFRESH_COOKIE: &str = "kizo_refresh";
 
+/// A cookie that says only that this browser holds a session (its value is `1`, no secret),
+/// sent to every path so that `GET /` can show the wallet to a signed-in visitor and the
+/// landing page to anyone else, before any script runs. It is set and cleared with the refresh
+/// cookie (`HttpOnly`, `SameSite=Strict`, the same lifetime); a stale one costs a visitor a
+/// sign-in page, never access.
+pub const SIGNED_IN_COOKIE: &str = "kizo_signed_in";
+
 /// The header a request authenticated by the refresh cookie must carry (any value but
 /// empty). A page of another origin cannot set it without a CORS preflight, which this
 /// server never grants; with `SameSite=Strict` it is the second lock on the same door.
@@ -312,6 +319,35 @@ pub fn cleared_refresh_cookie(secure: bool) -> header::HeaderValue {
         "{REFRESH_COOKIE}=; Path=/v1/auth; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
     ))
     .expect("ASCII")
+}
+
+/// `Set-Cookie` for [`SIGNED_IN_COOKIE`], beside a new refresh cookie.
+pub fn signed_in_cookie(secure: bool) -> header::HeaderValue {
+    let max_age = REFRESH_TTL_MS / 1000;
+    let secure = if secure { "; Secure" } else { "" };
+    header::HeaderValue::from_str(&format!(
+        "{SIGNED_IN_COOKIE}=1; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("ASCII")
+}
+
+/// `Set-Cookie` that deletes [`SIGNED_IN_COOKIE`].
+pub fn cleared_signed_in_cookie(secure: bool) -> header::HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    header::HeaderValue::from_str(&format!(
+        "{SIGNED_IN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
+    ))
+    .expect("ASCII")
+}
+
+/// Whether the request carries [`SIGNED_IN_COOKIE`].
+pub fn says_signed_in(headers: &header::HeaderMap) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .any(|pair| pair.trim().strip_prefix(SIGNED_IN_COOKIE) == Some("=1"))
 }
 
 /// The refresh token of the request's cookie, once its CSRF header is checked; `Ok(None)`

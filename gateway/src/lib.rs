@@ -38,6 +38,7 @@
 //! `kizo-ledger`'s, settlements' `kizo-settlement`'s. Handlers parse, authenticate, call and map.
 
 pub mod auth;
+pub mod avatars;
 pub mod books;
 pub mod cdc;
 pub mod cluster;

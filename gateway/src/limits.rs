@@ -38,6 +38,9 @@ pub struct AuthRates {
     pub reads_per_user: NonZeroU32,
 }
 
+/// Avatar changes (uploads and removals) one user may make an hour.
+pub const AVATAR_CHANGES_PER_HOUR: u32 = 30;
+
 /// What one CSV export counts for against `reads_per_user`: it reads many pages.
 pub const CSV_READ_COST: u32 = 20;
 
@@ -71,6 +74,7 @@ pub struct Limits {
     by_address: Arc<DefaultKeyedRateLimiter<u32>>,
     by_email_and_address: Arc<DefaultKeyedRateLimiter<u32>>,
     reads_by_user: Arc<DefaultKeyedRateLimiter<u32>>,
+    avatars_by_user: Arc<DefaultKeyedRateLimiter<u32>>,
     /// Keys are buckets (below [`BUCKETS`]), so each map holds at most that many entries.
     failures_by_address: Arc<Failures>,
     failures_by_email_and_address: Arc<Failures>,
@@ -138,6 +142,9 @@ impl Limits {
                         .max(NonZeroU32::new(CSV_READ_COST).expect("non-zero")),
                 ),
             )),
+            avatars_by_user: Arc::new(RateLimiter::keyed(Quota::per_hour(
+                NonZeroU32::new(AVATAR_CHANGES_PER_HOUR).expect("non-zero"),
+            ))),
             failures_by_address: Arc::default(),
             failures_by_email_and_address: Arc::default(),
             secret,
@@ -227,6 +234,20 @@ impl Limits {
         }
     }
 
+    /// Counts an avatar change by `user_id`: each one decodes a picture, so a user may make
+    /// [`AVATAR_CHANGES_PER_HOUR`] an hour.
+    pub fn avatar_change(&self, user_id: &str) -> Result<(), Limited> {
+        let bucket = self.bucket(&[b"avatars", user_id.as_bytes()]);
+        self.avatars_by_user
+            .check_key(&bucket)
+            .map_err(|not_until| Limited {
+                retry_after_seconds: not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .as_secs()
+                    .max(1),
+            })
+    }
+
     /// The buckets of a sign-in's failure counts: its address's, and its email's from it.
     fn failure_buckets(&self, address: IpAddr, email: &str) -> (u32, u32) {
         let client = client_of(address);
@@ -308,6 +329,7 @@ impl Limits {
         self.by_address.retain_recent();
         self.by_email_and_address.retain_recent();
         self.reads_by_user.retain_recent();
+        self.avatars_by_user.retain_recent();
         for failures in [
             &self.failures_by_address,
             &self.failures_by_email_and_address,
@@ -319,12 +341,13 @@ impl Limits {
         }
     }
 
-    /// Entries held, in the limiters and the failure counts (at most 5 × [`BUCKETS`]).
+    /// Entries held, in the limiters and the failure counts (at most 6 × [`BUCKETS`]).
     pub fn entries(&self) -> usize {
         let failures = |f: &Failures| f.lock().expect("not poisoned").len();
         self.by_address.len()
             + self.by_email_and_address.len()
             + self.reads_by_user.len()
+            + self.avatars_by_user.len()
             + failures(&self.failures_by_address)
             + failures(&self.failures_by_email_and_address)
     }

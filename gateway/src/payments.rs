@@ -480,6 +480,8 @@ pub struct FoundUser {
     pub last_name: String,
     /// Only when the query is this user's exact email (no harvesting of addresses).
     pub email: Option<String>,
+    /// The avatar's URL, when the user has one.
+    pub avatar_url: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -517,6 +519,7 @@ pub async fn find_users(
             .map_err(|_| store_error("a stored wallet id is not a number"))?;
         users.push(FoundUser {
             email: (u.email == q).then(|| u.email.clone()),
+            avatar_url: u.avatar.as_deref().map(crate::avatars::url),
             account_id: uuid::Uuid::from_u128(wallet),
             id: u.id,
             first_name: u.first_name,

@@ -1014,6 +1014,7 @@ pub fn router(state: AppState, metrics_token: Option<&str>) -> Router {
         .merge(webhooks)
         .merge(crate::wallet::routes())
         .merge(crate::payments::routes())
+        .merge(crate::avatars::routes())
         .merge(crate::webhook_api::user_routes())
         .route("/v1/events", get(crate::live::stream))
         .merge(crate::settlements::routes())

@@ -1,5 +1,7 @@
-//! The web app, served by the gateway itself: the wallet at `/` (and its pages' paths), the
-//! operator console at `/console`, the API's documentation at `/docs`.
+//! The web app, served by the gateway itself: at `/`, the wallet to a signed-in visitor (the
+//! `kizo_signed_in` cookie) and the landing page to anyone else (also at `/welcome`); the
+//! wallet's pages at their paths, the operator console at `/console`, the API's documentation
+//! at `/docs`. The landing page runs no script.
 //!
 //! The files under `gateway/ui/` are served as written: plain ES modules and CSS, no build
 //! step, embedded in the binary. They are served under `/assets/<version>/`, where the
@@ -57,6 +59,7 @@ static ASSETS: &[Asset] = &[
 ];
 
 const WALLET_PAGE: &str = include_str!("../ui/index.html");
+const LANDING_PAGE: &str = include_str!("../ui/landing.html");
 const CONSOLE_PAGE: &str = include_str!("../ui/console.html");
 const DOCS_PAGE: &str = include_str!("../ui/docs.html");
 
@@ -96,7 +99,7 @@ pub fn version() -> &'static str {
             hash.update((asset.bytes.len() as u64).to_le_bytes());
             hash.update(asset.bytes);
         }
-        for page in [WALLET_PAGE, CONSOLE_PAGE, DOCS_PAGE] {
+        for page in [WALLET_PAGE, LANDING_PAGE, CONSOLE_PAGE, DOCS_PAGE] {
             hash.update(page.as_bytes());
         }
         let digest = hash.finalize();
@@ -106,7 +109,8 @@ pub fn version() -> &'static str {
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut router = Router::new()
-        .route("/", get(wallet_page))
+        .route("/", get(home))
+        .route("/welcome", get(landing_page))
         .route("/transactions/{id}", get(wallet_page))
         .route("/console", get(console_page))
         .route("/docs", get(docs_page))
@@ -134,6 +138,25 @@ fn page(template: &'static str, cell: &'static OnceLock<Page>) -> &'static Page 
 async fn wallet_page(headers: HeaderMap) -> Response {
     static PAGE: OnceLock<Page> = OnceLock::new();
     html(page(WALLET_PAGE, &PAGE), PAGE_CSP, &headers)
+}
+
+/// `/`: the wallet (its dashboard) to a visitor whose browser holds a session, the landing
+/// page to anyone else. The answer depends on the cookie, so caches must tell them apart.
+async fn home(headers: HeaderMap) -> Response {
+    let mut response = if crate::auth::says_signed_in(&headers) {
+        wallet_page(headers).await
+    } else {
+        landing_page(headers).await
+    };
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Cookie"));
+    response
+}
+
+async fn landing_page(headers: HeaderMap) -> Response {
+    static PAGE: OnceLock<Page> = OnceLock::new();
+    html(page(LANDING_PAGE, &PAGE), PAGE_CSP, &headers)
 }
 
 async fn console_page(headers: HeaderMap) -> Response {
@@ -270,7 +293,7 @@ mod tests {
 
     #[test]
     fn every_page_names_only_embedded_assets_of_this_version() {
-        for page in [WALLET_PAGE, CONSOLE_PAGE, DOCS_PAGE] {
+        for page in [WALLET_PAGE, LANDING_PAGE, CONSOLE_PAGE, DOCS_PAGE] {
             let html = page.replace("{{version}}", version());
             let mut rest = html.as_str();
             let mut found = 0;

@@ -14,8 +14,9 @@ use kizo_persistence::users::{Refresh, User, UserError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{
-    cleared_refresh_cookie, hash_refresh, new_refresh_token, refresh_cookie, refresh_from_cookie,
-    Authenticated, ACCESS_TTL_SECONDS, REFRESH_TTL_MS,
+    cleared_refresh_cookie, cleared_signed_in_cookie, hash_refresh, new_refresh_token,
+    refresh_cookie, refresh_from_cookie, signed_in_cookie, Authenticated, ACCESS_TTL_SECONDS,
+    REFRESH_TTL_MS,
 };
 use crate::error::ApiError;
 use crate::json::Json;
@@ -128,10 +129,13 @@ impl TokenPair {
         };
         let mut response = Json(pair).into_response();
         if in_cookie {
-            response.headers_mut().insert(
+            let secure = secure_cookies(state);
+            let headers = response.headers_mut();
+            headers.append(
                 axum::http::header::SET_COOKIE,
-                refresh_cookie(&refresh_token, secure_cookies(state)),
+                refresh_cookie(&refresh_token, secure),
             );
+            headers.append(axum::http::header::SET_COOKIE, signed_in_cookie(secure));
         }
         response
     }
@@ -151,6 +155,8 @@ pub struct UserJson {
     pub email_verified: bool,
     pub first_name: String,
     pub last_name: String,
+    /// The avatar's URL, when the user has one (`PUT /v1/me/avatar`).
+    pub avatar_url: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -278,6 +284,7 @@ pub async fn signup(
         wallet_id: wallet_id.to_string(),
         created_at: state.users.now_ms(),
         email_verified_at: None,
+        avatar: None,
     };
     match state.users.create_user(&user).await {
         Ok(()) => {}
@@ -387,12 +394,41 @@ pub async fn refresh(
     headers: axum::http::HeaderMap,
     Json(request): Json<RefreshRequest>,
 ) -> Result<Response, ApiError> {
+    let from_cookie = request.refresh_token.is_none();
+    match rotate(&state, peer, &headers, request).await {
+        // A cookie's session that is over: the browser forgets it (and the landing page is
+        // shown at `/` again).
+        Err(refused) if from_cookie && refused.status == StatusCode::UNAUTHORIZED => {
+            let secure = secure_cookies(&state);
+            let mut response = refused.into_response();
+            let headers = response.headers_mut();
+            headers.append(
+                axum::http::header::SET_COOKIE,
+                cleared_refresh_cookie(secure),
+            );
+            headers.append(
+                axum::http::header::SET_COOKIE,
+                cleared_signed_in_cookie(secure),
+            );
+            Ok(response)
+        }
+        other => other,
+    }
+}
+
+/// Spends the presented refresh token for a new pair.
+async fn rotate(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+    request: RefreshRequest,
+) -> Result<Response, ApiError> {
     state
         .limits
-        .check(state.limits.client(peer.ip(), &headers), None)?;
+        .check(state.limits.client(peer.ip(), headers), None)?;
     let (presented, in_cookie) = match request.refresh_token {
         Some(token) => (token, false),
-        None => match refresh_from_cookie(&headers)? {
+        None => match refresh_from_cookie(headers)? {
             Some(token) => (token, true),
             None => {
                 return Err(ApiError::unauthorized(
@@ -424,7 +460,7 @@ pub async fn refresh(
                 .map_err(store_error)?
                 .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
             Ok(TokenPair::answer(
-                &state,
+                state,
                 &user,
                 &session_id,
                 next_token,
@@ -464,14 +500,19 @@ pub async fn logout(
     state
         .revocations
         .insert(caller.session_id, state.users.now_ms());
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(
-            axum::http::header::SET_COOKIE,
-            cleared_refresh_cookie(secure_cookies(&state)),
-        )],
-    )
-        .into_response())
+    let secure = secure_cookies(&state);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    // Two cookies: `append`, as an array of headers would keep only the last.
+    headers.append(
+        axum::http::header::SET_COOKIE,
+        cleared_refresh_cookie(secure),
+    );
+    headers.append(
+        axum::http::header::SET_COOKIE,
+        cleared_signed_in_cookie(secure),
+    );
+    Ok(response)
 }
 
 /// The caller and their accounts, with balances.
@@ -554,6 +595,7 @@ async fn me_of(state: &AppState, user: User) -> Result<Me, ApiError> {
             email_verified: user.email_verified_at.is_some(),
             first_name: user.first_name,
             last_name: user.last_name,
+            avatar_url: user.avatar.as_deref().map(crate::avatars::url),
         },
         accounts: accounts.iter().map(|a| balance_of(state, a)).collect(),
     })

@@ -26,7 +26,7 @@ async fn pages_and_assets_are_served_locked_down_and_cached() {
     let store = TestStore::embedded();
     let (server, base) = common::start(&store.config).await;
     let client = raw();
-    let mut pages = vec!["/", "/console", "/docs"];
+    let mut pages = vec!["/", "/welcome", "/console", "/docs"];
     pages.extend(kizo_gateway::ui::WALLET_PATHS);
     let detail = format!("/transactions/{}", uuid::Uuid::new_v4());
     pages.push(&detail);
@@ -57,6 +57,47 @@ async fn pages_and_assets_are_served_locked_down_and_cached() {
         }
     }
     assert!(assets.len() >= 5, "{assets:?}");
+
+    // `/`: the landing page, which runs no script, unless the browser says it holds a
+    // session; then the wallet. Caches keep the two apart.
+    let landing = client.get(format!("{base}/")).send().await.unwrap();
+    assert!(
+        landing
+            .headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Cookie")),
+        "{:?}",
+        landing.headers()
+    );
+    let landing = landing.text().await.unwrap();
+    assert!(landing.contains("Money that always adds up"), "{landing}");
+    assert!(
+        !landing.contains("<script"),
+        "the landing page runs no script"
+    );
+    let wallet = client
+        .get(format!("{base}/"))
+        .header("cookie", "theme=dark; kizo_signed_in=1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(wallet.contains("wallet.js"), "{wallet}");
+    for not_signed_in in ["kizo_signed_in=0", "xkizo_signed_in=1", "kizo_signed_in=1x"] {
+        let page = client
+            .get(format!("{base}/"))
+            .header("cookie", not_signed_in)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!page.contains("wallet.js"), "{not_signed_in}");
+    }
     let version = kizo_gateway::ui::version();
     for asset in &assets {
         assert!(asset.starts_with(&format!("/assets/{version}/")), "{asset}");
@@ -119,6 +160,24 @@ async fn pages_and_assets_are_served_locked_down_and_cached() {
     store.clean().await;
 }
 
+/// Every `Set-Cookie` of an answer.
+fn set_cookies(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Whether the answer deletes both session cookies.
+fn clears_the_session(headers: &HeaderMap) -> bool {
+    let set = set_cookies(headers);
+    ["kizo_refresh=;", "kizo_signed_in=;"].iter().all(|name| {
+        set.iter()
+            .any(|c| c.starts_with(name) && c.contains("Max-Age=0"))
+    })
+}
+
 fn cookie_of(headers: &HeaderMap) -> String {
     let set = header(headers, SET_COOKIE.as_str());
     set.split(';').next().unwrap().to_string()
@@ -142,6 +201,14 @@ async fn the_refresh_cookie_needs_its_csrf_header_and_is_spent_on_use() {
         assert!(set.contains(attribute), "{set}");
     }
     assert!(!set.contains("Secure"), "plain HTTP here: {set}");
+    // Beside it, the cookie that tells `/` to show the wallet: no secret, no script reads it.
+    let hint = set_cookies(login.headers())
+        .into_iter()
+        .find(|c| c.starts_with("kizo_signed_in=1;"))
+        .expect("the signed-in cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/;", "Max-Age="] {
+        assert!(hint.contains(attribute), "{hint}");
+    }
     let cookie = cookie_of(login.headers());
     let body: Value = login.json().await.unwrap();
     assert!(body["access_token"].is_string());
@@ -178,6 +245,10 @@ async fn the_refresh_cookie_needs_its_csrf_header_and_is_spent_on_use() {
     // The spent cookie again: the session ends, and the new one stops working too.
     let replayed = refresh(Some(&cookie), true).await.unwrap();
     assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        clears_the_session(replayed.headers()),
+        "an ended session's cookies are deleted"
+    );
     let after = refresh(Some(&next), true).await.unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
     let me = send("GET", format!("{base}/v1/me"), &access, None, None).await;
@@ -192,11 +263,7 @@ async fn the_refresh_cookie_needs_its_csrf_header_and_is_spent_on_use() {
         .await
         .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
-    let cleared = header(logout.headers(), SET_COOKIE.as_str());
-    assert!(
-        cleared.starts_with("kizo_refresh=;") && cleared.contains("Max-Age=0"),
-        "{cleared}"
-    );
+    assert!(clears_the_session(logout.headers()));
     server.stop().await;
     store.clean().await;
 }

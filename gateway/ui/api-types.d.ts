@@ -417,6 +417,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/avatars/{digest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /v1/avatars/{digest}`: an avatar, by the digest its URL names. Served to anyone with
+         *     the URL (the digest of the picture: it cannot be guessed), cached for a year.
+         */
+        get: operations["image"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/bank/callbacks": {
         parameters: {
             query?: never;
@@ -675,6 +695,24 @@ export interface paths {
         patch: operations["update_me"];
         trace?: never;
     };
+    "/v1/me/avatar": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** `PUT /v1/me/avatar`: sets the caller's avatar from a PNG, JPEG or WebP picture. */
+        put: operations["upload"];
+        post?: never;
+        /** `DELETE /v1/me/avatar`: removes the caller's avatar (nothing to remove is no error). */
+        delete: operations["remove"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/me/webhooks": {
         parameters: {
             query?: never;
@@ -899,6 +937,13 @@ export interface components {
             transitions: components["schemas"]["TransitionView"][];
             user_id: string;
         };
+        AvatarSet: {
+            /**
+             * @description The avatar's URL (relative to the server), served for a year: a new picture has a
+             *     new URL.
+             */
+            avatar_url: string;
+        };
         BalanceSeries: {
             currency: string;
             /** @description Oldest day first. */
@@ -1090,6 +1135,8 @@ export interface components {
              * @description The user's wallet: pay them with `to.account_id`.
              */
             account_id: string;
+            /** @description The avatar's URL, when the user has one. */
+            avatar_url?: string | null;
             /** @description Only when the query is this user's exact email (no harvesting of addresses). */
             email?: string | null;
             first_name: string;
@@ -1223,6 +1270,11 @@ export interface components {
             address: string;
             node_id: string;
         };
+        /**
+         * Format: binary
+         * @description The picture's bytes: PNG, JPEG or WebP, at most 2 MiB and 4096x4096 pixels
+         */
+        Picture: string;
         /** @description The body of every error (RFC 9457), as the OpenAPI document describes it. */
         Problem: {
             /**
@@ -1527,6 +1579,8 @@ export interface components {
             last_name?: string | null;
         };
         UserJson: {
+            /** @description The avatar's URL, when the user has one (`PUT /v1/me/avatar`). */
+            avatar_url?: string | null;
             email: string;
             /**
              * @description Whether the user proved the email is theirs (the mail's link): until then nobody can
@@ -2833,6 +2887,45 @@ export interface operations {
             };
         };
     };
+    image: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The avatar's SHA-256, as its URL names it */
+                digest: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A 160x160 PNG */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/png": components["schemas"]["Picture"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     callback: {
         parameters: {
             query?: never;
@@ -3912,6 +4005,127 @@ export interface operations {
                 };
             };
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    upload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Re-encoded as a 160x160 PNG: only its pixels are kept (no EXIF, no GPS) */
+        requestBody: {
+            content: {
+                "image/jpeg": components["schemas"]["Picture"];
+                "image/png": components["schemas"]["Picture"];
+                "image/webp": components["schemas"]["Picture"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AvatarSet"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description body_too_large: over 2 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unsupported_media_type: not image/png, image/jpeg or image/webp */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_an_image: the bytes are not a picture of the declared type; image_too_large: over 4096 pixels a side */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rate_limited: this user changes their avatar too often; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    remove: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user has no avatar */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rate_limited: this user changes their avatar too often; see Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -80,19 +80,21 @@ export async function signOut() {
  * A call to the API with the access token: { ok, status, data, problem, headers }. A 401
  * refreshes the token once and tries again. Network failures answer { network: true }.
  */
-export async function call(method, path, { body, idempotencyKey, accept } = {}) {
+export async function call(method, path, { body, file, idempotencyKey, accept } = {}) {
   for (let attempt = 0; attempt < 2; attempt++) {
     if (!access || access.expiresAt - Date.now() < 5000) {
       if (!(await refresh().catch(() => false))) return { status: 401, problem: { code: "signed_out", detail: "Sign in again." } };
     }
     const headers = { authorization: `Bearer ${access.token}` };
     if (body !== undefined) headers["content-type"] = "application/json";
+    // A file goes as its own bytes, typed as the browser read it (the server checks them).
+    if (file !== undefined) headers["content-type"] = file.type || "application/octet-stream";
     if (idempotencyKey) headers["idempotency-key"] = idempotencyKey;
     if (accept) headers.accept = accept;
     let response;
     try {
       response = await fetch(path, {
-        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        method, headers, body: file !== undefined ? file : body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
       });
     } catch (error) {
@@ -203,6 +205,10 @@ const WORDS = {
   unavailable: "Kizo is busy or unavailable for a moment. Try again.",
   history_too_long: "This history is too long to sum here.",
   signed_out: "Your session ended. Sign in again.",
+  not_an_image: "That file is not a PNG, JPEG or WebP picture.",
+  image_too_large: "That picture is over 4096 pixels on a side.",
+  unsupported_media_type: "Choose a PNG, JPEG or WebP picture.",
+  body_too_large: "That file is over 2 MB.",
 };
 
 /** A refusal in words, for people.

@@ -54,6 +54,14 @@ api.onSessionChange((signedIn) => {
   if (!signedIn) { me = null; stopLive(); go("/signin", { replace: true }); }
 });
 
+/** A user's picture, or their initials when they have none; beside their name, so it says
+ * nothing more to a screen reader (`alt=""`) unless `alt` is given. */
+function avatar(user, size, alt = "") {
+  if (user.avatar_url) return h("img", { class: `avatar ${size}`, src: user.avatar_url, alt, width: 160, height: 160 });
+  const initials = `${(user.first_name || "?")[0]}${(user.last_name || "")[0] || ""}`.toUpperCase();
+  return h("span", { class: `avatar ${size} initials`, "aria-hidden": "true" }, initials);
+}
+
 async function loadMe() {
   const answer = await api.call("GET", "/v1/me");
   me = answer.ok ? answer.data : null;
@@ -100,6 +108,8 @@ async function render() {
   const view = PUBLIC[path] || PRIVATE[path] || (detail ? () => transactionView(detail[1]) : null);
   if (!view) return show(number, "Not found", h("section", { class: "card narrow" },
     h("h1", {}, "Page not found"), h("p", {}, h("a", { href: "/", "data-link": true }, "Go to your dashboard"))));
+  // Signed out at "/": the landing page, a page of its own that runs no script.
+  if (path === "/" && !me) return location.replace("/welcome");
   const isPrivate = !!PRIVATE[path] || !!detail;
   if (isPrivate && !me) {
     return go(`/signin?next=${encodeURIComponent(path + location.search)}`, { replace: true });
@@ -133,7 +143,8 @@ function menu(path) {
   }
   const current = (href) => (href === path || (href === "/transactions" && path.startsWith("/transactions/")) ? "page" : null);
   fill(nav, h("ul", {},
-    MENU.map(([href, label]) => h("li", {}, h("a", { href, "data-link": true, "aria-current": current(href) }, label))),
+    MENU.map(([href, label]) => h("li", {}, h("a", { href, "data-link": true, "aria-current": current(href) },
+      href === "/profile" ? [avatar(me.user, "small"), " "] : null, label))),
     h("li", {}, h("button", { class: "link", type: "button", onclick: signOut }, "Sign out"))));
 }
 
@@ -399,7 +410,7 @@ function paymentForm(section, draft) {
     if (users.length === 0) fill(results, h("li", { class: "muted" }, "Nobody found. People appear once they confirm their email."));
     else fill(results, users.map((u) => {
       const label = `${u.first_name} ${u.last_name}${u.email ? ` (${u.email})` : ""}`;
-      const button = h("button", { type: "button", "aria-pressed": "false" }, label);
+      const button = h("button", { type: "button", "aria-pressed": "false" }, avatar(u, "small"), " ", label);
       button.addEventListener("click", () => choose({ account_id: u.account_id }, label, button));
       return h("li", {}, button);
     }));
@@ -656,9 +667,42 @@ async function profileView() {
       h("dt", {}, "Wallet"), h("dd", {}, wallet().id),
       h("dt", {}, "Currency"), h("dd", {}, currency())),
     me.user.email_verified ? null : h("div", { class: "actions" }, h("a", { class: "button", href: "/verify-email", "data-link": true }, "Enter the code"), resend),
+    h("h2", {}, "Your picture"), pictureForm(),
     h("h2", {}, "Your name"), form,
     h("h2", {}, "Session"),
     h("button", { type: "button", class: "secondary", onclick: signOut }, "Sign out"))];
+}
+
+/** The profile's picture: shown, replaced from a file, or removed. The server re-encodes it
+ * (a 160x160 PNG, nothing of the file kept but its pixels) and is the judge of what is an
+ * image; the size is checked here only to spare a pointless upload. */
+function pictureForm() {
+  const status = h("div");
+  const input = h("input", { id: "picture", type: "file", name: "picture", accept: "image/png,image/jpeg,image/webp", "aria-describedby": "picture-hint" });
+  const form = h("form", { class: "picture" },
+    h("div", { class: "row" },
+      avatar(me.user, "large", me.user.avatar_url ? "Your picture" : ""),
+      h("div", { class: "field" }, h("label", { for: "picture" }, "Picture"),
+        h("span", { class: "hint", id: "picture-hint" }, "PNG, JPEG or WebP, at most 2 MB and 4096 pixels a side"), input)),
+    h("div", { class: "actions" },
+      h("button", { type: "submit" }, "Upload"),
+      me.user.avatar_url ? h("button", { type: "button", class: "secondary", onclick: () => change("DELETE") }, "Remove my picture") : null),
+    status);
+  const change = (method, file) => busy(form, async () => {
+    const answer = await api.call(method, "/v1/me/avatar", file ? { file } : {});
+    if (!answer.ok) return fill(status, notice("error", api.describe(answer.problem)));
+    await loadMe();
+    await render();
+    announce(method === "DELETE" ? "Your picture is removed." : "Your picture is saved.");
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const file = input.files[0];
+    if (!file) return fill(status, notice("error", "Choose a picture first."));
+    if (file.size > 2 * 1024 * 1024) return fill(status, notice("error", "That picture is over 2 MB."));
+    change("PUT", file);
+  });
+  return form;
 }
 
 // ---- Start ------------------------------------------------------------------------------

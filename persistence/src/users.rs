@@ -35,6 +35,21 @@ pub struct User {
     pub created_at: i64,
     /// When the user proved they read mail sent to `email`; `None` until then.
     pub email_verified_at: Option<i64>,
+    /// Their avatar's digest (its name in its URL), if they have one. Read, never written,
+    /// with the user: [`UserStore::set_avatar`] sets it.
+    #[sqlx(default)]
+    pub avatar: Option<String>,
+}
+
+/// A user's columns and their avatar's digest, for `SELECT {USER_ROW} WHERE ...`.
+macro_rules! user_row {
+    ($where:literal) => {
+        concat!(
+            "SELECT users.*, avatars.digest AS avatar FROM users
+             LEFT JOIN avatars ON avatars.user_id = users.id ",
+            $where
+        )
+    };
 }
 
 /// What a token sent by email is for.
@@ -151,13 +166,13 @@ impl UserStore {
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let sql = self.sql("SELECT * FROM users WHERE email = $1");
+        let sql = self.sql(user_row!("WHERE users.email = $1"));
         on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(pool).await)
             .map_err(read_error)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let sql = self.sql("SELECT * FROM users WHERE id = $1");
+        let sql = self.sql(user_row!("WHERE users.id = $1"));
         on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(pool).await)
             .map_err(read_error)
     }
@@ -175,18 +190,62 @@ impl UserStore {
             })
             .collect();
         let pattern = format!("{escaped}%");
-        let sql = self.sql(
-            "SELECT * FROM users
-             WHERE email_verified_at IS NOT NULL
-               AND (lower(first_name) LIKE $1 ESCAPE '\\' OR lower(last_name) LIKE $1 ESCAPE '\\'
-                    OR email = $3)
-             ORDER BY last_name, first_name, id LIMIT $2",
-        );
+        let sql = self.sql(user_row!(
+            "WHERE users.email_verified_at IS NOT NULL
+               AND (lower(users.first_name) LIKE $1 ESCAPE '\\'
+                    OR lower(users.last_name) LIKE $1 ESCAPE '\\' OR users.email = $3)
+             ORDER BY users.last_name, users.first_name, users.id LIMIT $2"
+        ));
         on_pool!(Pools, &self.pools, pool => sqlx::query_as::<_, User>(&sql)
             .bind(&pattern)
             .bind(i64::from(limit))
             .bind(prefix.to_lowercase())
             .fetch_all(pool)
+            .await)
+        .map_err(read_error)
+    }
+
+    /// Sets the user's avatar (made by `kizo-avatar`), replacing any other.
+    pub async fn set_avatar(
+        &self,
+        user_id: &str,
+        digest: &str,
+        png: &[u8],
+    ) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "INSERT INTO avatars (user_id, digest, image, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id) DO UPDATE
+             SET digest = excluded.digest, image = excluded.image, updated_at = excluded.updated_at",
+        );
+        let now = self.now_ms();
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
+            .bind(user_id)
+            .bind(digest)
+            .bind(png)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(read_error)
+    }
+
+    /// Removes the user's avatar; whether they had one.
+    pub async fn delete_avatar(&self, user_id: &str) -> Result<bool, StoreError> {
+        let sql = self.sql("DELETE FROM avatars WHERE user_id = $1");
+        on_pool!(Pools, &self.pools, pool => sqlx::query(&sql)
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0))
+        .map_err(read_error)
+    }
+
+    /// The avatar named `digest` (a PNG), if a user has it.
+    pub async fn avatar(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = self.sql("SELECT image FROM avatars WHERE digest = $1 LIMIT 1");
+        on_pool!(Pools, &self.pools, pool => sqlx::query_scalar::<_, Vec<u8>>(&sql)
+            .bind(digest)
+            .fetch_optional(pool)
             .await)
         .map_err(read_error)
     }

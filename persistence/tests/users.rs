@@ -18,7 +18,8 @@ on_both_backends!(
     refresh_tokens_rotate_once_and_reuse_ends_the_session,
     notes_are_found_by_transfer_and_request,
     kept_answers_are_listed_by_scope,
-    expired_tokens_and_dead_sessions_are_pruned
+    expired_tokens_and_dead_sessions_are_pruned,
+    avatars_are_set_replaced_found_by_digest_and_removed
 );
 
 fn user(id: &str, email: &str) -> User {
@@ -31,6 +32,7 @@ fn user(id: &str, email: &str) -> User {
         wallet_id: "12345".into(),
         created_at: now_ms(),
         email_verified_at: None,
+        avatar: None,
     }
 }
 
@@ -356,4 +358,50 @@ async fn mail_tokens_work_once_before_they_expire_and_mail_waits_in_the_outbox(s
     );
     assert!(!users.session_active("s1").await.unwrap());
     assert!(!users.session_active("s2").await.unwrap());
+}
+
+async fn avatars_are_set_replaced_found_by_digest_and_removed(store: TestStore) {
+    let users = UserStore::open(&store.config).await.unwrap();
+    users
+        .create_user(&user("a1", "ava@example.com"))
+        .await
+        .unwrap();
+    users
+        .create_user(&user("a2", "bea@example.com"))
+        .await
+        .unwrap();
+    let digest = |n: u8| format!("{n:064x}");
+    assert_eq!(users.user_by_id("a1").await.unwrap().unwrap().avatar, None);
+    users.set_avatar("a1", &digest(1), b"first").await.unwrap();
+    users.set_avatar("a1", &digest(2), b"second").await.unwrap();
+    // The same picture for two users: one digest, found once.
+    users.set_avatar("a2", &digest(2), b"second").await.unwrap();
+    let ava = users
+        .user_by_email("ava@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ava.avatar, Some(digest(2)));
+    assert_eq!(users.avatar(&digest(1)).await.unwrap(), None, "replaced");
+    assert_eq!(
+        users.avatar(&digest(2)).await.unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    assert!(users.delete_avatar("a1").await.unwrap());
+    assert!(
+        !users.delete_avatar("a1").await.unwrap(),
+        "nothing left to remove"
+    );
+    assert_eq!(users.user_by_id("a1").await.unwrap().unwrap().avatar, None);
+    assert_eq!(
+        users.user_by_id("a2").await.unwrap().unwrap().avatar,
+        Some(digest(2))
+    );
+    assert!(
+        users.avatar(&digest(2)).await.unwrap().is_some(),
+        "still a2's"
+    );
+    assert!(users.delete_avatar("a2").await.unwrap());
+    assert_eq!(users.avatar(&digest(2)).await.unwrap(), None);
+    store.clean().await;
 }

@@ -131,13 +131,38 @@ process.on("uncaughtException", async (error) => {
 const ana = `ana-${run}@example.com`;
 const bob = `bob-${run}@example.com`;
 
+// ---- The landing page: read with no script at all, then the way in -----------------------
+{
+  const context = await browser.newContext({ baseURL: BASE, javaScriptEnabled: false });
+  const bare = await context.newPage();
+  await bare.goto("/");
+  await bare.getByRole("heading", { name: "Money that always adds up" }).waitFor();
+  await bare.getByRole("heading", { name: "What makes it safe" }).waitFor();
+  assert.equal(await bare.locator("script").count(), 0);
+  await bare.screenshot({ path: join(SHOTS, "landing-no-script.png"), fullPage: true });
+  await context.close();
+  const visitor = await newPage();
+  await visitor.goto("/");
+  await check(visitor, "landing");
+  await visitor.getByRole("link", { name: "Create your wallet" }).click();
+  await visitor.getByRole("heading", { name: "Create your Kizo account" }).waitFor();
+  const phone = await newPage({ width: 390, height: 844 });
+  await phone.goto("/");
+  await check(phone, "landing-phone");
+}
+
 // ---- Sign up, verify, sign in -----------------------------------------------------------
 const anaPage = await newPage();
 await signUp(anaPage, "Ana", ana);
 await anaPage.getByRole("navigation").getByRole("button", { name: "Sign out" }).click();
 await anaPage.getByRole("heading", { name: "Sign in" }).waitFor();
 await check(anaPage, "signin");
+// Signed out, `/` is the landing page again; signed in, it is the dashboard.
+await anaPage.goto("/");
+await anaPage.getByRole("heading", { name: "Money that always adds up" }).waitFor();
 await signIn(anaPage, ana);
+await anaPage.goto("/");
+await anaPage.getByRole("heading", { name: /^Hello/ }).waitFor();
 
 // The refresh token is an HttpOnly, SameSite=Strict cookie; nothing is in localStorage.
 const cookies = await anaPage.context().cookies();
@@ -278,6 +303,37 @@ await anaPage.getByRole("button", { name: "Save" }).click();
 await anaPage.locator("main").getByText("Saved.").waitFor();
 await check(anaPage, "profile");
 
+// ---- A picture: uploaded, shown in the header, the profile and the recipient search -----
+// A real photograph-like PNG, drawn and encoded by the browser itself.
+const photo = Buffer.from(await anaPage.evaluate(() => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 640; canvas.height = 480;
+  const g = canvas.getContext("2d");
+  const gradient = g.createLinearGradient(0, 0, 640, 480);
+  gradient.addColorStop(0, "#0b5cad"); gradient.addColorStop(1, "#f2c14e");
+  g.fillStyle = gradient; g.fillRect(0, 0, 640, 480);
+  g.fillStyle = "#ffffff"; g.beginPath(); g.arc(320, 200, 110, 0, Math.PI * 2); g.fill();
+  return canvas.toDataURL("image/png").split(",")[1];
+}), "base64");
+// A page pretending to be a picture is refused, and nothing changes.
+await anaPage.getByLabel("Picture").setInputFiles({ name: "me.png", mimeType: "image/png",
+  buffer: Buffer.from("<!doctype html><script>alert(document.cookie)</script>") });
+await anaPage.getByRole("button", { name: "Upload" }).click();
+await anaPage.locator("main").getByText("That file is not a PNG, JPEG or WebP picture.").waitFor();
+await anaPage.getByLabel("Picture").setInputFiles({ name: "me.png", mimeType: "image/png", buffer: photo });
+await anaPage.getByRole("button", { name: "Upload" }).click();
+await anaPage.getByRole("img", { name: "Your picture" }).waitFor();
+const avatarSrc = await anaPage.getByRole("img", { name: "Your picture" }).getAttribute("src");
+assert.match(avatarSrc, /^\/v1\/avatars\/[0-9a-f]{64}$/);
+// Served as a 160x160 picture, and shown in the header.
+assert.equal(await anaPage.getByRole("img", { name: "Your picture" }).evaluate((img) => img.complete && img.naturalWidth), 160);
+await anaPage.getByRole("navigation").locator(`img[src="${avatarSrc}"]`).waitFor();
+await check(anaPage, "profile-picture");
+await bobPage.goto("/send");
+await bobPage.getByLabel(/Recipient/).fill("Ana");
+await bobPage.getByRole("button", { name: /^Ana/ }).locator(`img[src="${avatarSrc}"]`).waitFor();
+await check(bobPage, "send-search-avatar");
+
 // ---- A phone-sized screen ---------------------------------------------------------------
 const phone = await newPage({ width: 390, height: 844 });
 await phone.clock.install();
@@ -316,7 +372,8 @@ await signIn(anaPage, ana, "a brand new password");
 await anaPage.getByRole("navigation").getByRole("button", { name: "Sign out" }).click();
 await anaPage.getByRole("heading", { name: "Sign in" }).waitFor();
 await anaPage.goto("/");
-await anaPage.waitForURL(/\/signin\?next=/);
+await anaPage.getByRole("heading", { name: "Money that always adds up" }).waitFor();
+await anaPage.goto("/signin");
 // The old password no longer works.
 await anaPage.getByLabel("Email").fill(ana);
 await anaPage.getByLabel("Password").fill(PASSWORD);
