@@ -162,8 +162,10 @@ fn lowest_priority() {
     // thread on Linux); `param` outlives the call.
     unsafe {
         // SCHED_IDLE: run only when nothing else wants the core; nice 19 if that is refused.
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+        // The system call itself: musl's `sched_setscheduler` always fails (ENOSYS), and its
+        // `sched_param` has more fields than glibc's (zeroed, they mean nothing here).
+        let param: libc::sched_param = std::mem::zeroed();
+        if libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_IDLE, &param) != 0 {
             libc::setpriority(libc::PRIO_PROCESS, 0, 19);
         }
     }

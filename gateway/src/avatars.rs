@@ -45,14 +45,9 @@ pub struct Picture;
 
 impl utoipa::PartialSchema for Picture {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
-            .description(Some(
-                "The picture's bytes: PNG, JPEG or WebP, at most 2 MiB and 4096x4096 pixels",
-            ))
-            .into()
+        crate::openapi::bytes_schema(
+            "The picture's bytes: PNG, JPEG or WebP, at most 2 MiB and 4096x4096 pixels",
+        )
     }
 }
 

@@ -139,14 +139,9 @@ pub struct BinaryBatch;
 
 impl utoipa::PartialSchema for BinaryBatch {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
-            .description(Some(
-                "Little-endian records (docs/binary.md): 128-byte accounts or transfers in TigerBeetle's layouts, 16-byte ids, or 8-byte (index, code) results of the events not created.",
-            ))
-            .into()
+        crate::openapi::bytes_schema(
+            "Little-endian records (docs/binary.md): 128-byte accounts or transfers in TigerBeetle's layouts, 16-byte ids, or 8-byte (index, code) results of the events not created.",
+        )
     }
 }
 

@@ -79,6 +79,18 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
+/// A body of raw bytes (`format: binary`), as a schema with its description.
+pub(crate) fn bytes_schema(
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+        .description(Some(description))
+        .into()
+}
+
 struct ApiKey;
 
 impl Modify for ApiKey {

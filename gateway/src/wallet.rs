@@ -399,18 +399,7 @@ pub async fn refresh(
         // A cookie's session that is over: the browser forgets it (and the landing page is
         // shown at `/` again).
         Err(refused) if from_cookie && refused.status == StatusCode::UNAUTHORIZED => {
-            let secure = secure_cookies(&state);
-            let mut response = refused.into_response();
-            let headers = response.headers_mut();
-            headers.append(
-                axum::http::header::SET_COOKIE,
-                cleared_refresh_cookie(secure),
-            );
-            headers.append(
-                axum::http::header::SET_COOKIE,
-                cleared_signed_in_cookie(secure),
-            );
-            Ok(response)
+            Ok(forget_session(&state, refused.into_response()))
         }
         other => other,
     }
@@ -500,10 +489,17 @@ pub async fn logout(
     state
         .revocations
         .insert(caller.session_id, state.users.now_ms());
-    let secure = secure_cookies(&state);
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    Ok(forget_session(
+        &state,
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}
+
+/// `response`, deleting the browser's session cookies (the refresh token and the signed-in
+/// hint): two `Set-Cookie` headers, appended (an array of headers would keep only the last).
+fn forget_session(state: &AppState, mut response: Response) -> Response {
+    let secure = secure_cookies(state);
     let headers = response.headers_mut();
-    // Two cookies: `append`, as an array of headers would keep only the last.
     headers.append(
         axum::http::header::SET_COOKIE,
         cleared_refresh_cookie(secure),
@@ -512,7 +508,7 @@ pub async fn logout(
         axum::http::header::SET_COOKIE,
         cleared_signed_in_cookie(secure),
     );
-    Ok(response)
+    response
 }
 
 /// The caller and their accounts, with balances.

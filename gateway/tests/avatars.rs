@@ -3,63 +3,10 @@
 
 mod common;
 
-use std::io::Cursor;
-
 use common::{user, verify, TestStore};
-use image::{ImageFormat, Rgb, RgbImage};
+use kizo_avatar::fixtures::{bomb, photo_with_gps, picture, png_dimensions, ImageFormat};
 use reqwest::StatusCode;
 use serde_json::Value;
-
-fn picture(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
-    let image = RgbImage::from_fn(width, height, |x, y| {
-        Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 90])
-    });
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut bytes), format)
-        .unwrap();
-    bytes
-}
-
-/// A camera's JPEG: an EXIF segment with a GPS position before the picture.
-fn photo_with_gps() -> Vec<u8> {
-    let jpeg = picture(640, 480, ImageFormat::Jpeg);
-    let mut exif = b"Exif\0\0II*\0\x08\0\0\0\x01\0".to_vec();
-    exif.extend_from_slice(&[0x25, 0x88, 4, 0, 1, 0, 0, 0, 26, 0, 0, 0, 0, 0, 0, 0]);
-    exif.extend_from_slice(b"GPSLatitude 48.8584 N GPSLongitude 2.2945 E");
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
-    out.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&exif);
-    out.extend_from_slice(&jpeg[2..]);
-    out
-}
-
-/// A PNG whose header claims 60000 x 60000 pixels: 14 GB once decoded, 60 bytes sent.
-fn bomb() -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &byte in bytes {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut body = b"IHDR".to_vec();
-    body.extend_from_slice(&60_000u32.to_be_bytes());
-    body.extend_from_slice(&60_000u32.to_be_bytes());
-    body.extend_from_slice(&[8, 6, 0, 0, 0]);
-    png.extend_from_slice(&13u32.to_be_bytes());
-    png.extend_from_slice(&body);
-    png.extend_from_slice(&crc32(&body).to_be_bytes());
-    png
-}
 
 async fn put(base: &str, token: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
@@ -122,8 +69,7 @@ async fn avatars(store: TestStore) {
         .contains("sandbox"));
     let png = served.bytes().await.unwrap();
     assert!(!png.windows(3).any(|w| w == b"GPS"), "the position is gone");
-    let image = image::load_from_memory_with_format(&png, ImageFormat::Png).unwrap();
-    assert_eq!((image.width(), image.height()), (160, 160));
+    assert_eq!(png_dimensions(&png), (160, 160));
 
     // Another picture: a new URL; the old one names nothing any more.
     let (status, set) = put(
@@ -173,7 +119,7 @@ async fn avatars(store: TestStore) {
         ),
         (
             "image/png",
-            bomb(),
+            bomb(60_000, 60_000),
             StatusCode::UNPROCESSABLE_ENTITY,
             "image_too_large",
         ),

@@ -16,6 +16,7 @@ const PURE: &[&str] = &[
     "kizo-wallet",
     "kizo-webhooks",
     "kizo-binary",
+    "kizo-avatar",
     "kizo-json-wire",
     "kizo-sim",
 ];

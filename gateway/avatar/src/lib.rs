@@ -144,5 +144,7 @@ fn refusal(bytes: &[u8], error: image::ImageError) -> AvatarError {
     }
 }
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 #[cfg(test)]
 mod tests;

@@ -1,21 +1,8 @@
-use std::io::Cursor;
-
-use image::{ImageFormat, Rgb, RgbImage};
+use image::ImageFormat;
 use proptest::prelude::*;
 
+use super::fixtures::{bomb, photo_with_gps, picture, CAMERA, POSITION};
 use super::*;
-
-/// A real image, `width` × `height`, a gradient (so that scaling has something to do).
-fn picture(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
-    let image = RgbImage::from_fn(width, height, |x, y| {
-        Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
-    });
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut bytes), format)
-        .unwrap();
-    bytes
-}
 
 fn decoded(avatar: &Avatar) -> image::DynamicImage {
     image::load_from_memory_with_format(&avatar.png, ImageFormat::Png).unwrap()
@@ -23,67 +10,6 @@ fn decoded(avatar: &Avatar) -> image::DynamicImage {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// CRC-32 (ISO-HDLC), as PNG chunks carry it.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A PNG that is a header claiming `width` × `height` and a few bytes of compressed data: a
-/// decompression bomb's shape (its pixels would be gigabytes).
-fn bomb(width: u32, height: u32) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        png.extend_from_slice(&body);
-        png.extend_from_slice(&crc32(&body).to_be_bytes());
-    };
-    let mut header = Vec::new();
-    header.extend_from_slice(&width.to_be_bytes());
-    header.extend_from_slice(&height.to_be_bytes());
-    header.extend_from_slice(&[8, 6, 0, 0, 0]); // 8-bit RGBA, no interlace
-    chunk(b"IHDR", &header);
-    chunk(
-        b"IDAT",
-        &[0x78, 0x9c, 0xed, 0xc1, 0x01, 0x0d, 0x00, 0x00, 0x00],
-    );
-    chunk(b"IEND", &[]);
-    png
-}
-
-/// A JPEG with an EXIF segment holding a GPS position and a camera's name.
-fn jpeg_with_exif() -> Vec<u8> {
-    let jpeg = picture(400, 300, ImageFormat::Jpeg);
-    assert_eq!(&jpeg[..2], [0xFF, 0xD8]);
-    // A little-endian TIFF with one IFD entry (Make) and a GPS IFD pointer; the values need
-    // not be complete for the point: these bytes must not survive.
-    let mut exif = b"Exif\0\0II*\0\x08\0\0\0".to_vec();
-    exif.extend_from_slice(&[2, 0]); // two entries
-    exif.extend_from_slice(&[0x0F, 0x01, 2, 0, 8, 0, 0, 0, 38, 0, 0, 0]); // Make, ASCII, 8 bytes
-    exif.extend_from_slice(&[0x25, 0x88, 4, 0, 1, 0, 0, 0, 46, 0, 0, 0]); // GPS IFD at 46
-    exif.extend_from_slice(&[0, 0, 0, 0]);
-    exif.extend_from_slice(b"SpyCam1\0");
-    exif.extend_from_slice(&[1, 0, 2, 0, 2, 0, 4, 0, 0, 0, b'N', 0, 0, 0, 0, 0, 0, 0]);
-    exif.extend_from_slice(b"GPS 48.8584N 2.2945E");
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
-    out.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&exif);
-    out.extend_from_slice(&jpeg[2..]);
-    out
 }
 
 #[test]
@@ -119,10 +45,10 @@ fn each_accepted_format_becomes_a_fixed_size_png_named_by_its_digest() {
 
 #[test]
 fn metadata_is_stripped() {
-    let upload = jpeg_with_exif();
-    assert!(contains(&upload, b"GPS 48.8584N") && contains(&upload, b"SpyCam1"));
+    let upload = photo_with_gps();
+    assert!(contains(&upload, POSITION) && contains(&upload, CAMERA));
     let avatar = normalize("image/jpeg", &upload).unwrap();
-    for secret in [&b"GPS"[..], b"SpyCam1", b"Exif", b"eXIf", b"tEXt", b"iTXt"] {
+    for secret in [&b"GPS"[..], CAMERA, b"Exif", b"eXIf", b"tEXt", b"iTXt"] {
         assert!(
             !contains(&avatar.png, secret),
             "{}",
