@@ -3,6 +3,8 @@
 //! `<img>`, which carries no token). The handlers parse, authenticate and map the answer;
 //! what an upload becomes, or why it is refused, is `kizo-avatar`'s rule.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{Path, State};
@@ -26,6 +28,35 @@ pub fn routes() -> Router<AppState> {
             kizo_avatar::UPLOAD_BYTES_MAX,
         ))
         .route("/v1/avatars/{digest}", get(image))
+}
+
+/// Pictures decoded at once, server-wide: each may take a core for most of a second.
+const DECODES_AT_ONCE: usize = 2;
+/// Uploads decoding or waiting to, server-wide (each holds up to 2 MiB); past it, `503`.
+const UPLOADS_AT_ONCE: usize = 16;
+
+static DECODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DECODES_AT_ONCE);
+static UPLOADS: AtomicUsize = AtomicUsize::new(0);
+
+/// One upload counted in [`UPLOADS`] while it lives.
+struct Upload;
+
+impl Upload {
+    fn admit() -> Result<Upload, ApiError> {
+        if UPLOADS.fetch_add(1, Ordering::AcqRel) >= UPLOADS_AT_ONCE {
+            UPLOADS.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::unavailable(
+                "too many pictures are being read; try again",
+            ));
+        }
+        Ok(Upload)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        UPLOADS.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Where an avatar is served: its URL names its content.
@@ -88,8 +119,13 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    // Decoding a picture of up to 16 megapixels takes a core for a while: off the runtime's
-    // threads, which serve everyone else's requests.
+    // Decoding a picture of up to 16 megapixels takes a core for a while: a few at a time,
+    // off the runtime's threads, which serve everyone else's requests.
+    let _upload = Upload::admit()?;
+    let _decoding = DECODES
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("the picture could not be read"))?;
     let avatar = tokio::task::spawn_blocking(move || kizo_avatar::normalize(&media_type, &body))
         .await
         .map_err(|_| ApiError::unavailable("the picture could not be read"))?
@@ -186,4 +222,21 @@ pub async fn image(
         HeaderValue::from_static("same-origin"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_past_the_bound_are_refused_until_one_ends() {
+        let held: Vec<Upload> = (0..UPLOADS_AT_ONCE)
+            .map(|_| Upload::admit().unwrap())
+            .collect();
+        let refused = Upload::admit().err().expect("one too many");
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        drop(held);
+        assert!(Upload::admit().is_ok(), "each ended upload makes room");
+        assert_eq!(UPLOADS.load(Ordering::Acquire), 0, "nothing left counted");
+    }
 }
