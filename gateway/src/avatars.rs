@@ -3,8 +3,6 @@
 //! `<img>`, which carries no token). The handlers parse, authenticate and map the answer;
 //! what an upload becomes, or why it is refused, is `kizo-avatar`'s rule.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{Path, State};
@@ -36,27 +34,14 @@ const DECODES_AT_ONCE: usize = 2;
 const UPLOADS_AT_ONCE: usize = 16;
 
 static DECODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DECODES_AT_ONCE);
-static UPLOADS: AtomicUsize = AtomicUsize::new(0);
+/// Uploads admitted: decoding, or waiting for [`DECODES`].
+static ADMITTED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UPLOADS_AT_ONCE);
 
-/// One upload counted in [`UPLOADS`] while it lives.
-struct Upload;
-
-impl Upload {
-    fn admit() -> Result<Upload, ApiError> {
-        if UPLOADS.fetch_add(1, Ordering::AcqRel) >= UPLOADS_AT_ONCE {
-            UPLOADS.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::unavailable(
-                "too many pictures are being read; try again",
-            ));
-        }
-        Ok(Upload)
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        UPLOADS.fetch_sub(1, Ordering::AcqRel);
-    }
+/// A place among the uploads admitted, held while the upload lives; `503` when none is free.
+fn admit() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    ADMITTED
+        .try_acquire()
+        .map_err(|_| ApiError::unavailable("too many pictures are being read; try again"))
 }
 
 /// Where an avatar is served: its URL names its content.
@@ -121,7 +106,7 @@ pub async fn upload(
         .to_string();
     // Decoding a picture of up to 16 megapixels takes a core for a while: a few at a time,
     // off the runtime's threads, which serve everyone else's requests.
-    let _upload = Upload::admit()?;
+    let _admitted = admit()?;
     let _decoding = DECODES
         .acquire()
         .await
@@ -230,13 +215,15 @@ mod tests {
 
     #[test]
     fn uploads_past_the_bound_are_refused_until_one_ends() {
-        let held: Vec<Upload> = (0..UPLOADS_AT_ONCE)
-            .map(|_| Upload::admit().unwrap())
-            .collect();
-        let refused = Upload::admit().err().expect("one too many");
+        let held: Vec<_> = (0..UPLOADS_AT_ONCE).map(|_| admit().unwrap()).collect();
+        let refused = admit().expect_err("one too many");
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
         drop(held);
-        assert!(Upload::admit().is_ok(), "each ended upload makes room");
-        assert_eq!(UPLOADS.load(Ordering::Acquire), 0, "nothing left counted");
+        assert!(admit().is_ok(), "each ended upload makes room");
+        assert_eq!(
+            ADMITTED.available_permits(),
+            UPLOADS_AT_ONCE,
+            "nothing left counted"
+        );
     }
 }

@@ -115,33 +115,48 @@ pub struct Args {
     pub admin_key: String,
 }
 
-fn parse_kill(text: &str) -> Result<(u32, String), String> {
+/// A flag's value that cannot be read.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum FlagError {
+    #[error("`{0}`: PID@URL")]
+    Kill(String),
+    #[error("`{0}`: a process id")]
+    Pid(String),
+    #[error("`{0}`: {1}")]
+    Duration(String, String),
+    #[error("`{0}`: at most 24 hours")]
+    DurationTooLong(String),
+    #[error("`{0}`: a percentage, 0 to 100")]
+    Percent(String),
+}
+
+fn parse_kill(text: &str) -> Result<(u32, String), FlagError> {
     let (pid, url) = text
         .split_once('@')
-        .ok_or_else(|| format!("`{text}`: PID@URL"))?;
-    let pid = pid.parse().map_err(|_| format!("`{pid}`: a process id"))?;
+        .ok_or_else(|| FlagError::Kill(text.into()))?;
+    let pid = pid.parse().map_err(|_| FlagError::Pid(pid.into()))?;
     Ok((pid, url.to_string()))
 }
 
 /// A duration as `humantime` reads it (`250ms`, `10s`, `2m`, `1m 30s`), at most 24 hours.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration =
-        humantime::parse_duration(text.trim()).map_err(|error| format!("`{text}`: {error}"))?;
+pub fn parse_duration(text: &str) -> Result<Duration, FlagError> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|error| FlagError::Duration(text.into(), error.to_string()))?;
     if duration > Duration::from_secs(86_400) {
-        return Err(format!("`{text}`: at most 24 hours"));
+        return Err(FlagError::DurationTooLong(text.into()));
     }
     Ok(duration)
 }
 
-fn parse_percent(text: &str) -> Result<f64, String> {
+fn parse_percent(text: &str) -> Result<f64, FlagError> {
     let value: f64 = text
         .trim_end_matches('%')
         .parse()
-        .map_err(|_| format!("`{text}`: a percentage"))?;
+        .map_err(|_| FlagError::Percent(text.into()))?;
     if (0.0..=100.0).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("`{text}`: 0 to 100"))
+        Err(FlagError::Percent(text.into()))
     }
 }
 

@@ -187,7 +187,8 @@ impl ClientBuilder {
 
     pub fn build(self) -> Result<Client, Error> {
         let base = self.base.trim_end_matches('/').to_string();
-        base.parse::<Uri>()
+        let base_uri = base
+            .parse::<Uri>()
             .ok()
             .filter(|uri| {
                 matches!(uri.scheme_str(), Some("http" | "https"))
@@ -209,12 +210,7 @@ impl ClientBuilder {
                 "retry attempts count the first: at least 1".into(),
             ));
         }
-        let transport = transport::Transport::new(
-            &base
-                .parse()
-                .map_err(|_| Error::Invalid(format!("{base}: not a URL")))?,
-            self.http2,
-        )?;
+        let transport = transport::Transport::new(&base_uri, self.http2)?;
         // The direct transport sends the path alone; the pool, the whole URL.
         let prefix = if transport.origin_form() {
             String::new()
